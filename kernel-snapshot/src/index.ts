@@ -1,0 +1,16 @@
+export { Digest, DigestError, digestEquals, digestOf, formatDigest, makeDigest, parseDigest } from './digest.js';
+export { CanonicalJsonError, JsonValue, canonicalJson, compareCodePoints, encodeCanonical } from './canonicalJson.js';
+export {
+  ChunkedBytes,
+  MANIFEST_KIND,
+  MANIFEST_VERSION,
+  Manifest,
+  ManifestError,
+  ManifestGroup,
+  Unpicklable,
+  encodeManifest,
+  manifestBlobDigests,
+  manifestDigest,
+  parseManifest,
+  parseManifestBytes,
+} from './manifest.js';

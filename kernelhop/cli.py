@@ -1,0 +1,146 @@
+"""The `kernelhop` command: `up` (the embedded default), `gateway` and `runtime`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from .services import ServiceError, node_entry, project_root, start_gateway, start_runtime
+
+EXAMPLE = "hello-gpu.ipynb"
+NODE_SERVICES = ("gateway", "runtime")
+
+
+def kernelhop_home() -> Path:
+    return Path(os.environ.get("KERNELHOP_HOME", Path.home() / ".kernelhop"))
+
+
+def detect_gpu_classes() -> list[str]:
+    """Names the runtime would find with nvidia-smi; empty on a host without NVIDIA GPUs."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+
+
+def exec_node(package: str, args: list[str]) -> int:
+    """Hand the process over to the Node service so signals and exit codes are its own."""
+    command = node_entry(package) + args
+    os.execv(command[0], command)
+    return 0  # not reached: execv replaces this process
+
+
+def cmd_up(ns: argparse.Namespace) -> int:
+    home = Path(ns.data) if ns.data else kernelhop_home()
+    home.mkdir(parents=True, exist_ok=True)
+    token = os.environ.get("KERNELHOP_TOKEN") or secrets.token_urlsafe(24)
+    classes = ns.gpu_class
+    if not classes and not detect_gpu_classes():
+        # A CPU-only machine poses as h100 so the example notebook runs; the runtime marks the class simulated and
+        # every hop says so, so nobody mistakes it for a GPU.
+        classes = ["cpu", "h100"]
+        print("kernelhop: no NVIDIA GPU found here: the local runtime offers 'cpu' and 'h100' simulated on the CPU.")
+    notebooks = Path(ns.notebook_dir) if ns.notebook_dir else home / "notebooks"
+    notebooks.mkdir(parents=True, exist_ok=True)
+    example = notebooks / EXAMPLE
+    if not example.exists():
+        shutil.copyfile(project_root() / "examples" / EXAMPLE, example)
+
+    services = []
+    lab: subprocess.Popen[bytes] | None = None
+    try:
+        gateway = start_gateway(data=home, token=token, host=ns.host, port=ns.port, grpc_port=ns.grpc_port)
+        services.append(gateway)
+        runtime = start_runtime(
+            gateway=gateway.ready["grpc"], token=token, classes=classes, cache=home / "runtime-cache"
+        )
+        services.append(runtime)
+        env = {
+            **os.environ,
+            "KERNELHOP_GATEWAY": gateway.ready["ws"],
+            "KERNELHOP_TOKEN": token,
+            "KERNELHOP_HOME": str(home),
+        }
+        lab_args = [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            f"--ServerApp.root_dir={notebooks}",
+            f"--ServerApp.port={ns.lab_port}",
+            f"--ServerApp.ip={ns.host}",
+            f"--LabApp.default_url=/lab/tree/{EXAMPLE}",
+        ]
+        if ns.no_browser:
+            lab_args.append("--no-browser")
+        print(
+            f"kernelhop: gateway {gateway.ready['ws']}, runtime {runtime.ready['id']} ({runtime.ready['classes']}); "
+            f"starting JupyterLab in {notebooks}"
+        )
+        lab = subprocess.Popen(lab_args, env=env)
+        return lab.wait()
+    except KeyboardInterrupt:
+        return 0
+    except ServiceError as error:
+        print(f"kernelhop up: {error}", file=sys.stderr)
+        return 1
+    finally:
+        if lab is not None and lab.poll() is None:
+            lab.send_signal(signal.SIGTERM)
+            lab.wait()
+        for service in reversed(services):
+            service.stop()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kernelhop", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="gateway, one local runtime and JupyterLab with the example notebook")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8731, help="gateway WebSocket port")
+    up.add_argument("--grpc-port", type=int, default=None, help="gateway gRPC port (default: port + 1)")
+    up.add_argument("--lab-port", type=int, default=8888)
+    up.add_argument("--data", help="gateway data directory (default $KERNELHOP_HOME or ~/.kernelhop)")
+    up.add_argument("--notebook-dir", help="JupyterLab's root (default DATA/notebooks, seeded with the example)")
+    up.add_argument(
+        "--class",
+        dest="gpu_class",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="classes the local runtime offers (default: its GPUs, or cpu and a simulated h100)",
+    )
+    up.add_argument("--no-browser", action="store_true")
+    up.set_defaults(run=cmd_up)
+
+    # Listed for --help only: main() hands their arguments to the Node services, which own their own --help.
+    commands.add_parser("gateway", help="run the gateway: [--host H] [--port P] [--grpc-port G] [--data DIR]")
+    commands.add_parser("runtime", help="run a runtime: --gateway HOST:PORT [--class NAME ...] [--capacity N]")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv and argv[0] in NODE_SERVICES:
+            return exec_node(argv[0], argv[1:])
+        ns = build_parser().parse_args(argv)
+        return ns.run(ns)
+    except ServiceError as error:
+        print(f"kernelhop: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

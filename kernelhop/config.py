@@ -1,0 +1,103 @@
+"""Where the gateway is and which token it takes (ARCHITECTURE.md, "Discovery and auth").
+
+Environment first (`KERNELHOP_GATEWAY`, `KERNELHOP_TOKEN`), then `$KERNELHOP_HOME/gateway.json`, which a gateway
+writes when it starts. Read at every hop, so `%env KERNELHOP_GATEWAY=...` takes effect without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_PORT = 8731
+WS_PATH = "/ws/v1"
+DEFAULT_URL = f"ws://127.0.0.1:{DEFAULT_PORT}{WS_PATH}"
+
+
+class ConfigError(Exception):
+    """The gateway settings cannot be used as given."""
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    url: str
+    token: str | None
+    # Said in error messages, so a user knows which setting to fix.
+    source: str
+
+
+def kernelhop_home(environ: Mapping[str, str] = os.environ) -> Path:
+    home = environ.get("KERNELHOP_HOME")
+    return Path(home).expanduser() if home else Path.home() / ".kernelhop"
+
+
+def normalize_url(url: str) -> str:
+    """`ws://host:port` (or http://, or a bare `host:port`) → `ws://host:port/ws/v1`."""
+    text = url.strip()
+    if "://" not in text:
+        text = "ws://" + text
+    parts = urlsplit(text)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    if scheme not in ("ws", "wss"):
+        raise ConfigError(f"gateway URL {url!r} must start with ws:// or wss:// (for example {DEFAULT_URL})")
+    if not parts.hostname:
+        raise ConfigError(f"gateway URL {url!r} names no host (for example {DEFAULT_URL})")
+    try:
+        _ = parts.port  # urlsplit checks the port only when asked: ask now, not at connect time
+    except ValueError:
+        raise ConfigError(f"gateway URL {url!r} has an invalid port (for example {DEFAULT_URL})") from None
+    path = parts.path.rstrip("/") or WS_PATH
+    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+
+
+def read_gateway_file(path: Path) -> dict[str, str]:
+    """The `url` and `token` a gateway wrote; empty when there is no file."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path} is not valid JSON ({e}); delete it or restart `kernelhop gateway`") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object with keys url and token")
+    out: dict[str, str] = {}
+    for key in ("url", "token"):
+        value = data.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: {key!r} must be a string")
+        out[key] = value
+    return out
+
+
+def discover(environ: Mapping[str, str] = os.environ) -> GatewayConfig:
+    file_path = kernelhop_home(environ) / "gateway.json"
+    written = read_gateway_file(file_path)
+    file_url = normalize_url(written["url"]) if "url" in written else None
+
+    env_url = environ.get("KERNELHOP_GATEWAY", "").strip()
+    if env_url:
+        url, source = normalize_url(env_url), "KERNELHOP_GATEWAY"
+    elif file_url:
+        url, source = file_url, str(file_path)
+    else:
+        url, source = DEFAULT_URL, "the default"
+
+    token = environ.get("KERNELHOP_TOKEN") or None
+    if token is not None:
+        token_source = "from KERNELHOP_TOKEN"
+    elif file_url == url and written.get("token"):
+        # Only hand the file's token to the gateway that wrote it: never send a local secret to another host.
+        token, token_source = written["token"], f"from {file_path}"
+    else:
+        token_source = "not set"
+    return GatewayConfig(url=url, token=token, source=f"URL from {source}, token {token_source}")

@@ -1,0 +1,160 @@
+"""Start the Node services (gateway, runtime) as child processes and wait until they say they are ready.
+
+`kernelhop up` and the end-to-end tests share this, so both start the stack exactly the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+GATEWAY_READY = re.compile(r"^kernelhop gateway ready ws=(?P<ws>\S+) grpc=(?P<grpc>\S+)")
+RUNTIME_READY = re.compile(
+    r"^kernelhop runtime ready id=(?P<id>\S+) classes=(?P<classes>\S*) capacity=(?P<capacity>\d+)"
+)
+
+
+class ServiceError(RuntimeError):
+    """A service could not be started; the message says what to do."""
+
+
+def project_root() -> Path:
+    """The checkout holding the Node packages: KERNELHOP_ROOT, or the folder above this package."""
+    env = os.environ.get("KERNELHOP_ROOT")
+    root = Path(env) if env else Path(__file__).resolve().parent.parent
+    if not (root / "gateway" / "package.json").exists():
+        raise ServiceError(
+            f"kernelhop's Node services are not in {root}. Run kernelhop from a checkout installed as the README "
+            "says (pip install -e .), or set KERNELHOP_ROOT to that checkout."
+        )
+    return root
+
+
+def node_entry(package: str) -> list[str]:
+    """The command that runs a workspace package's compiled entry point."""
+    node = shutil.which("node")
+    if node is None:
+        raise ServiceError("kernelhop needs Node.js 20 or newer on PATH to run the gateway and the runtime.")
+    root = project_root()
+    entry = root / package / "dist" / "src" / "main.js"
+    if not entry.exists():
+        raise ServiceError(
+            f"{entry} is missing: build the Node packages first with `npm ci && npm run build` in {root}."
+        )
+    return [node, str(entry)]
+
+
+@dataclass
+class Service:
+    """A child process whose output is relayed line by line, with the fields of its ready line."""
+
+    name: str
+    process: subprocess.Popen[str]
+    ready: dict[str, str] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_service(
+    name: str,
+    command: list[str],
+    ready: re.Pattern[str],
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 60.0,
+    echo: IO[str] | None = sys.stdout,
+) -> Service:
+    """Start `command`, relay its output prefixed with its name, and return once a line matches `ready`."""
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        bufsize=1,
+        env=env,
+    )
+    service = Service(name, process)
+    seen = threading.Event()
+
+    def relay(stream: IO[str], on_line: Callable[[str], None]) -> None:
+        for line in stream:
+            on_line(line.rstrip("\n"))
+
+    def on_line(line: str) -> None:
+        service.lines.append(line)
+        if echo is not None:
+            print(f"[{name}] {line}", file=echo, flush=True)
+        match = ready.match(line)
+        if match and not seen.is_set():
+            service.ready = match.groupdict()
+            seen.set()
+
+    assert process.stdout is not None
+    threading.Thread(target=relay, args=(process.stdout, on_line), daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not seen.wait(0.05):
+        if process.poll() is not None or time.monotonic() > deadline:
+            service.stop()
+            tail = "\n".join(service.lines[-20:])
+            why = (
+                f"exited with code {process.returncode}"
+                if process.returncode is not None
+                else f"was not ready in {timeout:.0f} s"
+            )
+            raise ServiceError(f"the {name} {why}:\n{tail}")
+    return service
+
+
+def start_gateway(
+    *,
+    data: Path,
+    token: str,
+    host: str = "127.0.0.1",
+    port: int = 8731,
+    grpc_port: int | None = None,
+    echo: IO[str] | None = sys.stdout,
+) -> Service:
+    command = node_entry("gateway") + ["--host", host, "--port", str(port), "--data", str(data)]
+    if grpc_port is not None:
+        command += ["--grpc-port", str(grpc_port)]
+    return start_service("gateway", command, GATEWAY_READY, env={**os.environ, "KERNELHOP_TOKEN": token}, echo=echo)
+
+
+def start_runtime(
+    *,
+    gateway: str,
+    token: str,
+    classes: list[str] | None = None,
+    capacity: int | None = None,
+    cache: Path | None = None,
+    python: str = sys.executable,
+    extra: list[str] | None = None,
+    echo: IO[str] | None = sys.stdout,
+) -> Service:
+    command = node_entry("runtime") + ["--gateway", gateway, "--python", python]
+    for name in classes or []:
+        command += ["--class", name]
+    if capacity is not None:
+        command += ["--capacity", str(capacity)]
+    if cache is not None:
+        command += ["--cache", str(cache)]
+    command += extra or []
+    return start_service("runtime", command, RUNTIME_READY, env={**os.environ, "KERNELHOP_TOKEN": token}, echo=echo)

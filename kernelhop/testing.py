@@ -1,0 +1,124 @@
+"""A local kernelhop stack (real gateway and runtime processes on loopback) and a real ipykernel driven through
+jupyter_client: shared by the end-to-end tests and the benchmarks."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.manager import KernelManager
+
+from .services import Service, start_gateway, start_runtime
+
+
+@dataclass
+class Stack:
+    gateway: Service
+    runtime: Service
+    token: str
+    data: Path
+
+    @property
+    def ws_url(self) -> str:
+        return self.gateway.ready["ws"]
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "KERNELHOP_GATEWAY": self.ws_url,
+            "KERNELHOP_TOKEN": self.token,
+            "KERNELHOP_HOME": str(self.data),
+        }
+        env.update(overrides)
+        return env
+
+    def stop(self) -> None:
+        self.runtime.stop()
+        self.gateway.stop()
+
+
+def launch_stack(root: Path, *, capacity: int = 2) -> Stack:
+    token = secrets.token_hex(16)
+    gateway = start_gateway(data=root / "gateway", token=token, port=0, grpc_port=0, echo=None)
+    try:
+        runtime = start_runtime(
+            gateway=gateway.ready["grpc"],
+            token=token,
+            classes=["h100"],
+            capacity=capacity,
+            cache=root / "runtime-cache",
+            echo=None,
+        )
+    except BaseException:
+        gateway.stop()
+        raise
+    return Stack(gateway, runtime, token, root)
+
+
+@dataclass
+class Execution:
+    """What one execute request produced: the reply and every iopub message with its arrival time."""
+
+    reply: dict[str, Any]
+    messages: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    finished_at: float = 0.0
+
+    @property
+    def status(self) -> str:
+        return self.reply["content"]["status"]
+
+    def stream_text(self, name: str | None = None) -> str:
+        return "".join(
+            m["content"]["text"]
+            for _, m in self.messages
+            if m["msg_type"] == "stream" and (name is None or m["content"]["name"] == name)
+        )
+
+    def outputs(self, msg_type: str) -> list[dict[str, Any]]:
+        return [m["content"] for _, m in self.messages if m["msg_type"] == msg_type]
+
+    @property
+    def error_text(self) -> str:
+        errors = self.outputs("error")
+        return "\n".join("\n".join(e["traceback"]) + f"\n{e['ename']}: {e['evalue']}" for e in errors)
+
+
+class Kernel:
+    """A real ipykernel driven through jupyter_client, with kernelhop loaded."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.manager = KernelManager(kernel_name="python3")
+        self.manager.start_kernel(env=env)
+        self.client = self.manager.client()
+        self.client.start_channels()
+        self.client.wait_for_ready(timeout=60)
+        first = self.run("%load_ext kernelhop")
+        assert first.status == "ok", first.error_text
+
+    def run(
+        self, code: str, timeout: float = 120, on_message: Callable[[dict[str, Any]], None] | None = None
+    ) -> Execution:
+        execution = Execution(reply={})
+
+        def hook(msg: dict[str, Any]) -> None:
+            execution.messages.append((time.monotonic(), msg))
+            if on_message is not None:
+                on_message(msg)
+
+        execution.reply = self.client.execute_interactive(code, output_hook=hook, timeout=timeout, allow_stdin=False)
+        execution.finished_at = time.monotonic()
+        return execution
+
+    def value(self, expression: str) -> Any:
+        execution = self.run(f"print(repr({expression}))")
+        assert execution.status == "ok", execution.error_text
+        return execution.stream_text("stdout").strip()
+
+    def shutdown(self) -> None:
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=True)

@@ -1,0 +1,221 @@
+"""The worker's command loop: restore a snapshot, run one cell, capture, report."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from .channel import EventChannel, StreamWriter
+
+EVENT_FD = 3
+DEFAULT_PRELOAD = "numpy"
+
+
+class Interrupts:
+    """SIGINT raises KeyboardInterrupt only inside the user's code.
+
+    During restore and capture it is remembered instead, so a cancel never leaves half-restored
+    state or a half-written snapshot; the cell then does not start. It also never interrupts a
+    line being written to the event channel."""
+
+    def __init__(self, channel: EventChannel) -> None:
+        self._channel = channel
+        self.in_user_code = False
+        self.pending = False
+        channel.on_idle = self._raise_deferred
+        signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.in_user_code and not self._channel.busy:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    def _raise_deferred(self) -> None:
+        if self.pending and self.in_user_code:
+            self.pending = False
+            raise KeyboardInterrupt
+
+
+def _preload(modules: str) -> None:
+    for name in filter(None, (m.strip() for m in modules.split(","))):
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # a missing optional module must not keep the worker from starting
+            print(f"kernelhop worker: could not preload {name!r}: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
+def _isolate_fds() -> tuple[int, int]:
+    """Take the command pipe (fd 0) and event pipe (fd 3) away from the user's code.
+
+    A subprocess started by the cell (`os.system`, `!cmd`) inherits fds 0-2; reading fd 0 would
+    steal our commands and writing fd 3 would corrupt our events. The duplicates are
+    non-inheritable (PEP 446), and fd 0 becomes /dev/null."""
+    commands = os.dup(0)
+    events = os.dup(EVENT_FD)
+    os.close(EVENT_FD)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    return commands, events
+
+
+def _watch_commands(fd: int, commands: "queue.Queue[dict[str, Any]]", channel: EventChannel) -> None:
+    with os.fdopen(fd, "rb", buffering=0) as raw:
+        for line in iter(raw.readline, b""):
+            if not line.strip():
+                continue
+            try:
+                command = json.loads(line)
+                if not isinstance(command, dict):
+                    raise ValueError("a command is a JSON object")
+            except ValueError as exc:
+                channel.emit("failed", code="bad_command", message=f"unreadable command line: {exc}")
+                continue
+            commands.put(command)
+    # The runtime closed our stdin (or died): nothing is left to serve, and no worker may outlive it.
+    os._exit(0)
+
+
+class Worker:
+    def __init__(self, cache_dir: str, channel: EventChannel) -> None:
+        from kernelhop_snapshot import Capturer, DirectoryBlobStore
+
+        from .shell import WorkerShell
+
+        self._channel = channel
+        self._store = DirectoryBlobStore(cache_dir)
+        self._capturer = Capturer(self._store)
+        self._interrupts = Interrupts(channel)
+        self._stdout = StreamWriter(channel, "stdout")
+        self._stderr = StreamWriter(channel, "stderr")
+        # ipykernel's way to get inline figures: pyplot picks this backend on import, and the backend
+        # registers a post-execute hook that displays open figures at the end of each cell.
+        os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+        self._shell = WorkerShell.instance(channel=channel)
+        if "matplotlib" in sys.modules:
+            self._enable_inline_figures()
+
+    def _enable_inline_figures(self) -> None:
+        try:
+            self._shell.enable_matplotlib("inline")
+        except Exception as exc:
+            print(f"kernelhop worker: inline figures unavailable: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+    def serve(self, commands: "queue.Queue[dict[str, Any]]") -> None:
+        while True:
+            command = commands.get()
+            op = command.get("op")
+            if op == "run":
+                self.run(command)
+            else:
+                self._channel.emit("failed", code="bad_command", message=f"unknown op {op!r}; this worker knows 'run'")
+
+    def run(self, command: dict[str, Any]) -> None:
+        from kernelhop_snapshot import Digest
+
+        run_id, code, snapshot = command.get("run_id"), command.get("code"), command.get("snapshot")
+        if not isinstance(run_id, str) or not isinstance(code, str) or not isinstance(snapshot, str):
+            self._channel.emit("failed", code="bad_command", message="run needs string fields run_id, code and snapshot")
+            return
+        self._channel.run_id = run_id
+        try:
+            timings: dict[str, float] = {}
+            started = time.perf_counter()
+            try:
+                parent = Digest.parse(snapshot)
+                namespace = self._restore(parent)
+            except Exception as exc:
+                self._channel.emit("failed", code="restore_failed", message=f"could not restore snapshot {snapshot}: {_describe(exc)}")
+                return
+            timings["restore_s"] = time.perf_counter() - started
+
+            started = time.perf_counter()
+            self._shell.reset(new_session=False)
+            self._shell.user_ns.update(namespace)
+            ok = self._run_cell(code)
+            timings["run_s"] = time.perf_counter() - started
+
+            started = time.perf_counter()
+            try:
+                captured = self._capture(parent)
+            except Exception as exc:
+                self._channel.emit("failed", code="capture_failed", message=f"could not capture the namespace after the cell: {_describe(exc)}")
+                return
+            timings["capture_s"] = time.perf_counter() - started
+            self._channel.emit(
+                "done",
+                status="ok" if ok else "error",
+                snapshot=str(captured.digest),
+                new_blobs=[str(d) for d in captured.new_blobs],
+                timings=timings,
+            )
+        finally:
+            self._interrupts.pending = False
+            self._channel.run_id = None
+
+    def _restore(self, digest: Any) -> dict[str, Any]:
+        from kernelhop_snapshot import Manifest
+
+        manifest = Manifest.from_bytes(self._store.get(digest))
+        return self._capturer.restore(manifest)
+
+    def _capture(self, parent: Any) -> Any:
+        from kernelhop_snapshot import user_namespace
+
+        return self._capturer.capture(user_namespace(self._shell), parent=parent)
+
+    def _run_cell(self, code: str) -> bool:
+        saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = self._stdout, self._stderr
+        try:
+            if self._interrupts.pending:
+                # Cancelled while restoring: the cell does not start, and says so as a local kernel would.
+                self._interrupts.pending = False
+                self._report_interrupt()
+                return False
+            self._interrupts.in_user_code = True
+            try:
+                result = self._shell.run_cell(code, store_history=False)
+            finally:
+                self._interrupts.in_user_code = False
+            return bool(result.success)
+        except KeyboardInterrupt:
+            # SIGINT landed outside run_code (e.g. while IPython transformed the cell).
+            self._report_interrupt()
+            return False
+        finally:
+            self._channel.flush()
+            sys.stdout, sys.stderr = saved
+
+    def _report_interrupt(self) -> None:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            self._shell.showtraceback()
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m kernelhop_worker", description=__doc__)
+    parser.add_argument("--cache", required=True, help="the runtime's chunk cache: <cache>/<hash[0:2]>/<hash>")
+    args = parser.parse_args(argv)
+
+    command_fd, event_fd = _isolate_fds()
+    channel = EventChannel(event_fd)
+    _preload(os.environ.get("KERNELHOP_PRELOAD", DEFAULT_PRELOAD))
+    worker = Worker(args.cache, channel)
+    commands: queue.Queue[dict[str, Any]] = queue.Queue()
+    threading.Thread(target=_watch_commands, args=(command_fd, commands, channel), name="kernelhop-stdin", daemon=True).start()
+    channel.emit("ready", pid=os.getpid(), python=sys.version.split()[0])
+    worker.serve(commands)

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs everything (Node packages, the venv, Debian's Chromium) and runs every test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "Debian's chromium is needed for the browser tests: sudo apt-get install -y chromium" >&2; exit 1
+  fi
+fi
+bash scripts/install.sh --test
+
+export PATH="$PWD/.venv/bin:$PATH" KERNELHOP_PYTHON="$PWD/.venv/bin/python"
+status=0
+echo "== TypeScript unit tests"
+npm test --workspaces --if-present || status=1
+echo "== Python tests (unit and end to end on loopback)"
+.venv/bin/python -m pytest -q -p no:cacheprovider || status=1
+echo "== Browser tests (JupyterLab in Debian's Chromium)"
+npm run test:ui -w ui-tests --if-present || status=1
+exit $status
