@@ -1,0 +1,134 @@
+// Content-addressed blob store. Every put is verified against its digest; blobs are immutable once stored.
+import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { Digest, digestOf, formatDigest } from '@kernelhop/kernel-snapshot';
+
+/** Largest single blob accepted: chunks are at most 1 MiB, so this only bounds manifests. */
+export const MAX_BLOB_BYTES = 48 * 1024 * 1024;
+
+export type PutCode = 'ok' | 'digest_mismatch' | 'too_large';
+
+export interface PutResult {
+  code: PutCode;
+  message: string;
+}
+
+export interface BlobStore {
+  /** The digests of `digests` that are not stored, in the given order, each once. */
+  findMissing(digests: readonly Digest[]): Promise<Digest[]>;
+  /** Stores `data` under `digest` after checking that the bytes hash to it; never trusts the caller. */
+  put(digest: Digest, data: Uint8Array): Promise<PutResult>;
+  /** The blob's bytes, or undefined when it is not stored. */
+  get(digest: Digest): Promise<Buffer | undefined>;
+  has(digest: Digest): Promise<boolean>;
+}
+
+/** Verifies bytes against a digest; the one place both APIs decide whether a blob is acceptable. */
+export function verifyBlob(digest: Digest, data: Uint8Array): PutResult {
+  if (data.byteLength > MAX_BLOB_BYTES) {
+    return { code: 'too_large', message: `blob is ${data.byteLength} bytes; at most ${MAX_BLOB_BYTES} are accepted` };
+  }
+  if (data.byteLength !== digest.sizeBytes) {
+    return {
+      code: 'digest_mismatch',
+      message: `blob has ${data.byteLength} bytes but its digest says ${digest.sizeBytes}; nothing stored`,
+    };
+  }
+  const actual = digestOf(data);
+  if (actual.hash !== digest.hash) {
+    return {
+      code: 'digest_mismatch',
+      message: `blob hashes to ${formatDigest(actual)}, not ${formatDigest(digest)}; nothing stored`,
+    };
+  }
+  return { code: 'ok', message: '' };
+}
+
+/** Layout `<root>/<hash[0:2]>/<hash>`, as a runtime's chunk cache (ARCHITECTURE.md). */
+export class DiskBlobStore implements BlobStore {
+  constructor(private readonly root: string) {}
+
+  static async open(root: string): Promise<DiskBlobStore> {
+    await fsp.mkdir(root, { recursive: true });
+    return new DiskBlobStore(root);
+  }
+
+  pathOf(digest: Digest): string {
+    return path.join(this.root, digest.hash.slice(0, 2), digest.hash);
+  }
+
+  async has(digest: Digest): Promise<boolean> {
+    try {
+      const st = await fsp.stat(this.pathOf(digest));
+      return st.isFile() && st.size === digest.sizeBytes;
+    } catch (e) {
+      if (isNotFound(e)) return false;
+      throw e;
+    }
+  }
+
+  async findMissing(digests: readonly Digest[]): Promise<Digest[]> {
+    const unique = new Map<string, Digest>();
+    for (const d of digests) unique.set(formatDigest(d), d);
+    const present = await Promise.all([...unique.values()].map((d) => this.has(d)));
+    return [...unique.values()].filter((_, i) => !present[i]);
+  }
+
+  async put(digest: Digest, data: Uint8Array): Promise<PutResult> {
+    const verdict = verifyBlob(digest, data);
+    if (verdict.code !== 'ok' || (await this.has(digest))) return verdict;
+    const final = this.pathOf(digest);
+    const dir = path.dirname(final);
+    await fsp.mkdir(dir, { recursive: true });
+    // A unique temporary name in the same directory: concurrent puts of one blob each write their own file and the
+    // renames (atomic on one file system) leave identical bytes whichever lands last.
+    const tmp = path.join(dir, `.${digest.hash}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+    const fh = await fsp.open(tmp, 'wx', 0o644);
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } catch (e) {
+      await fh.close();
+      await fsp.rm(tmp, { force: true });
+      throw e;
+    }
+    await fh.close();
+    try {
+      await fsp.rename(tmp, final);
+    } catch (e) {
+      await fsp.rm(tmp, { force: true });
+      throw e;
+    }
+    await syncDir(dir);
+    return verdict;
+  }
+
+  async get(digest: Digest): Promise<Buffer | undefined> {
+    try {
+      const data = await fsp.readFile(this.pathOf(digest));
+      // A truncated file is as good as missing; callers verify hashes themselves.
+      return data.byteLength === digest.sizeBytes ? data : undefined;
+    } catch (e) {
+      if (isNotFound(e)) return undefined;
+      throw e;
+    }
+  }
+}
+
+/** Makes the rename durable; not every platform lets a directory be fsynced, which only weakens durability. */
+async function syncDir(dir: string): Promise<void> {
+  let fh: fsp.FileHandle | undefined;
+  try {
+    fh = await fsp.open(dir, 'r');
+    await fh.sync();
+  } catch {
+    // Best effort by design.
+  } finally {
+    await fh?.close();
+  }
+}
+
+function isNotFound(e: unknown): boolean {
+  return typeof e === 'object' && e !== null && (e as NodeJS.ErrnoException).code === 'ENOENT';
+}

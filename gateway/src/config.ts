@@ -1,0 +1,66 @@
+// Command line and environment of the gateway process.
+import { randomBytes } from 'node:crypto';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+
+export interface GatewayConfig {
+  host: string;
+  /** 0 = let the OS pick a free port. */
+  port: number;
+  grpcPort: number;
+  dataDir: string;
+  token: string;
+  /** True when no KERNELHOP_TOKEN was given and the token was made here (it must then be shown). */
+  tokenGenerated: boolean;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export const DEFAULT_HOST = '127.0.0.1';
+export const DEFAULT_WS_PORT = 8731;
+export const DEFAULT_GRPC_PORT = 8732;
+
+export function defaultDataDir(env: NodeJS.ProcessEnv): string {
+  return env.KERNELHOP_HOME && env.KERNELHOP_HOME !== '' ? env.KERNELHOP_HOME : path.join(os.homedir(), '.kernelhop');
+}
+
+export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfig {
+  let values: { host?: string; port?: string; 'grpc-port'?: string; data?: string };
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        host: { type: 'string' },
+        port: { type: 'string' },
+        'grpc-port': { type: 'string' },
+        data: { type: 'string' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (e) {
+    throw new ConfigError(`${(e as Error).message}\nusage: kernelhop-gateway [--host H] [--port P] [--grpc-port G] [--data DIR]`);
+  }
+  const envToken = env.KERNELHOP_TOKEN;
+  const tokenGenerated = envToken === undefined || envToken === '';
+  return {
+    host: values.host ?? DEFAULT_HOST,
+    port: parsePort(values.port, DEFAULT_WS_PORT, '--port'),
+    grpcPort: parsePort(values['grpc-port'], DEFAULT_GRPC_PORT, '--grpc-port'),
+    dataDir: path.resolve(values.data ?? defaultDataDir(env)),
+    token: tokenGenerated ? randomBytes(32).toString('base64url') : (envToken as string),
+    tokenGenerated,
+  };
+}
+
+function parsePort(text: string | undefined, fallback: number, flag: string): number {
+  if (text === undefined) return fallback;
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n > 65535) {
+    throw new ConfigError(`${flag} ${JSON.stringify(text)} is not a port number (0-65535; 0 picks a free one)`);
+  }
+  return n;
+}

@@ -1,0 +1,367 @@
+// The runtime-facing gRPC API (proto/kernelhop/v1/runtime.proto): ContentAddressableStorage and Runtimes.
+import * as path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { Digest, DigestError, formatDigest, makeDigest } from '@kernelhop/kernel-snapshot';
+import { TokenAuth } from './auth.js';
+import { BlobStore, PutCode } from './blobStore.js';
+import { DownMessage, RuntimeEvent, Scheduler, SchedulerError, WorkLink } from './scheduler.js';
+
+// Compiled to gateway/dist/src/grpcApi.js; the proto lives at the repository root.
+export const PROTO_PATH = path.resolve(__dirname, '../../../proto/kernelhop/v1/runtime.proto');
+
+/** Largest batch of blob bytes one BatchReadBlobs answers, as get_blobs on the WebSocket. */
+export const MAX_BATCH_READ_BYTES = 48 * 1024 * 1024;
+/** Message limit both ways: a 48 MiB batch plus framing. */
+export const MAX_GRPC_MESSAGE_BYTES = 64 * 1024 * 1024;
+
+export const LOADER_OPTIONS: protoLoader.Options = {
+  keepCase: true,
+  longs: Number,
+  enums: String,
+  defaults: true,
+  oneofs: true,
+};
+
+// Wire shapes under LOADER_OPTIONS (snake_case fields, int64 as number, `kind` naming the oneof field set).
+interface PbDigest {
+  hash: string;
+  size_bytes: number;
+}
+interface PbStatus {
+  code: number;
+  message: string;
+}
+interface PbCellEvent {
+  run_id: string;
+  kind?: 'started' | 'stream' | 'display' | 'result' | 'error' | 'done' | 'failed' | 'progress';
+  started?: { worker: string; warm: boolean };
+  stream?: { name: string; text: string };
+  display?: { data_json: string; metadata_json: string };
+  result?: { data_json: string; metadata_json: string };
+  error?: { ename: string; evalue: string; traceback: string[] };
+  done?: { status: string; snapshot: PbDigest | null; timings_json: string };
+  failed?: { code: string; message: string };
+  progress?: { phase: string; done_bytes: number; total_bytes: number };
+}
+interface PbRuntimeMessage {
+  event?: PbCellEvent | null;
+}
+type PbGatewayMessage =
+  | {
+      assign: {
+        run_id: string;
+        session: string;
+        gpu_class: string;
+        code: string;
+        snapshot: PbDigest;
+        timeout_s: number;
+      };
+    }
+  | { cancel: { run_id: string; reason: string } };
+
+export function loadProto(): grpc.GrpcObject {
+  const def = protoLoader.loadSync(PROTO_PATH, LOADER_OPTIONS);
+  return grpc.loadPackageDefinition(def);
+}
+
+function serviceOf(proto: grpc.GrpcObject, name: string): grpc.ServiceDefinition {
+  const v1 = (proto.kernelhop as grpc.GrpcObject).v1 as grpc.GrpcObject;
+  return (v1[name] as grpc.ServiceClientConstructor).service;
+}
+
+function statusError(code: grpc.status, details: string): Partial<grpc.StatusObject> {
+  return { code, details };
+}
+
+function toDigest(pb: PbDigest | null | undefined, what: string): Digest {
+  if (pb === null || pb === undefined) throw new DigestError(`${what} is missing`);
+  try {
+    return makeDigest(pb.hash, Number(pb.size_bytes));
+  } catch (e) {
+    throw new DigestError(`${what}: ${(e as Error).message}`);
+  }
+}
+
+function toPb(d: Digest): PbDigest {
+  return { hash: d.hash, size_bytes: d.sizeBytes };
+}
+
+const PUT_STATUS: Record<PutCode, grpc.status> = {
+  ok: grpc.status.OK,
+  digest_mismatch: grpc.status.INVALID_ARGUMENT,
+  too_large: grpc.status.RESOURCE_EXHAUSTED,
+};
+
+/** A request the caller got wrong as a whole: INVALID_ARGUMENT. */
+class RequestError extends Error {}
+
+export class GrpcApi {
+  readonly server: grpc.Server;
+
+  constructor(
+    private readonly auth: TokenAuth,
+    private readonly store: BlobStore,
+    private readonly scheduler: Scheduler,
+    private readonly log: (line: string) => void,
+  ) {
+    this.server = new grpc.Server({
+      'grpc.max_receive_message_length': MAX_GRPC_MESSAGE_BYTES,
+      'grpc.max_send_message_length': MAX_GRPC_MESSAGE_BYTES,
+    });
+    const proto = loadProto();
+    this.server.addService(serviceOf(proto, 'ContentAddressableStorage'), {
+      FindMissingBlobs: this.unary((req: { blob_digests: PbDigest[] }) => this.findMissing(req)),
+      BatchUpdateBlobs: this.unary((req: { requests: Array<{ digest: PbDigest | null; data: Buffer }> }) =>
+        this.batchUpdate(req),
+      ),
+      BatchReadBlobs: this.unary((req: { digests: PbDigest[] }) => this.batchRead(req)),
+    });
+    this.server.addService(serviceOf(proto, 'Runtimes'), {
+      Register: this.unary((req: RegisterReq) => this.registerRuntime(req)),
+      Heartbeat: this.unary(async (req: { runtime_id: string }) => ({ known: this.scheduler.heartbeat(req.runtime_id) })),
+      Work: (call: grpc.ServerDuplexStream<PbRuntimeMessage, PbGatewayMessage>) => this.work(call),
+    });
+  }
+
+  /** Binds `host:port` (0 = a free port) and returns the port bound. */
+  bind(host: string, port: number): Promise<number> {
+    const addr = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+    return new Promise((resolve, reject) => {
+      this.server.bindAsync(addr, grpc.ServerCredentials.createInsecure(), (err, bound) =>
+        err ? reject(err) : resolve(bound),
+      );
+    });
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      const force = setTimeout(() => this.server.forceShutdown(), 2000);
+      this.server.tryShutdown(() => {
+        clearTimeout(force);
+        resolve();
+      });
+    });
+  }
+
+  private authorized(metadata: grpc.Metadata): boolean {
+    const values = metadata.get('authorization');
+    return values.length === 1 && typeof values[0] === 'string' && this.auth.checkBearer(values[0]);
+  }
+
+  /** A unary handler with the token check and errors mapped to gRPC statuses. */
+  private unary<Req, Res>(fn: (req: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
+    return (call, callback) => {
+      if (!this.authorized(call.metadata)) {
+        callback(statusError(grpc.status.UNAUTHENTICATED, 'missing or wrong token: send metadata "authorization: Bearer TOKEN"'));
+        return;
+      }
+      fn(call.request).then(
+        (res) => callback(null, res),
+        (e: unknown) => {
+          if (e instanceof DigestError || e instanceof SchedulerError || e instanceof RequestError) {
+            callback(statusError(grpc.status.INVALID_ARGUMENT, e.message));
+          } else {
+            this.log(`gRPC handler failed: ${String(e)}`);
+            callback(statusError(grpc.status.INTERNAL, `gateway error: ${String(e)}`));
+          }
+        },
+      );
+    };
+  }
+
+  private async findMissing(req: { blob_digests: PbDigest[] }): Promise<{ missing_blob_digests: PbDigest[] }> {
+    const digests = req.blob_digests.map((d, i) => toDigest(d, `blob_digests[${i}]`));
+    return { missing_blob_digests: (await this.store.findMissing(digests)).map(toPb) };
+  }
+
+  private async batchUpdate(req: {
+    requests: Array<{ digest: PbDigest | null; data: Buffer }>;
+  }): Promise<{ responses: Array<{ digest: PbDigest | null; status: PbStatus }> }> {
+    const responses = await Promise.all(
+      req.requests.map(async (r, i) => {
+        let digest: Digest;
+        try {
+          digest = toDigest(r.digest, `requests[${i}].digest`);
+        } catch (e) {
+          return { digest: r.digest, status: { code: grpc.status.INVALID_ARGUMENT, message: (e as Error).message } };
+        }
+        const result = await this.store.put(digest, r.data);
+        return { digest: toPb(digest), status: { code: PUT_STATUS[result.code], message: result.message } };
+      }),
+    );
+    return { responses };
+  }
+
+  private async batchRead(req: {
+    digests: PbDigest[];
+  }): Promise<{ responses: Array<{ digest: PbDigest; data: Buffer; status: PbStatus }> }> {
+    const digests = req.digests.map((d, i) => toDigest(d, `digests[${i}]`));
+    const total = digests.reduce((n, d) => n + d.sizeBytes, 0);
+    if (total > MAX_BATCH_READ_BYTES) {
+      throw new RequestError(
+        `BatchReadBlobs asks for ${total} bytes; at most ${MAX_BATCH_READ_BYTES} per call, split the batch`,
+      );
+    }
+    const responses = await Promise.all(
+      digests.map(async (d) => {
+        const data = await this.store.get(d);
+        return data === undefined
+          ? {
+              digest: toPb(d),
+              data: Buffer.alloc(0),
+              status: { code: grpc.status.NOT_FOUND, message: `blob ${formatDigest(d)} is not in the store` },
+            }
+          : { digest: toPb(d), data, status: { code: grpc.status.OK, message: '' } };
+      }),
+    );
+    return { responses };
+  }
+
+  private async registerRuntime(req: RegisterReq): Promise<{ runtime_id: string; heartbeat_interval_ms: number }> {
+    const runtimeId = this.scheduler.register({
+      name: req.name,
+      classes: req.classes.map((c) => ({ name: c.name, simulated: c.simulated })),
+      capacity: req.capacity,
+      version: req.version,
+    });
+    return { runtime_id: runtimeId, heartbeat_interval_ms: this.scheduler.heartbeatIntervalMs };
+  }
+
+  private work(call: grpc.ServerDuplexStream<PbRuntimeMessage, PbGatewayMessage>): void {
+    if (!this.authorized(call.metadata)) {
+      call.emit('error', statusError(grpc.status.UNAUTHENTICATED, 'missing or wrong token: send metadata "authorization: Bearer TOKEN"'));
+      return;
+    }
+    const ids = call.metadata.get('runtime-id');
+    const runtimeId = typeof ids[0] === 'string' ? ids[0] : '';
+    const link = new StreamLink(call);
+    const attached = this.scheduler.attachWork(runtimeId, link);
+    if (attached !== 'ok') {
+      const why =
+        attached === 'unknown'
+          ? `runtime-id ${JSON.stringify(runtimeId)} is not registered (or was dropped); call Register again`
+          : `runtime ${runtimeId} already has a Work stream open`;
+      call.emit('error', statusError(attached === 'unknown' ? grpc.status.NOT_FOUND : grpc.status.ALREADY_EXISTS, why));
+      return;
+    }
+    let ended = false;
+    const end = (reason: string): void => {
+      if (ended) return;
+      ended = true;
+      this.scheduler.workEnded(runtimeId, link, reason);
+    };
+    call.on('data', (msg: PbRuntimeMessage) => {
+      const ev = msg.event;
+      if (ev === null || ev === undefined) return;
+      const decoded = decodeEvent(ev);
+      this.scheduler.runtimeEvent(runtimeId, ev.run_id, decoded);
+    });
+    call.on('end', () => {
+      end('the runtime closed its Work stream');
+      call.end();
+    });
+    call.on('cancelled', () => end('the Work stream was cancelled'));
+    call.on('error', (e: Error) => end(`the Work stream failed: ${e.message}`));
+    call.on('close', () => end('the Work stream closed'));
+  }
+}
+
+interface RegisterReq {
+  name: string;
+  classes: Array<{ name: string; simulated: boolean }>;
+  capacity: number;
+  version: string;
+}
+
+/** Maps a CellEvent to the scheduler's form; a Done with a malformed snapshot digest becomes a Failed. */
+function decodeEvent(ev: PbCellEvent): RuntimeEvent {
+  switch (ev.kind) {
+    case 'started':
+      return { kind: 'started', worker: ev.started?.worker ?? '', warm: ev.started?.warm ?? false };
+    case 'stream':
+      return { kind: 'stream', name: ev.stream?.name ?? 'stdout', text: ev.stream?.text ?? '' };
+    case 'display':
+    case 'result': {
+      const d = ev[ev.kind];
+      return { kind: ev.kind, dataJson: d?.data_json ?? '', metadataJson: d?.metadata_json ?? '' };
+    }
+    case 'error':
+      return {
+        kind: 'error',
+        ename: ev.error?.ename ?? '',
+        evalue: ev.error?.evalue ?? '',
+        traceback: ev.error?.traceback ?? [],
+      };
+    case 'progress':
+      return {
+        kind: 'progress',
+        phase: ev.progress?.phase ?? '',
+        doneBytes: Number(ev.progress?.done_bytes ?? 0),
+        totalBytes: Number(ev.progress?.total_bytes ?? 0),
+      };
+    case 'done':
+      try {
+        return {
+          kind: 'done',
+          status: ev.done?.status || 'ok',
+          snapshot: toDigest(ev.done?.snapshot, 'Done.snapshot'),
+          timingsJson: ev.done?.timings_json ?? '',
+        };
+      } catch (e) {
+        return { kind: 'failed', code: 'worker_died', message: `the runtime reported an invalid snapshot: ${(e as Error).message}` };
+      }
+    case 'failed':
+      return { kind: 'failed', code: ev.failed?.code ?? '', message: ev.failed?.message ?? '' };
+    default:
+      return { kind: 'failed', code: 'worker_died', message: 'the runtime sent a CellEvent of no known kind' };
+  }
+}
+
+/** A Work stream as the scheduler's WorkLink; honours backpressure (write() false → wait for 'drain'). */
+class StreamLink implements WorkLink {
+  private readonly backlog: PbGatewayMessage[] = [];
+  private waiting = false;
+  private closed = false;
+
+  constructor(private readonly call: grpc.ServerDuplexStream<PbRuntimeMessage, PbGatewayMessage>) {}
+
+  send(msg: DownMessage): void {
+    if (this.closed) return;
+    this.backlog.push(
+      msg.kind === 'assign'
+        ? {
+            assign: {
+              run_id: msg.runId,
+              session: msg.session,
+              gpu_class: msg.gpuClass,
+              code: msg.code,
+              snapshot: toPb(msg.snapshot),
+              timeout_s: msg.timeoutS,
+            },
+          }
+        : { cancel: { run_id: msg.runId, reason: msg.reason } },
+    );
+    this.flush();
+  }
+
+  close(reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.backlog.length = 0;
+    this.call.emit('error', statusError(grpc.status.UNAVAILABLE, `the gateway dropped this runtime: ${reason}`));
+  }
+
+  private flush(): void {
+    while (!this.waiting && !this.closed && this.backlog.length > 0) {
+      const next = this.backlog.shift() as PbGatewayMessage;
+      if (!this.call.write(next)) {
+        this.waiting = true;
+        this.call.once('drain', () => {
+          this.waiting = false;
+          this.flush();
+        });
+      }
+    }
+  }
+}

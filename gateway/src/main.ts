@@ -1,0 +1,40 @@
+#!/usr/bin/env node
+// Entry point: `node gateway/dist/src/main.js [--host H] [--port P] [--grpc-port G] [--data DIR]`.
+import { ConfigError, loadConfig } from './config.js';
+import { startGateway } from './server.js';
+
+async function main(): Promise<void> {
+  const config = loadConfig(process.argv.slice(2), process.env);
+  const gateway = await startGateway(config);
+  // Test harnesses and `kernelhop` wait for exactly this line.
+  console.log(`kernelhop gateway ready ws=${gateway.wsUrl} grpc=${gateway.grpcAddress}`);
+  if (config.tokenGenerated) {
+    console.log(`kernelhop gateway token ${config.token} (set KERNELHOP_TOKEN to choose one; also in ${config.dataDir}/gateway.json)`);
+  }
+  const stop = (signal: string): void => {
+    console.error(`kernelhop gateway: ${signal}, shutting down`);
+    gateway.close().then(
+      () => process.exit(0),
+      (e: unknown) => {
+        console.error(`kernelhop gateway: shutdown failed: ${String(e)}`);
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((e: unknown) => {
+  if (e instanceof ConfigError) {
+    console.error(`kernelhop gateway: ${e.message}`);
+    process.exit(2);
+  }
+  const err = e as NodeJS.ErrnoException;
+  if (err.code === 'EADDRINUSE') {
+    console.error(`kernelhop gateway: ${err.message}; is another gateway running? Pick another --port/--grpc-port.`);
+  } else {
+    console.error(`kernelhop gateway: failed to start: ${err.stack ?? String(e)}`);
+  }
+  process.exit(1);
+});

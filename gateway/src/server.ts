@@ -1,0 +1,97 @@
+// Wires the stores, the scheduler and both APIs into one gateway; writes <data>/gateway.json for discovery.
+import { promises as fsp } from 'node:fs';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import * as path from 'node:path';
+import { TokenAuth } from './auth.js';
+import { BlobStore, DiskBlobStore } from './blobStore.js';
+import { GatewayConfig } from './config.js';
+import { GrpcApi } from './grpcApi.js';
+import { MetadataStore, SqliteMetadataStore } from './metadataStore.js';
+import { Scheduler } from './scheduler.js';
+import { WS_PATH, WsApi } from './wsApi.js';
+
+export interface GatewayTuning {
+  heartbeatIntervalMs?: number;
+  missedHeartbeats?: number;
+  cancelGraceMs?: number;
+  pingIntervalMs?: number;
+  log?: (line: string) => void;
+}
+
+export interface Gateway {
+  wsUrl: string;
+  grpcAddress: string;
+  store: BlobStore;
+  metadata: MetadataStore;
+  scheduler: Scheduler;
+  close(): Promise<void>;
+}
+
+export async function startGateway(config: GatewayConfig, tuning: GatewayTuning = {}): Promise<Gateway> {
+  const log = tuning.log ?? ((line: string) => console.error(`kernelhop gateway: ${line}`));
+  await fsp.mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  const store = await DiskBlobStore.open(path.join(config.dataDir, 'cas'));
+  const metadata = new SqliteMetadataStore(path.join(config.dataDir, 'kernelhop.db'), store);
+  const scheduler = new Scheduler({
+    store,
+    metadata,
+    heartbeatIntervalMs: tuning.heartbeatIntervalMs,
+    missedHeartbeats: tuning.missedHeartbeats,
+    cancelGraceMs: tuning.cancelGraceMs,
+    log,
+  });
+  const auth = new TokenAuth(config.token);
+
+  const wsApi = new WsApi({ auth, store, scheduler, log, pingIntervalMs: tuning.pingIntervalMs });
+  const httpServer = http.createServer((_req, res) => {
+    res.writeHead(426, { 'Content-Type': 'text/plain; charset=utf-8', Upgrade: 'websocket' });
+    res.end(`kernelhop gateway: connect a WebSocket to ${WS_PATH}\n`);
+  });
+  httpServer.on('upgrade', (req, socket, head) => wsApi.handleUpgrade(req, socket, head));
+  const grpcApi = new GrpcApi(auth, store, scheduler, log);
+
+  let wsPort: number;
+  let grpcPort: number;
+  try {
+    wsPort = await listen(httpServer, config.host, config.port);
+    grpcPort = await grpcApi.bind(config.host, config.grpcPort);
+  } catch (e) {
+    httpServer.close();
+    await metadata.close();
+    scheduler.close();
+    throw e;
+  }
+
+  const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+  const wsUrl = `ws://${host}:${wsPort}${WS_PATH}`;
+  const grpcAddress = `${host}:${grpcPort}`;
+  const info = path.join(config.dataDir, 'gateway.json');
+  await fsp.writeFile(info, `${JSON.stringify({ url: wsUrl, grpc: grpcAddress, token: config.token }, null, 2)}\n`, {
+    mode: 0o600,
+  });
+  // writeFile's mode only applies when it creates the file; an older gateway.json may be wider.
+  await fsp.chmod(info, 0o600);
+
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> =>
+    (closing ??= (async () => {
+      scheduler.close();
+      wsApi.close();
+      await Promise.all([new Promise<void>((r) => httpServer.close(() => r())), grpcApi.close()]);
+      httpServer.closeAllConnections();
+      await metadata.close();
+    })());
+
+  return { wsUrl, grpcAddress, store, metadata, scheduler, close };
+}
+
+function listen(server: http.Server, host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}

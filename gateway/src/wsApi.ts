@@ -1,0 +1,322 @@
+// The kernel/browser WebSocket API (ARCHITECTURE.md, "Kernel and browser ↔ gateway").
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { Digest, DigestError, formatDigest, parseDigest } from '@kernelhop/kernel-snapshot';
+import { RawData, WebSocket, WebSocketServer } from 'ws';
+import { TokenAuth } from './auth.js';
+import { BlobStore } from './blobStore.js';
+import { RunFinal, RunEvent, Scheduler } from './scheduler.js';
+
+export const WS_PATH = '/ws/v1';
+export const MAX_PAYLOAD_BYTES = 64 * 1024 * 1024;
+/** Largest total of blob bytes one get_blobs answers. */
+export const MAX_GET_BYTES = 48 * 1024 * 1024;
+/** Above this many bytes queued on a socket, big replies wait. */
+const HIGH_WATER_BYTES = 8 * 1024 * 1024;
+const OPS = ['find_missing', 'put_blobs', 'get_blobs', 'classes', 'run', 'cancel'];
+
+export interface WsApiOptions {
+  auth: TokenAuth;
+  store: BlobStore;
+  scheduler: Scheduler;
+  log: (line: string) => void;
+  pingIntervalMs?: number;
+}
+
+type RequestId = string | number;
+type Json = Record<string, unknown>;
+
+/** A request the client got wrong: answered with bad_request, the socket stays open. */
+class BadRequest extends Error {}
+
+export class WsApi {
+  private readonly wss: WebSocketServer;
+  private readonly heartbeat: NodeJS.Timeout;
+  private readonly alive = new WeakMap<WebSocket, boolean>();
+
+  constructor(private readonly opts: WsApiOptions) {
+    this.wss = new WebSocketServer({ noServer: true, maxPayload: MAX_PAYLOAD_BYTES });
+    this.wss.on('connection', (ws: WebSocket) => this.connected(ws));
+    // Ping every interval; a peer that has not answered the previous ping is gone.
+    this.heartbeat = setInterval(() => {
+      for (const ws of this.wss.clients) {
+        if (this.alive.get(ws) === false) {
+          ws.terminate();
+          continue;
+        }
+        this.alive.set(ws, false);
+        ws.ping();
+      }
+    }, opts.pingIntervalMs ?? 15_000);
+    this.heartbeat.unref();
+  }
+
+  /** For the HTTP server's 'upgrade' event: authenticates before any WebSocket exists. */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const url = new URL(req.url ?? '/', 'http://gateway');
+    if (url.pathname !== WS_PATH) {
+      rejectUpgrade(socket, 404, 'Not Found', `kernelhop gateway: the WebSocket API is at ${WS_PATH}\n`);
+      return;
+    }
+    const ok = this.opts.auth.checkBearer(req.headers.authorization) || this.opts.auth.check(url.searchParams.get('token'));
+    if (!ok) {
+      rejectUpgrade(
+        socket,
+        401,
+        'Unauthorized',
+        'kernelhop gateway: missing or wrong token (send "Authorization: Bearer TOKEN" or ?token=TOKEN)\n',
+      );
+      return;
+    }
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.wss.emit('connection', ws, req));
+  }
+
+  close(): void {
+    clearInterval(this.heartbeat);
+    for (const ws of this.wss.clients) ws.close(1001, 'gateway shutting down');
+    this.wss.close();
+  }
+
+  private connected(ws: WebSocket): void {
+    this.alive.set(ws, true);
+    ws.on('pong', () => this.alive.set(ws, true));
+    const conn = new Connection(ws, this.opts);
+    ws.on('message', (data: RawData, isBinary: boolean) => conn.receive(toBuffer(data), isBinary));
+    ws.on('close', () => conn.closed());
+    ws.on('error', (e) => this.opts.log(`WebSocket error: ${e.message}`));
+  }
+}
+
+/** One client socket: its requests, its runs, its queue of big replies. */
+class Connection {
+  /** Request id (JSON-encoded, so 1 and "1" differ) → scheduler run id. */
+  private readonly runs = new Map<string, string>();
+  /** get_blobs replies go out one at a time so a client cannot pile up many 48 MiB reads. */
+  private bigReplies: Promise<void> = Promise.resolve();
+
+  constructor(private readonly ws: WebSocket, private readonly opts: WsApiOptions) {}
+
+  receive(data: Buffer, isBinary: boolean): void {
+    let id: RequestId | null = null;
+    try {
+      const { header, payload } = isBinary ? splitBinary(data) : { header: parseJsonObject(data, 'text frame'), payload: null };
+      id = requestId(header.id);
+      this.dispatch(id, header, payload).catch((e: unknown) => this.failed(id, e));
+    } catch (e) {
+      this.failed(id, e);
+    }
+  }
+
+  closed(): void {
+    // Nobody is left to receive the results: free the GPUs.
+    for (const runId of this.runs.values()) this.opts.scheduler.cancel(runId, 'the kernel disconnected');
+    this.runs.clear();
+  }
+
+  private async dispatch(id: RequestId, req: Json, payload: Buffer | null): Promise<void> {
+    const op = req.op;
+    if (typeof op !== 'string' || !OPS.includes(op)) {
+      throw new BadRequest(`unknown op ${JSON.stringify(op)}; expected one of ${OPS.join(', ')}`);
+    }
+    if (op === 'put_blobs') {
+      if (payload === null) throw new BadRequest('put_blobs must be a binary frame: [u32 BE N][N bytes JSON header][payload]');
+      await this.putBlobs(id, req, payload);
+      return;
+    }
+    if (payload !== null) throw new BadRequest(`${op} must be a text frame; only put_blobs is binary`);
+    switch (op) {
+      case 'find_missing': {
+        const missing = await this.opts.store.findMissing(digestList(req.digests, 'digests'));
+        this.send({ re: id, ok: true, missing: missing.map(formatDigest) });
+        return;
+      }
+      case 'get_blobs': {
+        const digests = digestList(req.digests, 'digests');
+        const total = digests.reduce((n, d) => n + d.sizeBytes, 0);
+        if (total > MAX_GET_BYTES) {
+          this.send({
+            re: id,
+            ok: false,
+            error: {
+              code: 'too_large',
+              message: `get_blobs asks for ${total} bytes; at most ${MAX_GET_BYTES} per request, split it`,
+            },
+          });
+          return;
+        }
+        const turn = this.bigReplies.then(() => this.getBlobs(id, digests));
+        this.bigReplies = turn.catch(() => undefined);
+        await turn;
+        return;
+      }
+      case 'classes':
+        this.send({ re: id, ok: true, classes: this.opts.scheduler.classes() });
+        return;
+      case 'run':
+        this.run(id, req);
+        return;
+      case 'cancel': {
+        const target = req.run;
+        if (typeof target !== 'string' && typeof target !== 'number') {
+          throw new BadRequest('cancel needs "run": the id of the run request');
+        }
+        const runId = this.runs.get(JSON.stringify(target));
+        // Cancelling a run that already ended is not an error: the two cross on the wire.
+        if (runId !== undefined) this.opts.scheduler.cancel(runId);
+        this.send({ re: id, ok: true });
+        return;
+      }
+    }
+  }
+
+  private async putBlobs(id: RequestId, req: Json, payload: Buffer): Promise<void> {
+    if (!Array.isArray(req.blobs)) throw new BadRequest('put_blobs needs "blobs": [{digest, offset, length}]');
+    // Validate every entry before storing any, so a malformed request stores nothing.
+    const items = req.blobs.map((b: unknown, i: number) => {
+      if (typeof b !== 'object' || b === null) throw new BadRequest(`blobs[${i}] must be an object`);
+      const { digest, offset, length } = b as Json;
+      const d = parseDigestField(digest, `blobs[${i}].digest`);
+      if (!isCount(offset) || !isCount(length) || offset + length > payload.length) {
+        throw new BadRequest(
+          `blobs[${i}]: offset ${String(offset)} and length ${String(length)} must lie within the ${payload.length}-byte payload`,
+        );
+      }
+      return { digest: d, data: payload.subarray(offset, offset + length) };
+    });
+    const results = await Promise.all(
+      items.map(async (it) => {
+        const r = await this.opts.store.put(it.digest, it.data);
+        return { digest: formatDigest(it.digest), code: r.code, message: r.message };
+      }),
+    );
+    this.send({ re: id, ok: true, results });
+  }
+
+  private async getBlobs(id: RequestId, digests: Digest[]): Promise<void> {
+    const blobs: Json[] = [];
+    const parts: Buffer[] = [];
+    let offset = 0;
+    for (const d of digests) {
+      const data = await this.opts.store.get(d);
+      if (data === undefined) {
+        blobs.push({ digest: formatDigest(d), code: 'not_found' });
+      } else {
+        blobs.push({ digest: formatDigest(d), offset, length: data.length });
+        parts.push(data);
+        offset += data.length;
+      }
+    }
+    if (!(await this.drained())) return;
+    this.ws.send(encodeBinary({ re: id, ok: true, blobs }, parts), { binary: true });
+  }
+
+  private run(id: RequestId, req: Json): void {
+    const key = JSON.stringify(id);
+    if (this.runs.has(key)) throw new BadRequest(`a run with id ${key} is still going on this socket; use a new id`);
+    const session = req.session;
+    const gpuClass = req.gpu_class;
+    const code = req.code;
+    if (typeof session !== 'string' || session === '') throw new BadRequest('run needs "session": a non-empty string');
+    if (typeof gpuClass !== 'string' || gpuClass === '') throw new BadRequest('run needs "gpu_class", e.g. "h100"');
+    if (typeof code !== 'string') throw new BadRequest('run needs "code": the cell source as a string');
+    const snapshot = parseDigestField(req.snapshot, 'snapshot');
+    const timeout = req.timeout_s ?? 0;
+    if (typeof timeout !== 'number' || !Number.isFinite(timeout) || timeout < 0) {
+      throw new BadRequest('timeout_s must be a number of seconds, 0 or more (0 = no limit)');
+    }
+    const sink = {
+      event: (ev: RunEvent) => this.send({ re: id, ...ev }),
+      finish: (final: RunFinal) => {
+        this.runs.delete(key);
+        this.send({ re: id, ...final });
+      },
+    };
+    // The map entry is set first: a run refused at once (unknown class) finishes inside submit.
+    this.runs.set(key, '');
+    const runId = this.opts.scheduler.submit({ session, gpuClass, code, snapshot, timeoutS: timeout }, sink);
+    if (this.runs.has(key)) this.runs.set(key, runId);
+  }
+
+  private failed(id: RequestId | null, e: unknown): void {
+    if (e instanceof BadRequest || e instanceof DigestError) {
+      this.send({ re: id, ok: false, error: { code: 'bad_request', message: e.message } });
+      return;
+    }
+    this.opts.log(`request ${JSON.stringify(id)} failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+    this.send({ re: id, ok: false, error: { code: 'internal', message: `gateway error: ${String(e)}` } });
+  }
+
+  private send(msg: Json): void {
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+  }
+
+  /** Waits while the socket has more than HIGH_WATER_BYTES queued; false when it closed meanwhile. */
+  private async drained(): Promise<boolean> {
+    while (this.ws.readyState === WebSocket.OPEN && this.ws.bufferedAmount > HIGH_WATER_BYTES) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    return this.ws.readyState === WebSocket.OPEN;
+  }
+}
+
+export function encodeBinary(header: Json, parts: Buffer[]): Buffer {
+  const head = Buffer.from(JSON.stringify(header), 'utf8');
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(head.length, 0);
+  return Buffer.concat([len, head, ...parts]);
+}
+
+function splitBinary(data: Buffer): { header: Json; payload: Buffer } {
+  if (data.length < 4) throw new BadRequest('binary frame shorter than its 4-byte header length');
+  const n = data.readUInt32BE(0);
+  if (4 + n > data.length) {
+    throw new BadRequest(`binary frame says its JSON header has ${n} bytes but only ${data.length - 4} follow`);
+  }
+  return { header: parseJsonObject(data.subarray(4, 4 + n), 'binary frame header'), payload: data.subarray(4 + n) };
+}
+
+function parseJsonObject(bytes: Buffer, what: string): Json {
+  let v: unknown;
+  try {
+    v = JSON.parse(bytes.toString('utf8'));
+  } catch (e) {
+    throw new BadRequest(`${what} is not JSON: ${(e as Error).message}`);
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new BadRequest(`${what} must be a JSON object`);
+  return v as Json;
+}
+
+function requestId(v: unknown): RequestId {
+  if (typeof v === 'string' || (typeof v === 'number' && Number.isFinite(v))) return v;
+  throw new BadRequest('every request needs "id": a string or a number, echoed back as "re"');
+}
+
+function digestList(v: unknown, field: string): Digest[] {
+  if (!Array.isArray(v)) throw new BadRequest(`"${field}" must be an array of "<64 hex>/<size>" digests`);
+  return v.map((d, i) => parseDigestField(d, `${field}[${i}]`));
+}
+
+function parseDigestField(v: unknown, field: string): Digest {
+  try {
+    return parseDigest(v);
+  } catch (e) {
+    throw new BadRequest(`${field}: ${(e as Error).message}`);
+  }
+}
+
+function isCount(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+}
+
+function toBuffer(data: RawData): Buffer {
+  if (Buffer.isBuffer(data)) return data;
+  if (Array.isArray(data)) return Buffer.concat(data);
+  return Buffer.from(data);
+}
+
+function rejectUpgrade(socket: Duplex, status: number, reason: string, body: string): void {
+  socket.end(
+    `HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
+}

@@ -1,0 +1,281 @@
+// Real gateways on loopback for the tests, a WebSocket test client and a fake runtime speaking gRPC.
+import { mkdtempSync, rmSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { Digest, digestOf, encodeManifest, formatDigest, parseManifest } from '@kernelhop/kernel-snapshot';
+import { WebSocket } from 'ws';
+import { loadProto } from '../src/grpcApi.js';
+import { Gateway, startGateway } from '../src/server.js';
+
+export const TOKEN = 'test-token-0123456789';
+
+export interface TestGateway {
+  gw: Gateway;
+  dataDir: string;
+  grpcAddress: string;
+  stop(): Promise<void>;
+}
+
+export async function startTestGateway(): Promise<TestGateway> {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'kernelhop-gw-'));
+  const gw = await startGateway(
+    { host: '127.0.0.1', port: 0, grpcPort: 0, dataDir, token: TOKEN, tokenGenerated: false },
+    { heartbeatIntervalMs: 200, missedHeartbeats: 3, cancelGraceMs: 400, log: () => undefined },
+  );
+  return {
+    gw,
+    dataDir,
+    grpcAddress: gw.grpcAddress,
+    stop: async () => {
+      await gw.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export type Msg = Record<string, unknown>;
+
+/** A WebSocket client that files every reply under its `re`. */
+export class TestClient {
+  private readonly inbox = new Map<string, Msg[]>();
+  private readonly waiters = new Map<string, () => void>();
+  private nextId = 1;
+
+  private constructor(readonly ws: WebSocket) {
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      const msg = isBinary ? decodeBinary(data) : (JSON.parse(data.toString('utf8')) as Msg);
+      const key = JSON.stringify(msg.re);
+      (this.inbox.get(key) ?? this.inbox.set(key, []).get(key) as Msg[]).push(msg);
+      this.waiters.get(key)?.();
+    });
+  }
+
+  static connect(url: string, token = TOKEN): Promise<TestClient> {
+    const ws = new WebSocket(url, { headers: { Authorization: `Bearer ${token}` } });
+    return new Promise((resolve, reject) => {
+      ws.once('open', () => resolve(new TestClient(ws)));
+      ws.once('error', reject);
+    });
+  }
+
+  id(): string {
+    return `r${this.nextId++}`;
+  }
+
+  send(msg: Msg): void {
+    this.ws.send(JSON.stringify(msg));
+  }
+
+  sendRaw(data: string | Buffer, binary: boolean): void {
+    this.ws.send(data, { binary });
+  }
+
+  /** The next message with this `re`. */
+  async next(re: unknown, timeoutMs = 5000): Promise<Msg> {
+    const key = JSON.stringify(re);
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const q = this.inbox.get(key);
+      if (q !== undefined && q.length > 0) return q.shift() as Msg;
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`no message for re=${key} within ${timeoutMs} ms`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.waiters.set(key, () => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** Sends a request and returns its (first) reply. */
+  async call(msg: Msg): Promise<Msg> {
+    const id = this.id();
+    this.send({ id, ...msg });
+    return this.next(id);
+  }
+
+  /** Collects events of `re` until its final reply (one with `ok`). */
+  async untilFinal(re: unknown, timeoutMs = 5000): Promise<{ events: Msg[]; final: Msg }> {
+    const events: Msg[] = [];
+    for (;;) {
+      const m = await this.next(re, timeoutMs);
+      if ('ok' in m) return { events, final: m };
+      events.push(m);
+    }
+  }
+
+  async putBlobs(blobs: Array<{ digest: string; data: Buffer }>): Promise<Msg> {
+    const id = this.id();
+    let offset = 0;
+    const entries = blobs.map((b) => {
+      const e = { digest: b.digest, offset, length: b.data.length };
+      offset += b.data.length;
+      return e;
+    });
+    this.sendRaw(binaryFrame({ id, op: 'put_blobs', blobs: entries }, blobs.map((b) => b.data)), true);
+    return this.next(id);
+  }
+
+  close(): void {
+    this.ws.close();
+  }
+}
+
+export function binaryFrame(header: Msg, parts: Buffer[]): Buffer {
+  const head = Buffer.from(JSON.stringify(header));
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(head.length);
+  return Buffer.concat([len, head, ...parts]);
+}
+
+function decodeBinary(data: Buffer): Msg {
+  const n = data.readUInt32BE(0);
+  const header = JSON.parse(data.subarray(4, 4 + n).toString('utf8')) as Msg;
+  return { ...header, payload: data.subarray(4 + n) };
+}
+
+export function blob(text: string): { digest: string; data: Buffer } {
+  const data = Buffer.from(text);
+  return { digest: formatDigest(digestOf(data)), data };
+}
+
+/** A one-group manifest over the given chunks, and its blob. */
+export function snapshotOf(chunks: Array<{ digest: string; data: Buffer }>): { digest: string; data: Buffer } {
+  const size = chunks.reduce((n, c) => n + c.data.length, 0);
+  const manifest = parseManifest({
+    kind: 'kernelhop.snapshot',
+    version: 1,
+    groups: [{ names: ['x'], types: { x: 'builtins.bytes' }, pickle: { size, chunks: chunks.map((c) => c.digest) }, buffers: [] }],
+    unpicklable: {},
+    meta: { created: '2026-11-27T20:00:00Z', python: '3.11.7', parent: null },
+  });
+  const data = encodeManifest(manifest);
+  return { digest: formatDigest(digestOf(data)), data };
+}
+
+export interface PbDigest {
+  hash: string;
+  size_bytes: number;
+}
+
+export interface Assignment {
+  run_id: string;
+  session: string;
+  gpu_class: string;
+  code: string;
+  snapshot: PbDigest;
+  timeout_s: number;
+}
+
+export type GatewayMsg = { kind: 'assign'; assign: Assignment } | { kind: 'cancel'; cancel: { run_id: string; reason: string } };
+
+type UnaryFn<Req, Res> = (req: Req, md: grpc.Metadata, cb: (e: grpc.ServiceError | null, res: Res) => void) => void;
+
+export function grpcClients(address: string): {
+  runtimes: grpc.Client & Record<string, UnaryFn<Msg, Msg> & ((md: grpc.Metadata) => grpc.ClientDuplexStream<Msg, GatewayMsg>)>;
+  cas: grpc.Client & Record<string, UnaryFn<Msg, Msg>>;
+} {
+  const v1 = (loadProto().kernelhop as grpc.GrpcObject).v1 as grpc.GrpcObject;
+  const creds = grpc.credentials.createInsecure();
+  const Runtimes = v1.Runtimes as grpc.ServiceClientConstructor;
+  const Cas = v1.ContentAddressableStorage as grpc.ServiceClientConstructor;
+  return {
+    runtimes: new Runtimes(address, creds) as never,
+    cas: new Cas(address, creds) as never,
+  };
+}
+
+export function meta(token = TOKEN, runtimeId?: string): grpc.Metadata {
+  const md = new grpc.Metadata();
+  md.set('authorization', `Bearer ${token}`);
+  if (runtimeId !== undefined) md.set('runtime-id', runtimeId);
+  return md;
+}
+
+export function unary<Res = Msg>(client: Record<string, unknown>, method: string, req: Msg, md = meta()): Promise<Res> {
+  return new Promise((resolve, reject) => {
+    (client[method] as UnaryFn<Msg, Res>).call(client, req, md, (e, res) => (e ? reject(e) : resolve(res)));
+  });
+}
+
+/** A runtime of our own: registers, opens Work, and lets the test answer each assignment. */
+export class FakeRuntime {
+  id = '';
+  private stream?: grpc.ClientDuplexStream<Msg, GatewayMsg>;
+  private heartbeat?: NodeJS.Timeout;
+  readonly received: GatewayMsg[] = [];
+  private waiters: Array<() => void> = [];
+  readonly clients: ReturnType<typeof grpcClients>;
+
+  constructor(address: string, private readonly opts: { name: string; classes: string[]; capacity: number }) {
+    this.clients = grpcClients(address);
+  }
+
+  async start(): Promise<void> {
+    const res = await unary<{ runtime_id: string }>(this.clients.runtimes, 'Register', {
+      name: this.opts.name,
+      classes: this.opts.classes.map((name) => ({ name, simulated: true })),
+      capacity: this.opts.capacity,
+      version: 'test',
+    });
+    this.id = res.runtime_id;
+    this.heartbeat = setInterval(() => {
+      unary(this.clients.runtimes, 'Heartbeat', { runtime_id: this.id, busy: 0, warm_workers: 0 }).catch(() => undefined);
+    }, 100);
+    this.stream = this.clients.runtimes.Work(meta(TOKEN, this.id));
+    this.stream.on('data', (m: GatewayMsg) => {
+      this.received.push(m);
+      for (const w of this.waiters.splice(0)) w();
+    });
+    this.stream.on('error', () => undefined);
+    // The gateway attaches Work when its headers arrive; a heartbeat sent after them on the same connection
+    // returns after that has happened.
+    await unary(this.clients.runtimes, 'Heartbeat', { runtime_id: this.id, busy: 0, warm_workers: 0 });
+    await new Promise((r) => setTimeout(r, 20));
+  }
+
+  /** The next message of the given kind (consumed). */
+  async nextMessage<K extends GatewayMsg['kind']>(kind: K, timeoutMs = 5000): Promise<Extract<GatewayMsg, { kind: K }>> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const i = this.received.findIndex((m) => m.kind === kind);
+      if (i >= 0) return this.received.splice(i, 1)[0] as Extract<GatewayMsg, { kind: K }>;
+      if (Date.now() > deadline) throw new Error(`fake runtime got no ${kind} within ${timeoutMs} ms`);
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, 50);
+        this.waiters.push(() => {
+          clearTimeout(t);
+          r();
+        });
+      });
+    }
+  }
+
+  event(runId: string, ev: Msg): void {
+    this.stream?.write({ event: { run_id: runId, ...ev } });
+  }
+
+  /** Ends the Work stream as a crashing runtime would. */
+  crash(): void {
+    clearInterval(this.heartbeat);
+    this.stream?.cancel();
+  }
+
+  stopHeartbeats(): void {
+    clearInterval(this.heartbeat);
+  }
+
+  close(): void {
+    clearInterval(this.heartbeat);
+    this.stream?.cancel();
+    this.clients.runtimes.close();
+    this.clients.cas.close();
+  }
+}
+
+export function pbDigest(d: Digest): PbDigest {
+  return { hash: d.hash, size_bytes: d.sizeBytes };
+}

@@ -1,0 +1,91 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { after, test } from 'node:test';
+import Database from 'better-sqlite3';
+import { digestOf, formatDigest, parseDigest } from '@kernelhop/kernel-snapshot';
+import { DiskBlobStore } from '../src/blobStore.js';
+import { RefError, SqliteMetadataStore } from '../src/metadataStore.js';
+import { blob, snapshotOf } from './helpers.js';
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'kernelhop-stores-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+test('DiskBlobStore stores verified blobs at <root>/<hash[0:2]>/<hash>', async () => {
+  const store = await DiskBlobStore.open(path.join(dir, 'cas1'));
+  const b = blob('hello');
+  const d = parseDigest(b.digest);
+  assert.deepEqual(await store.findMissing([d, d]), [d]);
+  assert.equal((await store.put(d, b.data)).code, 'ok');
+  const file = path.join(dir, 'cas1', d.hash.slice(0, 2), d.hash);
+  assert.deepEqual(readFileSync(file), b.data);
+  assert.deepEqual(await store.get(d), b.data);
+  assert.equal(await store.has(d), true);
+  assert.deepEqual(await store.findMissing([d]), []);
+  assert.equal((await store.put(d, b.data)).code, 'ok', 'a second put of the same blob is fine');
+});
+
+test('DiskBlobStore refuses bytes that do not match the digest and stores nothing', async () => {
+  const store = await DiskBlobStore.open(path.join(dir, 'cas2'));
+  const d = parseDigest(blob('hello').digest);
+  const wrongBytes = await store.put(d, Buffer.from('jello'));
+  assert.equal(wrongBytes.code, 'digest_mismatch');
+  assert.match(wrongBytes.message, /hashes to .* not /);
+  const wrongSize = await store.put(d, Buffer.from('hello!'));
+  assert.equal(wrongSize.code, 'digest_mismatch');
+  assert.match(wrongSize.message, /6 bytes but its digest says 5/);
+  assert.equal(await store.has(d), false);
+  assert.equal(await store.get(d), undefined);
+  assert.deepEqual(readdirSync(path.join(dir, 'cas2')), []);
+});
+
+test('concurrent puts of one blob leave one complete file and no temporaries', async () => {
+  const store = await DiskBlobStore.open(path.join(dir, 'cas3'));
+  const data = Buffer.alloc(1 << 20, 7);
+  const d = digestOf(data);
+  const results = await Promise.all(Array.from({ length: 16 }, () => store.put(d, data)));
+  assert.ok(results.every((r) => r.code === 'ok'));
+  assert.deepEqual(readdirSync(path.join(dir, 'cas3', d.hash.slice(0, 2))), [d.hash]);
+  assert.ok((await store.get(d))?.equals(data));
+});
+
+test('a ref may only name a snapshot whose blobs are all stored; SQLite file is written', async () => {
+  const store = await DiskBlobStore.open(path.join(dir, 'cas4'));
+  const dbFile = path.join(dir, 'meta.db');
+  const meta = new SqliteMetadataStore(dbFile, store);
+  const c1 = blob('chunk one');
+  const c2 = blob('chunk two');
+  const snap = snapshotOf([c1, c2]);
+  const snapDigest = parseDigest(snap.digest);
+
+  await assert.rejects(meta.setRef('main', snapDigest, 'ada'), (e: unknown) => e instanceof RefError && /not in the store/.test(e.message));
+  await store.put(snapDigest, snap.data);
+  await store.put(parseDigest(c1.digest), c1.data);
+  await assert.rejects(
+    meta.setRef('main', snapDigest, 'ada'),
+    (e: unknown) => e instanceof RefError && e.message.includes(c2.digest) && /1 chunk\(s\) not in the store/.test(e.message),
+  );
+  assert.equal(await meta.getRef('main'), undefined);
+  await store.put(parseDigest(c2.digest), c2.data);
+  await meta.setRef('main', snapDigest, 'ada');
+  assert.equal((await meta.getRef('main'))?.manifest, snap.digest);
+
+  await meta.runtimeRegistered({ id: 'rt1', name: 'host', classes: [{ name: 'h100', simulated: true }], capacity: 1, version: 't' });
+  await meta.runCreated({ id: 'run1', session: 's', gpuClass: 'h100', snapshot: snapDigest });
+  await meta.runStarted('run1', 'rt1');
+  await meta.runFinished('run1', { status: 'done', outcome: 'ok', resultSnapshot: snap.digest, timingsJson: '{"run_s":1}' });
+  const run = await meta.getRun('run1');
+  assert.equal(run?.status, 'done');
+  assert.equal(run?.runtimeId, 'rt1');
+  await meta.close();
+
+  assert.ok(existsSync(dbFile));
+  const db = new Database(dbFile, { readonly: true });
+  assert.equal((db.pragma('journal_mode', { simple: true }) as string).toLowerCase(), 'wal');
+  assert.deepEqual(db.prepare('SELECT name, manifest, owner FROM refs').all(), [{ name: 'main', manifest: snap.digest, owner: 'ada' }]);
+  assert.equal((db.prepare('SELECT COUNT(*) AS n FROM runtimes').get() as { n: number }).n, 1);
+  assert.equal((db.prepare('SELECT result_snapshot FROM runs').get() as { result_snapshot: string }).result_snapshot, snap.digest);
+  db.close();
+  assert.equal(formatDigest(snapDigest), snap.digest);
+});
