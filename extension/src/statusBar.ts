@@ -1,0 +1,127 @@
+import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { Cell } from '@jupyterlab/cells';
+import { URLExt } from '@jupyterlab/coreutils';
+import { INotebookTracker, Notebook, NotebookActions } from '@jupyterlab/notebook';
+import { ServerConnection } from '@jupyterlab/services';
+import { IStatusBar } from '@jupyterlab/statusbar';
+import { Widget } from '@lumino/widgets';
+
+import { statusText, statusTitle } from './format';
+import { gpuClassOf } from './magic';
+import { IGatewayClient, IGatewayStatus } from './tokens';
+
+/** The status bar item: where the current notebook's cell runs and what the pool has free. */
+export const statusBarPlugin: JupyterFrontEndPlugin<void> = {
+  id: 'kernelhop-labextension:status-bar',
+  description: 'Shows where the current notebook runs and the GPU classes free now.',
+  autoStart: true,
+  requires: [IGatewayClient, IStatusBar],
+  optional: [INotebookTracker],
+  activate: (
+    app: JupyterFrontEnd,
+    client: IGatewayClient,
+    statusBar: IStatusBar,
+    tracker: INotebookTracker | null
+  ): void => {
+    const item = new KernelhopStatus(client, tracker, app.serviceManager.serverSettings);
+    statusBar.registerStatusItem(statusBarPlugin.id, { item, align: 'left', rank: 100 });
+  }
+};
+
+/** The gateway settings as the Jupyter server resolved them (GET /kernelhop/config). */
+interface IServerConfig {
+  gateway_url: string;
+  source: string;
+  token_set: boolean;
+  error: string | null;
+}
+
+class KernelhopStatus extends Widget {
+  constructor(client: IGatewayClient, tracker: INotebookTracker | null, settings: ServerConnection.ISettings) {
+    super();
+    this._client = client;
+    this._tracker = tracker;
+    this._settings = settings;
+    this.id = 'kernelhop-status';
+    this.addClass('jp-StatusBar-TextItem');
+    this.addClass('kernelhop-StatusItem');
+    // A live region, so a screen reader hears the gateway go down or a cell move to a GPU.
+    this.node.setAttribute('role', 'status');
+    this.node.setAttribute('aria-live', 'polite');
+    client.statusChanged.connect(this._onStatus, this);
+    tracker?.currentChanged.connect(this._render, this);
+    NotebookActions.executionScheduled.connect(this._onScheduled, this);
+    NotebookActions.executed.connect(this._onExecuted, this);
+    this._onStatus(client, client.status);
+  }
+
+  override dispose(): void {
+    if (this.isDisposed) {
+      return;
+    }
+    NotebookActions.executionScheduled.disconnect(this._onScheduled, this);
+    NotebookActions.executed.disconnect(this._onExecuted, this);
+    super.dispose();
+  }
+
+  private _onStatus(_: IGatewayClient, status: IGatewayStatus): void {
+    this._serverConfig = null;
+    this._render();
+    if (status.state === 'down' || status.state === 'refused') {
+      // Which URL and token the server used is the first thing a user needs to fix either state.
+      void this._fetchConfig();
+    }
+  }
+
+  private async _fetchConfig(): Promise<void> {
+    const url = URLExt.join(this._settings.baseUrl, 'kernelhop', 'config');
+    try {
+      const response = await ServerConnection.makeRequest(url, {}, this._settings);
+      if (response.ok) {
+        this._serverConfig = (await response.json()) as IServerConfig;
+        this._render();
+      }
+    } catch {
+      // Without the server's view the tooltip still says what is wrong, only not which setting to fix.
+    }
+  }
+
+  // A notebook's cell is on a GPU from the moment it is scheduled until it has run, as the kernel runs it.
+  private _onScheduled(_: unknown, args: { notebook: Notebook; cell: Cell }): void {
+    const gpuClass = gpuClassOf(args.cell.model.sharedModel.getSource());
+    if (gpuClass) {
+      this._running.set(args.notebook, gpuClass);
+      this._render();
+    }
+  }
+
+  private _onExecuted(_: unknown, args: { notebook: Notebook }): void {
+    if (this._running.delete(args.notebook)) {
+      this._render();
+    }
+  }
+
+  private _render(): void {
+    const status = this._client.status;
+    const notebook = this._tracker?.currentWidget?.content;
+    const text = statusText(status, (notebook && this._running.get(notebook)) ?? null);
+    let title = statusTitle(status);
+    const config = this._serverConfig;
+    if (config) {
+      title += config.error
+        ? `\nThe Jupyter server cannot read the gateway settings: ${config.error}`
+        : `\nGateway ${config.gateway_url} (${config.source}).`;
+    }
+    this.node.textContent = text;
+    this.node.dataset['state'] = status.state;
+    this.node.title = title;
+    this.node.setAttribute('aria-label', text);
+  }
+
+  private readonly _client: IGatewayClient;
+  private readonly _tracker: INotebookTracker | null;
+  private readonly _settings: ServerConnection.ISettings;
+  // Weak, so a notebook closed mid-run leaves nothing behind.
+  private readonly _running = new WeakMap<Notebook, string>();
+  private _serverConfig: IServerConfig | null = null;
+}
