@@ -6,11 +6,14 @@ stdout, stderr, displays and results arrive in the order the cell produced them.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
 import threading
-from typing import Any, Callable
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 
 def _json_default(value: Any) -> Any:
@@ -34,23 +37,23 @@ class EventChannel:
         self._pending: list[str] = []
         self._pending_chars = 0
         self.run_id: str | None = None
-        # While a line is being written, an interrupt must wait: a half-written line would corrupt
-        # the channel. The SIGINT handler reads `busy` and defers through `on_idle`.
+        # While the main thread writes, an interrupt must wait: a half-written line would corrupt
+        # the channel. The SIGINT handler reads `busy` and is re-raised through `on_idle`.
         self.busy = False
+        self._main_depth = 0
         self.on_idle: Callable[[], None] | None = None
-        self._stop = threading.Event()
         self._flusher = threading.Thread(target=self._flush_loop, name="kernelhop-flush", daemon=True)
         self._flusher.start()
 
     def emit(self, event: str, **fields: Any) -> None:
-        with self._lock:
+        with self._critical():
             self._flush_pending()
             self._write(event, fields)
 
     def stream(self, name: str, text: str) -> None:
         if not text:
             return
-        with self._lock:
+        with self._critical():
             if self._pending_name is not None and self._pending_name != name:
                 self._flush_pending()
             self._pending_name = name
@@ -60,11 +63,29 @@ class EventChannel:
                 self._flush_pending()
 
     def flush(self) -> None:
-        with self._lock:
+        with self._critical():
             self._flush_pending()
 
+    @contextlib.contextmanager
+    def _critical(self) -> Iterator[None]:
+        # Signals run in the main thread: only its own writes need shielding from KeyboardInterrupt.
+        main = threading.current_thread() is threading.main_thread()
+        with self._lock:
+            if main:
+                self._main_depth += 1
+                self.busy = True
+            try:
+                yield
+            finally:
+                if main:
+                    self._main_depth -= 1
+                    self.busy = self._main_depth > 0
+        if main and not self.busy and self.on_idle is not None:
+            self.on_idle()
+
     def _flush_loop(self) -> None:
-        while not self._stop.wait(self.FLUSH_INTERVAL_S):
+        while True:
+            time.sleep(self.FLUSH_INTERVAL_S)
             self.flush()
 
     def _flush_pending(self) -> None:
@@ -79,17 +100,13 @@ class EventChannel:
         if self.run_id is not None and event != "ready":
             message["run_id"] = self.run_id
         message.update(fields)
-        line = (json.dumps(message, default=_json_default, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8", "surrogateescape")
-        self.busy = True
-        try:
-            view = memoryview(line)
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
-        finally:
-            self.busy = False
-        if self.on_idle is not None:
-            self.on_idle()
+        line = (json.dumps(message, default=_json_default, ensure_ascii=False, separators=(",", ":")) + "\n").encode(
+            "utf-8", "surrogateescape"
+        )
+        view = memoryview(line)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
 
 
 class StreamWriter(io.TextIOBase):

@@ -55,7 +55,9 @@ class WorkerShell(InteractiveShell):
 
     def _showtraceback(self, etype, evalue, stb) -> None:  # type: ignore[override]
         # As ipykernel: the traceback is a side-channel event with IPython's formatted lines.
-        self._channel.emit("error", ename=getattr(etype, "__name__", str(etype)), evalue=str(evalue), traceback=list(stb))
+        self._channel.emit(
+            "error", ename=getattr(etype, "__name__", str(etype)), evalue=str(evalue), traceback=list(stb)
+        )
 
     def init_virtualenv(self) -> None:
         # The worker runs in the interpreter the runtime chose; no virtualenv detection or warning.

@@ -13,7 +13,10 @@ import threading
 import time
 from typing import Any
 
+from kernelhop_snapshot import Capturer, Digest, DirectoryBlobStore, Manifest, Placeholder, diff, user_namespace
+
 from .channel import EventChannel, StreamWriter
+from .shell import WorkerShell
 
 EVENT_FD = 3
 DEFAULT_PRELOAD = "numpy"
@@ -67,7 +70,7 @@ def _isolate_fds() -> tuple[int, int]:
     return commands, events
 
 
-def _watch_commands(fd: int, commands: "queue.Queue[dict[str, Any]]", channel: EventChannel) -> None:
+def _watch_commands(fd: int, commands: queue.Queue[dict[str, Any]], channel: EventChannel) -> None:
     with os.fdopen(fd, "rb", buffering=0) as raw:
         for line in iter(raw.readline, b""):
             if not line.strip():
@@ -77,7 +80,8 @@ def _watch_commands(fd: int, commands: "queue.Queue[dict[str, Any]]", channel: E
                 if not isinstance(command, dict):
                     raise ValueError("a command is a JSON object")
             except ValueError as exc:
-                channel.emit("failed", code="bad_command", message=f"unreadable command line: {exc}")
+                # run_id null: this belongs to no run, even while one is going on.
+                channel.emit("failed", run_id=None, code="bad_command", message=f"unreadable command line: {exc}")
                 continue
             commands.put(command)
     # The runtime closed our stdin (or died): nothing is left to serve, and no worker may outlive it.
@@ -86,20 +90,15 @@ def _watch_commands(fd: int, commands: "queue.Queue[dict[str, Any]]", channel: E
 
 class Worker:
     def __init__(self, cache_dir: str, channel: EventChannel) -> None:
-        from kernelhop_snapshot import Capturer, DirectoryBlobStore
-
-        from .shell import WorkerShell
-
         self._channel = channel
         self._store = DirectoryBlobStore(cache_dir)
         self._capturer = Capturer(self._store)
         self._interrupts = Interrupts(channel)
         self._stdout = StreamWriter(channel, "stdout")
         self._stderr = StreamWriter(channel, "stderr")
-        # ipykernel's way to get inline figures: pyplot picks this backend on import, and the backend
-        # registers a post-execute hook that displays open figures at the end of each cell.
-        os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
         self._shell = WorkerShell.instance(channel=channel)
+        # The manifest the shell's namespace matches right now (after a capture), or None when unknown.
+        self._current: Manifest | None = None
         if "matplotlib" in sys.modules:
             self._enable_inline_figures()
 
@@ -109,7 +108,7 @@ class Worker:
         except Exception as exc:
             print(f"kernelhop worker: inline figures unavailable: {type(exc).__name__}: {exc}", file=sys.stderr)
 
-    def serve(self, commands: "queue.Queue[dict[str, Any]]") -> None:
+    def serve(self, commands: queue.Queue[dict[str, Any]]) -> None:
         while True:
             command = commands.get()
             op = command.get("op")
@@ -119,11 +118,11 @@ class Worker:
                 self._channel.emit("failed", code="bad_command", message=f"unknown op {op!r}; this worker knows 'run'")
 
     def run(self, command: dict[str, Any]) -> None:
-        from kernelhop_snapshot import Digest
-
         run_id, code, snapshot = command.get("run_id"), command.get("code"), command.get("snapshot")
         if not isinstance(run_id, str) or not isinstance(code, str) or not isinstance(snapshot, str):
-            self._channel.emit("failed", code="bad_command", message="run needs string fields run_id, code and snapshot")
+            self._channel.emit(
+                "failed", code="bad_command", message="run needs string fields run_id, code and snapshot"
+            )
             return
         self._channel.run_id = run_id
         try:
@@ -131,24 +130,32 @@ class Worker:
             started = time.perf_counter()
             try:
                 parent = Digest.parse(snapshot)
-                namespace = self._restore(parent)
+                self._restore(parent)
             except Exception as exc:
-                self._channel.emit("failed", code="restore_failed", message=f"could not restore snapshot {snapshot}: {_describe(exc)}")
+                # Whatever part of the namespace was replaced no longer matches any manifest.
+                self._current = None
+                self._channel.emit(
+                    "failed", code="restore_failed", message=f"could not restore snapshot {snapshot}: {_describe(exc)}"
+                )
                 return
             timings["restore_s"] = time.perf_counter() - started
 
             started = time.perf_counter()
-            self._shell.reset(new_session=False)
-            self._shell.user_ns.update(namespace)
             ok = self._run_cell(code)
             timings["run_s"] = time.perf_counter() - started
 
             started = time.perf_counter()
+            self._current = None
             try:
-                captured = self._capture(parent)
+                captured = self._capturer.capture(user_namespace(self._shell), parent=parent)
             except Exception as exc:
-                self._channel.emit("failed", code="capture_failed", message=f"could not capture the namespace after the cell: {_describe(exc)}")
+                self._channel.emit(
+                    "failed",
+                    code="capture_failed",
+                    message=f"could not capture the namespace after the cell: {_describe(exc)}",
+                )
                 return
+            self._current = captured.manifest
             timings["capture_s"] = time.perf_counter() - started
             self._channel.emit(
                 "done",
@@ -161,16 +168,25 @@ class Worker:
             self._interrupts.pending = False
             self._channel.run_id = None
 
-    def _restore(self, digest: Any) -> dict[str, Any]:
-        from kernelhop_snapshot import Manifest
+    def _restore(self, digest: Digest) -> None:
+        """Make the shell's namespace the snapshot's.
 
+        A worker kept warm for a session still holds the namespace it captured after the last cell; then only
+        the groups that differ are loaded (unchanged objects keep their identity, big arrays are not reread)."""
         manifest = Manifest.from_bytes(self._store.get(digest))
-        return self._capturer.restore(manifest)
-
-    def _capture(self, parent: Any) -> Any:
-        from kernelhop_snapshot import user_namespace
-
-        return self._capturer.capture(user_namespace(self._shell), parent=parent)
+        user_ns = self._shell.user_ns
+        if self._current is None:
+            self._shell.reset(new_session=False)
+            user_ns.update(self._capturer.restore(manifest, globals=user_ns))
+        else:
+            change = diff(self._current, manifest)
+            self._current = None
+            user_ns.update(self._capturer.restore(manifest, groups=change.changed_groups, globals=user_ns))
+            for name in change.deleted_names:
+                user_ns.pop(name, None)
+            for name, entry in manifest.unpicklable.items():
+                if name not in user_ns:
+                    user_ns[name] = Placeholder(name, entry["type"], entry["reason"])
 
     def _run_cell(self, code: str) -> bool:
         saved = sys.stdout, sys.stderr
@@ -213,9 +229,14 @@ def main(argv: list[str] | None = None) -> None:
 
     command_fd, event_fd = _isolate_fds()
     channel = EventChannel(event_fd)
+    # ipykernel's way to get inline figures: matplotlib picks this backend when imported (so set it before
+    # preloading), and the backend registers a post-execute hook that displays open figures after each cell.
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     _preload(os.environ.get("KERNELHOP_PRELOAD", DEFAULT_PRELOAD))
     worker = Worker(args.cache, channel)
     commands: queue.Queue[dict[str, Any]] = queue.Queue()
-    threading.Thread(target=_watch_commands, args=(command_fd, commands, channel), name="kernelhop-stdin", daemon=True).start()
+    threading.Thread(
+        target=_watch_commands, args=(command_fd, commands, channel), name="kernelhop-stdin", daemon=True
+    ).start()
     channel.emit("ready", pid=os.getpid(), python=sys.version.split()[0])
     worker.serve(commands)

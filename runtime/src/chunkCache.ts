@@ -1,0 +1,141 @@
+// The runtime's local blob cache: <root>/<hash[0:2]>/<hash>, the layout of the gateway's store and of
+// kernelhop_snapshot.DirectoryBlobStore, so the worker reads what the runtime fetched.
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Digest, digestEquals, digestOf, formatDigest } from '@kernelhop/kernel-snapshot';
+import { GatewayClient, MAX_BATCH_BYTES } from './gatewayClient.js';
+import type { PbDigest } from './proto.js';
+
+export class BlobError extends Error {
+  override name = 'BlobError';
+}
+
+export type ProgressFn = (doneBytes: number, totalBytes: number) => void;
+
+const toPb = (d: Digest): PbDigest => ({ hash: d.hash, sizeBytes: d.sizeBytes });
+const fromPb = (d: PbDigest | null | undefined): Digest => ({ hash: d?.hash ?? '', sizeBytes: Number(d?.sizeBytes ?? 0) });
+
+export class ChunkCache {
+  constructor(readonly root: string) {
+    fs.mkdirSync(root, { recursive: true });
+  }
+
+  pathOf(d: Digest): string {
+    return path.join(this.root, d.hash.slice(0, 2), d.hash);
+  }
+
+  has(d: Digest): boolean {
+    try {
+      return fs.statSync(this.pathOf(d)).size === d.sizeBytes;
+    } catch {
+      return false;
+    }
+  }
+
+  async read(d: Digest): Promise<Buffer> {
+    const bytes = await fs.promises.readFile(this.pathOf(d));
+    if (!digestEquals(digestOf(bytes), d)) {
+      throw new BlobError(`cached blob ${formatDigest(d)} at ${this.pathOf(d)} is corrupt (its bytes hash differently)`);
+    }
+    return bytes;
+  }
+
+  /** Verify, then write to a temporary name in the same directory, fsync and rename: never a torn blob. */
+  async write(d: Digest, bytes: Buffer): Promise<void> {
+    const actual = digestOf(bytes);
+    if (!digestEquals(actual, d)) {
+      throw new BlobError(`blob ${formatDigest(d)} arrived with the wrong content (its bytes are ${formatDigest(actual)})`);
+    }
+    const final = this.pathOf(d);
+    await fs.promises.mkdir(path.dirname(final), { recursive: true });
+    const tmp = `${final}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+    const fh = await fs.promises.open(tmp, 'w');
+    try {
+      await fh.writeFile(bytes);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fs.promises.rename(tmp, final);
+  }
+
+  /** Fetch every blob of `digests` the cache lacks from the gateway, in batches; returns the bytes fetched. */
+  async fetchMissing(
+    gateway: GatewayClient,
+    digests: Digest[],
+    progress?: ProgressFn,
+    signal?: AbortSignal,
+  ): Promise<number> {
+    const missing = unique(digests).filter((d) => !this.has(d));
+    const total = missing.reduce((n, d) => n + d.sizeBytes, 0);
+    let done = 0;
+    if (total > 0) progress?.(0, total);
+    for (const batch of batches(missing)) {
+      signal?.throwIfAborted();
+      const res = await gateway.batchReadBlobs(batch.map(toPb));
+      const byHash = new Map(res.responses.map((r) => [r.digest?.hash ?? '', r]));
+      for (const d of batch) {
+        const r = byHash.get(d.hash);
+        if (!r) throw new BlobError(`the gateway's answer to BatchReadBlobs left out blob ${formatDigest(d)}`);
+        if (r.status && r.status.code !== 0) {
+          const why = r.status.message || `status ${r.status.code}`;
+          throw new BlobError(`the gateway could not give blob ${formatDigest(d)}: ${why}`);
+        }
+        await this.write(d, r.data);
+        done += d.sizeBytes;
+      }
+      progress?.(done, total);
+    }
+    return total;
+  }
+
+  /** Upload the blobs of `digests` the gateway lacks, `last` after all others (chunks before their manifest). */
+  async upload(gateway: GatewayClient, digests: Digest[], last: Digest, progress?: ProgressFn): Promise<number> {
+    const missing = (await gateway.findMissingBlobs(unique([...digests, last]).map(toPb))).map(fromPb);
+    const isLast = (d: Digest): boolean => digestEquals(d, last);
+    const ordered = missing.filter((d) => !isLast(d));
+    const total = missing.reduce((n, d) => n + d.sizeBytes, 0);
+    let done = 0;
+    if (total > 0) progress?.(0, total);
+    const groups = [...batches(ordered), ...(missing.some(isLast) ? [[last]] : [])];
+    for (const batch of groups) {
+      const requests = await Promise.all(batch.map(async (d) => ({ digest: toPb(d), data: await this.read(d) })));
+      const res = await gateway.batchUpdateBlobs(requests);
+      for (const r of res.responses) {
+        if (r.status && r.status.code !== 0) {
+          const why = r.status.message || `status ${r.status.code}`;
+          throw new BlobError(`the gateway refused blob ${formatDigest(fromPb(r.digest))}: ${why}`);
+        }
+      }
+      done += batch.reduce((n, d) => n + d.sizeBytes, 0);
+      progress?.(done, total);
+    }
+    return total;
+  }
+}
+
+function unique(digests: Digest[]): Digest[] {
+  const seen = new Set<string>();
+  return digests.filter((d) => {
+    const key = formatDigest(d);
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
+
+function* batches(digests: Digest[]): Generator<Digest[]> {
+  let batch: Digest[] = [];
+  let bytes = 0;
+  for (const d of digests) {
+    if (batch.length > 0 && bytes + d.sizeBytes > MAX_BATCH_BYTES) {
+      yield batch;
+      batch = [];
+      bytes = 0;
+    }
+    batch.push(d);
+    bytes += d.sizeBytes;
+  }
+  if (batch.length > 0) yield batch;
+}

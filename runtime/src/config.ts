@@ -1,0 +1,105 @@
+// Command-line options and their defaults; a bad option is an error naming the option and what it wants.
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+export interface RuntimeConfig {
+  gateway: string;
+  /** Classes posed with --class; empty means "detect". */
+  classOverrides: string[];
+  capacity: number;
+  warm: number;
+  python: string;
+  cache: string;
+  name: string;
+  sessionGraceS: number;
+  token: string;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export const USAGE = `usage: node runtime/dist/src/main.js --gateway HOST:PORT [--class NAME ...] [--capacity N] [--warm N]
+                                   [--python PATH] [--cache DIR] [--name NAME] [--session-grace SECONDS]
+
+  --gateway HOST:PORT      the gateway's gRPC address for runtimes (default port 8732)
+  --class NAME             a GPU class this runtime offers (repeatable); overrides detection with nvidia-smi,
+                           and a class the host lacks is registered as simulated
+  --capacity N             cells run at once (default 1)
+  --warm N                 Python workers kept started and ready (default 1)
+  --python PATH            interpreter for workers (default $KERNELHOP_PYTHON or python3)
+  --cache DIR              chunk cache (default $KERNELHOP_HOME/runtime-cache, KERNELHOP_HOME default ~/.kernelhop)
+  --name NAME              name shown by the gateway (default the host name)
+  --session-grace SECONDS  how long a session's worker stays warm for its next cell (default 60; 0 = never)
+
+The token comes from KERNELHOP_TOKEN.`;
+
+export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): RuntimeConfig {
+  const home = env.KERNELHOP_HOME || path.join(os.homedir(), '.kernelhop');
+  const config: RuntimeConfig = {
+    gateway: '',
+    classOverrides: [],
+    capacity: 1,
+    warm: 1,
+    python: env.KERNELHOP_PYTHON || 'python3',
+    cache: path.join(home, 'runtime-cache'),
+    name: os.hostname(),
+    sessionGraceS: 60,
+    token: env.KERNELHOP_TOKEN ?? '',
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i] as string;
+    const value = (): string => {
+      const v = argv[++i];
+      if (v === undefined || v.startsWith('--')) throw new ConfigError(`${flag} needs a value\n\n${USAGE}`);
+      return v;
+    };
+    switch (flag) {
+      case '--gateway':
+        config.gateway = value();
+        break;
+      case '--class': {
+        const name = value().trim().toLowerCase();
+        if (!/^[a-z0-9][a-z0-9_-]*$/.test(name)) {
+          throw new ConfigError(`--class ${JSON.stringify(name)}: a class name is letters, digits, "-" or "_", e.g. h100`);
+        }
+        if (!config.classOverrides.includes(name)) config.classOverrides.push(name);
+        break;
+      }
+      case '--capacity':
+        config.capacity = integer(flag, value(), 1);
+        break;
+      case '--warm':
+        config.warm = integer(flag, value(), 0);
+        break;
+      case '--python':
+        config.python = value();
+        break;
+      case '--cache':
+        config.cache = path.resolve(value());
+        break;
+      case '--name':
+        config.name = value();
+        break;
+      case '--session-grace':
+        config.sessionGraceS = integer(flag, value(), 0);
+        break;
+      case '--help':
+      case '-h':
+        throw new ConfigError(USAGE);
+      default:
+        throw new ConfigError(`unknown option ${JSON.stringify(flag)}\n\n${USAGE}`);
+    }
+  }
+  if (!config.gateway) throw new ConfigError(`--gateway HOST:PORT is required\n\n${USAGE}`);
+  if (!/^[^:\s]+:\d+$/.test(config.gateway) && !/^\[[0-9a-fA-F:]+\]:\d+$/.test(config.gateway)) {
+    throw new ConfigError(`--gateway ${JSON.stringify(config.gateway)}: expected HOST:PORT, e.g. 127.0.0.1:8732`);
+  }
+  return config;
+}
+
+function integer(flag: string, text: string, min: number): number {
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < min) throw new ConfigError(`${flag} ${JSON.stringify(text)}: expected an integer ≥ ${min}`);
+  return n;
+}

@@ -1,0 +1,93 @@
+#!/usr/bin/env node
+// `node runtime/dist/src/main.js --gateway HOST:PORT ...`: the runtime daemon of one compute host.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { ChunkCache } from './chunkCache.js';
+import { ConfigError, parseArgs } from './config.js';
+import { GatewayClient } from './gatewayClient.js';
+import { queryNvidiaSmi, resolveClasses } from './gpuClasses.js';
+import { loadKernelhopProto } from './proto.js';
+import { Runtime } from './runtime.js';
+import { WorkerPool } from './workerPool.js';
+
+const REGISTER_TIMEOUT_MS = 10_000;
+
+function log(line: string): void {
+  process.stderr.write(`kernelhop runtime: ${line}\n`);
+}
+
+function version(): string {
+  const pkg = JSON.parse(fs.readFileSync(path.resolve(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = parseArgs(process.argv.slice(2));
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+
+  const classes = resolveClasses(config.classOverrides, await queryNvidiaSmi());
+  const cache = new ChunkCache(config.cache);
+  const pool = new WorkerPool({
+    worker: { python: config.python, cache: cache.root },
+    warm: config.warm,
+    sessionGraceMs: config.sessionGraceS * 1000,
+    log,
+  });
+  const gateway = new GatewayClient(config.gateway, config.token, loadKernelhopProto());
+  const { name, capacity } = config;
+  const runtime = new Runtime({ gateway, cache, pool, name, classes, capacity, version: version(), log });
+
+  let stopping = false;
+  const shutdown = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log(`${signal}: stopping workers and leaving the gateway`);
+    runtime.stop();
+    // Workers got SIGKILL; give the event loop a moment to flush the last writes.
+    setTimeout(() => process.exit(0), 200).unref();
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+
+  // Workers import their modules while we register.
+  pool.start();
+  try {
+    await runtime.connect(REGISTER_TIMEOUT_MS);
+  } catch (err) {
+    pool.shutdown();
+    gateway.close();
+    const e = err as grpc.ServiceError;
+    const detail = e.details || e.message;
+    if (e.code === grpc.status.UNAUTHENTICATED || e.code === grpc.status.PERMISSION_DENIED) {
+      log(
+        `the gateway at ${config.gateway} refused our token (${detail}). Set KERNELHOP_TOKEN to the token ` +
+          `the gateway printed or wrote to $KERNELHOP_HOME/gateway.json.`,
+      );
+    } else {
+      log(
+        `cannot reach a gateway at ${config.gateway} (${detail}). Start one with \`kernelhop gateway\` ` +
+          `(it listens for runtimes on port 8732), or pass --gateway HOST:PORT of a running gateway.`,
+      );
+    }
+    process.exit(1);
+  }
+  const simulated = classes.filter((c) => c.simulated).map((c) => c.name);
+  if (simulated.length > 0) log(`simulated classes (this host lacks the device): ${simulated.join(', ')}`);
+  process.stdout.write(
+    `kernelhop runtime ready id=${runtime.runtimeId} classes=${classes.map((c) => c.name).join(',')} capacity=${capacity}\n`,
+  );
+}
+
+main().catch((err: Error) => {
+  log(`fatal: ${err.stack ?? err.message}`);
+  process.exit(1);
+});

@@ -1,0 +1,260 @@
+// One Assignment from fetch to Done: chunks into the cache, the cell on a worker, its events relayed
+// as CellEvents, new blobs uploaded, then exactly one final event (Done or Failed).
+import {
+  Digest,
+  formatDigest,
+  makeDigest,
+  manifestBlobDigests,
+  parseDigest,
+  parseManifestBytes,
+} from '@kernelhop/kernel-snapshot';
+import { ChunkCache } from './chunkCache.js';
+import { GatewayClient } from './gatewayClient.js';
+import type { Assignment, CellEvent } from './proto.js';
+import { WorkerEvent, WorkerProcess } from './worker.js';
+import { WorkerPool } from './workerPool.js';
+
+/** Where a run's events go: the Work stream it came from. */
+export interface EventSink {
+  send(event: CellEvent): Promise<void>;
+  readonly congested: boolean;
+  drained(): Promise<void>;
+}
+
+export interface RunnerDeps {
+  gateway: GatewayClient;
+  cache: ChunkCache;
+  pool: WorkerPool;
+  runtimeName: string;
+}
+
+type StopCode = 'cancelled' | 'timeout';
+type Final = { code: string; message: string };
+type Outcome = { done?: WorkerEvent; final?: Final };
+
+// After SIGINT, a cell that has not stopped in this time (a C call that ignores signals) is killed.
+const INTERRUPT_GRACE_MS = 1_500;
+
+export class Run {
+  readonly runId: string;
+  private readonly abort = new AbortController();
+  private stop: { code: StopCode; message: string } | null = null;
+  private worker: WorkerProcess | null = null;
+  private finished = false;
+  private timeoutTimer: NodeJS.Timeout | null = null;
+  private killTimer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly assignment: Assignment,
+    private readonly deps: RunnerDeps,
+    private readonly sink: EventSink,
+  ) {
+    this.runId = assignment.runId;
+  }
+
+  /** Stop the run: SIGINT to a running cell, and a Failed with `code` as its final event. */
+  cancel(code: StopCode, message: string): void {
+    if (this.finished || this.stop) return;
+    this.stop = { code, message };
+    this.abort.abort();
+    if (this.worker && this.worker.runId === this.runId) this.interrupt(this.worker);
+  }
+
+  private interrupt(worker: WorkerProcess): void {
+    worker.interrupt();
+    this.killTimer = setTimeout(() => worker.kill(), INTERRUPT_GRACE_MS);
+  }
+
+  /** Runs to the end; never rejects (every failure becomes a Failed event). */
+  async execute(): Promise<void> {
+    const started = Date.now();
+    const timeoutS = this.assignment.timeoutS;
+    if (timeoutS > 0) {
+      this.timeoutTimer = setTimeout(
+        () => this.cancel('timeout', `the cell ran longer than its timeout of ${timeoutS} s and was stopped`),
+        timeoutS * 1000,
+      );
+    }
+    try {
+      const snapshot = makeDigest(this.assignment.snapshot?.hash, Number(this.assignment.snapshot?.sizeBytes ?? -1));
+      const acquiring = this.deps.pool.acquire(this.assignment.session);
+      let fetchS: number;
+      try {
+        fetchS = await this.fetch(snapshot);
+      } catch (err) {
+        acquiring
+          .then(({ worker }) => this.deps.pool.release(worker, this.assignment.session, true))
+          .catch(() => undefined);
+        throw err;
+      }
+      let acquired: { worker: WorkerProcess; warm: boolean };
+      try {
+        acquired = await acquiring;
+      } catch (err) {
+        return await this.fail('worker_died', (err as Error).message);
+      }
+      const { worker, warm } = acquired;
+      this.worker = worker;
+      if (this.stop) {
+        this.deps.pool.release(worker, this.assignment.session, true);
+        return await this.fail(this.stop.code, this.stop.message);
+      }
+      await this.emit({ started: { worker: `${this.deps.runtimeName}/${worker.pid}`, warm } });
+      const outcome = await this.runOnWorker(worker, snapshot);
+      if (outcome.final) return await this.fail(outcome.final.code, outcome.final.message);
+      const done = outcome.done as WorkerEvent;
+      await this.finishDone(done, fetchS, started);
+    } catch (err) {
+      if (this.stop) return await this.fail(this.stop.code, this.stop.message);
+      await this.fail('restore_failed', (err as Error).message);
+    } finally {
+      if (this.timeoutTimer) clearTimeout(this.timeoutTimer);
+      if (this.killTimer) clearTimeout(this.killTimer);
+    }
+  }
+
+  private async fetch(snapshot: Digest): Promise<number> {
+    const t0 = Date.now();
+    const { cache, gateway } = this.deps;
+    const progress = (done: number, total: number): void => {
+      void this.emit({ progress: { phase: 'fetch', doneBytes: done, totalBytes: total } });
+    };
+    try {
+      await cache.fetchMissing(gateway, [snapshot], undefined, this.abort.signal);
+      const manifest = parseManifestBytes(await cache.read(snapshot));
+      await cache.fetchMissing(gateway, manifestBlobDigests(manifest), progress, this.abort.signal);
+    } catch (err) {
+      const why = (err as Error).message;
+      throw new Error(`could not fetch snapshot ${formatDigest(snapshot)} into the runtime's cache: ${why}`);
+    }
+    return (Date.now() - t0) / 1000;
+  }
+
+  /**
+   * Run the cell on `worker` and hand the worker back to the pool once it is idle again. Resolves with the
+   * worker's done, or the final failure; on a cancel that as soon as the cell has stopped (the KeyboardInterrupt
+   * error), without waiting for the worker to capture a state nobody will fetch.
+   */
+  private runOnWorker(worker: WorkerProcess, snapshot: Digest): Promise<Outcome> {
+    const session = this.assignment.session;
+    return new Promise((resolve) => {
+      let settled = false;
+      const settle = (outcome: Outcome): void => {
+        if (settled) return;
+        settled = true;
+        resolve(outcome);
+      };
+      const onEvent = (e: WorkerEvent): void => {
+        if (e.run_id !== this.runId) return;
+        if (e.event === 'done' || e.event === 'failed') {
+          cleanup();
+          this.deps.pool.release(worker, session, true);
+          // A cell that caught the interrupt and finished still ends with Done, as it would locally.
+          if (this.stop && !(e.event === 'done' && e.status === 'ok')) return settle({ final: this.stop });
+          if (e.event === 'failed') {
+            return settle({ final: { code: String(e.code ?? 'worker_failed'), message: String(e.message ?? '') } });
+          }
+          return settle({ done: e });
+        }
+        if (settled) return;
+        const event = toCellEvent(e);
+        if (event) this.relay(worker, event);
+        if (this.stop && e.event === 'error' && e.ename === 'KeyboardInterrupt') settle({ final: this.stop });
+      };
+      const onOutput = (name: string, text: string): void => {
+        if (!settled) this.relay(worker, { stream: { name, text } });
+      };
+      const onExit = (why: string): void => {
+        cleanup();
+        this.deps.pool.release(worker, session, false);
+        if (this.stop) return settle({ final: this.stop });
+        const message = `the worker (pid ${worker.pid}) ${why} while running the cell${worker.stderrHint()}`;
+        settle({ final: { code: 'worker_died', message } });
+      };
+      const cleanup = (): void => {
+        worker.off('event', onEvent);
+        worker.off('output', onOutput);
+        worker.off('exit', onExit);
+        worker.resume();
+      };
+      worker.on('event', onEvent);
+      worker.on('output', onOutput);
+      worker.once('exit', onExit);
+      if (!worker.alive) return onExit('had exited');
+      worker.runId = this.runId;
+      worker.send({ op: 'run', run_id: this.runId, code: this.assignment.code, snapshot: formatDigest(snapshot) });
+      // Cancelled while the run was being handed over: the worker holds the SIGINT until its cell starts.
+      if (this.stop) this.interrupt(worker);
+    });
+  }
+
+  /** Pass one event on; while the gateway stream is backed up, stop reading the worker (it blocks on fd 3). */
+  private relay(worker: WorkerProcess, event: Omit<CellEvent, 'runId'>): void {
+    void this.emit(event);
+    if (this.sink.congested) {
+      worker.pause();
+      void this.sink.drained().then(() => worker.resume());
+    }
+  }
+
+  private async finishDone(done: WorkerEvent, fetchS: number, started: number): Promise<void> {
+    let snapshot: Digest;
+    const t0 = Date.now();
+    try {
+      snapshot = parseDigest(done.snapshot);
+      const manifest = parseManifestBytes(await this.deps.cache.read(snapshot));
+      const progress = (d: number, total: number): void => {
+        void this.emit({ progress: { phase: 'upload', doneBytes: d, totalBytes: total } });
+      };
+      await this.deps.cache.upload(this.deps.gateway, manifestBlobDigests(manifest), snapshot, progress);
+    } catch (err) {
+      return this.fail('upload_failed', `could not upload the snapshot the cell left: ${(err as Error).message}`);
+    }
+    const timings = {
+      ...(typeof done.timings === 'object' && done.timings !== null ? done.timings : {}),
+      fetch_s: fetchS,
+      upload_s: (Date.now() - t0) / 1000,
+      total_s: (Date.now() - started) / 1000,
+    };
+    this.finished = true;
+    await this.emit({
+      done: {
+        status: done.status === 'ok' ? 'ok' : 'error',
+        snapshot: { hash: snapshot.hash, sizeBytes: snapshot.sizeBytes },
+        timingsJson: JSON.stringify(timings),
+      },
+    });
+  }
+
+  private async fail(code: string, message: string): Promise<void> {
+    if (this.finished) return;
+    this.finished = true;
+    await this.emit({ failed: { code, message } });
+  }
+
+  private emit(event: Omit<CellEvent, 'runId'>): Promise<void> {
+    return this.sink.send({ runId: this.runId, ...event });
+  }
+}
+
+/** stream/display/result/error from the worker → the CellEvent the gateway relays. */
+export function toCellEvent(e: WorkerEvent): Omit<CellEvent, 'runId'> | null {
+  switch (e.event) {
+    case 'stream':
+      return { stream: { name: String(e.name), text: String(e.text) } };
+    case 'display':
+      return { display: { dataJson: JSON.stringify(e.data ?? {}), metadataJson: JSON.stringify(e.metadata ?? {}) } };
+    case 'result':
+      return { result: { dataJson: JSON.stringify(e.data ?? {}), metadataJson: JSON.stringify(e.metadata ?? {}) } };
+    case 'error':
+      return {
+        error: {
+          ename: String(e.ename),
+          evalue: String(e.evalue),
+          traceback: Array.isArray(e.traceback) ? e.traceback.map(String) : [],
+        },
+      };
+    default:
+      return null;
+  }
+}

@@ -1,0 +1,163 @@
+// A small in-memory gateway for the runtime's tests: the proto's services with a Map as the store.
+import { EventEmitter } from 'node:events';
+import * as grpc from '@grpc/grpc-js';
+import { digestOf, formatDigest } from '@kernelhop/kernel-snapshot';
+import { loadKernelhopProto } from '../src/proto.js';
+import type { Assignment, CellEvent, GatewayMessage, PbDigest, RegisterRequest, RuntimeMessage } from '../src/proto.js';
+
+export class FakeGateway extends EventEmitter {
+  readonly store = new Map<string, Buffer>();
+  readonly registrations: RegisterRequest[] = [];
+  readonly events = new Map<string, CellEvent[]>();
+  readonly known = new Set<string>();
+  heartbeats = 0;
+  /** Sizes of the BatchReadBlobs answers, and every blob BatchUpdateBlobs received. */
+  readonly readBatches: number[] = [];
+  readonly uploaded: PbDigest[] = [];
+  port = 0;
+  private readonly server = new grpc.Server({ 'grpc.max_receive_message_length': 64 * 1024 * 1024 });
+  private readonly streams = new Map<string, grpc.ServerDuplexStream<RuntimeMessage, GatewayMessage>>();
+  private nextId = 1;
+
+  constructor(
+    readonly token = 'test-token',
+    private readonly heartbeatIntervalMs = 300,
+  ) {
+    super();
+    const pkg = loadKernelhopProto();
+    const authed =
+      <Req, Res>(fn: (req: Req) => Res): grpc.handleUnaryCall<Req, Res> =>
+      (call, cb) => {
+        if (!this.authorized(call.metadata)) return cb({ code: grpc.status.UNAUTHENTICATED, details: 'bad token' });
+        cb(null, fn(call.request));
+      };
+    this.server.addService(pkg.Runtimes.service, {
+      register: authed((req: RegisterRequest) => {
+        const runtimeId = `rt-${this.nextId++}`;
+        this.registrations.push(req);
+        this.known.add(runtimeId);
+        this.emit('registered', runtimeId, req);
+        return { runtimeId, heartbeatIntervalMs: this.heartbeatIntervalMs };
+      }),
+      heartbeat: authed((req: { runtimeId: string }) => {
+        this.heartbeats++;
+        return { known: this.known.has(req.runtimeId) };
+      }),
+      work: (call: grpc.ServerDuplexStream<RuntimeMessage, GatewayMessage>) => {
+        const id = String(call.metadata.get('runtime-id')[0] ?? '');
+        if (!this.authorized(call.metadata) || !this.known.has(id)) {
+          call.emit('error', { code: grpc.status.UNAUTHENTICATED, details: 'unknown runtime' });
+          return;
+        }
+        this.streams.set(id, call);
+        this.emit('stream', id);
+        call.on('data', (msg: RuntimeMessage) => {
+          const ev = msg.event;
+          const list = this.events.get(ev.runId) ?? [];
+          list.push(ev);
+          this.events.set(ev.runId, list);
+          this.emit('event', ev);
+        });
+        call.on('end', () => call.end());
+        call.on('error', () => undefined);
+      },
+    });
+    this.server.addService(pkg.ContentAddressableStorage.service, {
+      findMissingBlobs: authed((req: { blobDigests: PbDigest[] }) => ({
+        missingBlobDigests: req.blobDigests.filter((d) => !this.store.has(d.hash)),
+      })),
+      batchUpdateBlobs: authed((req: { requests: { digest: PbDigest; data: Buffer }[] }) => ({
+        responses: req.requests.map(({ digest, data }) => {
+          const actual = digestOf(data);
+          if (actual.hash !== digest.hash || actual.sizeBytes !== Number(digest.sizeBytes)) {
+            return { digest, status: { code: grpc.status.INVALID_ARGUMENT, message: 'digest mismatch' } };
+          }
+          this.store.set(digest.hash, data);
+          this.uploaded.push(digest);
+          return { digest, status: { code: 0, message: '' } };
+        }),
+      })),
+      batchReadBlobs: authed((req: { digests: PbDigest[] }) => {
+        this.readBatches.push(req.digests.reduce((n, d) => n + Number(d.sizeBytes), 0));
+        const responses = req.digests.map((digest) => {
+          const data = this.store.get(digest.hash);
+          if (data) return { digest, data, status: { code: 0, message: '' } };
+          const name = formatDigest({ hash: digest.hash, sizeBytes: Number(digest.sizeBytes) });
+          return { digest, data: Buffer.alloc(0), status: { code: grpc.status.NOT_FOUND, message: `blob ${name} not found` } };
+        });
+        return { responses };
+      }),
+    });
+  }
+
+  private authorized(md: grpc.Metadata): boolean {
+    return md.get('authorization')[0] === `Bearer ${this.token}`;
+  }
+
+  start(): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, port) => {
+        if (err) return reject(err);
+        this.port = port;
+        resolve(port);
+      });
+    });
+  }
+
+  get address(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  stop(): void {
+    for (const s of this.streams.values()) s.end();
+    this.server.forceShutdown();
+  }
+
+  put(bytes: Buffer): PbDigest {
+    const d = digestOf(bytes);
+    this.store.set(d.hash, bytes);
+    return { hash: d.hash, sizeBytes: d.sizeBytes };
+  }
+
+  /** A runtime's Work stream, once it has opened one. */
+  async streamOf(runtimeId: string): Promise<grpc.ServerDuplexStream<RuntimeMessage, GatewayMessage>> {
+    for (;;) {
+      const s = this.streams.get(runtimeId);
+      if (s) return s;
+      await new Promise((r) => this.once('stream', r));
+    }
+  }
+
+  async assign(runtimeId: string, assignment: Partial<Assignment> & { runId: string; code: string; snapshot: PbDigest }): Promise<void> {
+    const stream = await this.streamOf(runtimeId);
+    stream.write({ assign: { session: 'session-1', gpuClass: 'cpu', timeoutS: 0, ...assignment } });
+  }
+
+  async cancel(runtimeId: string, runId: string): Promise<void> {
+    (await this.streamOf(runtimeId)).write({ cancel: { runId, reason: 'interrupted by the test' } });
+  }
+
+  /** Resolves with a run's events once its final event (done or failed) arrived. */
+  finished(runId: string, timeoutMs = 60_000): Promise<CellEvent[]> {
+    return this.until(runId, (e) => Boolean(e.done || e.failed), timeoutMs);
+  }
+
+  until(runId: string, pred: (e: CellEvent) => boolean, timeoutMs = 60_000): Promise<CellEvent[]> {
+    return new Promise((resolve, reject) => {
+      const check = (): boolean => {
+        const list = this.events.get(runId) ?? [];
+        if (!list.some(pred)) return false;
+        clearTimeout(timer);
+        this.off('event', onEvent);
+        resolve(list);
+        return true;
+      };
+      const onEvent = (): void => void check();
+      const timer = setTimeout(() => {
+        this.off('event', onEvent);
+        reject(new Error(`run ${runId}: no matching event in ${timeoutMs} ms; got ${JSON.stringify(this.events.get(runId) ?? [])}`));
+      }, timeoutMs);
+      if (!check()) this.on('event', onEvent);
+    });
+  }
+}

@@ -1,0 +1,42 @@
+// Pure functions: device names → classes, options.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { ConfigError, parseArgs } from '../src/config.js';
+import { classOfDeviceName, resolveClasses } from '../src/gpuClasses.js';
+
+test('nvidia-smi device names map to class names', () => {
+  assert.equal(classOfDeviceName('NVIDIA H100 80GB HBM3'), 'h100');
+  assert.equal(classOfDeviceName('NVIDIA A100-SXM4-80GB'), 'a100');
+  assert.equal(classOfDeviceName('NVIDIA L4'), 'l4');
+  assert.equal(classOfDeviceName('Tesla T4'), 't4');
+  assert.equal(classOfDeviceName('NVIDIA H200'), 'h200');
+  assert.equal(classOfDeviceName('NVIDIA GeForce RTX 4090'), 'rtx4090');
+});
+
+test('classes: detected, cpu without devices, overrides simulated only when absent', () => {
+  assert.deepEqual(resolveClasses([], []), [{ name: 'cpu', simulated: false }]);
+  assert.deepEqual(resolveClasses([], ['NVIDIA H100 80GB HBM3', 'NVIDIA H100 80GB HBM3']), [{ name: 'h100', simulated: false }]);
+  assert.deepEqual(resolveClasses(['h100', 'a100'], ['NVIDIA H100 80GB HBM3']), [
+    { name: 'h100', simulated: false },
+    { name: 'a100', simulated: true },
+  ]);
+  assert.deepEqual(resolveClasses(['cpu'], []), [{ name: 'cpu', simulated: false }]);
+});
+
+test('options: defaults, repeats, and errors that name the option', () => {
+  const c = parseArgs(['--gateway', 'localhost:8732', '--class', 'H100', '--class', 'h100', '--class', 'l4'], {
+    KERNELHOP_HOME: '/tmp/kh',
+    KERNELHOP_PYTHON: '/opt/py',
+  });
+  assert.deepEqual(c.classOverrides, ['h100', 'l4']);
+  assert.equal(c.cache, '/tmp/kh/runtime-cache');
+  assert.equal(c.python, '/opt/py');
+  assert.equal(c.warm, 1);
+  assert.equal(c.capacity, 1);
+  assert.equal(c.sessionGraceS, 60);
+  assert.equal(parseArgs(['--gateway', 'h:1'], {}).python, 'python3');
+  assert.throws(() => parseArgs([], {}), (e: Error) => e instanceof ConfigError && /--gateway HOST:PORT is required/.test(e.message));
+  assert.throws(() => parseArgs(['--gateway', 'nohost'], {}), /expected HOST:PORT/);
+  assert.throws(() => parseArgs(['--gateway', 'h:1', '--warm', '-1'], {}), /--warm "-1": expected an integer ≥ 0/);
+  assert.throws(() => parseArgs(['--gateway', 'h:1', '--bogus'], {}), /unknown option "--bogus"/);
+});
