@@ -1,0 +1,40 @@
+"""kernelhop's snapshot engine: capture a Python namespace into content-addressed chunks and restore it.
+
+See docs/ARCHITECTURE.md, "Snapshot format (version 1)".
+"""
+
+from .blobstore import BlobStore, DirectoryBlobStore, MemoryBlobStore
+from .capturer import Capture, Capturer, capture, restore
+from .diff import ManifestDiff, diff
+from .digest import Digest, digest_of
+from .errors import CorruptBlobError, MissingBlobError
+from .manifest import BlobRef, Group, Manifest, ManifestError
+from .namespace import user_namespace
+from .placeholders import Placeholder, UnavailableVariableError
+from .reducers import DeviceMap
+from .restoring import RestoreError
+
+__all__ = [
+    "BlobRef",
+    "BlobStore",
+    "Capture",
+    "Capturer",
+    "CorruptBlobError",
+    "DeviceMap",
+    "Digest",
+    "DirectoryBlobStore",
+    "Group",
+    "Manifest",
+    "ManifestDiff",
+    "ManifestError",
+    "MemoryBlobStore",
+    "MissingBlobError",
+    "Placeholder",
+    "RestoreError",
+    "UnavailableVariableError",
+    "capture",
+    "diff",
+    "digest_of",
+    "restore",
+    "user_namespace",
+]

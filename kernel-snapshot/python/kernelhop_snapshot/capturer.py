@@ -1,0 +1,192 @@
+"""Capture a namespace into the store as chunks plus a manifest; the Capturer that does it, warm, hop after hop.
+
+Incremental rule (why skipping is safe). The Capturer remembers, per name, the object it last captured or restored
+for that name when the value is *deeply immutable*: an exact int, float, complex, bool, None, str, bytes or range,
+or an exact tuple or frozenset of such values. Such a value cannot change, so if the name still holds the very same
+object (``is``) its pickle cannot differ, and the group recorded for it last time is reused without pickling or
+hashing. Every other value is pickled again: its bytes may have changed in place. That costs little, because big
+buffers travel out of band (no copy) and chunks already in the store are hashed but not written again; the digests
+then show which groups really changed. A deeply immutable value reaches no mutable object, so it is always a group
+of its own and reusing its group never splits or merges another.
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .blobstore import BlobStore
+from .chunking import ChunkWriter
+from .digest import Digest, digest_of
+from .grouping import group_names
+from .manifest import Group, Manifest
+from .pickling import Pickled, dumps
+from .placeholders import Placeholder
+from .reducers import DeviceMap, TensorReducer
+from .restoring import restore_groups
+
+_ATOMS = (int, float, complex, bool, type(None), str, bytes, range)
+
+
+def _deeply_immutable(value: Any, budget: int = 10_000) -> bool:
+    stack = [value]
+    while stack:
+        budget -= 1
+        if budget < 0:
+            return False
+        v = stack.pop()
+        t = type(v)
+        if t in _ATOMS:
+            continue
+        if t is tuple or t is frozenset:
+            stack.extend(v)
+            continue
+        return False
+    return True
+
+
+def type_name(value: Any) -> str:
+    t = type(value)
+    return f"{t.__module__}.{t.__qualname__}"
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+@dataclass
+class Capture:
+    manifest: Manifest
+    digest: Digest
+    new_blobs: list[Digest]
+    unpicklable: dict[str, str] = field(default_factory=dict)
+
+
+class Capturer:
+    """Captures and restores namespaces through one store; one per kernel or worker, kept warm between hops."""
+
+    def __init__(self, store: BlobStore, *, devices: DeviceMap | None = None) -> None:
+        self.store = store
+        self.devices = devices or DeviceMap()
+        # name -> (the deeply immutable object last captured or restored under that name, its group)
+        self._immutable: dict[str, tuple[Any, Group]] = {}
+
+    def capture(
+        self, namespace: Mapping[str, Any], *, parent: Digest | None = None, meta: dict[str, Any] | None = None
+    ) -> Capture:
+        tensors = TensorReducer(self.devices)
+        writer = ChunkWriter(self.store)
+        unpicklable: dict[str, dict[str, str]] = {}
+        groups: list[Group] = []
+        pickled: dict[str, Pickled] = {}
+        immutable: dict[str, tuple[Any, Group]] = {}
+
+        for name in sorted(namespace):
+            value = namespace[name]
+            if type(value) is Placeholder:
+                unpicklable[name] = value.entry
+                continue
+            known = self._immutable.get(name)
+            if known is not None and known[0] is value and not self.store.missing(known[1].blob_digests()):
+                groups.append(known[1])
+                immutable[name] = known
+                continue
+            try:
+                pickled[name] = dumps({name: value}, tensors, keep_memo=True)
+            except Exception as e:
+                unpicklable[name] = {"type": type_name(value), "reason": _reason(e)}
+
+        for names in group_names({n: p.memo for n, p in pickled.items()}):  # type: ignore[misc]
+            if len(names) == 1:
+                parts = [(names, pickled[names[0]])]
+            else:
+                try:
+                    parts = [(names, dumps({n: namespace[n] for n in names}, tensors))]
+                except Exception:
+                    # Each name pickled alone a moment ago, so carry them one by one rather than not at all; they
+                    # lose their shared references to each other.
+                    parts = [([n], pickled[n]) for n in names]
+            for part_names, p in parts:
+                group = self._store_group(part_names, namespace, p, writer)
+                groups.append(group)
+                if len(part_names) == 1 and _deeply_immutable(namespace[part_names[0]]):
+                    immutable[part_names[0]] = (namespace[part_names[0]], group)
+        pickled.clear()  # drop the memos (they keep objects alive)
+
+        self._immutable = immutable
+        manifest = Manifest(
+            groups=tuple(sorted(groups, key=lambda g: g.names)),
+            unpicklable=unpicklable,
+            meta={
+                "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "python": platform.python_version(),
+                "parent": None if parent is None else str(parent),
+                **(meta or {}),
+            },
+        )
+        # Write order: every chunk first, the manifest last, so a manifest in the store has all its chunks.
+        new_blobs = writer.finish()
+        data = manifest.to_bytes()
+        digest = digest_of(data)
+        if not self.store.has(digest):
+            self.store.put(digest, data)
+            new_blobs.append(digest)
+        return Capture(
+            manifest=manifest,
+            digest=digest,
+            new_blobs=new_blobs,
+            unpicklable={n: e["reason"] for n, e in unpicklable.items()},
+        )
+
+    def _store_group(
+        self, names: list[str], namespace: Mapping[str, Any], p: Pickled, writer: ChunkWriter
+    ) -> Group:
+        stream_ref = writer.add(p.stream)
+        buffer_refs = tuple(writer.add(b.raw()) for b in p.buffers)
+        return Group(
+            names=tuple(names),
+            types={n: type_name(namespace[n]) for n in names},
+            pickle=stream_ref,
+            buffers=buffer_refs,
+        )
+
+    def restore(
+        self,
+        manifest: Manifest,
+        *,
+        groups: Iterable[Group] | None = None,
+        globals: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The objects of ``groups`` (default: all of the manifest's), by name; see ``restoring.restore_groups``.
+
+        With the default ``groups`` the result also holds a Placeholder for each unpicklable name.
+        """
+        selected = manifest.groups if groups is None else tuple(groups)
+        result = restore_groups(selected, self.store, globals=globals, devices=self.devices)
+        for group in selected:
+            for name in group.names:
+                value = result[name]
+                if len(group.names) == 1 and _deeply_immutable(value):
+                    self._immutable[name] = (value, group)
+                else:
+                    self._immutable.pop(name, None)
+        if groups is None:
+            for name, entry in manifest.unpicklable.items():
+                result[name] = Placeholder(name, entry["type"], entry["reason"])
+        return result
+
+
+def capture(
+    namespace: Mapping[str, Any], store: BlobStore, *, devices: DeviceMap | None = None, **kwargs: Any
+) -> Capture:
+    """One capture with a fresh Capturer (nothing remembered from earlier hops)."""
+    return Capturer(store, devices=devices).capture(namespace, **kwargs)
+
+
+def restore(manifest: Manifest, store: BlobStore, *, devices: DeviceMap | None = None, **kwargs: Any) -> dict[str, Any]:
+    """One restore with a fresh Capturer; see Capturer.restore."""
+    return Capturer(store, devices=devices).restore(manifest, **kwargs)

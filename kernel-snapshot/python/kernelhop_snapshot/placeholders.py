@@ -1,0 +1,63 @@
+"""Placeholders stand where a variable could not be carried, so touching it fails loudly instead of silently."""
+
+from __future__ import annotations
+
+
+class UnavailableVariableError(RuntimeError):
+    """A variable was not carried by the snapshot (its value could not be pickled)."""
+
+    def __init__(self, name: str, type_name: str, reason: str) -> None:
+        super().__init__(
+            f"variable {name!r} ({type_name}) is not available here: it could not be captured ({reason}). "
+            f"It is still intact in the kernel it came from; recreate it in this cell if you need it here."
+        )
+        self.name = name
+        self.type_name = type_name
+        self.reason = reason
+
+
+def _raise(self: Placeholder, *args: object, **kwargs: object) -> None:
+    raise object.__getattribute__(self, "_error")()
+
+
+class Placeholder:
+    """Stands for an unpicklable variable; any use raises UnavailableVariableError (``repr`` says what it is)."""
+
+    __slots__ = ("_kh_name", "_kh_type", "_kh_reason")
+
+    def __init__(self, name: str, type_name: str, reason: str) -> None:
+        object.__setattr__(self, "_kh_name", name)
+        object.__setattr__(self, "_kh_type", type_name)
+        object.__setattr__(self, "_kh_reason", reason)
+
+    @property
+    def entry(self) -> dict[str, str]:
+        """The manifest's ``unpicklable`` entry this placeholder stands for."""
+        get = object.__getattribute__
+        return {"type": get(self, "_kh_type"), "reason": get(self, "_kh_reason")}
+
+    def _error(self) -> UnavailableVariableError:
+        get = object.__getattribute__
+        return UnavailableVariableError(get(self, "_kh_name"), get(self, "_kh_type"), get(self, "_kh_reason"))
+
+    def __getattribute__(self, attr: str) -> object:
+        if attr in ("entry", "_error", "__class__", "__repr__"):
+            return object.__getattribute__(self, attr)
+        if attr.startswith(("_repr_", "_ipython_")):
+            # IPython's display probes these with getattr(obj, name, None); let it fall back to repr.
+            raise AttributeError(attr)
+        raise object.__getattribute__(self, "_error")()
+
+    def __repr__(self) -> str:
+        get = object.__getattribute__
+        return (
+            f"<unavailable variable {get(self, '_kh_name')!r} ({get(self, '_kh_type')}): "
+            f"not captured: {get(self, '_kh_reason')}>"
+        )
+
+    __setattr__ = __delattr__ = __call__ = __str__ = __format__ = __bool__ = __len__ = __iter__ = _raise
+    __getitem__ = __setitem__ = __delitem__ = __contains__ = __hash__ = __eq__ = __ne__ = _raise
+    __lt__ = __le__ = __gt__ = __ge__ = __enter__ = __exit__ = __reduce__ = __reduce_ex__ = __getstate__ = _raise
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = _raise
+    __floordiv__ = __mod__ = __pow__ = __matmul__ = __neg__ = __pos__ = __abs__ = __invert__ = _raise
+    __int__ = __float__ = __index__ = __array__ = __await__ = __aiter__ = __anext__ = __next__ = _raise

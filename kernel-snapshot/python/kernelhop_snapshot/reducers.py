@@ -1,0 +1,204 @@
+"""Reducers for numpy arrays and torch tensors that keep their bytes out of band and their sharing intact.
+
+numpy's own reducer copies a view's elements, so two views of one base come back as two independent arrays; ours
+pickles a view as (its root array, byte offset, shape, strides), so the root is one object in the pickle memo and
+views of it are views again after restore. torch's own pickling copies tensor bytes in band; ours sends the storage
+bytes out of band as a ``PickleBuffer`` through a per-capture storage reference, so tensors sharing a storage share it
+again after restore.
+
+Devices: a tensor records the device its storage was on. On restore the storage goes back to that device when the
+``DeviceMap`` in effect says it is available, else it stays on the CPU (a CUDA tensor comes home as a CPU tensor).
+
+torch is never imported here unless a tensor is being pickled or unpickled (``sys.modules`` is consulted instead).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import pickle
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+# --- numpy -------------------------------------------------------------------------------------------------------
+
+
+def reduce_ndarray(arr: np.ndarray) -> Any:
+    """Reduce an exact ``np.ndarray``; ``NotImplemented`` leaves it to numpy (object dtype, odd layouts)."""
+    if arr.dtype.hasobject:
+        return NotImplemented
+    root = arr
+    while type(root.base) is np.ndarray:
+        root = root.base
+    if root is arr or root.dtype.hasobject:
+        return _reduce_owner(arr)
+    if not (root.flags.c_contiguous or root.flags.f_contiguous):
+        return NotImplemented
+    offset = arr.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+    return (_rebuild_view, (root, offset, arr.shape, arr.strides, arr.dtype, arr.flags.writeable))
+
+
+def _reduce_owner(arr: np.ndarray) -> Any:
+    if arr.flags.c_contiguous:
+        order = "C"
+    elif arr.flags.f_contiguous:
+        order = "F"
+    else:
+        return NotImplemented
+    if arr.dtype.itemsize == 0:
+        return NotImplemented
+    # The buffer is exported as raw bytes (a uint8 view in memory order), because the buffer protocol refuses some
+    # dtypes (datetime64, timedelta64). A read-only array gives a read-only PickleBuffer; pickle then hands back a
+    # read-only view, so the restored array is read-only too.
+    raw = arr.ravel(order="K").view(np.uint8)
+    return (_rebuild_array, (pickle.PickleBuffer(raw), arr.dtype, arr.shape, order))
+
+
+def _rebuild_array(buf: Any, dtype: np.dtype, shape: tuple[int, ...], order: str) -> np.ndarray:
+    return np.ndarray(shape, dtype, buffer=buf, order=order)
+
+
+def _rebuild_view(
+    root: np.ndarray, offset: int, shape: tuple[int, ...], strides: tuple[int, ...], dtype: np.dtype, writeable: bool
+) -> np.ndarray:
+    # Through a byte view of the root: the buffer protocol refuses some dtypes (datetime64) as they are.
+    view = np.ndarray(shape, dtype, buffer=root.ravel(order="K").view(np.uint8), offset=offset, strides=strides)
+    if not writeable:
+        view.flags.writeable = False
+    return view
+
+
+# --- torch -------------------------------------------------------------------------------------------------------
+
+
+class DeviceMap:
+    """Decides where tensors go: ``source_device`` when captured, ``place`` when restored.
+
+    Subclass to simulate devices in tests, or to map devices differently (``cuda:3`` onto a one-GPU host).
+    """
+
+    def source_device(self, tensor: Any) -> str:
+        return str(tensor.device)
+
+    def available(self, device: str) -> bool:
+        import torch
+
+        dev = torch.device(device)
+        if dev.type == "cpu":
+            return True
+        if dev.type == "cuda":
+            return torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count()
+        if dev.type == "mps":
+            return torch.backends.mps.is_available()
+        return False
+
+    def place(self, storage: Any, device: str) -> Any:
+        """``storage`` (on the CPU) on ``device`` if that is available here, else on the CPU."""
+        if device == "cpu" or not self.available(device):
+            return storage
+        return storage.to(device=device)
+
+
+class StorageRef:
+    """One storage, once per capture, so every tensor on it pickles the same object (the pickle memo shares it)."""
+
+    __slots__ = ("storage", "device", "__weakref__")
+
+    def __init__(self, storage: Any, device: str) -> None:
+        self.storage = storage
+        self.device = device
+
+    def reduce(self) -> Any:
+        import torch
+
+        cpu = self.storage if self.storage.device.type == "cpu" else self.storage.cpu()
+        nbytes = cpu.nbytes()
+        u8 = torch.empty(0, dtype=torch.uint8).set_(cpu, 0, (nbytes,), (1,))
+        return (_rebuild_storage, (pickle.PickleBuffer(u8.numpy()), self.device))
+
+
+class TensorReducer:
+    """Per-capture state of the tensor reducer: the storage references seen so far and the device map."""
+
+    def __init__(self, devices: DeviceMap) -> None:
+        self.devices = devices
+        self._storages: dict[tuple[str, int, int], StorageRef] = {}
+
+    def reduce(self, t: Any) -> Any:
+        torch = sys.modules["torch"]
+        if type(t) not in (torch.Tensor, torch.nn.Parameter):
+            return NotImplemented
+        if t.layout != torch.strided or t.is_quantized or t.is_nested or t.device.type == "meta":
+            return NotImplemented
+        if t.requires_grad and t.grad_fn is not None:
+            raise pickle.PicklingError(
+                "a tensor that is the result of autograd operations (it has a grad_fn) cannot leave its process "
+                "with its graph; store t.detach() instead"
+            )
+        if t.is_conj() or t.is_neg():
+            t = t.resolve_conj().resolve_neg()
+        storage = t.untyped_storage()
+        device = self.devices.source_device(t)
+        key = (str(storage.device), storage.data_ptr(), storage.nbytes())
+        ref = self._storages.get(key)
+        if ref is None:
+            ref = self._storages[key] = StorageRef(storage, device)
+        return (
+            _rebuild_tensor,
+            (
+                ref,
+                t.dtype,
+                t.storage_offset(),
+                tuple(t.shape),
+                t.stride(),
+                t.requires_grad,
+                type(t) is torch.nn.Parameter,
+                t.grad,
+            ),
+        )
+
+
+_DEFAULT_DEVICES = DeviceMap()
+_restore_devices: contextvars.ContextVar[DeviceMap] = contextvars.ContextVar("kernelhop_devices")
+
+
+@contextlib.contextmanager
+def devices_for_restore(devices: DeviceMap) -> Iterator[None]:
+    token = _restore_devices.set(devices)
+    try:
+        yield
+    finally:
+        _restore_devices.reset(token)
+
+
+def _rebuild_storage(buf: Any, device: str) -> Any:
+    import torch
+
+    data = memoryview(buf)
+    u8 = torch.frombuffer(data, dtype=torch.uint8) if data.nbytes else torch.empty(0, dtype=torch.uint8)
+    return _restore_devices.get(_DEFAULT_DEVICES).place(u8.untyped_storage(), device)
+
+
+def _rebuild_tensor(
+    storage: Any,
+    dtype: Any,
+    offset: int,
+    shape: tuple[int, ...],
+    stride: tuple[int, ...],
+    requires_grad: bool,
+    is_parameter: bool,
+    grad: Any,
+) -> Any:
+    import torch
+
+    t = torch.empty(0, dtype=dtype, device=storage.device).set_(storage, offset, shape, stride)
+    if is_parameter:
+        t = torch.nn.Parameter(t, requires_grad=requires_grad)
+    elif requires_grad:
+        t.requires_grad_(True)
+    if grad is not None:
+        t.grad = grad
+    return t

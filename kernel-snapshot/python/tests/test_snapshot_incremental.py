@@ -1,0 +1,49 @@
+import numpy as np
+from kernelhop_snapshot import Capturer, MemoryBlobStore, diff
+
+
+def test_unchanged_state_writes_nothing_new():
+    store = MemoryBlobStore()
+    capturer = Capturer(store)
+    ns = {"x": np.random.default_rng(0).random(500_000), "s": "text" * 1000, "l": [1, 2]}
+    first = capturer.capture(ns)
+    second = capturer.capture(ns)
+    assert second.new_blobs in ([], [second.digest])
+    assert diff(first.manifest, second.manifest).changed_groups == []
+
+
+def test_immutable_values_are_reused_by_identity(monkeypatch):
+    store = MemoryBlobStore()
+    capturer = Capturer(store)
+    big = b"z" * 3_000_000
+    ns = {"big": big, "t": (1, "a", (2.5, None)), "l": [1]}
+    first = capturer.capture(ns)
+
+    import kernelhop_snapshot.capturer as cap_mod
+
+    pickled = []
+    real = cap_mod.dumps
+
+    def counting(obj, *a, **k):
+        pickled.extend(obj)
+        return real(obj, *a, **k)
+
+    monkeypatch.setattr(cap_mod, "dumps", counting)
+    second = capturer.capture(ns)
+    assert pickled == ["l"]  # only the mutable one was pickled again
+    assert second.manifest.groups == first.manifest.groups
+
+    ns["big"] = b"y" + big[1:]  # a new object under the same name is pickled again
+    pickled.clear()
+    third = capturer.capture(ns)
+    assert sorted(pickled) == ["big", "l"]
+    assert diff(second.manifest, third.manifest).changed_names == ["big"]
+
+
+def test_restored_immutables_are_remembered():
+    store = MemoryBlobStore()
+    cap = Capturer(store).capture({"s": "hello" * 10, "l": [1]})
+    worker = Capturer(store)
+    ns = worker.restore(cap.manifest)
+    again = worker.capture(ns)
+    assert again.manifest.groups == cap.manifest.groups

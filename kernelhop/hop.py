@@ -1,0 +1,302 @@
+"""One hop: capture the namespace, send what the gateway lacks, run the cell remotely, bring home what changed.
+
+The local namespace changes in one step at the very end (`_apply`), after everything that can fail has succeeded:
+a hop that fails or is interrupted earlier leaves it exactly as it was (ARCHITECTURE.md, "The path of one %%gpu cell").
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from IPython.display import publish_display_data
+from kernelhop_snapshot import Capture, Capturer, Digest, Manifest, diff, user_namespace
+
+from .config import discover
+from .gateway_client import GatewayClient, GatewayError, KernelhopError
+from .hop_store import HopStore
+
+# How long a cell may wait for a GPU before the kernel says it is queued.
+QUEUED_NOTICE_S = 2.0
+# Slack past --timeout before the kernel stops waiting on a gateway that never said `timeout` itself.
+TIMEOUT_SLACK_S = 30.0
+# How long an interrupted hop waits for the gateway to confirm the cancel.
+CANCEL_WAIT_S = 2.0
+
+
+class HopError(KernelhopError):
+    """The cell ran, but what it made could not be brought home; the local namespace is unchanged."""
+
+
+class RemoteCellError(KernelhopError):
+    """The cell raised on the runtime. Shown with the remote traceback, as a local error would be."""
+
+    def __init__(self, gpu_class: str, ename: str, evalue: str, traceback: list[str]):
+        super().__init__(f"{ename}: {evalue} (raised by the cell on {gpu_class})")
+        self.gpu_class = gpu_class
+        self.ename = ename
+        self.evalue = evalue
+        self.traceback = traceback
+
+    def _render_traceback_(self) -> list[str]:
+        return list(self.traceback) or [f"{self.ename}: {self.evalue}"]
+
+
+class RemoteResult:
+    """The value of the cell's last expression, as the runtime rendered it; shown as the cell's Out."""
+
+    def __init__(self, data: dict[str, Any], metadata: dict[str, Any]):
+        self.data = data
+        self.metadata = metadata
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return self.data, self.metadata
+
+    def __repr__(self) -> str:
+        return str(self.data.get("text/plain", "<remote result>"))
+
+
+@dataclass
+class Outcome:
+    """What the run reported, gathered while its events were shown."""
+
+    done: dict[str, Any] | None = None
+    result: RemoteResult | None = None
+    error: dict[str, Any] | None = None
+    started: dict[str, Any] = field(default_factory=dict)
+    queue_s: float = 0.0
+    remote_s: float = 0.0
+
+
+class Hopper:
+    """The hops of one kernel: one session id, one capturer and one gateway connection.
+
+    Chunks live in a store made for each hop and dropped after it (see hop_store.py); what the gateway already
+    holds is remembered by the client, so a later hop still sends only what changed.
+    """
+
+    def __init__(self, shell: Any):
+        self.shell = shell
+        self.session = uuid.uuid4().hex
+        self.capturer = Capturer(HopStore())
+        self._client: GatewayClient | None = None
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def client(self) -> GatewayClient:
+        """The connection to the gateway the settings name now; a new one when they changed since the last hop."""
+        cfg = discover()
+        if self._client is None or (self._client.url, self._client.token) != (cfg.url, cfg.token):
+            self.close()
+            self._client = GatewayClient(cfg.url, cfg.token, source=cfg.source)
+        return self._client
+
+    def describe_classes(self) -> str:
+        client = self.client()
+        classes = client.classes()
+        if not classes:
+            return (
+                f"no GPU runtimes are registered with the gateway at {client.url}; "
+                "start one with `kernelhop up` (gateway, runtime and JupyterLab) or `kernelhop runtime`"
+            )
+        lines = [f"GPU classes at {client.url}:"]
+        width = max(len(n) for n in classes)
+        for name in sorted(classes):
+            c = classes[name]
+            runtimes = c.get("runtimes", 0)
+            line = (
+                f"  {name:<{width}}  {runtimes} runtime{'s' if runtimes != 1 else ''}, "
+                f"{c.get('busy', 0)}/{c.get('capacity', 0)} busy, {c.get('queued', 0)} queued"
+            )
+            if c.get("simulated"):
+                line += "  (simulated on CPU)"
+            lines.append(line)
+        lines.append("Run a cell on one with %%gpu CLASS.")
+        return "\n".join(lines)
+
+    def hop(self, gpu_class: str, code: str, *, timeout_s: float | None = None, quiet: bool = False):
+        """Run `code` on `gpu_class`; returns the cell's result (for Out) or None; raises on any failure."""
+        client = self.client()
+        self.capturer.store = store = HopStore()
+        try:
+            return self._hop(client, store, gpu_class, code, timeout_s, quiet)
+        finally:
+            # Drop this hop's chunks (views of the user's objects, and what came home) with the store.
+            self.capturer.store = HopStore()
+
+    def _hop(
+        self, client: GatewayClient, store: HopStore, gpu_class: str, code: str, timeout_s: float | None, quiet: bool
+    ):
+        t0 = time.monotonic()
+        cap = self.capturer.capture(user_namespace(self.shell))
+        for name, reason in sorted(cap.unpicklable.items()):
+            _warn(f"kernelhop: variable {name!r} stays local: {reason}")
+        t1 = time.monotonic()
+        self._upload(client, store, cap)
+        t2 = time.monotonic()
+        try:
+            outcome = self._run(client, gpu_class, code, str(cap.digest), timeout_s, quiet)
+        except GatewayError as e:
+            if e.code != "missing_blobs":
+                raise
+            # The gateway lacks chunks we took it to hold (its store was wiped?): forget what we knew, send again.
+            client.known.clear()
+            self._upload(client, store, cap)
+            outcome = self._run(client, gpu_class, code, str(cap.digest), timeout_s, quiet)
+        t3 = time.monotonic()
+        self._bring_home(client, store, cap, outcome.done["snapshot"])
+        t4 = time.monotonic()
+        if not quiet:
+            _warn(_status_line(gpu_class, outcome, t4 - t0, t1 - t0, t2 - t1, t4 - t3))
+        if outcome.error is not None or outcome.done.get("status") == "error":
+            err = outcome.error or {}
+            raise RemoteCellError(
+                gpu_class,
+                str(err.get("ename", "RemoteError")),
+                str(err.get("evalue", "the remote cell failed without reporting an error")),
+                list(err.get("traceback") or []),
+            )
+        return outcome.result
+
+    # -- steps ------------------------------------------------------------------------------------------------
+
+    def _upload(self, client: GatewayClient, store: HopStore, cap: Capture) -> None:
+        """Send the chunks the gateway lacks, then the manifest: nothing may name what is not there yet."""
+        chunks = sorted(str(d) for d in cap.manifest.blob_digests())
+        manifest = str(cap.digest)
+        lacking = set(client.find_missing([*chunks, manifest]))
+        client.put_blobs({d: store.get(Digest.parse(d)) for d in chunks if d in lacking})
+        if manifest in lacking:
+            client.put_blobs({manifest: store.get(cap.digest)})
+
+    def _run(
+        self, client: GatewayClient, gpu_class: str, code: str, snapshot: str, timeout_s: float | None, quiet: bool
+    ) -> Outcome:
+        # timeout_s 0 means none, as in the runtime protocol's Assignment.
+        run = client.run(
+            session=self.session, gpu_class=gpu_class, code=code, snapshot=snapshot, timeout_s=timeout_s or 0
+        )
+        out = Outcome()
+        sent = time.monotonic()
+        started_at: float | None = None
+        noticed = False
+        try:
+            while True:
+                ev = run.next_event()
+                now = time.monotonic()
+                if ev is None:
+                    if started_at is None and not noticed and not quiet and now - sent > QUEUED_NOTICE_S:
+                        noticed = True
+                        _warn(f"[kernelhop] waiting for a free {gpu_class}…")
+                    if timeout_s and started_at is not None and now - started_at > timeout_s + TIMEOUT_SLACK_S:
+                        run.cancel(CANCEL_WAIT_S)
+                        raise GatewayError(
+                            "timeout",
+                            f"the cell ran past --timeout {timeout_s:g} s and the gateway did not stop it; "
+                            "the local namespace is unchanged",
+                        )
+                    continue
+                kind = ev.get("event")
+                if kind == "done":
+                    out.done = ev
+                    break
+                if kind == "started":
+                    started_at = now
+                    out.started = ev
+                    out.queue_s = now - sent
+                elif kind == "stream":
+                    stream = sys.stderr if ev.get("name") == "stderr" else sys.stdout
+                    stream.write(str(ev.get("text", "")))
+                    # Flushing each piece keeps the kernel's stdout and stderr messages in the order they happened.
+                    stream.flush()
+                elif kind == "display":
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    publish_display_data(ev.get("data") or {}, ev.get("metadata") or {})
+                elif kind == "result":
+                    out.result = RemoteResult(ev.get("data") or {}, ev.get("metadata") or {})
+                elif kind == "error":
+                    out.error = ev
+                # `queued` and `progress` are for the JupyterLab extension; the status line sums them up here.
+        except KeyboardInterrupt:
+            run.cancel(CANCEL_WAIT_S)
+            raise
+        out.remote_s = time.monotonic() - (started_at if started_at is not None else sent)
+        if not isinstance(out.done.get("snapshot"), str):
+            raise GatewayError("bad_reply", "the gateway's `done` reply names no snapshot")
+        return out
+
+    def _bring_home(self, client: GatewayClient, store: HopStore, cap: Capture, snapshot: str) -> None:
+        if snapshot == str(cap.digest):
+            return  # the cell changed nothing a snapshot holds
+        try:
+            digest = Digest.parse(snapshot)
+            if not store.has(digest):
+                store.put(digest, client.get_blobs([snapshot])[snapshot])
+            new = Manifest.from_bytes(store.get(digest))
+            changes = diff(cap.manifest, new)
+            wanted = {d for g in changes.changed_groups for d in g.blob_digests()}
+            fetched = client.get_blobs(sorted(str(d) for d in store.missing(wanted)))
+            for text, data in fetched.items():
+                store.put(Digest.parse(text), data)
+            # Notebook functions get the kernel's namespace as their globals, as if defined here.
+            restored = self.capturer.restore(new, groups=changes.changed_groups, globals=self.shell.user_ns)
+        except KernelhopError:
+            raise
+        except Exception as e:
+            raise HopError(
+                f"the cell ran, but what it made could not be brought home ({type(e).__name__}: {e}); "
+                "the local namespace is unchanged"
+            ) from e
+        with _sigint_deferred():
+            self.shell.user_ns.update(restored)
+            for name in changes.deleted_names:  # diff never lists a name either side could not capture
+                self.shell.user_ns.pop(name, None)
+        for name, entry in sorted(new.unpicklable.items()):
+            if name not in cap.unpicklable:
+                _warn(f"kernelhop: variable {name!r} did not come home: {entry['reason']}")
+
+
+# -- helpers ------------------------------------------------------------------------------------------------------
+
+
+def _warn(text: str) -> None:
+    sys.stdout.flush()
+    print(text, file=sys.stderr, flush=True)
+
+
+def _status_line(gpu_class: str, o: Outcome, total: float, capture: float, upload: float, home: float) -> str:
+    runtime = o.started.get("runtime")
+    where = f"{gpu_class} on runtime {runtime}" if runtime else gpu_class
+    if o.started.get("simulated"):
+        where += " (simulated on CPU)"
+    return (
+        f"[kernelhop] {where} · {total:.2f} s (capture {capture:.2f}, upload {upload:.2f}, "
+        f"queue {o.queue_s:.2f}, remote {o.remote_s:.2f}, home {home:.2f})"
+    )
+
+
+@contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold an interrupt until the namespace is fully updated, so a hop never applies half of what it brought."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            raise KeyboardInterrupt

@@ -1,0 +1,69 @@
+"""`%%gpu CLASS` runs one cell on a pooled GPU runtime; `%gpu` lists the GPU classes the gateway serves now."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from .hop import Hopper, RemoteResult
+
+
+@magics_class
+class GpuMagics(Magics):
+    def __init__(self, shell: Any):
+        super().__init__(shell)
+        # One per kernel: its session id and capturer outlive single cells, so later hops move only what changed.
+        self.hopper = Hopper(shell)
+
+    @magic_arguments("%gpu")  # usage reads `%%gpu ...`: a cell magic
+    @argument("gpu_class", metavar="CLASS", help="the GPU class to run on, e.g. h100 (%%gpu without a cell lists them)")
+    @argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="stop the cell once it has run this long on the GPU (default: no limit)",
+    )
+    @argument("-q", "--quiet", action="store_true", help="leave out the status line at the end")
+    @cell_magic("gpu")
+    def gpu_cell(self, line: str, cell: str) -> RemoteResult | None:
+        """Run this cell on a pooled GPU with the kernel's whole state, then bring home what it changed.
+
+        The user namespace is captured and sent; output streams back live; variables the cell assigned, changed
+        or deleted come home when it ends. If anything fails before that (gateway unreachable, unknown class,
+        runtime lost, timeout, interrupt), the local namespace stays exactly as it was. Variables that cannot be
+        pickled (open files, sockets, ...) stay local and are named in a warning. A remote exception fails the
+        cell with the remote traceback; what the cell changed before raising still comes home.
+
+        Example::
+
+            %%gpu h100 --timeout 600
+            import torch
+            w = torch.linalg.svd(torch.as_tensor(x, device="cuda")).S
+
+        The gateway is found through KERNELHOP_GATEWAY and KERNELHOP_TOKEN, else ~/.kernelhop/gateway.json.
+        """
+        args = parse_argstring(self.gpu_cell, line)
+        if not cell.strip():
+            raise UsageError("%%gpu: the cell is empty; put the code to run on the GPU below the %%gpu line")
+        if args.timeout is not None and not args.timeout > 0:
+            raise UsageError(f"%%gpu: --timeout must be a positive number of seconds, got {args.timeout:g}")
+        return self.hopper.hop(args.gpu_class, cell, timeout_s=args.timeout, quiet=args.quiet)
+
+    @line_magic("gpu")
+    def gpu_line(self, line: str) -> None:
+        """List the GPU classes the kernelhop gateway serves now: runtimes, capacity, busy and queued cells.
+
+        To run a cell on one of them, start the cell with `%%gpu CLASS`.
+        """
+        if line.strip():
+            raise UsageError(
+                f"%gpu takes no arguments (got {line.strip()!r}); it lists the GPU classes. "
+                "To run a cell on a GPU, start the cell with %%gpu CLASS."
+            )
+        print(self.hopper.describe_classes())
+
+    def close(self) -> None:
+        self.hopper.close()

@@ -1,0 +1,20 @@
+"""Fixtures for the kernel's tests: a fake gateway on loopback (kernelhop_fake_gateway.py) and discovery aimed at it."""
+
+import pytest
+from kernelhop_fake_gateway import TOKEN, FakeGateway
+
+
+@pytest.fixture
+def gateway():
+    gw = FakeGateway()
+    yield gw
+    gw.close()
+
+
+@pytest.fixture
+def gateway_env(gateway, monkeypatch, tmp_path):
+    """Point discovery at the fake gateway, away from any real ~/.kernelhop."""
+    monkeypatch.setenv("KERNELHOP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KERNELHOP_GATEWAY", gateway.url)
+    monkeypatch.setenv("KERNELHOP_TOKEN", TOKEN)
+    return gateway

@@ -1,0 +1,82 @@
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+import kernelhop
+from kernelhop.magics import GpuMagics
+
+
+@pytest.fixture
+def ip():
+    shell = InteractiveShell.instance()
+    shell.reset(new_session=False)
+    return shell
+
+
+@pytest.fixture
+def calls(ip, monkeypatch):
+    """Register the magics with hop() recorded instead of run."""
+    magics = GpuMagics(ip)
+    seen = []
+    monkeypatch.setattr(magics.hopper, "hop", lambda *a, **kw: seen.append((a, kw)))
+    ip.register_magics(magics)
+    return seen
+
+
+def test_cell_magic_help_shows_arguments(ip, calls):
+    doc = ip.find_cell_magic("gpu").__doc__
+    assert "%%gpu [--timeout SECONDS] [-q] CLASS" in doc
+    assert "--timeout SECONDS" in doc and "-q, --quiet" in doc
+    assert "Run this cell on a pooled GPU" in doc
+    assert "(%gpu without a cell" in doc
+
+
+def test_parses_class_timeout_and_quiet(ip, calls):
+    ip.run_cell_magic("gpu", "h100 --timeout 90 -q", "x = 1\n")
+    assert calls == [(("h100", "x = 1\n"), {"timeout_s": 90.0, "quiet": True})]
+    ip.run_cell_magic("gpu", "a100", "y = 2")
+    assert calls[-1] == (("a100", "y = 2"), {"timeout_s": None, "quiet": False})
+
+
+@pytest.mark.parametrize(
+    ("line", "cell", "message"),
+    [
+        ("", "x = 1", "CLASS"),
+        ("h100 --timeout soon", "x = 1", "invalid float value"),
+        ("h100 --timeout -5", "x = 1", "--timeout must be a positive number"),
+        ("h100 extra", "x = 1", "unrecognized arguments"),
+        ("h100", "   \n", "the cell is empty"),
+    ],
+)
+def test_usage_errors(ip, calls, line, cell, message):
+    with pytest.raises(UsageError, match=message):
+        ip.run_cell_magic("gpu", line, cell)
+    assert calls == []
+
+
+def test_line_magic_lists_classes(ip, gateway_env, capsys):
+    ip.register_magics(GpuMagics(ip))
+    ip.run_line_magic("gpu", "")
+    out = capsys.readouterr().out
+    assert f"GPU classes at {gateway_env.url}:" in out
+    assert "h100  1 runtime, 0/2 busy, 0 queued  (simulated on CPU)" in out
+
+
+def test_line_magic_with_no_runtimes_says_how_to_start_one(ip, gateway_env, capsys):
+    gateway_env.classes = {}
+    ip.register_magics(GpuMagics(ip))
+    ip.run_line_magic("gpu", "")
+    assert "no GPU runtimes are registered" in capsys.readouterr().out
+
+
+def test_line_magic_takes_no_arguments(ip, calls):
+    with pytest.raises(UsageError, match="takes no arguments"):
+        ip.run_line_magic("gpu", "h100")
+
+
+def test_load_and_unload_extension(ip):
+    kernelhop.load_ipython_extension(ip)
+    assert ip.find_cell_magic("gpu") is not None and ip.find_line_magic("gpu") is not None
+    kernelhop.unload_ipython_extension(ip)
+    assert ip.find_cell_magic("gpu") is None and ip.find_line_magic("gpu") is None
+    assert isinstance(kernelhop.__version__, str) and kernelhop.__version__
