@@ -55,7 +55,12 @@ class ConfigHandler(APIHandler):
             return
         self.finish(
             json.dumps(
-                {"gateway_url": config.url, "source": config.source, "token_set": config.token is not None, "error": None}
+                {
+                    "gateway_url": config.url,
+                    "source": config.source,
+                    "token_set": config.token is not None,
+                    "error": None,
+                }
             )
         )
 

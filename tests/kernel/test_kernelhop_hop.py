@@ -52,11 +52,6 @@ def test_changed_new_and_deleted_names_come_home(shell, capsys):
         assert part in status[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kernelhop_snapshot: an array the worker restored pickles again as a view (_rebuild_view over a u1 "
-    "buffer), not as the array it was (_rebuild_array), so diff reports it changed after every hop",
-)
 def test_unchanged_array_keeps_its_identity(shell):
     shell.user_ns["keep"] = keep = np.arange(1000)
     hop(shell, "n = 1")
