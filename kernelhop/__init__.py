@@ -15,13 +15,17 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
 
 def load_ipython_extension(ip) -> None:
     from .magics import GpuMagics
+    from .snapshots import load_ipython_extension as load_snapshots
 
     ip.register_magics(GpuMagics(ip))
+    load_snapshots(ip)
 
 
 def unload_ipython_extension(ip) -> None:
     from .magics import GpuMagics
+    from .snapshots import unload_ipython_extension as unload_snapshots
 
+    unload_snapshots(ip)
     # IPython has no unregister: take out the entries register_magics made, and close the gateway connection.
     for kind in ("line", "cell"):
         fn = ip.magics_manager.magics[kind].get("gpu")

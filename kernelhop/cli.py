@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .services import ServiceError, node_entry, project_root, start_gateway, start_runtime
+from .snapshot_cli import add_subcommands
 
 EXAMPLE = "hello-gpu.ipynb"
 NODE_SERVICES = ("gateway", "runtime")
@@ -127,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Listed for --help only: main() hands their arguments to the Node services, which own their own --help.
     commands.add_parser("gateway", help="run the gateway: [--host H] [--port P] [--grpc-port G] [--data DIR]")
     commands.add_parser("runtime", help="run a runtime: --gateway HOST:PORT [--class NAME ...] [--capacity N]")
+    add_subcommands(commands)
     return parser
 
 

@@ -87,6 +87,9 @@ class Hopper:
         self.session = uuid.uuid4().hex
         self.capturer = Capturer(HopStore())
         self._client: GatewayClient | None = None
+        # Seconds of the last hop's steps, here and on the runtime (its `done` timings): for the benchmarks and the
+        # GPU check, which need the split and not only the status line.
+        self.last_timings: dict[str, float] = {}
 
     def close(self) -> None:
         if self._client is not None:
@@ -156,6 +159,20 @@ class Hopper:
         t3 = time.monotonic()
         self._bring_home(client, store, cap, outcome.done["snapshot"])
         t4 = time.monotonic()
+        remote = outcome.done.get("timings")
+        self.last_timings = {
+            **{
+                f"runtime_{k}": float(v)
+                for k, v in (remote.items() if isinstance(remote, dict) else ())
+                if isinstance(v, int | float)
+            },
+            "capture_s": t1 - t0,
+            "upload_s": t2 - t1,
+            "queue_s": outcome.queue_s,
+            "remote_s": outcome.remote_s,
+            "home_s": t4 - t3,
+            "total_s": t4 - t0,
+        }
         if not quiet:
             _warn(_status_line(gpu_class, outcome, t4 - t0, t1 - t0, t2 - t1, t4 - t3))
         if outcome.error is not None or outcome.done.get("status") == "error":

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from jupyter_client.manager import KernelManager
 
@@ -42,17 +42,21 @@ class Stack:
         self.gateway.stop()
 
 
-def launch_stack(root: Path, *, capacity: int = 2) -> Stack:
+def launch_stack(
+    root: Path, *, capacity: int = 2, classes: list[str] | None = None, echo: IO[str] | None = None
+) -> Stack:
+    """A gateway and one runtime under `root`; the runtime poses as h100 unless `classes` says otherwise ([] = its
+    own GPUs, found with nvidia-smi)."""
     token = secrets.token_hex(16)
-    gateway = start_gateway(data=root / "gateway", token=token, port=0, grpc_port=0, echo=None)
+    gateway = start_gateway(data=root / "gateway", token=token, port=0, grpc_port=0, echo=echo)
     try:
         runtime = start_runtime(
             gateway=gateway.ready["grpc"],
             token=token,
-            classes=["h100"],
+            classes=["h100"] if classes is None else classes,
             capacity=capacity,
             cache=root / "runtime-cache",
-            echo=None,
+            echo=echo,
         )
     except BaseException:
         gateway.stop()

@@ -7,7 +7,7 @@ import { Digest, digestOf, formatDigest } from '@kernelhop/kernel-snapshot';
 /** Largest single blob accepted: chunks are at most 1 MiB, so this only bounds manifests. */
 export const MAX_BLOB_BYTES = 48 * 1024 * 1024;
 
-export type PutCode = 'ok' | 'digest_mismatch' | 'too_large';
+export type PutCode = 'ok' | 'digest_mismatch' | 'too_large' | 'quota_exceeded';
 
 export interface PutResult {
   code: PutCode;
@@ -24,6 +24,23 @@ export interface BlobStore {
   has(digest: Digest): Promise<boolean>;
 }
 
+/** A store gc can sweep: list what is there, remove what nothing needs. */
+export interface SweepableBlobStore extends BlobStore {
+  list(): AsyncIterable<{ digest: Digest; mtimeMs: number }>;
+  /** Removes the blob unless it was written or touched at or after `notAfterMs`; true when removed. */
+  removeIfOlder(digest: Digest, notAfterMs: number): Promise<boolean>;
+  /** Removes temporaries older than `notAfterMs` (left by puts a crash cut short); returns how many. */
+  removeStaleTemporaries(notAfterMs: number): Promise<number>;
+}
+
+/**
+ * Bytes verifyBlob found good, with the digest they hash to. A put is checked twice on its way in (the user's view
+ * checks before recording a hold, the store before writing); the second check of the same bytes object is a lookup
+ * instead of a second BLAKE3 pass, which was half the gateway's CPU on uploads. Safe because the gateway never
+ * writes into a buffer it received: the bytes are those that were hashed.
+ */
+const verified = new WeakMap<Uint8Array, string>();
+
 /** Verifies bytes against a digest; the one place both APIs decide whether a blob is acceptable. */
 export function verifyBlob(digest: Digest, data: Uint8Array): PutResult {
   if (data.byteLength > MAX_BLOB_BYTES) {
@@ -35,6 +52,7 @@ export function verifyBlob(digest: Digest, data: Uint8Array): PutResult {
       message: `blob has ${data.byteLength} bytes but its digest says ${digest.sizeBytes}; nothing stored`,
     };
   }
+  if (verified.get(data) === digest.hash) return { code: 'ok', message: '' };
   const actual = digestOf(data);
   if (actual.hash !== digest.hash) {
     return {
@@ -42,11 +60,12 @@ export function verifyBlob(digest: Digest, data: Uint8Array): PutResult {
       message: `blob hashes to ${formatDigest(actual)}, not ${formatDigest(digest)}; nothing stored`,
     };
   }
+  verified.set(data, digest.hash);
   return { code: 'ok', message: '' };
 }
 
 /** Layout `<root>/<hash[0:2]>/<hash>`, as a runtime's chunk cache (ARCHITECTURE.md). */
-export class DiskBlobStore implements BlobStore {
+export class DiskBlobStore implements SweepableBlobStore {
   constructor(private readonly root: string) {}
 
   static async open(root: string): Promise<DiskBlobStore> {
@@ -77,7 +96,13 @@ export class DiskBlobStore implements BlobStore {
 
   async put(digest: Digest, data: Uint8Array): Promise<PutResult> {
     const verdict = verifyBlob(digest, data);
-    if (verdict.code !== 'ok' || (await this.has(digest))) return verdict;
+    if (verdict.code !== 'ok') return verdict;
+    if (await this.has(digest)) {
+      // Touched so gc's grace counts from this put: a blob someone just uploaded again is about to be named.
+      const now = new Date();
+      await fsp.utimes(this.pathOf(digest), now, now).catch(() => undefined);
+      if (await this.has(digest)) return verdict;
+    }
     const final = this.pathOf(digest);
     const dir = path.dirname(final);
     await fsp.mkdir(dir, { recursive: true });
@@ -111,6 +136,53 @@ export class DiskBlobStore implements BlobStore {
       return data.byteLength === digest.sizeBytes ? data : undefined;
     } catch (e) {
       if (isNotFound(e)) return undefined;
+      throw e;
+    }
+  }
+
+  async *list(): AsyncIterable<{ digest: Digest; mtimeMs: number }> {
+    for (const dir of await fsp.readdir(this.root)) {
+      if (!/^[0-9a-f]{2}$/.test(dir)) continue;
+      for (const name of await fsp.readdir(path.join(this.root, dir))) {
+        if (!/^[0-9a-f]{64}$/.test(name)) continue; // temporaries of puts in flight
+        try {
+          const st = await fsp.stat(path.join(this.root, dir, name));
+          yield { digest: { hash: name, sizeBytes: st.size }, mtimeMs: st.mtimeMs };
+        } catch (e) {
+          if (!isNotFound(e)) throw e;
+        }
+      }
+    }
+  }
+
+  async removeStaleTemporaries(notAfterMs: number): Promise<number> {
+    let removed = 0;
+    for (const dir of await fsp.readdir(this.root)) {
+      if (!/^[0-9a-f]{2}$/.test(dir)) continue;
+      for (const name of await fsp.readdir(path.join(this.root, dir))) {
+        if (!name.endsWith('.tmp')) continue;
+        const file = path.join(this.root, dir, name);
+        try {
+          if ((await fsp.stat(file)).mtimeMs >= notAfterMs) continue;
+          await fsp.unlink(file);
+          removed += 1;
+        } catch (e) {
+          if (!isNotFound(e)) throw e;
+        }
+      }
+    }
+    return removed;
+  }
+
+  async removeIfOlder(digest: Digest, notAfterMs: number): Promise<boolean> {
+    const file = this.pathOf(digest);
+    try {
+      // Checked again right before unlinking: a put that touched the file since the listing keeps it.
+      if ((await fsp.stat(file)).mtimeMs >= notAfterMs) return false;
+      await fsp.unlink(file);
+      return true;
+    } catch (e) {
+      if (isNotFound(e)) return false;
       throw e;
     }
   }

@@ -13,6 +13,8 @@ export interface GatewayConfig {
   token: string;
   /** True when no KERNELHOP_TOKEN was given and the token was made here (it must then be shown). */
   tokenGenerated: boolean;
+  /** The user the token belongs to: the gateway's admin (KERNELHOP_USER; default "admin"). */
+  adminUser?: string;
 }
 
 export class ConfigError extends Error {
@@ -22,6 +24,7 @@ export class ConfigError extends Error {
 export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_WS_PORT = 8731;
 export const DEFAULT_GRPC_PORT = 8732;
+export const DEFAULT_ADMIN_USER = 'admin';
 
 export function defaultDataDir(env: NodeJS.ProcessEnv): string {
   return env.KERNELHOP_HOME && env.KERNELHOP_HOME !== '' ? env.KERNELHOP_HOME : path.join(os.homedir(), '.kernelhop');
@@ -53,7 +56,16 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfi
     dataDir: path.resolve(values.data ?? defaultDataDir(env)),
     token: tokenGenerated ? randomBytes(32).toString('base64url') : (envToken as string),
     tokenGenerated,
+    adminUser: parseUser(env.KERNELHOP_USER),
   };
+}
+
+function parseUser(text: string | undefined): string {
+  if (text === undefined || text === '') return DEFAULT_ADMIN_USER;
+  if (!/^[a-z][a-z0-9_.-]{0,31}$/.test(text)) {
+    throw new ConfigError(`KERNELHOP_USER ${JSON.stringify(text)}: 1-32 lowercase letters, digits, _ . -, starting with a letter`);
+  }
+  return text;
 }
 
 function parsePort(text: string | undefined, fallback: number, flag: string): number {

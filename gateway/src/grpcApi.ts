@@ -91,6 +91,8 @@ const PUT_STATUS: Record<PutCode, grpc.status> = {
   ok: grpc.status.OK,
   digest_mismatch: grpc.status.INVALID_ARGUMENT,
   too_large: grpc.status.RESOURCE_EXHAUSTED,
+  // Runtimes write to the store unscoped, so this only completes the mapping.
+  quota_exceeded: grpc.status.RESOURCE_EXHAUSTED,
 };
 
 /** A request the caller got wrong as a whole: INVALID_ARGUMENT. */

@@ -6,3 +6,8 @@ export { MetadataStore, RefError, SqliteMetadataStore } from './metadataStore.js
 export { Scheduler } from './scheduler.js';
 export { Gateway, GatewayTuning, startGateway } from './server.js';
 export { WsApi } from './wsApi.js';
+export { UserBlobView } from './access.js';
+export { Collector, GcReport, Mutex } from './gc.js';
+export { SnapshotRecord, parseRecord, recordBytes, recordId, verifyRecord } from './signatures.js';
+export { OpError, SnapshotApi } from './snapshotApi.js';
+export { SnapshotStore, SqliteSnapshotStore, User } from './snapshotStore.js';

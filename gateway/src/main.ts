@@ -4,6 +4,9 @@ import { ConfigError, loadConfig } from './config.js';
 import { startGateway } from './server.js';
 
 async function main(): Promise<void> {
+  // Each stored blob is written and fsynced on libuv's thread pool; its default 4 threads serialise a batch's fsyncs.
+  // Set before the first asynchronous file operation, which is when the pool starts.
+  process.env.UV_THREADPOOL_SIZE ??= '16';
   const config = loadConfig(process.argv.slice(2), process.env);
   const gateway = await startGateway(config);
   // Test harnesses and `kernelhop` wait for exactly this line.

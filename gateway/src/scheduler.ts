@@ -254,6 +254,11 @@ export class Scheduler {
     }
   }
 
+  /** Input snapshots of the runs not yet finished, for gc. */
+  activeSnapshots(): Digest[] {
+    return [...this.runs.values()].filter((r) => r.state !== 'finished').map((r) => r.req.snapshot);
+  }
+
   classes(): Record<string, ClassInfo> {
     const out: Record<string, ClassInfo> = {};
     for (const rt of this.runtimes.values()) {

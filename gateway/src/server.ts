@@ -5,10 +5,13 @@ import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { TokenAuth } from './auth.js';
 import { BlobStore, DiskBlobStore } from './blobStore.js';
-import { GatewayConfig } from './config.js';
+import { DEFAULT_ADMIN_USER, GatewayConfig } from './config.js';
+import { Collector, Mutex } from './gc.js';
 import { GrpcApi } from './grpcApi.js';
 import { MetadataStore, SqliteMetadataStore } from './metadataStore.js';
 import { Scheduler } from './scheduler.js';
+import { SnapshotApi } from './snapshotApi.js';
+import { SnapshotStore, SqliteSnapshotStore } from './snapshotStore.js';
 import { WS_PATH, WsApi } from './wsApi.js';
 
 export interface GatewayTuning {
@@ -24,6 +27,8 @@ export interface Gateway {
   grpcAddress: string;
   store: BlobStore;
   metadata: MetadataStore;
+  snapshots: SnapshotStore;
+  collector: Collector;
   scheduler: Scheduler;
   close(): Promise<void>;
 }
@@ -41,9 +46,14 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
     cancelGraceMs: tuning.cancelGraceMs,
     log,
   });
+  // Runtimes use gRPC with the gateway's own token; users reach the store only through the WebSocket, as themselves.
   const auth = new TokenAuth(config.token);
+  const snapshots = new SqliteSnapshotStore(path.join(config.dataDir, 'kernelhop.db'));
+  await snapshots.ensureAdmin(config.adminUser ?? DEFAULT_ADMIN_USER, config.token);
+  const collector = new Collector(store, snapshots, () => scheduler.activeSnapshots(), new Mutex());
+  const api = new SnapshotApi(store, snapshots, collector);
 
-  const wsApi = new WsApi({ auth, store, scheduler, log, pingIntervalMs: tuning.pingIntervalMs });
+  const wsApi = new WsApi({ snapshots, api, store, scheduler, log, pingIntervalMs: tuning.pingIntervalMs });
   const httpServer = http.createServer((_req, res) => {
     res.writeHead(426, { 'Content-Type': 'text/plain; charset=utf-8', Upgrade: 'websocket' });
     res.end(`kernelhop gateway: connect a WebSocket to ${WS_PATH}\n`);
@@ -59,6 +69,7 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
   } catch (e) {
     httpServer.close();
     await metadata.close();
+    await snapshots.close();
     scheduler.close();
     throw e;
   }
@@ -81,9 +92,10 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
       await Promise.all([new Promise<void>((r) => httpServer.close(() => r())), grpcApi.close()]);
       httpServer.closeAllConnections();
       await metadata.close();
+      await snapshots.close();
     })());
 
-  return { wsUrl, grpcAddress, store, metadata, scheduler, close };
+  return { wsUrl, grpcAddress, store, metadata, snapshots, collector, scheduler, close };
 }
 
 function listen(server: http.Server, host: string, port: number): Promise<number> {

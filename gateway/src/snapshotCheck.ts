@@ -3,7 +3,7 @@ import { Digest, ManifestError, formatDigest, manifestBlobDigests, parseManifest
 import { BlobStore } from './blobStore.js';
 
 export type SnapshotCheck =
-  | { ok: true; chunkCount: number }
+  | { ok: true; chunkCount: number; chunks: Digest[] }
   | { ok: false; code: 'missing_blobs'; missing: Digest[]; message: string }
   | { ok: false; code: 'bad_manifest'; message: string };
 
@@ -38,5 +38,5 @@ export async function checkSnapshot(store: BlobStore, manifestDigest: Digest): P
       message: `snapshot ${formatDigest(manifestDigest)} names ${missing.length} chunk(s) not in the store: ${listed}${more}`,
     };
   }
-  return { ok: true, chunkCount: chunks.length };
+  return { ok: true, chunkCount: chunks.length, chunks };
 }

@@ -3,9 +3,12 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { Digest, DigestError, formatDigest, parseDigest } from '@kernelhop/kernel-snapshot';
 import { RawData, WebSocket, WebSocketServer } from 'ws';
-import { TokenAuth } from './auth.js';
+import { UserBlobView } from './access.js';
 import { BlobStore } from './blobStore.js';
 import { RunFinal, RunEvent, Scheduler } from './scheduler.js';
+import { checkSnapshot } from './snapshotCheck.js';
+import { OpError, SNAPSHOT_OPS, SnapshotApi } from './snapshotApi.js';
+import { SnapshotStore, User } from './snapshotStore.js';
 
 export const WS_PATH = '/ws/v1';
 export const MAX_PAYLOAD_BYTES = 64 * 1024 * 1024;
@@ -13,10 +16,12 @@ export const MAX_PAYLOAD_BYTES = 64 * 1024 * 1024;
 export const MAX_GET_BYTES = 48 * 1024 * 1024;
 /** Above this many bytes queued on a socket, big replies wait. */
 const HIGH_WATER_BYTES = 8 * 1024 * 1024;
-const OPS = ['find_missing', 'put_blobs', 'get_blobs', 'classes', 'run', 'cancel'];
+const OPS = ['find_missing', 'put_blobs', 'get_blobs', 'classes', 'run', 'cancel', ...SNAPSHOT_OPS];
 
 export interface WsApiOptions {
-  auth: TokenAuth;
+  /** Users and their tokens; each socket acts as the user whose token opened it. */
+  snapshots: SnapshotStore;
+  api: SnapshotApi;
   store: BlobStore;
   scheduler: Scheduler;
   log: (line: string) => void;
@@ -36,7 +41,6 @@ export class WsApi {
 
   constructor(private readonly opts: WsApiOptions) {
     this.wss = new WebSocketServer({ noServer: true, maxPayload: MAX_PAYLOAD_BYTES });
-    this.wss.on('connection', (ws: WebSocket) => this.connected(ws));
     // Ping every interval; a peer that has not answered the previous ping is gone.
     this.heartbeat = setInterval(() => {
       for (const ws of this.wss.clients) {
@@ -51,24 +55,36 @@ export class WsApi {
     this.heartbeat.unref();
   }
 
-  /** For the HTTP server's 'upgrade' event: authenticates before any WebSocket exists. */
+  /** For the HTTP server's 'upgrade' event: authenticates (token → user) before any WebSocket exists. */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const url = new URL(req.url ?? '/', 'http://gateway');
     if (url.pathname !== WS_PATH) {
       rejectUpgrade(socket, 404, 'Not Found', `kernelhop gateway: the WebSocket API is at ${WS_PATH}\n`);
       return;
     }
-    const ok = this.opts.auth.checkBearer(req.headers.authorization) || this.opts.auth.check(url.searchParams.get('token'));
-    if (!ok) {
+    const bearer = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
+    const token = bearer?.[1] ?? url.searchParams.get('token') ?? '';
+    const unauthorized = (): void =>
       rejectUpgrade(
         socket,
         401,
         'Unauthorized',
         'kernelhop gateway: missing or wrong token (send "Authorization: Bearer TOKEN" or ?token=TOKEN)\n',
       );
+    if (token === '') {
+      unauthorized();
       return;
     }
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.wss.emit('connection', ws, req));
+    this.opts.snapshots.authenticate(token).then(
+      (user) => {
+        if (user === undefined) unauthorized();
+        else this.wss.handleUpgrade(req, socket, head, (ws) => this.connected(ws, user));
+      },
+      (e: unknown) => {
+        this.opts.log(`authentication failed: ${String(e)}`);
+        rejectUpgrade(socket, 500, 'Internal Server Error', 'kernelhop gateway: could not check the token\n');
+      },
+    );
   }
 
   close(): void {
@@ -77,24 +93,35 @@ export class WsApi {
     this.wss.close();
   }
 
-  private connected(ws: WebSocket): void {
+  private connected(ws: WebSocket, user: User): void {
     this.alive.set(ws, true);
     ws.on('pong', () => this.alive.set(ws, true));
-    const conn = new Connection(ws, this.opts);
+    const conn = new Connection(ws, this.opts, user);
     ws.on('message', (data: RawData, isBinary: boolean) => conn.receive(toBuffer(data), isBinary));
     ws.on('close', () => conn.closed());
     ws.on('error', (e) => this.opts.log(`WebSocket error: ${e.message}`));
   }
 }
 
-/** One client socket: its requests, its runs, its queue of big replies. */
+/** One client socket: its user, its requests, its runs, its queue of big replies. */
 class Connection {
-  /** Request id (JSON-encoded, so 1 and "1" differ) → scheduler run id. */
+  /** Request id (JSON-encoded, so 1 and "1" differ) → scheduler run id ('' while its snapshot is being checked). */
   private readonly runs = new Map<string, string>();
+  /** Runs cancelled while their snapshot was still being checked. */
+  private readonly cancelledEarly = new Set<string>();
+  private open = true;
   /** get_blobs replies go out one at a time so a client cannot pile up many 48 MiB reads. */
   private bigReplies: Promise<void> = Promise.resolve();
+  /** The store as this user may see it (per-user scope for dedup: see access.ts). */
+  private readonly blobs: UserBlobView;
 
-  constructor(private readonly ws: WebSocket, private readonly opts: WsApiOptions) {}
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly opts: WsApiOptions,
+    private readonly user: User,
+  ) {
+    this.blobs = new UserBlobView(opts.store, opts.snapshots, user.name);
+  }
 
   receive(data: Buffer, isBinary: boolean): void {
     let id: RequestId | null = null;
@@ -108,6 +135,7 @@ class Connection {
   }
 
   closed(): void {
+    this.open = false;
     // Nobody is left to receive the results: free the GPUs.
     for (const runId of this.runs.values()) this.opts.scheduler.cancel(runId, 'the kernel disconnected');
     this.runs.clear();
@@ -126,7 +154,7 @@ class Connection {
     if (payload !== null) throw new BadRequest(`${op} must be a text frame; only put_blobs is binary`);
     switch (op) {
       case 'find_missing': {
-        const missing = await this.opts.store.findMissing(digestList(req.digests, 'digests'));
+        const missing = await this.blobs.findMissing(digestList(req.digests, 'digests'));
         this.send({ re: id, ok: true, missing: missing.map(formatDigest) });
         return;
       }
@@ -153,7 +181,7 @@ class Connection {
         this.send({ re: id, ok: true, classes: this.opts.scheduler.classes() });
         return;
       case 'run':
-        this.run(id, req);
+        await this.run(id, req);
         return;
       case 'cancel': {
         const target = req.run;
@@ -162,9 +190,14 @@ class Connection {
         }
         const runId = this.runs.get(JSON.stringify(target));
         // Cancelling a run that already ended is not an error: the two cross on the wire.
-        if (runId !== undefined) this.opts.scheduler.cancel(runId);
+        if (runId === '') this.cancelledEarly.add(JSON.stringify(target));
+        else if (runId !== undefined) this.opts.scheduler.cancel(runId);
         this.send({ re: id, ok: true });
         return;
+      }
+      default: {
+        const reply = await this.opts.api.handle(this.user, op as (typeof SNAPSHOT_OPS)[number], req);
+        this.send({ re: id, ok: true, ...reply });
       }
     }
   }
@@ -185,7 +218,7 @@ class Connection {
     });
     const results = await Promise.all(
       items.map(async (it) => {
-        const r = await this.opts.store.put(it.digest, it.data);
+        const r = await this.blobs.put(it.digest, it.data);
         return { digest: formatDigest(it.digest), code: r.code, message: r.message };
       }),
     );
@@ -197,7 +230,7 @@ class Connection {
     const parts: Buffer[] = [];
     let offset = 0;
     for (const d of digests) {
-      const data = await this.opts.store.get(d);
+      const data = await this.blobs.get(d);
       if (data === undefined) {
         blobs.push({ digest: formatDigest(d), code: 'not_found' });
       } else {
@@ -210,7 +243,7 @@ class Connection {
     this.ws.send(encodeBinary({ re: id, ok: true, blobs }, parts), { binary: true });
   }
 
-  private run(id: RequestId, req: Json): void {
+  private async run(id: RequestId, req: Json): Promise<void> {
     const key = JSON.stringify(id);
     if (this.runs.has(key)) throw new BadRequest(`a run with id ${key} is still going on this socket; use a new id`);
     const session = req.session;
@@ -224,22 +257,51 @@ class Connection {
     if (typeof timeout !== 'number' || !Number.isFinite(timeout) || timeout < 0) {
       throw new BadRequest('timeout_s must be a number of seconds, 0 or more (0 = no limit)');
     }
+    // The map entry is set first: a run refused at once (unknown class) finishes inside submit.
+    this.runs.set(key, '');
+    // A user runs only a snapshot whose blobs are its own to read: else a run would hand it another's state.
+    const check = await checkSnapshot(this.blobs, snapshot);
+    if (!this.open || this.cancelledEarly.delete(key) || !check.ok) {
+      this.runs.delete(key);
+      const error = !check.ok
+        ? { code: 'missing_blobs', message: check.message }
+        : { code: 'cancelled', message: 'cancelled by the user; your local state is unchanged' };
+      this.send({ re: id, ok: false, error });
+      return;
+    }
     const sink = {
       event: (ev: RunEvent) => this.send({ re: id, ...ev }),
       finish: (final: RunFinal) => {
         this.runs.delete(key);
-        this.send({ re: id, ...final });
+        if (!final.ok) {
+          this.send({ re: id, ...final });
+          return;
+        }
+        // The runtime made the result on this user's behalf: the user now holds its blobs (and can fetch them).
+        this.holdResult(parseDigest(final.snapshot)).then(
+          () => this.send({ re: id, ...final }),
+          (e: unknown) => this.failed(id, e),
+        );
       },
     };
-    // The map entry is set first: a run refused at once (unknown class) finishes inside submit.
-    this.runs.set(key, '');
     const runId = this.opts.scheduler.submit({ session, gpuClass, code, snapshot, timeoutS: timeout }, sink);
     if (this.runs.has(key)) this.runs.set(key, runId);
+  }
+
+  private async holdResult(snapshot: Digest): Promise<void> {
+    const check = await checkSnapshot(this.opts.store, snapshot);
+    if (!check.ok) return; // the scheduler checked it a moment ago; gc does not remove fresh blobs
+    const blobs = [snapshot, ...check.chunks].map((d) => ({ digest: formatDigest(d), size: d.sizeBytes }));
+    await this.opts.snapshots.holdBlobs(this.user.name, blobs, Date.now());
   }
 
   private failed(id: RequestId | null, e: unknown): void {
     if (e instanceof BadRequest || e instanceof DigestError) {
       this.send({ re: id, ok: false, error: { code: 'bad_request', message: e.message } });
+      return;
+    }
+    if (e instanceof OpError) {
+      this.send({ re: id, ok: false, error: { code: e.code, message: e.message } });
       return;
     }
     this.opts.log(`request ${JSON.stringify(id)} failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);

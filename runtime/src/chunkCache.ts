@@ -41,7 +41,10 @@ export class ChunkCache {
     return bytes;
   }
 
-  /** Verify, then write to a temporary name in the same directory, fsync and rename: never a torn blob. */
+  /**
+   * Verify, then write to a temporary name in the same directory and rename: never a torn blob under its name. No
+   * fsync: this is a cache, whose readers verify every blob, so one a crash leaves damaged is fetched again.
+   */
   async write(d: Digest, bytes: Buffer): Promise<void> {
     const actual = digestOf(bytes);
     if (!digestEquals(actual, d)) {
@@ -53,14 +56,17 @@ export class ChunkCache {
     const fh = await fs.promises.open(tmp, 'w');
     try {
       await fh.writeFile(bytes);
-      await fh.sync();
     } finally {
       await fh.close();
     }
     await fs.promises.rename(tmp, final);
   }
 
-  /** Fetch every blob of `digests` the cache lacks from the gateway, in batches; returns the bytes fetched. */
+  /**
+   * Fetch every blob of `digests` the cache lacks from the gateway; returns the bytes fetched. Batches of
+   * PIPELINE_BATCH_BYTES, PIPELINE_DEPTH in flight: the gateway reads the next batch from its disk while this process
+   * verifies and writes the last one, where one 32 MiB batch at a time left each side idle half the time.
+   */
   async fetchMissing(
     gateway: GatewayClient,
     digests: Digest[],
@@ -71,35 +77,38 @@ export class ChunkCache {
     const total = missing.reduce((n, d) => n + d.sizeBytes, 0);
     let done = 0;
     if (total > 0) progress?.(0, total);
-    for (const batch of batches(missing)) {
+    await inParallel([...batches(missing, PIPELINE_BATCH_BYTES)], PIPELINE_DEPTH, async (batch) => {
       signal?.throwIfAborted();
       const res = await gateway.batchReadBlobs(batch.map(toPb));
       const byHash = new Map(res.responses.map((r) => [r.digest?.hash ?? '', r]));
-      for (const d of batch) {
-        const r = byHash.get(d.hash);
-        if (!r) throw new BlobError(`the gateway's answer to BatchReadBlobs left out blob ${formatDigest(d)}`);
-        if (r.status && r.status.code !== 0) {
-          const why = r.status.message || `status ${r.status.code}`;
-          throw new BlobError(`the gateway could not give blob ${formatDigest(d)}: ${why}`);
-        }
-        await this.write(d, r.data);
-        done += d.sizeBytes;
-      }
+      await Promise.all(
+        batch.map(async (d) => {
+          const r = byHash.get(d.hash);
+          if (!r) throw new BlobError(`the gateway's answer to BatchReadBlobs left out blob ${formatDigest(d)}`);
+          if (r.status && r.status.code !== 0) {
+            const why = r.status.message || `status ${r.status.code}`;
+            throw new BlobError(`the gateway could not give blob ${formatDigest(d)}: ${why}`);
+          }
+          await this.write(d, r.data);
+        }),
+      );
+      done += batch.reduce((n, d) => n + d.sizeBytes, 0);
       progress?.(done, total);
-    }
+    });
     return total;
   }
 
-  /** Upload the blobs of `digests` the gateway lacks, `last` after all others (chunks before their manifest). */
+  /**
+   * Upload the blobs of `digests` the gateway lacks, `last` after all others are stored (chunks before their
+   * manifest); the chunks go as fetchMissing's do, several batches in flight.
+   */
   async upload(gateway: GatewayClient, digests: Digest[], last: Digest, progress?: ProgressFn): Promise<number> {
     const missing = (await gateway.findMissingBlobs(unique([...digests, last]).map(toPb))).map(fromPb);
     const isLast = (d: Digest): boolean => digestEquals(d, last);
-    const ordered = missing.filter((d) => !isLast(d));
     const total = missing.reduce((n, d) => n + d.sizeBytes, 0);
     let done = 0;
     if (total > 0) progress?.(0, total);
-    const groups = [...batches(ordered), ...(missing.some(isLast) ? [[last]] : [])];
-    for (const batch of groups) {
+    const send = async (batch: Digest[]): Promise<void> => {
       const requests = await Promise.all(batch.map(async (d) => ({ digest: toPb(d), data: await this.read(d) })));
       const res = await gateway.batchUpdateBlobs(requests);
       for (const r of res.responses) {
@@ -110,9 +119,36 @@ export class ChunkCache {
       }
       done += batch.reduce((n, d) => n + d.sizeBytes, 0);
       progress?.(done, total);
-    }
+    };
+    await inParallel([...batches(missing.filter((d) => !isLast(d)), PIPELINE_BATCH_BYTES)], PIPELINE_DEPTH, send);
+    if (missing.some(isLast)) await send([last]);
     return total;
   }
+}
+
+/** Bytes per BatchReadBlobs/BatchUpdateBlobs while several are in flight (at most MAX_BATCH_BYTES each). */
+const PIPELINE_BATCH_BYTES = Math.min(8 * 1024 * 1024, MAX_BATCH_BYTES);
+/** Batches in flight at once: enough to keep both ends busy, few enough to bound memory (~3 batches). */
+const PIPELINE_DEPTH = 3;
+
+/** Runs `fn` over `items`, at most `depth` at a time; the first failure rejects (after those in flight settle). */
+async function inParallel<T>(items: T[], depth: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failed = false;
+  const lane = async (): Promise<void> => {
+    while (!failed && next < items.length) {
+      const item = items[next++] as T;
+      try {
+        await fn(item);
+      } catch (e) {
+        failed = true;
+        throw e;
+      }
+    }
+  };
+  const results = await Promise.allSettled(Array.from({ length: Math.min(depth, items.length) }, lane));
+  const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failure) throw failure.reason;
 }
 
 function unique(digests: Digest[]): Digest[] {
@@ -125,11 +161,11 @@ function unique(digests: Digest[]): Digest[] {
   });
 }
 
-function* batches(digests: Digest[]): Generator<Digest[]> {
+function* batches(digests: Digest[], limit: number): Generator<Digest[]> {
   let batch: Digest[] = [];
   let bytes = 0;
   for (const d of digests) {
-    if (batch.length > 0 && bytes + d.sizeBytes > MAX_BATCH_BYTES) {
+    if (batch.length > 0 && bytes + d.sizeBytes > limit) {
       yield batch;
       batch = [];
       bytes = 0;

@@ -94,10 +94,14 @@ class DirectoryBlobStore:
     Writes go to a temporary file in the blob's own directory (so the rename cannot cross file systems), are
     fsynced, then renamed into place with ``os.replace``: a reader sees a whole blob or none. Reads verify size and
     hash, so a blob damaged on disk is reported, never restored.
+
+    ``durable=False`` skips the fsync, for a cache (a runtime's): a blob a crash leaves torn fails the hash check on
+    read and is fetched again, so the cache needs no durability, and fsync is the slowest step of a capture.
     """
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, durable: bool = True) -> None:
         self.root = os.fspath(root)
+        self.durable = durable
         os.makedirs(self.root, exist_ok=True)
 
     def path(self, digest: Digest) -> str:
@@ -163,7 +167,8 @@ class DirectoryBlobStore:
                 view = memoryview(data)
                 while view:
                     view = view[f.write(view):]
-                os.fsync(f.fileno())
+                if self.durable:
+                    os.fsync(f.fileno())
             os.replace(tmp, self.path(digest))
         except BaseException:
             try:

@@ -22,7 +22,7 @@ from .blobstore import BlobStore
 from .chunking import ChunkWriter
 from .digest import Digest, digest_of
 from .grouping import group_names
-from .manifest import Group, Manifest
+from .manifest import BlobRef, Group, Manifest
 from .pickling import Pickled, dumps
 from .placeholders import Placeholder
 from .reducers import DeviceMap, TensorReducer
@@ -74,6 +74,8 @@ class Capturer:
         self.devices = devices or DeviceMap()
         # name -> (the deeply immutable object last captured or restored under that name, its group)
         self._immutable: dict[str, tuple[Any, Group]] = {}
+        # (group names, buffer index) -> that buffer's ref at the last capture or restore: a hint for ChunkWriter.add
+        self._buffer_hints: dict[tuple[tuple[str, ...], int], BlobRef] = {}
 
     def capture(
         self, namespace: Mapping[str, Any], *, parent: Digest | None = None, meta: dict[str, Any] | None = None
@@ -84,6 +86,7 @@ class Capturer:
         groups: list[Group] = []
         pickled: dict[str, Pickled] = {}
         immutable: dict[str, tuple[Any, Group]] = {}
+        hints: dict[tuple[tuple[str, ...], int], BlobRef] = {}
 
         for name in sorted(namespace):
             value = namespace[name]
@@ -113,11 +116,13 @@ class Capturer:
             for part_names, p in parts:
                 group = self._store_group(part_names, namespace, p, writer)
                 groups.append(group)
+                hints.update(_buffer_hints(group))
                 if len(part_names) == 1 and _deeply_immutable(namespace[part_names[0]]):
                     immutable[part_names[0]] = (namespace[part_names[0]], group)
         pickled.clear()  # drop the memos (they keep objects alive)
 
         self._immutable = immutable
+        self._buffer_hints = hints
         manifest = Manifest(
             groups=tuple(sorted(groups, key=lambda g: g.names)),
             unpicklable=unpicklable,
@@ -146,7 +151,10 @@ class Capturer:
         self, names: list[str], namespace: Mapping[str, Any], p: Pickled, writer: ChunkWriter
     ) -> Group:
         stream_ref = writer.add(p.stream)
-        buffer_refs = tuple(writer.add(b.raw()) for b in p.buffers)
+        key = tuple(names)
+        buffer_refs = tuple(
+            writer.add(b.raw(), self._buffer_hints.get((key, i))) for i, b in enumerate(p.buffers)
+        )
         return Group(
             names=tuple(names),
             types={n: type_name(namespace[n]) for n in names},
@@ -168,6 +176,7 @@ class Capturer:
         selected = manifest.groups if groups is None else tuple(groups)
         result = restore_groups(selected, self.store, globals=globals, devices=self.devices)
         for group in selected:
+            self._buffer_hints.update(_buffer_hints(group))
             for name in group.names:
                 value = result[name]
                 if len(group.names) == 1 and _deeply_immutable(value):
@@ -178,6 +187,10 @@ class Capturer:
             for name, entry in manifest.unpicklable.items():
                 result[name] = Placeholder(name, entry["type"], entry["reason"])
         return result
+
+
+def _buffer_hints(group: Group) -> dict[tuple[tuple[str, ...], int], BlobRef]:
+    return {(group.names, i): ref for i, ref in enumerate(group.buffers)}
 
 
 def capture(

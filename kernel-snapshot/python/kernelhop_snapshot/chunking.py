@@ -83,11 +83,45 @@ class ChunkWriter:
         # Our own stores skip re-hashing what we hashed a moment ago; any other store verifies in put().
         self._put = getattr(store, "put_hashed", store.put)
 
-    def add(self, data: bytes | bytearray | memoryview) -> BlobRef:
+    def add(self, data: bytes | bytearray | memoryview, hint: BlobRef | None = None) -> BlobRef:
+        """Chunk ``data``, put the chunks the store lacks, and return its ref.
+
+        ``hint`` is the ref this stream had at the last capture, if any. When every chunk of ``hint``, cut at the
+        same offsets, still hashes to the same digest, the bytes are those FastCDC cut into ``hint``, so the hint is
+        the answer and FastCDC (twice as slow as hashing) is skipped. Digests decide, never identity: a wrong hint
+        costs one pass of hashing and changes no result.
+        """
         view = _byte_view(data)
-        pieces = [view[o : o + n] for o, n in chunk_spans(view)]
         parallel = view.nbytes >= _PARALLEL_FROM
-        digests = list(_executor().map(digest_of, pieces)) if parallel else [digest_of(p) for p in pieces]
+        known: dict[tuple[int, int], Digest] = {}
+        if hint is not None and hint.size == view.nbytes and len(hint.chunks) > 1:
+            spans = []
+            offset = 0
+            for d in hint.chunks:
+                spans.append((offset, d.size))
+                offset += d.size
+            digests = self._hash([view[o : o + n] for o, n in spans], parallel)
+            if digests == list(hint.chunks):
+                self._put_missing(digests, [view[o : o + n] for o, n in spans], parallel)
+                return hint
+            known = dict(zip(spans, digests, strict=True))
+        spans = list(chunk_spans(view))
+        pieces = [view[o : o + n] for o, n in spans]
+        if known:
+            # A changed buffer: chunks FastCDC cut where the hint did (all but those around the change) are hashed.
+            fresh = [i for i, span in enumerate(spans) if span not in known]
+            fresh_digests = iter(self._hash([pieces[i] for i in fresh], parallel))
+            digests = [known[span] if span in known else next(fresh_digests) for span in spans]
+        else:
+            digests = self._hash(pieces, parallel)
+        self._put_missing(digests, pieces, parallel)
+        return BlobRef(view.nbytes, tuple(digests))
+
+    @staticmethod
+    def _hash(pieces: list[memoryview], parallel: bool) -> list[Digest]:
+        return list(_executor().map(digest_of, pieces)) if parallel else [digest_of(p) for p in pieces]
+
+    def _put_missing(self, digests: list[Digest], pieces: list[memoryview], parallel: bool) -> None:
         for d, piece in zip(digests, pieces, strict=True):
             if d in self.written or self.store.has(d):
                 continue
@@ -96,7 +130,6 @@ class ChunkWriter:
                 self._pending.append(_executor().submit(self._put, d, piece))
             else:
                 self._put(d, piece)
-        return BlobRef(view.nbytes, tuple(digests))
 
     def finish(self) -> list[Digest]:
         """Wait for every write; re-raise the first failure. Returns the digests written."""

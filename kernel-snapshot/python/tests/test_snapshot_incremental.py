@@ -47,3 +47,48 @@ def test_restored_immutables_are_remembered():
     ns = worker.restore(cap.manifest)
     again = worker.capture(ns)
     assert again.manifest.groups == cap.manifest.groups
+
+
+def _fresh_refs(ns):
+    return Capturer(MemoryBlobStore()).capture(ns).manifest.groups
+
+
+def test_buffer_hints_skip_chunking_yet_match_a_fresh_capture(monkeypatch):
+    import kernelhop_snapshot.chunking as chunking
+
+    rng = np.random.default_rng(1)
+    ns = {"a": rng.random(2_000_000), "b": rng.random(1_000_000)}
+    capturer = Capturer(MemoryBlobStore())
+    capturer.capture(ns)
+
+    cut = []
+    real = chunking.chunk_spans
+    monkeypatch.setattr(chunking, "chunk_spans", lambda view: cut.append(view.nbytes) or real(view))
+    unchanged = capturer.capture(ns)
+    assert ns["a"].nbytes not in cut and ns["b"].nbytes not in cut  # both hints held: FastCDC skipped
+
+    saved = ns["a"][1_000_000:1_000_100].copy()
+    ns["a"][1_000_000:1_000_100] += 1.0  # in place: same object, same shape, other bytes
+    changed = capturer.capture(ns)
+    assert ns["a"].nbytes in cut and ns["b"].nbytes not in cut
+    assert changed.manifest.groups == _fresh_refs(ns)
+    ns["a"][1_000_000:1_000_100] = saved
+    assert unchanged.manifest.groups == _fresh_refs(ns)
+    assert diff(unchanged.manifest, changed.manifest).changed_names == ["a"]
+
+
+def test_restored_buffers_hint_the_next_capture(monkeypatch):
+    import kernelhop_snapshot.chunking as chunking
+
+    store = MemoryBlobStore()
+    ns = {"a": np.random.default_rng(2).random(1_500_000)}
+    first = Capturer(store).capture(ns)
+    worker = Capturer(store)
+    restored = worker.restore(first.manifest)
+
+    cut = []
+    real = chunking.chunk_spans
+    monkeypatch.setattr(chunking, "chunk_spans", lambda view: cut.append(view.nbytes) or real(view))
+    again = worker.capture(restored)
+    assert ns["a"].nbytes not in cut
+    assert again.manifest.groups == first.manifest.groups

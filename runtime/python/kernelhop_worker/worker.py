@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import queue
@@ -19,7 +20,9 @@ from .channel import EventChannel, StreamWriter
 from .shell import WorkerShell
 
 EVENT_FD = 3
-DEFAULT_PRELOAD = "numpy"
+# Imported while the worker waits for its first cell, so a restore does not pay for them (torch alone takes 1-2 s).
+# Each is imported only where installed; KERNELHOP_PRELOAD replaces the list, and then a module missing is reported.
+DEFAULT_PRELOAD = ("numpy", "pandas", "torch")
 
 
 class Interrupts:
@@ -47,8 +50,12 @@ class Interrupts:
             raise KeyboardInterrupt
 
 
-def _preload(modules: str) -> None:
-    for name in filter(None, (m.strip() for m in modules.split(","))):
+def _preload(setting: str | None) -> None:
+    if setting is None:
+        modules = [m for m in DEFAULT_PRELOAD if importlib.util.find_spec(m) is not None]
+    else:
+        modules = [m.strip() for m in setting.split(",") if m.strip()]
+    for name in modules:
         try:
             importlib.import_module(name)
         except Exception as exc:  # a missing optional module must not keep the worker from starting
@@ -91,7 +98,7 @@ def _watch_commands(fd: int, commands: queue.Queue[dict[str, Any]], channel: Eve
 class Worker:
     def __init__(self, cache_dir: str, channel: EventChannel) -> None:
         self._channel = channel
-        self._store = DirectoryBlobStore(cache_dir)
+        self._store = DirectoryBlobStore(cache_dir, durable=False)
         self._capturer = Capturer(self._store)
         self._interrupts = Interrupts(channel)
         self._stdout = StreamWriter(channel, "stdout")
@@ -232,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     # ipykernel's way to get inline figures: matplotlib picks this backend when imported (so set it before
     # preloading), and the backend registers a post-execute hook that displays open figures after each cell.
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    _preload(os.environ.get("KERNELHOP_PRELOAD", DEFAULT_PRELOAD))
+    _preload(os.environ.get("KERNELHOP_PRELOAD"))
     worker = Worker(args.cache, channel)
     commands: queue.Queue[dict[str, Any]] = queue.Queue()
     threading.Thread(

@@ -8,7 +8,7 @@ import os
 import re
 import time
 
-from conftest import WorkerUnderTest
+from worker_harness import WorkerUnderTest
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

@@ -1,0 +1,74 @@
+"""Drive `python -m kernelhop_worker` through its pipes, as the runtime does.
+
+A module of its own (not conftest) so the tests can import it by a name no other test folder uses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+
+class WorkerUnderTest:
+    def __init__(self, cache: str, env: dict[str, str] | None = None) -> None:
+        read_fd, write_fd = os.pipe()
+        # The worker expects its event pipe on fd 3 exactly.
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kernelhop_worker", "--cache", cache],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=(3, write_fd),
+            preexec_fn=lambda: os.dup2(write_fd, 3),
+            env={**os.environ, **(env or {})},
+        )
+        os.close(write_fd)
+        self._events = os.fdopen(read_fd, "rb")
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._events, selectors.EVENT_READ)
+        self.ready = self.next_event(timeout=60)
+        assert self.ready["event"] == "ready", self.ready
+
+    def send(self, command: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(command) + "\n").encode())
+        self.proc.stdin.flush()
+
+    def next_event(self, timeout: float = 30) -> dict[str, Any]:
+        if not self._selector.select(timeout):
+            raise TimeoutError(f"no worker event within {timeout} s")
+        line = self._events.readline()
+        if not line:
+            raise EOFError("the worker closed its event pipe")
+        return json.loads(line)
+
+    def run(self, code: str, snapshot: str, run_id: str = "r1", timeout: float = 60) -> list[dict[str, Any]]:
+        self.send({"op": "run", "run_id": run_id, "code": code, "snapshot": snapshot})
+        return list(self.events_until_final(timeout))
+
+    def events_until_final(self, timeout: float = 60) -> Iterator[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            event = self.next_event(max(0.0, deadline - time.monotonic()))
+            yield event
+            if event["event"] in ("done", "failed"):
+                return
+
+    def interrupt(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._events.close()
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()
