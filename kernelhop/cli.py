@@ -61,7 +61,8 @@ def cmd_up(ns: argparse.Namespace) -> int:
     services = []
     lab: subprocess.Popen[bytes] | None = None
     try:
-        gateway = start_gateway(data=home, token=token, host=ns.host, port=ns.port, grpc_port=ns.grpc_port)
+        grpc_port = ns.grpc_port if ns.grpc_port is not None else ns.port + 1
+        gateway = start_gateway(data=home, token=token, host=ns.host, port=ns.port, grpc_port=grpc_port)
         services.append(gateway)
         runtime = start_runtime(
             gateway=gateway.ready["grpc"], token=token, classes=classes, cache=home / "runtime-cache"
@@ -84,6 +85,8 @@ def cmd_up(ns: argparse.Namespace) -> int:
         ]
         if ns.no_browser:
             lab_args.append("--no-browser")
+        if os.geteuid() == 0:
+            lab_args.append("--allow-root")  # containers and CI run as root; JupyterLab refuses it otherwise
         print(
             f"kernelhop: gateway {gateway.ready['ws']}, runtime {runtime.ready['id']} ({runtime.ready['classes']}); "
             f"starting JupyterLab in {notebooks}"
