@@ -20,6 +20,7 @@ import dill
 import numpy as np
 import pandas as pd
 import torch
+from kernelhop.hop_store import HopStore
 from kernelhop_snapshot import Capturer, DirectoryBlobStore, Manifest
 
 MiB = 1 << 20
@@ -27,7 +28,7 @@ MiB = 1 << 20
 
 def make_state(scale: float) -> dict[str, Any]:
     rng = np.random.default_rng(0)
-    n = int(96 * MiB * scale) // 8
+    n = int(256 * MiB * scale) // 8
     state: dict[str, Any] = {
         "embeddings": rng.standard_normal(n).reshape(-1, 512),
         "weights": rng.standard_normal(n),
@@ -88,6 +89,9 @@ def main() -> None:
         t_dill_load, _ = timed(lambda: dill.load_module(str(dill_file)))
         dill_file.unlink()
 
+        # What a hop does first: capture into memory (chunks are views of the objects, nothing copied or written).
+        t_hop_capture, _ = timed(lambda: Capturer(HopStore()).capture(state))
+
         store = DirectoryBlobStore(root / "cas")
         capturer = Capturer(store)
         t_first, first = timed(lambda: capturer.capture(state))
@@ -105,13 +109,14 @@ def main() -> None:
         assert np.array_equal(restored["weights"], weights)
 
     rows = [
-        ("first checkpoint", t_first, "dill.dump_module", t_dill_dump),
-        ("checkpoint after 1 MiB change", t_second, "first checkpoint", t_first),
+        ("first checkpoint (to disk)", t_first, "dill.dump_module", t_dill_dump),
+        ("first capture (hop, in memory)", t_hop_capture, "dill.dump_module", t_dill_dump),
+        ("checkpoint after 1 MiB change", t_second, "first checkpoint (to disk)", t_first),
         ("restore (local chunks)", t_restore, "dill.load_module", t_dill_load),
     ]
-    print(f"{'measure':32} {'kernelhop s':>12} {'baseline':>20} {'baseline s':>11} {'speed-up':>9}")
+    print(f"{'measure':32} {'kernelhop s':>12} {'baseline':>26} {'baseline s':>11} {'speed-up':>9}")
     for name, ours, base_name, base in rows:
-        print(f"{name:32} {ours:12.3f} {base_name:>20} {base:11.3f} {base / ours:8.1f}x")
+        print(f"{name:32} {ours:12.3f} {base_name:>26} {base:11.3f} {base / ours:8.1f}x")
     print(f"bytes moved by the second checkpoint: {moved / MiB:.2f} MiB (1 MiB changed)")
 
 

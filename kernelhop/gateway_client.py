@@ -11,7 +11,7 @@ import json
 import socket
 import struct
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from kernelhop_snapshot import Digest, digest_of
@@ -27,6 +27,9 @@ BATCH_BYTES = 48 * MiB
 # put_blobs frames: their size and how many may await their reply at once (see put_blobs).
 PUT_FRAME_BYTES = 8 * MiB
 PUT_DEPTH = 4
+# get_blobs requests likewise (a request may ask for up to BATCH_BYTES).
+GET_BATCH_BYTES = 8 * MiB
+GET_DEPTH = 4
 # Digests per find_missing request: ~75 bytes each keeps a request near 7 MiB.
 FIND_BATCH = 100_000
 # How long one recv waits before giving Python a chance to deliver a signal.
@@ -181,11 +184,23 @@ class GatewayClient:
             ) from None
         return self._ws
 
-    def _send(self, message: dict[str, Any] | bytes) -> None:
+    def _send(self, message: dict[str, Any] | bytes, *, retry: bool = True) -> None:
+        """Send one frame. `retry=False` when requests are in flight on this connection: their replies would never
+        come on a new one, so a closed socket is reported instead of reopened."""
         data = message if isinstance(message, bytes) else json.dumps(message, separators=(",", ":"))
+        if not retry and (self._ws is None or self._ws.state is not State.OPEN):
+            self.close()
+            raise GatewayError(
+                "connection_lost",
+                f"the connection to the gateway at {self.url} closed mid-transfer; the local namespace is unchanged. "
+                "Run the cell again once the gateway is back.",
+            )
         try:
             self._conn().send(data)
-        except ConnectionClosed:
+        except ConnectionClosed as e:
+            if not retry:
+                self.close()
+                raise self._lost(e) from None
             # The socket died while idle (gateway restarted): the request never left, so one fresh try is safe.
             self.close()
             try:
@@ -271,12 +286,14 @@ class GatewayClient:
             missing.extend(lacking)
         return missing
 
-    def put_blobs(self, blobs: Mapping[str, bytes | memoryview]) -> int:
+    def put_blobs(
+        self, blobs: Mapping[str, bytes | memoryview], progress: Callable[[int], None] | None = None
+    ) -> int:
         """Upload blobs (digest → bytes); every item must come back `ok`. Returns bytes sent.
 
         Frames of PUT_FRAME_BYTES, up to PUT_DEPTH of them in flight: the gateway verifies and stores one frame
         while the next is on the wire (it handles a socket's frames concurrently), where one frame at a time left
-        each side idle half the time.
+        each side idle half the time. `progress` gets the bytes sent so far after each frame.
         """
         sent = 0
         inflight: dict[str, list[str]] = {}
@@ -295,9 +312,12 @@ class GatewayClient:
                 while len(inflight) >= PUT_DEPTH:
                     self._put_reply(inflight)
                 rid = self._next_id()
-                self._send(encode_binary({"id": rid, "op": "put_blobs", "blobs": entries}, (blobs[d] for d in batch)))
+                frame = encode_binary({"id": rid, "op": "put_blobs", "blobs": entries}, (blobs[d] for d in batch))
+                self._send(frame, retry=not inflight)
                 inflight[rid] = batch
                 sent += offset
+                if progress is not None:
+                    progress(sent)
             while inflight:
                 self._put_reply(inflight)
         except KernelhopError:
@@ -340,42 +360,72 @@ class GatewayClient:
         self.known.update(batch)
 
     def get_blobs(self, digests: Iterable[str]) -> dict[str, bytes]:
-        """Download blobs, at most 48 MiB per request, each checked against its digest."""
+        """Download blobs, each checked against its digest; requests of GET_BATCH_BYTES, GET_DEPTH in flight, so
+        the gateway reads the next batch from its disk while this one is on the wire."""
         wanted = list(dict.fromkeys(digests))
         out: dict[str, bytes] = {}
-        for batch in _batches(((d, digest_size(d)) for d in wanted), BATCH_BYTES):
-            reply, payload = self._op("get_blobs", digests=batch)
-            if payload is None:
-                raise GatewayError("bad_reply", "the gateway answered get_blobs without a binary frame")
-            for entry in _field(reply, "blobs", list):
-                d = entry.get("digest") if isinstance(entry, dict) else None
-                if d not in batch:
-                    continue
-                if "offset" not in entry:
-                    raise GatewayError(
-                        str(entry.get("code", "not_found")),
-                        f"the gateway does not hold chunk {d} of the snapshot; the local namespace is unchanged",
-                    )
-                start, length = entry["offset"], entry["length"]
-                if not (
-                    isinstance(start, int) and isinstance(length, int) and 0 <= start <= start + length <= len(payload)
-                ):
-                    raise GatewayError("bad_reply", f"the gateway gave blob {d} a range outside its frame")
-                data = bytes(payload[start : start + length])
-                if blob_digest(data) != d:
-                    raise GatewayError(
-                        "digest_mismatch",
-                        f"chunk {d} arrived corrupt (its bytes do not match its digest); "
-                        "the local namespace is unchanged",
-                    )
-                out[d] = data
-            absent = [d for d in batch if d not in out]
-            if absent:
-                raise GatewayError(
-                    "bad_reply", f"the gateway left {len(absent)} requested blob(s) out, e.g. {absent[0]}"
-                )
-            self.known.update(batch)
+        inflight: dict[str, list[str]] = {}
+        try:
+            for batch in _batches(((d, digest_size(d)) for d in wanted), GET_BATCH_BYTES):
+                while len(inflight) >= GET_DEPTH:
+                    self._get_reply(inflight, out)
+                rid = self._next_id()
+                self._send({"id": rid, "op": "get_blobs", "digests": batch}, retry=not inflight)
+                inflight[rid] = batch
+            while inflight:
+                self._get_reply(inflight, out)
+        except KernelhopError:
+            if inflight:
+                self.close()  # replies still in flight would meet the next request
+            raise
+        except BaseException:
+            self.close()
+            raise
         return out
+
+    def _get_reply(self, inflight: dict[str, list[str]], out: dict[str, bytes]) -> None:
+        """Wait for the reply to one of the get_blobs requests in `inflight`; check its blobs into `out`."""
+        deadline = time.monotonic() + self.reply_timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.close()
+                raise GatewayError(
+                    "timeout", f"the gateway at {self.url} did not answer within {self.reply_timeout:.0f} s; try again"
+                )
+            got = self._recv(min(POLL_S, left))
+            if got is None:
+                continue
+            reply, payload = got
+            if reply.get("re") in inflight or (reply.get("re") is None and reply.get("ok") is False):
+                break
+        _raise_if_failed(reply)
+        batch = inflight.pop(reply["re"])
+        if payload is None:
+            raise GatewayError("bad_reply", "the gateway answered get_blobs without a binary frame")
+        for entry in _field(reply, "blobs", list):
+            d = entry.get("digest") if isinstance(entry, dict) else None
+            if d not in batch:
+                continue
+            if "offset" not in entry:
+                raise GatewayError(
+                    str(entry.get("code", "not_found")),
+                    f"the gateway does not hold chunk {d} of the snapshot; the local namespace is unchanged",
+                )
+            start, length = entry["offset"], entry["length"]
+            if not (isinstance(start, int) and isinstance(length, int) and 0 <= start <= start + length <= len(payload)):
+                raise GatewayError("bad_reply", f"the gateway gave blob {d} a range outside its frame")
+            data = bytes(payload[start : start + length])
+            if blob_digest(data) != d:
+                raise GatewayError(
+                    "digest_mismatch",
+                    f"chunk {d} arrived corrupt (its bytes do not match its digest); the local namespace is unchanged",
+                )
+            out[d] = data
+        absent = [d for d in batch if d not in out]
+        if absent:
+            raise GatewayError("bad_reply", f"the gateway left {len(absent)} requested blob(s) out, e.g. {absent[0]}")
+        self.known.update(batch)
 
     def classes(self) -> dict[str, dict[str, Any]]:
         reply, _ = self._op("classes")

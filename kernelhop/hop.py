@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +21,9 @@ from kernelhop_snapshot import Capture, Capturer, Digest, Manifest, diff, user_n
 
 from .config import discover
 from .gateway_client import GatewayClient, GatewayError, KernelhopError
+from .hop_display import HopDisplay
 from .hop_store import HopStore
+from .recompute import CellLog, Plan
 
 # How long a cell may wait for a GPU before the kernel says it is queued.
 QUEUED_NOTICE_S = 2.0
@@ -86,10 +88,14 @@ class Hopper:
         self.shell = shell
         self.session = uuid.uuid4().hex
         self.capturer = Capturer(HopStore())
+        # The cells run here, from which unpicklable variables get recipes to rebuild them on the runtime.
+        self.cells = CellLog(shell)
         self._client: GatewayClient | None = None
         # Seconds of the last hop's steps, here and on the runtime (its `done` timings): for the benchmarks and the
         # GPU check, which need the split and not only the status line.
         self.last_timings: dict[str, float] = {}
+        # The live display of the hop under way (hop_display.py): progress for the cell, the split when it ends.
+        self.display = HopDisplay("", enabled=False)
 
     def close(self) -> None:
         if self._client is not None:
@@ -129,10 +135,14 @@ class Hopper:
 
     def hop(self, gpu_class: str, code: str, *, timeout_s: float | None = None, quiet: bool = False):
         """Run `code` on `gpu_class`; returns the cell's result (for Out) or None; raises on any failure."""
-        client = self.client()
-        self.capturer.store = store = HopStore()
+        self.display = HopDisplay.open(self.shell, gpu_class)
         try:
+            client = self.client()
+            self.capturer.store = store = HopStore()
             return self._hop(client, store, gpu_class, code, timeout_s, quiet)
+        except BaseException as e:
+            self.display.failed(e)
+            raise
         finally:
             # Drop this hop's chunks (views of the user's objects, and what came home) with the store.
             self.capturer.store = HopStore()
@@ -141,9 +151,17 @@ class Hopper:
         self, client: GatewayClient, store: HopStore, gpu_class: str, code: str, timeout_s: float | None, quiet: bool
     ):
         t0 = time.monotonic()
-        cap = self.capturer.capture(user_namespace(self.shell))
-        for name, reason in sorted(cap.unpicklable.items()):
-            _warn(f"kernelhop: variable {name!r} stays local: {reason}")
+        plan = Plan()
+
+        def recipes(unpicklable: Mapping[str, Any]) -> dict[str, Any]:
+            # Read the history only when something cannot be pickled (recompute.py: the runtime re-runs the recipes).
+            nonlocal plan
+            plan = self.cells.plan(unpicklable) if unpicklable else Plan()
+            return plan.meta()
+
+        cap = self.capturer.capture(user_namespace(self.shell), meta=recipes)
+        for line in plan.warnings(cap.unpicklable):
+            _warn(line)
         t1 = time.monotonic()
         self._upload(client, store, cap)
         t2 = time.monotonic()
@@ -157,6 +175,7 @@ class Hopper:
             self._upload(client, store, cap)
             outcome = self._run(client, gpu_class, code, str(cap.digest), timeout_s, quiet)
         t3 = time.monotonic()
+        self.display.phase("home")
         self._bring_home(client, store, cap, outcome.done["snapshot"])
         t4 = time.monotonic()
         remote = outcome.done.get("timings")
@@ -173,6 +192,9 @@ class Hopper:
             "home_s": t4 - t3,
             "total_s": t4 - t0,
         }
+        self.display.finished(
+            self.last_timings, "error" if outcome.error is not None or outcome.done.get("status") == "error" else "ok"
+        )
         if not quiet:
             _warn(_status_line(gpu_class, outcome, t4 - t0, t1 - t0, t2 - t1, t4 - t3))
         if outcome.error is not None or outcome.done.get("status") == "error":
@@ -192,7 +214,8 @@ class Hopper:
         chunks = sorted(str(d) for d in cap.manifest.blob_digests())
         manifest = str(cap.digest)
         lacking = set(client.find_missing([*chunks, manifest]))
-        client.put_blobs({d: store.get(Digest.parse(d)) for d in chunks if d in lacking})
+        self.display.phase("upload", total_bytes=sum(Digest.parse(d).size for d in chunks if d in lacking))
+        client.put_blobs({d: store.get(Digest.parse(d)) for d in chunks if d in lacking}, self.display.progress)
         if manifest in lacking:
             client.put_blobs({manifest: store.get(cap.digest)})
 
@@ -203,6 +226,7 @@ class Hopper:
         run = client.run(
             session=self.session, gpu_class=gpu_class, code=code, snapshot=snapshot, timeout_s=timeout_s or 0
         )
+        self.display.phase("queued")
         out = Outcome()
         sent = time.monotonic()
         started_at: float | None = None
@@ -212,6 +236,7 @@ class Hopper:
                 ev = run.next_event()
                 now = time.monotonic()
                 if ev is None:
+                    self.display.tick()
                     if started_at is None and not noticed and not quiet and now - sent > QUEUED_NOTICE_S:
                         noticed = True
                         _warn(f"[kernelhop] waiting for a free {gpu_class}…")
@@ -229,6 +254,7 @@ class Hopper:
                     break
                 if kind == "started":
                     started_at = now
+                    self.display.started(ev)
                     out.started = ev
                     out.queue_s = now - sent
                 elif kind == "stream":
@@ -244,7 +270,10 @@ class Hopper:
                     out.result = RemoteResult(ev.get("data") or {}, ev.get("metadata") or {})
                 elif kind == "error":
                     out.error = ev
-                # `queued` and `progress` are for the JupyterLab extension; the status line sums them up here.
+                elif kind == "queued":
+                    self.display.queued(ev.get("position"))
+                elif kind == "progress":
+                    self.display.remote_progress(ev)
         except KeyboardInterrupt:
             run.cancel(CANCEL_WAIT_S)
             raise

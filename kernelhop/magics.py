@@ -34,8 +34,11 @@ class GpuMagics(Magics):
         The user namespace is captured and sent; output streams back live; variables the cell assigned, changed
         or deleted come home when it ends. If anything fails before that (gateway unreachable, unknown class,
         runtime lost, timeout, interrupt), the local namespace stays exactly as it was. Variables that cannot be
-        pickled (open files, sockets, ...) stay local and are named in a warning. A remote exception fails the
-        cell with the remote traceback; what the cell changed before raising still comes home.
+        pickled (open files, generators, locks, ...) stay local and are named in a warning; where the statement
+        that made one is in this kernel's history, the runtime rebuilds it by re-running that statement there
+        (its side effects happen again on the runtime host), else using it there raises an error naming it. A
+        remote exception fails the cell with the remote traceback; what the cell changed before raising still
+        comes home.
 
         Example::
 
@@ -67,3 +70,4 @@ class GpuMagics(Magics):
 
     def close(self) -> None:
         self.hopper.close()
+        self.hopper.cells.close()

@@ -68,6 +68,11 @@ def _parser() -> _Parser:
     f.add_argument("ref", metavar="REF")
     f.add_argument("--trust", action="store_true", help="trust the snapshot's signer (after seeing who it is)")
     f.add_argument("--name", help="a ref name for the fork")
+    f.add_argument(
+        "--here",
+        action="store_true",
+        help="restore the fork into this kernel instead of starting one (for a frontend that made a new kernel)",
+    )
     d = sub.add_parser("diff", help="names added, changed and removed between two snapshots")
     d.add_argument("a", metavar="A")
     d.add_argument("b", metavar="B")
@@ -128,7 +133,8 @@ class SnapshotMagics(Magics):
         %snapshot save [NAME] [-m MESSAGE]     save the state (signed by you); NAME is a ref to it
         %snapshot list                         your snapshots and those shared with you
         %snapshot restore REF [--trust]        make this kernel's state the snapshot's
-        %snapshot fork REF [--trust]           a new kernel holding that state (its connection file is printed)
+        %snapshot fork REF [--trust] [--here]  a new kernel holding that state (its connection file is printed),
+                                               or with --here this kernel
         %snapshot diff A B                     names added, changed and removed, with sizes
         %snapshot log [REF]                    history (parents, author, time, cells run)
         %snapshot share REF --with USER|--link [--expires SECONDS]
@@ -222,6 +228,12 @@ class SnapshotMagics(Magics):
             t0 = time.monotonic()
             fork_id = api.fork(opened, name=args.name)
         t1 = time.monotonic()
+        if args.here:
+            # JupyterLab's snapshot panel opened a new notebook for the fork: its kernel is this one.
+            with self.api() as api:
+                self.restore(api, api.open(fork_id))
+            print(f"forked snapshot {short(opened.id)} into {short(fork_id)} and restored it here")
+            return
         connection_file = self.start_kernel(fork_id)
         print(
             f"forked snapshot {short(opened.id)} into {short(fork_id)} ({(t1 - t0) * 1000:.0f} ms) and a new kernel "

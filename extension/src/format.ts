@@ -1,4 +1,12 @@
+import { gpuSecondsText, ICostLedger, IHopState, isActive, phaseText, summaryText, whereText } from './hop';
 import { IGatewayStatus, IGpuClass } from './tokens';
+
+/** What the current notebook's hops say: the one moving now, the last one finished, and its GPU time. */
+export interface INotebookHops {
+  readonly active: IHopState | null;
+  readonly last: IHopState | null;
+  readonly ledger: ICostLedger;
+}
 
 /** How many more cells the class can start now. */
 export function freeSlots(gpuClass: IGpuClass): number {
@@ -21,8 +29,9 @@ export function classLabel(gpuClass: IGpuClass): string {
  * The status bar's text.
  *
  * @param runningOn - the class the current notebook's cell runs on now, or null when it runs locally.
+ * @param hops - the current notebook's hops, as its kernel published them; null without a notebook.
  */
-export function statusText(status: IGatewayStatus, runningOn: string | null): string {
+export function statusText(status: IGatewayStatus, runningOn: string | null, hops: INotebookHops | null = null): string {
   switch (status.state) {
     case 'connecting':
       return 'kernelhop: connecting…';
@@ -31,9 +40,23 @@ export function statusText(status: IGatewayStatus, runningOn: string | null): st
     case 'refused':
       return 'kernelhop: token refused';
     case 'connected': {
-      const where = runningOn === null ? 'local' : `on ${runningOn}`;
-      const classes = status.classes.length ? status.classes.map(classLabel).join(' · ') : 'no GPU classes';
-      return `kernelhop: ${where} · ${classes}`;
+      const parts: string[] = [];
+      const active = hops?.active ?? null;
+      if (active && isActive(active)) {
+        // The kernel's own account beats the guess from the cell's first line: it names the runtime and the step.
+        parts.push(`${whereText(active)}: ${phaseText(active)}`);
+      } else {
+        parts.push(runningOn === null ? 'local' : `on ${runningOn}`);
+        if (hops?.last) {
+          // Where it ran is in the tooltip: the status bar has room for the numbers only.
+          parts.push(`last hop ${summaryText(hops.last)}`);
+        }
+      }
+      if (hops && hops.ledger.total > 0) {
+        parts.push(`notebook ${gpuSecondsText(hops.ledger.total)}`);
+      }
+      parts.push(status.classes.length ? status.classes.map(classLabel).join(' · ') : 'no GPU classes');
+      return `kernelhop: ${parts.join(' · ')}`;
     }
   }
 }

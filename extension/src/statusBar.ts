@@ -1,29 +1,35 @@
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { Cell } from '@jupyterlab/cells';
 import { URLExt } from '@jupyterlab/coreutils';
-import { INotebookTracker, Notebook, NotebookActions } from '@jupyterlab/notebook';
+import { INotebookTracker, Notebook, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
 import { ServerConnection } from '@jupyterlab/services';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { Widget } from '@lumino/widgets';
 
 import { statusText, statusTitle } from './format';
+import { gpuSecondsText, summaryText, whereText } from './hop';
+import { IHopTracker } from './hopTracker';
 import { gpuClassOf } from './magic';
 import { IGatewayClient, IGatewayStatus } from './tokens';
 
-/** The status bar item: where the current notebook's cell runs and what the pool has free. */
+/**
+ * The status bar item: where the current notebook's cell runs (local, or the class and runtime with the step the hop
+ * is at), the last hop's time split, the notebook's GPU-seconds, and what the pool has free.
+ */
 export const statusBarPlugin: JupyterFrontEndPlugin<void> = {
   id: 'kernelhop-labextension:status-bar',
   description: 'Shows where the current notebook runs and the GPU classes free now.',
   autoStart: true,
   requires: [IGatewayClient, IStatusBar],
-  optional: [INotebookTracker],
+  optional: [INotebookTracker, IHopTracker],
   activate: (
     app: JupyterFrontEnd,
     client: IGatewayClient,
     statusBar: IStatusBar,
-    tracker: INotebookTracker | null
+    tracker: INotebookTracker | null,
+    hops: IHopTracker | null
   ): void => {
-    const item = new KernelhopStatus(client, tracker, app.serviceManager.serverSettings);
+    const item = new KernelhopStatus(client, tracker, hops, app.serviceManager.serverSettings);
     statusBar.registerStatusItem(statusBarPlugin.id, { item, align: 'left', rank: 100 });
   }
 };
@@ -37,10 +43,16 @@ interface IServerConfig {
 }
 
 class KernelhopStatus extends Widget {
-  constructor(client: IGatewayClient, tracker: INotebookTracker | null, settings: ServerConnection.ISettings) {
+  constructor(
+    client: IGatewayClient,
+    tracker: INotebookTracker | null,
+    hops: IHopTracker | null,
+    settings: ServerConnection.ISettings
+  ) {
     super();
     this._client = client;
     this._tracker = tracker;
+    this._hops = hops;
     this._settings = settings;
     this.id = 'kernelhop-status';
     this.addClass('jp-StatusBar-TextItem');
@@ -50,6 +62,7 @@ class KernelhopStatus extends Widget {
     this.node.setAttribute('aria-live', 'polite');
     client.statusChanged.connect(this._onStatus, this);
     tracker?.currentChanged.connect(this._render, this);
+    hops?.changed.connect(this._onHops, this);
     NotebookActions.executionScheduled.connect(this._onScheduled, this);
     NotebookActions.executed.connect(this._onExecuted, this);
     this._onStatus(client, client.status);
@@ -101,11 +114,25 @@ class KernelhopStatus extends Widget {
     }
   }
 
+  private _onHops(_: IHopTracker, panel: NotebookPanel): void {
+    if (panel === this._tracker?.currentWidget) {
+      this._render();
+    }
+  }
+
   private _render(): void {
     const status = this._client.status;
-    const notebook = this._tracker?.currentWidget?.content;
-    const text = statusText(status, (notebook && this._running.get(notebook)) ?? null);
+    const panel = this._tracker?.currentWidget ?? null;
+    const notebook = panel?.content;
+    const hops = panel && this._hops ? this._hops.hopsOf(panel) : null;
+    const text = statusText(status, (notebook && this._running.get(notebook)) ?? null, hops);
     let title = statusTitle(status);
+    if (hops?.last?.split) {
+      title += `\nLast hop: ${whereText(hops.last)}, ${summaryText(hops.last)} (seconds), ${gpuSecondsText(hops.last.gpuS)}.`;
+    }
+    if (hops && hops.ledger.total > 0) {
+      title += `\nThis notebook has used ${gpuSecondsText(hops.ledger.total)} of GPU time.`;
+    }
     const config = this._serverConfig;
     if (config) {
       title += config.error
@@ -114,12 +141,15 @@ class KernelhopStatus extends Widget {
     }
     this.node.textContent = text;
     this.node.dataset['state'] = status.state;
+    // For styling and tests: which step the current notebook's hop is at, if one moves.
+    this.node.dataset['hop'] = hops?.active?.phase ?? 'none';
     this.node.title = title;
     this.node.setAttribute('aria-label', text);
   }
 
   private readonly _client: IGatewayClient;
   private readonly _tracker: INotebookTracker | null;
+  private readonly _hops: IHopTracker | null;
   private readonly _settings: ServerConnection.ISettings;
   // Weak, so a notebook closed mid-run leaves nothing behind.
   private readonly _running = new WeakMap<Notebook, string>();

@@ -17,6 +17,9 @@ const toPb = (d: Digest): PbDigest => ({ hash: d.hash, sizeBytes: d.sizeBytes })
 const fromPb = (d: PbDigest | null | undefined): Digest => ({ hash: d?.hash ?? '', sizeBytes: Number(d?.sizeBytes ?? 0) });
 
 export class ChunkCache {
+  /** Fan-out directories known to exist: a mkdir per blob written cost more than the write itself. */
+  private readonly dirs = new Set<string>();
+
   constructor(readonly root: string) {
     fs.mkdirSync(root, { recursive: true });
   }
@@ -51,7 +54,11 @@ export class ChunkCache {
       throw new BlobError(`blob ${formatDigest(d)} arrived with the wrong content (its bytes are ${formatDigest(actual)})`);
     }
     const final = this.pathOf(d);
-    await fs.promises.mkdir(path.dirname(final), { recursive: true });
+    const dir = path.dirname(final);
+    if (!this.dirs.has(dir)) {
+      await fs.promises.mkdir(dir, { recursive: true });
+      this.dirs.add(dir);
+    }
     const tmp = `${final}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
     const fh = await fs.promises.open(tmp, 'w');
     try {
@@ -109,7 +116,11 @@ export class ChunkCache {
     let done = 0;
     if (total > 0) progress?.(0, total);
     const send = async (batch: Digest[]): Promise<void> => {
-      const requests = await Promise.all(batch.map(async (d) => ({ digest: toPb(d), data: await this.read(d) })));
+      // Not verified here: the gateway verifies every blob it is given and refuses a corrupt one (INVALID_ARGUMENT),
+      // so hashing first would only spend a second BLAKE3 pass on the same bytes.
+      const requests = await Promise.all(
+        batch.map(async (d) => ({ digest: toPb(d), data: await fs.promises.readFile(this.pathOf(d)) })),
+      );
       const res = await gateway.batchUpdateBlobs(requests);
       for (const r of res.responses) {
         if (r.status && r.status.code !== 0) {

@@ -20,6 +20,7 @@ import type {
 export const MAX_BATCH_BYTES = 32 * 1024 * 1024;
 // The gRPC default (4 MiB) is smaller than one batch.
 const MAX_MESSAGE_BYTES = MAX_BATCH_BYTES + 4 * 1024 * 1024;
+const FLOW_CONTROL_WINDOW_BYTES = 16 * 1024 * 1024;
 const CONTROL_DEADLINE_MS = 10_000;
 const BLOB_DEADLINE_MS = 120_000;
 
@@ -43,6 +44,9 @@ export class GatewayClient {
       'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
       'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
       'grpc.keepalive_time_ms': 20_000,
+      // HTTP/2 receive window for what the gateway sends (BatchReadBlobs answers): the default 64 KiB let one
+      // window of bytes through per event-loop round trip, ~60 MB/s on loopback.
+      'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW_BYTES,
     };
     const creds = grpc.credentials.createInsecure();
     this.runtimes = new pkg.Runtimes(address, creds, options);

@@ -41,6 +41,8 @@ export class Run {
   private stop: { code: StopCode; message: string } | null = null;
   private worker: WorkerProcess | null = null;
   private finished = false;
+  /** The chunks of the snapshot this run started from (formatted digests), known once it is fetched. */
+  private inputChunks = new Set<string>();
   private timeoutTimer: NodeJS.Timeout | null = null;
   private killTimer: NodeJS.Timeout | null = null;
 
@@ -122,7 +124,9 @@ export class Run {
     try {
       await cache.fetchMissing(gateway, [snapshot], undefined, this.abort.signal);
       const manifest = parseManifestBytes(await cache.read(snapshot));
-      await cache.fetchMissing(gateway, manifestBlobDigests(manifest), progress, this.abort.signal);
+      const chunks = manifestBlobDigests(manifest);
+      this.inputChunks = new Set(chunks.map(formatDigest));
+      await cache.fetchMissing(gateway, chunks, progress, this.abort.signal);
     } catch (err) {
       const why = (err as Error).message;
       throw new Error(`could not fetch snapshot ${formatDigest(snapshot)} into the runtime's cache: ${why}`);
@@ -206,7 +210,11 @@ export class Run {
       const progress = (d: number, total: number): void => {
         void this.emit({ progress: { phase: 'upload', doneBytes: d, totalBytes: total } });
       };
-      await this.deps.cache.upload(this.deps.gateway, manifestBlobDigests(manifest), snapshot, progress);
+      // The chunks of the run's own snapshot need no asking: the gateway checked, before assigning the run, that
+      // they are stored and readable by the run's user (and it checks the whole new snapshot again on Done). A warm
+      // hop that changed little so asks about a few digests instead of every chunk of the state.
+      const chunks = manifestBlobDigests(manifest).filter((d) => !this.inputChunks.has(formatDigest(d)));
+      await this.deps.cache.upload(this.deps.gateway, chunks, snapshot, progress);
     } catch (err) {
       return this.fail('upload_failed', `could not upload the snapshot the cell left: ${(err as Error).message}`);
     }

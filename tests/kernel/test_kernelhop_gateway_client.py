@@ -45,7 +45,7 @@ def test_find_missing_asks_only_about_unknown_digests(gateway, client):
 
 
 def test_put_blobs_frames_and_batches(gateway, client, monkeypatch):
-    monkeypatch.setattr(gateway_client, "BATCH_BYTES", 10)
+    monkeypatch.setattr(gateway_client, "PUT_FRAME_BYTES", 10)
     blobs = dict(blob(t) for t in ["aaaaaa", "bbbbbb", "cc", "dddddddddddddddd"])
     assert client.put_blobs(blobs) == sum(len(b) for b in blobs.values())
     assert gateway.blobs == blobs
@@ -65,8 +65,21 @@ def test_put_blobs_checks_every_status(gateway, client):
     assert d not in client.known
 
 
+def test_put_blobs_pipelined_refusal_fails_and_starts_clean(gateway, client, monkeypatch):
+    monkeypatch.setattr(gateway_client, "PUT_FRAME_BYTES", 1)  # one blob per frame, several in flight
+    blobs = dict(blob(t) for t in ["one", "two", "three", "four", "five"])
+    refused = list(blobs)[1]
+    gateway.put_codes[refused] = "quota_exceeded"
+    with pytest.raises(GatewayError, match="refused blob") as e:
+        client.put_blobs(blobs)
+    assert e.value.code == "quota_exceeded"
+    assert refused not in client.known
+    # Replies to frames still in flight were dropped with the connection: the next request gets its own reply.
+    assert client.find_missing([refused]) == [refused]
+
+
 def test_get_blobs_returns_verified_bytes_in_batches(gateway, client, monkeypatch):
-    monkeypatch.setattr(gateway_client, "BATCH_BYTES", 8)
+    monkeypatch.setattr(gateway_client, "GET_BATCH_BYTES", 8)
     blobs = dict(blob(t) for t in ["alpha", "beta", "gamma"])
     gateway.blobs.update(blobs)
     assert client.get_blobs(blobs) == blobs

@@ -27,4 +27,11 @@ test.describe('without a gateway', () => {
     await expect(menu).toBeVisible();
     await expect(menu.getByRole('menuitem', { name: 'Gateway down' })).toHaveAttribute('aria-disabled', 'true');
   });
+
+  test('the snapshot panel says the gateway is down', async ({ page }) => {
+    await page.sidebar.openTab('kernelhop-snapshots');
+    const panel = page.getByRole('region', { name: 'kernelhop snapshots' });
+    await expect(panel).toContainText('The gateway is down: snapshots cannot be listed.');
+    await expect(panel.getByRole('button', { name: 'Refresh' })).toBeEnabled();
+  });
 });

@@ -51,6 +51,8 @@ wrongToken('a wrong token shows as refused, not as down', async ({ page }) => {
   await expect(item).toHaveText('kernelhop: token refused');
   await expect(item).toHaveAttribute('data-state', 'refused');
   await expect(item).toHaveAttribute('title', /KERNELHOP_TOKEN/);
+  await page.sidebar.openTab('kernelhop-snapshots');
+  await expect(page.getByRole('region', { name: 'kernelhop snapshots' })).toContainText('The gateway refused the token');
 });
 
 rightToken.describe('with the right token', () => {

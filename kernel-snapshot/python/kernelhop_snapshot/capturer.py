@@ -8,13 +8,17 @@ hashing. Every other value is pickled again: its bytes may have changed in place
 buffers travel out of band (no copy) and chunks already in the store are hashed but not written again; the digests
 then show which groups really changed. A deeply immutable value reaches no mutable object, so it is always a group
 of its own and reusing its group never splits or merges another.
+
+Each out-of-band buffer is checked against its chunk list from the last capture or restore (ChunkWriter.add's
+``hint``): when every chunk still hashes the same, the list is reused without running FastCDC. Digests decide, so
+the manifest is the one a fresh capture would make (docs/ARCHITECTURE.md, "Knowing what did not change").
 """
 
 from __future__ import annotations
 
 import datetime
 import platform
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,8 +82,15 @@ class Capturer:
         self._buffer_hints: dict[tuple[tuple[str, ...], int], BlobRef] = {}
 
     def capture(
-        self, namespace: Mapping[str, Any], *, parent: Digest | None = None, meta: dict[str, Any] | None = None
+        self,
+        namespace: Mapping[str, Any],
+        *,
+        parent: Digest | None = None,
+        meta: dict[str, Any] | Callable[[Mapping[str, dict[str, str]]], dict[str, Any]] | None = None,
     ) -> Capture:
+        """Capture ``namespace``. ``meta`` adds keys to the manifest's meta; a callable gets the unpicklable names'
+        entries (name -> {"type", "reason"}) once they are known and returns them, so what depends on them (the
+        kernel's recipes, kernelhop/recompute.py) goes into the one manifest written."""
         tensors = TensorReducer(self.devices)
         writer = ChunkWriter(self.store)
         unpicklable: dict[str, dict[str, str]] = {}
@@ -130,7 +141,7 @@ class Capturer:
                 "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "python": platform.python_version(),
                 "parent": None if parent is None else str(parent),
-                **(meta or {}),
+                **((meta(unpicklable) if callable(meta) else meta) or {}),
             },
         )
         # Write order: every chunk first, the manifest last, so a manifest in the store has all its chunks.

@@ -32,6 +32,7 @@ _PARALLEL_FROM = 4 * MAX_SIZE
 # Below this a zero-filled bytearray costs less than setting up a mapping.
 _MMAP_FROM = 1 << 20
 
+_WORKERS = min(16, 2 * (os.cpu_count() or 2))
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -40,7 +41,7 @@ def _executor() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=min(16, 2 * (os.cpu_count() or 2)), thread_name_prefix="kernelhop")
+            _pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="kernelhop")
         return _pool
 
 
@@ -88,48 +89,52 @@ class ChunkWriter:
 
         ``hint`` is the ref this stream had at the last capture, if any. When every chunk of ``hint``, cut at the
         same offsets, still hashes to the same digest, the bytes are those FastCDC cut into ``hint``, so the hint is
-        the answer and FastCDC (twice as slow as hashing) is skipped. Digests decide, never identity: a wrong hint
-        costs one pass of hashing and changes no result.
+        the answer and FastCDC (twice as slow as hashing) is skipped. Otherwise FastCDC runs only from the first
+        changed chunk until its cuts meet the old ones again (``_recut``). Digests decide, never identity: a wrong
+        hint costs one pass of hashing and changes no result.
         """
         view = _byte_view(data)
         parallel = view.nbytes >= _PARALLEL_FROM
-        known: dict[tuple[int, int], Digest] = {}
         if hint is not None and hint.size == view.nbytes and len(hint.chunks) > 1:
-            spans = []
-            offset = 0
-            for d in hint.chunks:
-                spans.append((offset, d.size))
-                offset += d.size
-            digests = self._hash([view[o : o + n] for o, n in spans], parallel)
-            if digests == list(hint.chunks):
-                self._put_missing(digests, [view[o : o + n] for o, n in spans], parallel)
-                return hint
-            known = dict(zip(spans, digests, strict=True))
-        spans = list(chunk_spans(view))
-        pieces = [view[o : o + n] for o, n in spans]
-        if known:
-            # A changed buffer: chunks FastCDC cut where the hint did (all but those around the change) are hashed.
-            fresh = [i for i, span in enumerate(spans) if span not in known]
-            fresh_digests = iter(self._hash([pieces[i] for i in fresh], parallel))
-            digests = [known[span] if span in known else next(fresh_digests) for span in spans]
-        else:
+            spans = _spans_of(hint)
+            pieces = [view[o : o + n] for o, n in spans]
             digests = self._hash(pieces, parallel)
+            if digests == list(hint.chunks):
+                self._put_missing(digests, pieces, parallel)
+                return hint
+            spans = _recut(view, spans, [d == h for d, h in zip(digests, hint.chunks, strict=True)])
+            known = dict(zip(_spans_of(hint), digests, strict=True))
+        else:
+            spans, known = list(chunk_spans(view)), {}
+        pieces = [view[o : o + n] for o, n in spans]
+        fresh = [i for i, span in enumerate(spans) if span not in known]
+        fresh_digests = iter(self._hash([pieces[i] for i in fresh], parallel))
+        digests = [known[span] if span in known else next(fresh_digests) for span in spans]
         self._put_missing(digests, pieces, parallel)
         return BlobRef(view.nbytes, tuple(digests))
 
     @staticmethod
     def _hash(pieces: list[memoryview], parallel: bool) -> list[Digest]:
-        return list(_executor().map(digest_of, pieces)) if parallel else [digest_of(p) for p in pieces]
+        if not parallel:
+            return [digest_of(p) for p in pieces]
+        # One task per run of pieces, not per piece: a pool round trip per 256 KiB chunk cost as much as hashing it.
+        return [d for run in _executor().map(_digests, _runs(pieces)) for d in run]
 
     def _put_missing(self, digests: list[Digest], pieces: list[memoryview], parallel: bool) -> None:
+        todo = []
         for d, piece in zip(digests, pieces, strict=True):
             if d in self.written or self.store.has(d):
                 continue
             self.written[d] = None
-            if parallel:
-                self._pending.append(_executor().submit(self._put, d, piece))
-            else:
-                self._put(d, piece)
+            todo.append((d, piece))
+        if parallel:
+            self._pending.extend(_executor().submit(self._put_all, run) for run in _runs(todo))
+        else:
+            self._put_all(todo)
+
+    def _put_all(self, items: list[tuple[Digest, memoryview]]) -> None:
+        for d, piece in items:
+            self._put(d, piece)
 
     def finish(self) -> list[Digest]:
         """Wait for every write; re-raise the first failure. Returns the digests written."""
@@ -139,6 +144,51 @@ class ChunkWriter:
             if e is not None:
                 raise e
         return list(self.written)
+
+
+def _spans_of(ref: BlobRef) -> list[tuple[int, int]]:
+    spans, offset = [], 0
+    for d in ref.chunks:
+        spans.append((offset, d.size))
+        offset += d.size
+    return spans
+
+
+def _recut(view: memoryview, old: list[tuple[int, int]], same: list[bool]) -> list[tuple[int, int]]:
+    """The FastCDC cut of ``view``, given its cut ``old`` at the last capture and which of those chunks still hold
+    the same bytes (``same``), without running FastCDC over the unchanged parts.
+
+    FastCDC decides each cut from the bytes after the previous cut alone (its rolling hash restarts at every chunk).
+    So the cuts before the first changed chunk are the old ones; from its start FastCDC runs afresh until a new cut
+    lands on an old cut after which every old chunk is unchanged: from there on the old cuts repeat.
+    """
+    first = same.index(False)
+    tail_same = [False] * (len(old) + 1)
+    tail_same[len(old)] = True
+    for j in range(len(old) - 1, -1, -1):
+        tail_same[j] = same[j] and tail_same[j + 1]
+    next_after_end = {o + n: j + 1 for j, (o, n) in enumerate(old)}
+    start = old[first][0]
+    spans = old[:first]
+    for o, n in chunk_spans(view[start:]):
+        spans.append((start + o, n))
+        j = next_after_end.get(start + o + n)
+        if j is not None and j > first and tail_same[j]:
+            return spans + old[j:]
+    return spans
+
+
+def _digests(pieces: list[memoryview]) -> list[Digest]:
+    return [digest_of(p) for p in pieces]
+
+
+def _runs(items: list, per_worker: int = 2) -> list[list]:
+    """``items`` cut into contiguous runs, a couple per pool thread (so a slow run does not hold up the rest)."""
+    if not items:
+        return []
+    n = min(len(items), per_worker * _WORKERS)
+    size = -(-len(items) // n)
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def read_chunked(ref: BlobRef, store: BlobStore) -> memoryview:
@@ -167,10 +217,14 @@ def read_chunked(ref: BlobRef, store: BlobStore) -> memoryview:
     for d in ref.chunks:
         offsets.append(offset)
         offset += d.size
+    def read_all(items: list[tuple[Digest, int]]) -> None:
+        for d, o in items:
+            read(d, o)
+
+    items = list(zip(ref.chunks, offsets, strict=True))
     if ref.size >= _PARALLEL_FROM:
-        for f in [_executor().submit(read, d, o) for d, o in zip(ref.chunks, offsets, strict=True)]:
+        for f in [_executor().submit(read_all, run) for run in _runs(items)]:
             f.result()
     else:
-        for d, o in zip(ref.chunks, offsets, strict=True):
-            read(d, o)
+        read_all(items)
     return out

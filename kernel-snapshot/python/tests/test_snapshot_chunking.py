@@ -43,3 +43,33 @@ def test_fastcdc_locality_in_64mib_array():
     assert sum(c.size for c in new) <= 4 * 1024 * 1024
     assert len(second.new_blobs) <= len(new) + 2  # + pickle stream (unchanged here) + manifest
     assert sum(c.size for c in after) == x.nbytes
+
+
+def test_hinted_add_equals_a_fresh_cut_wherever_the_bytes_changed():
+    import numpy as np
+    from kernelhop_snapshot import MemoryBlobStore
+    from kernelhop_snapshot.chunking import ChunkWriter
+
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 256, 24 * 1024 * 1024, dtype=np.uint8)
+    hint = ChunkWriter(MemoryBlobStore()).add(base)
+    n = base.size
+    edits = [
+        [(0, 10)],  # the first chunk
+        [(n - 10, n)],  # the last chunk
+        [(n // 2, n // 2 + 1)],  # one byte in the middle
+        [(1000, 3_000_000), (n // 3, n // 3 + 5), (n - 70_000, n - 69_000)],  # several places, one long run
+        [(0, n)],  # everything
+    ]
+    for edit in edits:
+        data = base.copy()
+        for lo, hi in edit:
+            data[lo:hi] ^= 0x5A
+        fresh = ChunkWriter(MemoryBlobStore()).add(data)
+        store = MemoryBlobStore()
+        writer = ChunkWriter(store)
+        hinted = writer.add(data, hint)
+        writer.finish()
+        assert hinted == fresh, edit
+        assert store.missing(hinted.chunks) == []
+    assert ChunkWriter(MemoryBlobStore()).add(base, hint) == hint

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from kernelhop_snapshot import Capturer, Digest, DirectoryBlobStore, Manifest, Placeholder, diff, user_namespace
+from kernelhop_snapshot.capturer import type_name
 
 from .channel import EventChannel, StreamWriter
 from .shell import WorkerShell
@@ -137,7 +138,7 @@ class Worker:
             started = time.perf_counter()
             try:
                 parent = Digest.parse(snapshot)
-                self._restore(parent)
+                manifest = self._restore(parent)
             except Exception as exc:
                 # Whatever part of the namespace was replaced no longer matches any manifest.
                 self._current = None
@@ -145,6 +146,7 @@ class Worker:
                     "failed", code="restore_failed", message=f"could not restore snapshot {snapshot}: {_describe(exc)}"
                 )
                 return
+            self._rebuild(manifest)
             timings["restore_s"] = time.perf_counter() - started
 
             started = time.perf_counter()
@@ -175,7 +177,7 @@ class Worker:
             self._interrupts.pending = False
             self._channel.run_id = None
 
-    def _restore(self, digest: Digest) -> None:
+    def _restore(self, digest: Digest) -> Manifest:
         """Make the shell's namespace the snapshot's.
 
         A worker kept warm for a session still holds the namespace it captured after the last cell; then only
@@ -191,9 +193,112 @@ class Worker:
             user_ns.update(self._capturer.restore(manifest, groups=change.changed_groups, globals=user_ns))
             for name in change.deleted_names:
                 user_ns.pop(name, None)
-            for name, entry in manifest.unpicklable.items():
-                if name not in user_ns:
-                    user_ns[name] = Placeholder(name, entry["type"], entry["reason"])
+        # Unpicklable names get their placeholders or rebuilt objects from _rebuild, next.
+        return manifest
+
+    def _rebuild(self, manifest: Manifest) -> None:
+        """Give each name the kernel could not pickle its object rebuilt by the kernel's recipe, else a placeholder.
+
+        A recipe (manifest meta "recompute", made by kernelhop/recompute.py) is the statement that made the object
+        in the kernel. It runs here in the user namespace, after the recipes it needs, with the cell's output
+        streams and interrupt; a statement runs once for all the names it rebuilds, and whatever else it binds on
+        the way (a `with` block's body) is put back, so only those names change. On failure (an exception, the name
+        left unbound, another type than the kernel's) the name keeps a placeholder whose error names it, the code
+        and the cause, and the cell's stderr says so. A name without a recipe gets a placeholder even where this
+        warm worker holds an object of its own under it: that object is not the kernel's.
+        """
+        user_ns = self._shell.user_ns
+        for name, entry in manifest.unpicklable.items():
+            user_ns[name] = Placeholder(name, entry["type"], entry["reason"])
+        recipes = manifest.meta.get("recompute")
+        if not isinstance(recipes, dict):
+            return
+        targets: dict[str, list[str]] = {}  # code -> the names it rebuilds
+        needs: dict[str, list[str]] = {}  # code -> the names it reads that must be rebuilt first
+        for name, recipe in sorted(recipes.items()):
+            if name in manifest.unpicklable and isinstance(recipe, dict) and isinstance(recipe.get("code"), str):
+                code = recipe["code"]
+                targets.setdefault(code, []).append(name)
+                wanted = recipe.get("needs")
+                deps = needs.setdefault(code, [])
+                if isinstance(wanted, list):
+                    deps.extend(n for n in wanted if isinstance(n, str))
+        code_of = {n: code for code, names in targets.items() for n in names}
+        order: list[str] = []
+        seen: set[str] = set()
+
+        def visit(code: str) -> None:
+            # Depth first, needs before the code; a cycle (never made by the kernel) just runs in some order and
+            # fails on a placeholder.
+            if code in seen:
+                return
+            seen.add(code)
+            for dep in needs[code]:
+                if dep in code_of:
+                    visit(code_of[dep])
+            order.append(code)
+
+        for code in targets:
+            visit(code)
+
+        rebuilt: set[str] = set()
+        saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = self._stdout, self._stderr
+        try:
+            for code in order:
+                if self._interrupts.pending:
+                    break  # cancelled: the cell will not start, so nothing more is rebuilt
+                names = targets[code]
+                missing = [d for d in needs[code] if d in manifest.unpicklable and d not in rebuilt]
+                if missing:
+                    why = f"it needs {missing[0]!r}, which could not be rebuilt"
+                else:
+                    why = self._run_recipe(code, names, manifest)
+                    if why is None:
+                        rebuilt.update(names)
+                        continue
+                for name in names:
+                    entry = manifest.unpicklable[name]
+                    reason = f"{entry['reason']}; rebuilding it here by re-running `{code}` failed: {why}"
+                    user_ns[name] = Placeholder(name, entry["type"], reason)
+                    print(f"kernelhop: variable {name!r} could not be rebuilt on the runtime: {why}", file=sys.stderr)
+        finally:
+            self._channel.flush()
+            sys.stdout, sys.stderr = saved
+
+    def _run_recipe(self, code: str, names: list[str], manifest: Manifest) -> str | None:
+        """Run one recipe in the user namespace; None when it rebuilt ``names`` as the kernel has them, else why not."""
+        user_ns = self._shell.user_ns
+        before = dict(user_ns)
+        why: str | None = None
+        try:
+            self._interrupts.in_user_code = True
+            try:
+                exec(compile(code, "<kernelhop recipe>", "exec"), user_ns)
+            finally:
+                self._interrupts.in_user_code = False
+        except KeyboardInterrupt:
+            self._interrupts.pending = True
+            why = "the run was interrupted"
+        except Exception as exc:
+            why = _describe(exc)
+        for key in before.keys() | user_ns.keys():
+            if key in names:
+                continue
+            if key not in before:
+                del user_ns[key]
+            elif user_ns.get(key, before) is not before[key]:
+                user_ns[key] = before[key]
+        if why is not None:
+            return why
+        for name in names:
+            value = user_ns.get(name)
+            if name not in user_ns or type(value) is Placeholder:
+                return f"running it did not bind {name!r}"
+            made, held = type_name(value), manifest.unpicklable[name]["type"]
+            if made != held:
+                return f"it made {name!r} a {made}, but the kernel's is a {held} (made another way since?)"
+        return None
 
     def _run_cell(self, code: str) -> bool:
         saved = sys.stdout, sys.stderr

@@ -30,7 +30,10 @@ class WorkerUnderTest:
             env={**os.environ, **(env or {})},
         )
         os.close(write_fd)
-        self._events = os.fdopen(read_fd, "rb")
+        self._events = os.fdopen(read_fd, "rb", buffering=0)
+        # Lines already read off the pipe: a buffered reader would hide them from the selector, and a wait for the
+        # next event would time out while it sat in the buffer.
+        self._pending = b""
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._events, selectors.EVENT_READ)
         self.ready = self.next_event(timeout=60)
@@ -42,11 +45,15 @@ class WorkerUnderTest:
         self.proc.stdin.flush()
 
     def next_event(self, timeout: float = 30) -> dict[str, Any]:
-        if not self._selector.select(timeout):
-            raise TimeoutError(f"no worker event within {timeout} s")
-        line = self._events.readline()
-        if not line:
-            raise EOFError("the worker closed its event pipe")
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._pending:
+            if not self._selector.select(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError(f"no worker event within {timeout} s")
+            data = self._events.read(1 << 16)
+            if not data:
+                raise EOFError("the worker closed its event pipe")
+            self._pending += data
+        line, self._pending = self._pending.split(b"\n", 1)
         return json.loads(line)
 
     def run(self, code: str, snapshot: str, run_id: str = "r1", timeout: float = 60) -> list[dict[str, Any]]:

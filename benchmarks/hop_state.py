@@ -1,0 +1,92 @@
+"""Hops with the snapshot_engine state (about 1 GiB) through a real gateway and runtime on loopback: the cold restore
+on a fresh worker with an empty cache, and warm trivial `%%gpu` cells with the state resident, each next to its
+baseline run here in the same run (dill.load_module of the same state from a local file; the same cell run locally).
+
+The kernel is an in-process IPython shell with kernelhop loaded (as scripts/gpu_check.py); the runtime poses as h100
+on this host's CPU.
+
+    .venv/bin/python benchmarks/hop_state.py [--scale 1.0] [--runs 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import dill
+from IPython.core.interactiveshell import InteractiveShell
+
+from kernelhop.testing import launch_stack
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from snapshot_engine import MiB, as_module, make_state, state_bytes, timed  # noqa: E402
+
+CELL = "n_cells = 1"
+
+
+def hop(shell: InteractiveShell) -> tuple[float, dict[str, float]]:
+    start = time.perf_counter()
+    result = shell.run_cell(f"%%gpu h100 --quiet\n{CELL}")
+    wall = time.perf_counter() - start
+    if not result.success:
+        raise SystemExit(f"the %%gpu cell failed: {result.error_in_exec or result.error_before_exec!r}")
+    return wall, dict(shell.magics_manager.registry["GpuMagics"].hopper.last_timings)
+
+
+def p(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="1.0 is about 1 GiB")
+    parser.add_argument("--runs", type=int, default=20, help="warm hops (and local runs) to time")
+    args = parser.parse_args()
+    state = make_state(args.scale)
+    print(f"state: {state_bytes(state) / MiB:.0f} MiB in {len(state)} variables, machine: {os.cpu_count()} cores")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        dill_file = root / "session.pkl"
+        dill.dump_module(str(dill_file), module=as_module(state))
+        t_dill_load, _ = timed(lambda: dill.load_module(str(dill_file)))
+        dill_file.unlink()
+
+        stack = launch_stack(root / "stack", capacity=1)
+        try:
+            os.environ.update(stack.env())
+            shell = InteractiveShell.instance()
+            shell.run_line_magic("load_ext", "kernelhop")
+            shell.user_ns.update(state)
+            cold_wall, cold = hop(shell)
+            warm = [hop(shell) for _ in range(args.runs)]
+            local = []
+            for _ in range(args.runs):
+                t, _ = timed(lambda: shell.run_cell(CELL))
+                local.append(t)
+        finally:
+            stack.stop()
+
+    restore = cold["runtime_fetch_s"] + cold["runtime_restore_s"]
+    walls = [w for w, _ in warm]
+    print(f"cold hop (trivial cell, fresh worker, empty runtime cache): {cold_wall:.2f} s wall")
+    print("  " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(cold.items())))
+    print(
+        f"cold restore over loopback (runtime fetch {cold['runtime_fetch_s']:.3f} s + worker restore "
+        f"{cold['runtime_restore_s']:.3f} s): {restore:.3f} s; dill.load_module from a local file: {t_dill_load:.3f} s;"
+        f" speed-up {t_dill_load / restore:.2f}x"
+    )
+    print(f"warm %%gpu hop, trivial cell, state resident, {args.runs} runs: p50 {p(walls, 50) * 1e3:.0f} ms, "
+          f"p95 {p(walls, 95) * 1e3:.0f} ms; the cell run locally: p50 {p(local, 50) * 1e3:.2f} ms; "
+          f"ratio {p(walls, 50) / p(local, 50):.0f}x")
+    keys = sorted({k for _, t in warm for k in t})
+    print("  warm hop split, p50 s: " + ", ".join(f"{k} {p([t.get(k, 0.0) for _, t in warm], 50):.3f}" for k in keys))
+
+
+if __name__ == "__main__":
+    main()
