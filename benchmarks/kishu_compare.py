@@ -280,7 +280,7 @@ def main() -> None:
 
     # The cells Kishu timed, in order: build, change, noop, delete.
     hooks = {}
-    for name, stamps in zip(["build", "change", "noop", "delete"], r["cells"]):
+    for name, stamps in zip(["build", "change", "noop", "delete"], r["cells"], strict=True):
         pre = stamps["pre_b"] - stamps["pre_a"]
         post = stamps["post_b"] - stamps["post_a"]
         hooks[name] = (pre, post, stamps["post_a"] - stamps["pre_b"])
@@ -290,7 +290,8 @@ def main() -> None:
 
     missing = sorted(set(state_names) - {n for _, names in stored.values() for v in names for n in v.split(",")})
     print()
-    print(f"state: {r['state_mib']:.0f} MiB in {len(state_names)} variables ({', '.join(state_names)}), scale {args.scale}")
+    names = ", ".join(state_names)
+    print(f"state: {r['state_mib']:.0f} MiB in {len(state_names)} variables ({names}), scale {args.scale}")
     print(f"init_kishu: {r['init_s']:.2f} s")
     for name in ("build", "change", "noop", "delete"):
         pre, post, body = hooks[name]
@@ -320,7 +321,7 @@ def main() -> None:
     ]
     print(f"{'measure':40} {'kernelhop s':>12} {'Kishu s':>9} {'Kishu/kh':>9} {'kh MiB':>8} {'Kishu MiB':>10}")
     for name, ours, theirs, our_mib, their_mib in rows:
-        ratio = f"{theirs / ours:8.1f}x" if ours > 0 else f"{'-':>9}"
+        ratio = f"{theirs / ours:8.1f}x" if ours > 0 else f"{'n/a':>9}"
         mib = f"{our_mib:8.1f} {their_mib:10.1f}" if our_mib is not None else f"{'':8} {'':10}"
         print(f"{name:40} {ours:12.3f} {theirs:9.3f} {ratio} {mib}")
     for note in notes:

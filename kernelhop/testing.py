@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from jupyter_client.manager import KernelManager
-
 from .services import Service, start_gateway, start_runtime
 
 
@@ -96,6 +94,9 @@ class Kernel:
     """A real ipykernel driven through jupyter_client, with kernelhop loaded."""
 
     def __init__(self, env: dict[str, str]) -> None:
+        # Imported here: scripts/gpu_check.py uses launch_stack on GPU hosts that have no Jupyter.
+        from jupyter_client.manager import KernelManager
+
         self.manager = KernelManager(kernel_name="python3")
         self.manager.start_kernel(env=env)
         self.client = self.manager.client()

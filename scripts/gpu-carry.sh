@@ -24,9 +24,9 @@ fi
 mkdir -p "$out/wheels"
 for spec in blake3 fastcdc click click-default-group codetiming humanize py-cpuinfo zstandard websockets \
     ipython traitlets jedi parso pygments prompt_toolkit wcwidth decorator matplotlib-inline stack_data executing \
-    asttokens pure_eval pexpect ptyprocess ipython_pygments_lexers; do
+    asttokens pure_eval pexpect ptyprocess ipython_pygments_lexers cryptography cffi pycparser; do
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    --platform manylinux_2_31_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+    --platform manylinux_2_34_x86_64 --platform manylinux_2_31_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 \
     -d "$out/wheels" "$spec" 2>&1 | grep -v '^WARNING' || true
 done

@@ -4,8 +4,8 @@
 # Here (with Node.js and the project installed):   bash scripts/gpu-carry.sh && npm run build
 # Then carry .gpu-carry kernel-snapshot/dist gateway/dist runtime/dist to the GPU host and run there:
 #     bash scripts/gpu-check.sh [--size-mib 2048]
-# It unpacks the carried node binary and production node_modules, installs the carried Python 3.12 wheels into a
-# private folder (no network, nothing system-wide), then runs scripts/gpu_check.py: a real gateway and runtime on
+# It unpacks the carried node binary and production node_modules, unpacks the carried Python 3.12 wheels into a
+# private folder (no pip, no network, nothing system-wide), then runs scripts/gpu_check.py: a real gateway and runtime on
 # this host, 2 GiB of CUDA tensors and a model hopped through them, restore time onto the GPU, equality and devices.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +24,8 @@ if [ ! -d node_modules/@grpc/grpc-js ]; then
   ln -sfn ../../kernel-snapshot node_modules/@kernelhop/kernel-snapshot
 fi
 if [ -d .gpu-carry/wheels ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target "$work/site" .gpu-carry/wheels/*.whl
+  # Wheels are zip files laid out for site-packages: unpacking them needs no pip, which such an image may lack.
+  python3 -c 'import glob, sys, zipfile; [zipfile.ZipFile(w).extractall(sys.argv[1]) for w in sorted(glob.glob(".gpu-carry/wheels/*.whl"))]' "$work/site"
 fi
 export PYTHONPATH="$work/site:$PWD:$PWD/kernel-snapshot/python:$PWD/runtime/python${PYTHONPATH:+:$PYTHONPATH}"
 export KERNELHOP_PYTHON=python3 KERNELHOP_HOME="$work/home" PYTHONUNBUFFERED=1
