@@ -81,9 +81,11 @@ def main() -> None:
         f"{cold['runtime_restore_s']:.3f} s): {restore:.3f} s; dill.load_module from a local file: {t_dill_load:.3f} s;"
         f" speed-up {t_dill_load / restore:.2f}x"
     )
-    print(f"warm %%gpu hop, trivial cell, state resident, {args.runs} runs: p50 {p(walls, 50) * 1e3:.0f} ms, "
-          f"p95 {p(walls, 95) * 1e3:.0f} ms; the cell run locally: p50 {p(local, 50) * 1e3:.2f} ms; "
-          f"ratio {p(walls, 50) / p(local, 50):.0f}x")
+    print(
+        f"warm %%gpu hop, trivial cell, state resident, {args.runs} runs: p50 {p(walls, 50) * 1e3:.0f} ms, "
+        f"p95 {p(walls, 95) * 1e3:.0f} ms; the cell run locally: p50 {p(local, 50) * 1e3:.2f} ms; "
+        f"ratio {p(walls, 50) / p(local, 50):.0f}x"
+    )
     keys = sorted({k for _, t in warm for k in t})
     print("  warm hop split, p50 s: " + ", ".join(f"{k} {p([t.get(k, 0.0) for _, t in warm], 50):.3f}" for k in keys))
 

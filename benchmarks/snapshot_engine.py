@@ -20,8 +20,9 @@ import dill
 import numpy as np
 import pandas as pd
 import torch
-from kernelhop.hop_store import HopStore
 from kernelhop_snapshot import Capturer, DirectoryBlobStore, Manifest
+
+from kernelhop.hop_store import HopStore
 
 MiB = 1 << 20
 

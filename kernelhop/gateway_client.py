@@ -286,9 +286,7 @@ class GatewayClient:
             missing.extend(lacking)
         return missing
 
-    def put_blobs(
-        self, blobs: Mapping[str, bytes | memoryview], progress: Callable[[int], None] | None = None
-    ) -> int:
+    def put_blobs(self, blobs: Mapping[str, bytes | memoryview], progress: Callable[[int], None] | None = None) -> int:
         """Upload blobs (digest → bytes); every item must come back `ok`. Returns bytes sent.
 
         Frames of PUT_FRAME_BYTES, up to PUT_DEPTH of them in flight: the gateway verifies and stores one frame
@@ -413,7 +411,9 @@ class GatewayClient:
                     f"the gateway does not hold chunk {d} of the snapshot; the local namespace is unchanged",
                 )
             start, length = entry["offset"], entry["length"]
-            if not (isinstance(start, int) and isinstance(length, int) and 0 <= start <= start + length <= len(payload)):
+            if not (
+                isinstance(start, int) and isinstance(length, int) and 0 <= start <= start + length <= len(payload)
+            ):
                 raise GatewayError("bad_reply", f"the gateway gave blob {d} a range outside its frame")
             data = bytes(payload[start : start + length])
             if blob_digest(data) != d:

@@ -36,9 +36,9 @@ class GpuMagics(Magics):
         runtime lost, timeout, interrupt), the local namespace stays exactly as it was. Variables that cannot be
         pickled (open files, generators, locks, ...) stay local and are named in a warning; where the statement
         that made one is in this kernel's history, the runtime rebuilds it by re-running that statement there
-        (its side effects happen again on the runtime host), else using it there raises an error naming it. A
-        remote exception fails the cell with the remote traceback; what the cell changed before raising still
-        comes home.
+        (its side effects happen again on the runtime host; the object starts fresh), else using it there raises
+        an error naming it. A remote exception fails the cell with the remote traceback; what the cell changed
+        before raising still comes home.
 
         Example::
 

@@ -100,9 +100,9 @@ class Plan:
 
 
 def find_recipes(cells: Sequence[str], unpicklable: Iterable[str], stopped_at: Mapping[int, int] | None = None) -> Plan:
-    """The recipes for ``unpicklable`` from ``cells`` (``In``: index = execution count, transformed source).
+    """The recipes for ``unpicklable`` from ``cells`` (the transformed sources of ``In``, oldest first).
 
-    ``stopped_at`` maps the index of a cell that raised to the line it stopped at (0: it never ran).
+    ``stopped_at`` maps the index in ``cells`` of a cell that raised to the line it stopped at (0: it never ran).
     """
     stopped_at = stopped_at or {}
     stmts: list[Statement] = []
@@ -125,31 +125,33 @@ def find_recipes(cells: Sequence[str], unpicklable: Iterable[str], stopped_at: M
             return plan.missing[name]
         k = last.get(name)
         if k is None:
-            why: str | None = "no cell run in this kernel assigns it: made by exec, a module or a function?"
+            why = "no cell run in this kernel assigns it: made by exec, a module or a function?"
         elif name not in stmts[k].binds:
             why = "the last cell statement naming it deletes it"
         else:
-            s = stmts[k]
-            why, needs, stale = None, [], []
-            for read in sorted(s.reads):
-                rebound = last.get(read, -1) > k
-                if read in wanted:
-                    # Strictly earlier than k (a later binding is refused), so the needs never form a cycle.
-                    if rebound:
-                        why = f"its statement read {read!r}, which cannot be pickled and was rebound since"
-                    elif resolve(read) is not None:
-                        why = f"its statement reads {read!r}, which cannot be pickled or rebuilt"
-                    else:
-                        needs.append(read)
-                elif rebound:
-                    stale.append(read)
-                if why:
-                    break
-            if why is None:
-                plan.recipes[name] = Recipe(s.code, tuple(needs), tuple(stale))
+            made = recipe(stmts[k], k)
+            if isinstance(made, Recipe):
+                plan.recipes[name] = made
                 return None
+            why = made
         plan.missing[name] = why
         return why
+
+    def recipe(s: Statement, k: int) -> Recipe | str:
+        """The recipe of statement ``k``, or why it cannot be one."""
+        needs, stale = [], []
+        for read in sorted(s.reads):
+            rebound = last.get(read, -1) > k
+            if read in wanted:
+                # Strictly earlier than k (a later binding is refused), so the needs never form a cycle.
+                if rebound:
+                    return f"its statement read {read!r}, which cannot be pickled and was rebound since"
+                if resolve(read) is not None:
+                    return f"its statement reads {read!r}, which cannot be pickled or rebuilt"
+                needs.append(read)
+            elif rebound:
+                stale.append(read)
+        return Recipe(s.code, tuple(needs), tuple(stale))
 
     for name in sorted(wanted):
         resolve(name)
@@ -161,7 +163,8 @@ class CellLog:
 
     def __init__(self, shell: Any) -> None:
         self.shell = shell
-        self.stopped_at: dict[int, int] = {}
+        # index in In -> (its source, the line it stopped at); the source tells an entry from a history reset since.
+        self.stopped_at: dict[int, tuple[str, int]] = {}
         shell.events.register("post_run_cell", self._after_cell)
 
     def close(self) -> None:
@@ -174,21 +177,23 @@ class CellLog:
         return list(history.input_hist_parsed) if history is not None else []
 
     def plan(self, unpicklable: Iterable[str]) -> Plan:
-        return find_recipes(self.sources(), unpicklable, self.stopped_at)
+        cells = self.sources()
+        stopped = {i: line for i, (src, line) in self.stopped_at.items() if i < len(cells) and cells[i] == src}
+        return find_recipes(cells, unpicklable, stopped)
 
     def _after_cell(self, result: Any) -> None:
-        if result.execution_count is None:
-            return  # not stored in history
+        if not result.info.store_history:
+            return  # not in In, so never read as a recipe
+        # The cell was appended to the history before it ran; its index there is what find_recipes counts by.
+        cells = self.sources()
         if result.error_before_exec is not None:
-            self.stopped_at[result.execution_count] = 0
-            return
-        if result.error_in_exec is None:
-            return
-        tb = result.error_in_exec.__traceback__
-        while tb is not None and tb.tb_frame.f_code.co_name != "<module>":
-            tb = tb.tb_next
-        # The first module-level frame is the cell's own (IPython compiles each top-level statement as a module).
-        self.stopped_at[result.execution_count] = tb.tb_lineno if tb is not None else 0
+            self.stopped_at[len(cells) - 1] = (cells[-1], 0)
+        elif result.error_in_exec is not None:
+            tb = result.error_in_exec.__traceback__
+            while tb is not None and tb.tb_frame.f_code.co_name != "<module>":
+                tb = tb.tb_next
+            # The first module-level frame is the cell's own (IPython compiles each top-level statement as a module).
+            self.stopped_at[len(cells) - 1] = (cells[-1], tb.tb_lineno if tb is not None else 0)
 
 
 @lru_cache(maxsize=4096)

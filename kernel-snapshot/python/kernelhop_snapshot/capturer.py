@@ -158,14 +158,10 @@ class Capturer:
             unpicklable={n: e["reason"] for n, e in unpicklable.items()},
         )
 
-    def _store_group(
-        self, names: list[str], namespace: Mapping[str, Any], p: Pickled, writer: ChunkWriter
-    ) -> Group:
+    def _store_group(self, names: list[str], namespace: Mapping[str, Any], p: Pickled, writer: ChunkWriter) -> Group:
         stream_ref = writer.add(p.stream)
         key = tuple(names)
-        buffer_refs = tuple(
-            writer.add(b.raw(), self._buffer_hints.get((key, i))) for i, b in enumerate(p.buffers)
-        )
+        buffer_refs = tuple(writer.add(b.raw(), self._buffer_hints.get((key, i))) for i, b in enumerate(p.buffers))
         return Group(
             names=tuple(names),
             types={n: type_name(namespace[n]) for n in names},

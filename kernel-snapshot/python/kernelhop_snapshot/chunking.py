@@ -172,9 +172,9 @@ def _recut(view: memoryview, old: list[tuple[int, int]], same: list[bool]) -> li
     spans = old[:first]
     for o, n in chunk_spans(view[start:]):
         spans.append((start + o, n))
-        j = next_after_end.get(start + o + n)
-        if j is not None and j > first and tail_same[j]:
-            return spans + old[j:]
+        resume = next_after_end.get(start + o + n)
+        if resume is not None and resume > first and tail_same[resume]:
+            return spans + old[resume:]
     return spans
 
 
@@ -217,6 +217,7 @@ def read_chunked(ref: BlobRef, store: BlobStore) -> memoryview:
     for d in ref.chunks:
         offsets.append(offset)
         offset += d.size
+
     def read_all(items: list[tuple[Digest, int]]) -> None:
         for d, o in items:
             read(d, o)

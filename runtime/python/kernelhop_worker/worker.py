@@ -250,6 +250,7 @@ class Worker:
                     break  # cancelled: the cell will not start, so nothing more is rebuilt
                 names = targets[code]
                 missing = [d for d in needs[code] if d in manifest.unpicklable and d not in rebuilt]
+                why: str | None
                 if missing:
                     why = f"it needs {missing[0]!r}, which could not be rebuilt"
                 else:
