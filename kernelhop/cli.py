@@ -1,4 +1,4 @@
-"""The `kernelhop` command: `up` (the embedded default), `gateway` and `runtime`."""
+"""The `kernelhop` command: `up` (the embedded default), `gateway`, `runtime`, `snapshot` and `user`."""
 
 from __future__ import annotations
 
