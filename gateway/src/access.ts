@@ -18,32 +18,52 @@ export class UserBlobView implements BlobStore {
   ) {}
 
   async has(digest: Digest): Promise<boolean> {
-    return (await this.snapshots.canSee(this.user, formatDigest(digest), Date.now())) && (await this.store.has(digest));
+    return (await this.findMissing([digest])).length === 0;
   }
 
   async findMissing(digests: readonly Digest[]): Promise<Digest[]> {
     const unique = new Map<string, Digest>();
     for (const d of digests) unique.set(formatDigest(d), d);
-    const present = await Promise.all([...unique.values()].map((d) => this.has(d)));
-    return [...unique.values()].filter((_, i) => !present[i]);
+    const visible = await this.snapshots.visibleDigests(this.user, [...unique.keys()], Date.now());
+    // The store still checks each visible blob's file: a hold says the user proved the bytes, not that they are on
+    // disk (a put's hold is taken before its write; gc drops stale holds and then sweeps).
+    const candidates = [...unique.values()].filter((d) => visible.has(formatDigest(d)));
+    const absent = new Set((await this.store.findMissing(candidates)).map(formatDigest));
+    return [...unique].filter(([key]) => !visible.has(key) || absent.has(key)).map(([, d]) => d);
   }
 
   async get(digest: Digest): Promise<Buffer | undefined> {
-    if (!(await this.snapshots.canSee(this.user, formatDigest(digest), Date.now()))) return undefined;
-    return this.store.get(digest);
+    return (await this.getMany([digest]))[0];
+  }
+
+  /** Each blob's bytes, or undefined where it is not stored or not this user's to read; one visibility query. */
+  async getMany(digests: readonly Digest[]): Promise<Array<Buffer | undefined>> {
+    const visible = await this.snapshots.visibleDigests(this.user, digests.map(formatDigest), Date.now());
+    return Promise.all(digests.map((d) => (visible.has(formatDigest(d)) ? this.store.get(d) : undefined)));
   }
 
   async put(digest: Digest, data: Uint8Array): Promise<PutResult> {
+    return (await this.putMany([{ digest, data }]))[0];
+  }
+
+  /** Puts a batch (one put_blobs frame): the holds of all its verified blobs are recorded in one transaction. */
+  async putMany(items: ReadonlyArray<{ digest: Digest; data: Uint8Array }>): Promise<PutResult[]> {
     // Verified before anything is recorded: a hold is proof of the bytes, never a claim.
-    const verdict = verifyBlob(digest, data);
-    if (verdict.code !== 'ok') return verdict;
-    const reserved = await this.snapshots.reserveBlob(this.user, formatDigest(digest), digest.sizeBytes, Date.now());
-    if (!reserved.ok) {
-      return {
-        code: 'quota_exceeded',
-        message: quotaMessage(reserved.used, reserved.quota, digest.sizeBytes),
-      };
-    }
-    return this.store.put(digest, data);
+    const verdicts = items.map((it) => verifyBlob(it.digest, it.data));
+    const good = items.flatMap((_, i) => (verdicts[i].code === 'ok' ? [i] : []));
+    const reserved = await this.snapshots.reserveBlobs(
+      this.user,
+      good.map((i) => ({ digest: formatDigest(items[i].digest), size: items[i].digest.sizeBytes })),
+      Date.now(),
+    );
+    const reservation = new Map(good.map((i, k) => [i, reserved[k]]));
+    return Promise.all(
+      items.map(async (it, i): Promise<PutResult> => {
+        const r = reservation.get(i);
+        if (r === undefined) return verdicts[i];
+        if (!r.ok) return { code: 'quota_exceeded', message: quotaMessage(r.used, r.quota, it.digest.sizeBytes) };
+        return this.store.put(it.digest, it.data);
+      }),
+    );
   }
 }

@@ -60,10 +60,16 @@ export interface SnapshotStore {
   removeUser(name: string): Promise<void>;
   setPublicKey(name: string, key: string): Promise<void>;
 
-  /** Whether `user` may read blob `digest`: it proved it holds the bytes, or a snapshot shared with it names them. */
-  canSee(user: string, digest: string, now: number): Promise<boolean>;
-  /** Records that `user` holds the blob, unless that would take it over its quota. */
-  reserveBlob(user: string, digest: string, size: number, now: number): Promise<Reserve>;
+  /**
+   * Those of `digests` that `user` may read: it proved it holds the bytes, or a snapshot shared with it names them.
+   * One query for the whole list, however long.
+   */
+  visibleDigests(user: string, digests: readonly string[], now: number): Promise<Set<string>>;
+  /**
+   * Records that `user` holds each blob, in order and in one transaction; a blob that would take it over its quota is
+   * refused (and not recorded), the ones before it stay recorded.
+   */
+  reserveBlobs(user: string, blobs: ReadonlyArray<{ digest: string; size: number }>, now: number): Promise<Reserve[]>;
   /** Records that `user` holds these blobs (results of its own runs), quota or not. */
   holdBlobs(user: string, digests: Array<{ digest: string; size: number }>, now: number): Promise<void>;
   usedBytes(user: string): Promise<number>;
@@ -319,32 +325,36 @@ export class SqliteSnapshotStore implements SnapshotStore {
     this.db.prepare('UPDATE users SET public_key = ? WHERE name = ?').run(key, name);
   }
 
-  async canSee(user: string, digest: string, now: number): Promise<boolean> {
-    const held = this.db.prepare('SELECT 1 FROM blob_holds WHERE user = ? AND digest = ?').get(user, digest);
-    if (held !== undefined) return true;
-    const shared = this.db
+  async visibleDigests(user: string, digests: readonly string[], now: number): Promise<Set<string>> {
+    // The list goes in as one JSON parameter: no limit on bound parameters, one statement per request.
+    const rows = this.db
       .prepare(
-        `SELECT 1 FROM manifest_blobs m
-           JOIN snapshots p ON p.manifest = m.manifest
-           JOIN shares s ON s.owner = p.owner AND s.snapshot = p.id
-         WHERE m.digest = @digest AND ${ACTIVE_SHARE} LIMIT 1`,
+        `SELECT DISTINCT d.value AS digest FROM json_each(@digests) d
+         WHERE EXISTS (SELECT 1 FROM blob_holds WHERE user = @user AND digest = d.value)
+            OR EXISTS (SELECT 1 FROM manifest_blobs m
+                         JOIN snapshots p ON p.manifest = m.manifest
+                         JOIN shares s ON s.owner = p.owner AND s.snapshot = p.id
+                       WHERE m.digest = d.value AND ${ACTIVE_SHARE})`,
       )
-      .get({ digest, user, now });
-    return shared !== undefined;
+      .all({ digests: JSON.stringify(digests), user, now }) as Array<{ digest: string }>;
+    return new Set(rows.map((r) => r.digest));
   }
 
-  async reserveBlob(user: string, digest: string, size: number, now: number): Promise<Reserve> {
-    return this.db.transaction((): Reserve => {
-      const res = this.db.prepare('UPDATE blob_holds SET at = ? WHERE user = ? AND digest = ?').run(now, user, digest);
-      if (res.changes > 0) return { ok: true };
+  async reserveBlobs(user: string, blobs: ReadonlyArray<{ digest: string; size: number }>, now: number): Promise<Reserve[]> {
+    const touch = this.db.prepare('UPDATE blob_holds SET at = ? WHERE user = ? AND digest = ?');
+    const insert = this.db.prepare('INSERT INTO blob_holds (user, digest, size, at) VALUES (?, ?, ?, ?)');
+    // One transaction (one fsync under synchronous = FULL) per batch, not per blob.
+    return this.db.transaction((): Reserve[] => {
       const quota = (this.db.prepare('SELECT quota_bytes FROM users WHERE name = ?').get(user) as { quota_bytes: number } | undefined)
         ?.quota_bytes ?? 0;
-      if (quota > 0) {
-        const used = this.used(user);
-        if (used + size > quota) return { ok: false, used, quota };
-      }
-      this.db.prepare('INSERT INTO blob_holds (user, digest, size, at) VALUES (?, ?, ?, ?)').run(user, digest, size, now);
-      return { ok: true };
+      let used = quota > 0 ? this.used(user) : 0;
+      return blobs.map((b): Reserve => {
+        if (touch.run(now, user, b.digest).changes > 0) return { ok: true };
+        if (quota > 0 && used + b.size > quota) return { ok: false, used, quota };
+        insert.run(user, b.digest, b.size, now);
+        used += b.size;
+        return { ok: true };
+      });
     })();
   }
 

@@ -216,12 +216,8 @@ class Connection {
       }
       return { digest: d, data: payload.subarray(offset, offset + length) };
     });
-    const results = await Promise.all(
-      items.map(async (it) => {
-        const r = await this.blobs.put(it.digest, it.data);
-        return { digest: formatDigest(it.digest), code: r.code, message: r.message };
-      }),
-    );
+    const puts = await this.blobs.putMany(items);
+    const results = items.map((it, i) => ({ digest: formatDigest(it.digest), code: puts[i].code, message: puts[i].message }));
     this.send({ re: id, ok: true, results });
   }
 
@@ -229,8 +225,9 @@ class Connection {
     const blobs: Json[] = [];
     const parts: Buffer[] = [];
     let offset = 0;
-    for (const d of digests) {
-      const data = await this.blobs.get(d);
+    const found = await this.blobs.getMany(digests);
+    for (const [i, d] of digests.entries()) {
+      const data = found[i];
       if (data === undefined) {
         blobs.push({ digest: formatDigest(d), code: 'not_found' });
       } else {

@@ -265,6 +265,20 @@ test('quota: uploads past it are refused with a clear error; rm gives the room b
   assert.equal(((await users.erin.c.putBlobs([b])).results as Array<{ code: string }>)[0].code, 'ok');
 });
 
+test('quota: one frame is checked item by item; only verified blobs that fit are held', async () => {
+  await addUser('fay', 1000);
+  const [a, b, c, d] = ['a', 'b', 'c', 'd'].map((ch, i) => blob(ch.repeat(i === 3 ? 100 : 400)));
+  const forged = { digest: blob('e'.repeat(50)).digest, data: Buffer.from('f'.repeat(50)) };
+  const results = (await users.fay.c.putBlobs([a, b, c, forged, d, a])).results as Array<{ code: string }>;
+  assert.deepEqual(
+    results.map((r) => r.code),
+    ['ok', 'ok', 'quota_exceeded', 'digest_mismatch', 'ok', 'ok'],
+  );
+  assert.equal((await users.fay.c.call({ op: 'whoami' })).used_bytes, 900);
+  const missing = await users.fay.c.call({ op: 'find_missing', digests: [a, b, c, forged, d].map((x) => x.digest) });
+  assert.deepEqual(missing.missing, [c.digest, forged.digest]);
+});
+
 test('gc removes what nothing names, keeps every snapshot, and concurrent saves never name a missing blob', async () => {
   const orphan = blob('orphan bytes nobody saved');
   await users.carol.c.putBlobs([orphan]);
