@@ -328,8 +328,8 @@ class GatewayClient:
             raise
         return sent
 
-    def _put_reply(self, inflight: dict[str, list[str]]) -> None:
-        """Wait for the reply to one of the put_blobs frames in `inflight`, check it and take it off."""
+    def _inflight_reply(self, inflight: dict[str, list[str]]) -> tuple[dict[str, Any], bytes | None]:
+        """The next reply to one of the requests in `inflight`, or a frame-level error (`re: null`)."""
         deadline = time.monotonic() + self.reply_timeout
         while True:
             left = deadline - time.monotonic()
@@ -341,9 +341,13 @@ class GatewayClient:
             got = self._recv(min(POLL_S, left))
             if got is None:
                 continue
-            reply, _ = got
+            reply, payload = got
             if reply.get("re") in inflight or (reply.get("re") is None and reply.get("ok") is False):
-                break
+                return reply, payload
+
+    def _put_reply(self, inflight: dict[str, list[str]]) -> None:
+        """Wait for the reply to one of the put_blobs frames in `inflight`, check it and take it off."""
+        reply, _ = self._inflight_reply(inflight)
         _raise_if_failed(reply)
         batch = inflight.pop(reply["re"])
         results = {r.get("digest"): r for r in _field(reply, "results", list) if isinstance(r, dict)}
@@ -383,20 +387,7 @@ class GatewayClient:
 
     def _get_reply(self, inflight: dict[str, list[str]], out: dict[str, bytes]) -> None:
         """Wait for the reply to one of the get_blobs requests in `inflight`; check its blobs into `out`."""
-        deadline = time.monotonic() + self.reply_timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                self.close()
-                raise GatewayError(
-                    "timeout", f"the gateway at {self.url} did not answer within {self.reply_timeout:.0f} s; try again"
-                )
-            got = self._recv(min(POLL_S, left))
-            if got is None:
-                continue
-            reply, payload = got
-            if reply.get("re") in inflight or (reply.get("re") is None and reply.get("ok") is False):
-                break
+        reply, payload = self._inflight_reply(inflight)
         _raise_if_failed(reply)
         batch = inflight.pop(reply["re"])
         if payload is None:

@@ -72,6 +72,17 @@ class Snapshots:
         reply, _ = self.client._op(op, **fields)
         return reply
 
+    def share(self, ref: str, *, with_user: str | None, link: bool, expires_s: float | None) -> dict[str, Any]:
+        """Share `ref` read-only with a user, or as a link when `link`; the magic and the CLI both come here."""
+        fields: dict[str, Any] = {"ref": ref}
+        if link:
+            fields["link"] = True
+        else:
+            fields["with"] = with_user
+        if expires_s is not None:
+            fields["expires_s"] = expires_s
+        return self.request("snapshot_share", **fields)
+
     # -- identity ---------------------------------------------------------------------------------------------
 
     def me(self) -> dict[str, Any]:

@@ -8,7 +8,6 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from kernelhop_snapshot import MemoryBlobStore
 
@@ -90,14 +89,7 @@ def rm(api: Snapshots, ns: argparse.Namespace) -> None:
 
 
 def share(api: Snapshots, ns: argparse.Namespace) -> None:
-    fields: dict[str, Any] = {"ref": ns.ref}
-    if ns.link:
-        fields["link"] = True
-    else:
-        fields["with"] = ns.with_user
-    if ns.expires is not None:
-        fields["expires_s"] = ns.expires
-    reply = api.request("snapshot_share", **fields)
+    reply = api.share(ns.ref, with_user=ns.with_user, link=ns.link, expires_s=ns.expires)
     print(f"share {reply['share']}: " + (f"link {reply['link']}" if reply.get("link") else f"user {reply['with']}"))
 
 

@@ -296,15 +296,8 @@ class SnapshotMagics(Magics):
             print(format_log(api.request("snapshot_log", ref=ref, limit=args.n)["log"]))
 
     def _cmd_share(self, args: argparse.Namespace) -> None:
-        fields: dict[str, Any] = {"ref": args.ref}
-        if args.link:
-            fields["link"] = True
-        else:
-            fields["with"] = args.with_user
-        if args.expires is not None:
-            fields["expires_s"] = args.expires
         with self.api() as api:
-            reply = api.request("snapshot_share", **fields)
+            reply = api.share(args.ref, with_user=args.with_user, link=args.link, expires_s=args.expires)
         target = f"link {reply['link']}" if reply.get("link") else f"user {reply['with']}"
         until = (
             f", until {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(reply['expires_at'] / 1000))}"
