@@ -1,6 +1,6 @@
 """One hop: capture the namespace, send what the gateway lacks, run the cell remotely, bring home what changed.
 
-The local namespace changes in one step at the very end (`_apply`), after everything that can fail has succeeded:
+The local namespace changes in one step at the very end (`_bring_home`), after everything that can fail has succeeded:
 a hop that fails or is interrupted earlier leaves it exactly as it was (ARCHITECTURE.md, "The path of one %%gpu cell").
 """
 
@@ -192,12 +192,11 @@ class Hopper:
             "home_s": t4 - t3,
             "total_s": t4 - t0,
         }
-        self.display.finished(
-            self.last_timings, "error" if outcome.error is not None or outcome.done.get("status") == "error" else "ok"
-        )
+        raised = outcome.error is not None or outcome.done.get("status") == "error"
+        self.display.finished(self.last_timings, "error" if raised else "ok")
         if not quiet:
             _warn(_status_line(gpu_class, outcome, t4 - t0, t1 - t0, t2 - t1, t4 - t3))
-        if outcome.error is not None or outcome.done.get("status") == "error":
+        if raised:
             err = outcome.error or {}
             raise RemoteCellError(
                 gpu_class,
