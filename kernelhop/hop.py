@@ -135,7 +135,8 @@ class Hopper:
 
     def hop(self, gpu_class: str, code: str, *, timeout_s: float | None = None, quiet: bool = False):
         """Run `code` on `gpu_class`; returns the cell's result (for Out) or None; raises on any failure."""
-        self.display = HopDisplay.open(self.shell, gpu_class)
+        # --quiet leaves out both the live display and the status line.
+        self.display = HopDisplay(gpu_class, enabled=False) if quiet else HopDisplay.open(self.shell, gpu_class)
         try:
             client = self.client()
             self.capturer.store = store = HopStore()
@@ -194,7 +195,7 @@ class Hopper:
         }
         raised = outcome.error is not None or outcome.done.get("status") == "error"
         self.display.finished(self.last_timings, "error" if raised else "ok")
-        if not quiet:
+        if not quiet and not self.display.live:
             _warn(_status_line(gpu_class, outcome, t4 - t0, t1 - t0, t2 - t1, t4 - t3))
         if raised:
             err = outcome.error or {}

@@ -107,6 +107,11 @@ class HopDisplay:
         return cls(gpu_class, enabled=getattr(shell, "kernel", None) is not None)
 
     @property
+    def live(self) -> bool:
+        """Shown in a frontend, whose text/plain line already says what the status line would."""
+        return self._handle is not None
+
+    @property
     def ended(self) -> bool:
         return self.state["phase"] in ("done", "failed")
 

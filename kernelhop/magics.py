@@ -26,7 +26,7 @@ class GpuMagics(Magics):
         metavar="SECONDS",
         help="stop the cell once it has run this long on the GPU (default: no limit)",
     )
-    @argument("-q", "--quiet", action="store_true", help="leave out the status line at the end")
+    @argument("-q", "--quiet", action="store_true", help="leave out the live hop display and the status line")
     @cell_magic("gpu")
     def gpu_cell(self, line: str, cell: str) -> RemoteResult | None:
         """Run this cell on a pooled GPU with the kernel's whole state, then bring home what it changed.
