@@ -19,6 +19,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.protocol import State
 from websockets.sync.client import ClientConnection, connect
 
+from .compression import CODEC, compress_if_it_pays, compression_wanted
+
 MiB = 1024 * 1024
 # The gateway's maxPayload; our own receive limit matches it.
 MAX_FRAME = 64 * MiB
@@ -128,6 +130,8 @@ class GatewayClient:
         self.source = source
         self.open_timeout = open_timeout
         self.reply_timeout = reply_timeout
+        # zstd on the uplink where it pays (compression.py); tests and benchmarks may set it either way.
+        self.compress = compression_wanted(url)
         self.known: set[str] = set()
         self._ws: ClientConnection | None = None
         self._ids = itertools.count(1)
@@ -287,7 +291,7 @@ class GatewayClient:
         return missing
 
     def put_blobs(self, blobs: Mapping[str, bytes | memoryview], progress: Callable[[int], None] | None = None) -> int:
-        """Upload blobs (digest → bytes); every item must come back `ok`. Returns bytes sent.
+        """Upload blobs (digest → bytes); every item must come back `ok`. Returns the blobs' bytes (before any zstd).
 
         Frames of PUT_FRAME_BYTES, up to PUT_DEPTH of them in flight: the gateway verifies and stores one frame
         while the next is on the wire (it handles a socket's frames concurrently), where one frame at a time left
@@ -302,18 +306,21 @@ class GatewayClient:
                         "too_large",
                         f"blob {batch[0]} is larger than a gateway frame ({MAX_FRAME // MiB} MiB) allows",
                     )
-                entries, offset = [], 0
+                entries, parts, offset = [], [], 0
                 for d in batch:
-                    n = len(blobs[d])
-                    entries.append({"digest": d, "offset": offset, "length": n})
-                    offset += n
+                    frame = compress_if_it_pays(blobs[d]) if self.compress else None
+                    part = blobs[d] if frame is None else frame
+                    entries.append({"digest": d, "offset": offset, "length": len(part)})
+                    if frame is not None:
+                        entries[-1]["codec"] = CODEC
+                    parts.append(part)
+                    offset += len(part)
                 while len(inflight) >= PUT_DEPTH:
                     self._put_reply(inflight)
                 rid = self._next_id()
-                frame = encode_binary({"id": rid, "op": "put_blobs", "blobs": entries}, (blobs[d] for d in batch))
-                self._send(frame, retry=not inflight)
+                self._send(encode_binary({"id": rid, "op": "put_blobs", "blobs": entries}, parts), retry=not inflight)
                 inflight[rid] = batch
-                sent += offset
+                sent += sum(len(blobs[d]) for d in batch)
                 if progress is not None:
                     progress(sent)
             while inflight:

@@ -5,6 +5,7 @@ import { Digest, DigestError, formatDigest, parseDigest } from '@kernelhop/kerne
 import { RawData, WebSocket, WebSocketServer } from 'ws';
 import { UserBlobView } from './access.js';
 import { BlobStore } from './blobStore.js';
+import { CODECS, Codec, decodeBlob, isCodec } from './codecs.js';
 import { RunFinal, RunEvent, Scheduler } from './scheduler.js';
 import { checkSnapshot } from './snapshotCheck.js';
 import { OpError, SNAPSHOT_OPS, SnapshotApi } from './snapshotApi.js';
@@ -207,17 +208,34 @@ class Connection {
     // Validate every entry before storing any, so a malformed request stores nothing.
     const items = req.blobs.map((b: unknown, i: number) => {
       if (typeof b !== 'object' || b === null) throw new BadRequest(`blobs[${i}] must be an object`);
-      const { digest, offset, length } = b as Json;
+      const { digest, offset, length, codec } = b as Json;
       const d = parseDigestField(digest, `blobs[${i}].digest`);
       if (!isCount(offset) || !isCount(length) || offset + length > payload.length) {
         throw new BadRequest(
           `blobs[${i}]: offset ${String(offset)} and length ${String(length)} must lie within the ${payload.length}-byte payload`,
         );
       }
-      return { digest: d, data: payload.subarray(offset, offset + length) };
+      if (codec !== undefined && !isCodec(codec)) {
+        throw new BadRequest(`blobs[${i}].codec ${JSON.stringify(codec)} is not one of ${CODECS.join(', ')}; or send raw bytes`);
+      }
+      return { digest: d, data: payload.subarray(offset, offset + length), codec: codec as Codec | undefined };
     });
-    const puts = await this.blobs.putMany(items);
-    const results = items.map((it, i) => ({ digest: formatDigest(it.digest), code: puts[i].code, message: puts[i].message }));
+    // Decoded per item: bytes that are not valid zstd fail that item alone, as a digest mismatch would.
+    const results: Json[] = items.map((it) => ({ digest: formatDigest(it.digest) }));
+    const decoded: { digest: Digest; data: Uint8Array; at: number }[] = [];
+    for (const [i, it] of items.entries()) {
+      if (it.codec === undefined) {
+        decoded.push({ digest: it.digest, data: it.data, at: i });
+        continue;
+      }
+      try {
+        decoded.push({ digest: it.digest, data: decodeBlob(it.codec, it.data, it.digest.sizeBytes), at: i });
+      } catch (e) {
+        Object.assign(results[i], { code: 'bad_encoding', message: `not valid ${it.codec} data: ${String(e)}` });
+      }
+    }
+    const puts = await this.blobs.putMany(decoded);
+    for (const [k, put] of puts.entries()) Object.assign(results[decoded[k].at], { code: put.code, message: put.message });
     this.send({ re: id, ok: true, results });
   }
 

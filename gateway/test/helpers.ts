@@ -107,11 +107,11 @@ export class TestClient {
     }
   }
 
-  async putBlobs(blobs: Array<{ digest: string; data: Buffer }>): Promise<Msg> {
+  async putBlobs(blobs: Array<{ digest: string; data: Buffer; codec?: string }>): Promise<Msg> {
     const id = this.id();
     let offset = 0;
     const entries = blobs.map((b) => {
-      const e = { digest: b.digest, offset, length: b.data.length };
+      const e = { digest: b.digest, offset, length: b.data.length, ...(b.codec === undefined ? {} : { codec: b.codec }) };
       offset += b.data.length;
       return e;
     });

@@ -88,6 +88,35 @@ test('a corrupt blob is refused with digest_mismatch and nothing is stored', asy
   assert.deepEqual((await c.call({ op: 'find_missing', digests: [good.digest] })).missing, [good.digest]);
 });
 
+test('a zstd-compressed blob is decoded, verified against the raw digest and stored raw', async () => {
+  // The shared fixture: Python's zstandard made the frame, as a kernel would.
+  const fx = JSON.parse(readFileSync(path.resolve(__dirname, '../../../kernel-snapshot/fixtures/zstd-blob.json'), 'utf8')) as {
+    input_len: number;
+    digest: string;
+    zstd_base64: string;
+  };
+  const raw = Buffer.from(Array.from({ length: fx.input_len }, (_, i) => i % 251));
+  const frame = Buffer.from(fx.zstd_base64, 'base64');
+  assert.ok(frame.length < raw.length);
+  const bogus = blob('not what the frame holds');
+  const put = await c.putBlobs([
+    { digest: fx.digest, data: frame, codec: 'zstd' },
+    { digest: bogus.digest, data: Buffer.from('not zstd at all'), codec: 'zstd' },
+    { digest: bogus.digest, data: frame, codec: 'zstd' },
+  ]);
+  const codes = (put.results as Array<{ code: string }>).map((r) => r.code);
+  assert.deepEqual(codes.slice(0, 2), ['ok', 'bad_encoding']);
+  // A valid frame of other bytes: refused, whether decoding stops at the claimed size or the digest disagrees.
+  assert.ok(['bad_encoding', 'digest_mismatch'].includes(codes[2]), codes[2]);
+  const got = await c.call({ op: 'get_blobs', digests: [fx.digest] });
+  const [entry] = got.blobs as Array<{ offset: number; length: number }>;
+  assert.ok((got.payload as Buffer).subarray(entry.offset, entry.offset + entry.length).equals(raw));
+  assert.deepEqual((await c.call({ op: 'find_missing', digests: [bogus.digest] })).missing, [bogus.digest]);
+  const unknown = await c.putBlobs([{ digest: bogus.digest, data: Buffer.from('x'), codec: 'lz4' }]);
+  assert.equal(unknown.ok, false);
+  assert.equal((unknown.error as { code: string }).code, 'bad_request');
+});
+
 test('malformed frames get bad_request and the socket stays open', async () => {
   const badReply = async (send: () => void, re: unknown): Promise<string> => {
     send();
