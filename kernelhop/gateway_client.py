@@ -11,7 +11,7 @@ import json
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 from kernelhop_snapshot import Digest, digest_of
@@ -241,8 +241,9 @@ class GatewayClient:
     def _next_id(self) -> str:
         return f"k{next(self._ids)}"
 
-    def _await(self, rid: str, timeout: float) -> tuple[dict[str, Any], memoryview | None]:
-        """Wait for the final reply to request `rid`, dropping replies to requests given up on earlier."""
+    def _await(self, rids: Collection[str], timeout: float) -> tuple[dict[str, Any], memoryview | None]:
+        """Wait for the final reply to one of the requests `rids` (a frame-level error, `re: null`, counts too),
+        dropping replies to requests given up on earlier; raise if it failed."""
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -255,8 +256,8 @@ class GatewayClient:
             if got is None:
                 continue
             msg, payload = got
-            # A frame the gateway could not parse is answered without `re`; ours is the only request in flight.
-            if msg.get("re") == rid or (msg.get("re") is None and msg.get("ok") is False):
+            # A frame the gateway could not parse is answered without `re`; only ours are in flight.
+            if msg.get("re") in rids or (msg.get("re") is None and msg.get("ok") is False):
                 _raise_if_failed(msg)
                 return msg, payload
 
@@ -264,7 +265,7 @@ class GatewayClient:
         """Send one request (JSON, or an encoded binary frame) and return its final reply."""
         try:
             self._send(data)
-            return self._await(rid, self.reply_timeout)
+            return self._await((rid,), self.reply_timeout)
         except KernelhopError:
             raise
         except BaseException:
@@ -335,27 +336,9 @@ class GatewayClient:
             raise
         return sent
 
-    def _inflight_reply(self, inflight: dict[str, list[str]]) -> tuple[dict[str, Any], bytes | None]:
-        """The next reply to one of the requests in `inflight`, or a frame-level error (`re: null`)."""
-        deadline = time.monotonic() + self.reply_timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                self.close()
-                raise GatewayError(
-                    "timeout", f"the gateway at {self.url} did not answer within {self.reply_timeout:.0f} s; try again"
-                )
-            got = self._recv(min(POLL_S, left))
-            if got is None:
-                continue
-            reply, payload = got
-            if reply.get("re") in inflight or (reply.get("re") is None and reply.get("ok") is False):
-                return reply, payload
-
     def _put_reply(self, inflight: dict[str, list[str]]) -> None:
         """Wait for the reply to one of the put_blobs frames in `inflight`, check it and take it off."""
-        reply, _ = self._inflight_reply(inflight)
-        _raise_if_failed(reply)
+        reply, _ = self._await(inflight, self.reply_timeout)
         batch = inflight.pop(reply["re"])
         results = {r.get("digest"): r for r in _field(reply, "results", list) if isinstance(r, dict)}
         for d in batch:
@@ -394,8 +377,7 @@ class GatewayClient:
 
     def _get_reply(self, inflight: dict[str, list[str]], out: dict[str, bytes]) -> None:
         """Wait for the reply to one of the get_blobs requests in `inflight`; check its blobs into `out`."""
-        reply, payload = self._inflight_reply(inflight)
-        _raise_if_failed(reply)
+        reply, payload = self._await(inflight, self.reply_timeout)
         batch = inflight.pop(reply["re"])
         if payload is None:
             raise GatewayError("bad_reply", "the gateway answered get_blobs without a binary frame")
