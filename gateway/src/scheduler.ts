@@ -214,9 +214,17 @@ export class Scheduler {
 
   // ---- runs ----
 
+  /**
+   * A place in line, taken when a request arrives: runs queue in the order of their tickets even when the
+   * checks before `submit` finish out of order.
+   */
+  ticket(): number {
+    return this.seq++;
+  }
+
   /** Starts a run and returns its id at once; everything else reaches `sink`, including errors. */
-  submit(req: RunRequest, sink: RunSink): string {
-    const run: Run = { id: randomUUID(), req, sink, seq: this.seq++, state: 'checking' };
+  submit(req: RunRequest, sink: RunSink, ticket = this.ticket()): string {
+    const run: Run = { id: randomUUID(), req, sink, seq: ticket, state: 'checking' };
     this.runs.set(run.id, run);
     if (!this.classOffered(req.gpuClass)) {
       this.finish(run, { ok: false, error: { code: 'unknown_class', message: this.unknownClassMessage(req.gpuClass) } });
@@ -312,7 +320,9 @@ export class Scheduler {
     }
     run.state = 'queued';
     const q = this.queues.get(run.req.gpuClass) ?? [];
-    q.push(run);
+    // Checks finish in any order; the queue keeps the order the runs were asked for.
+    const after = q.findIndex((other) => other.seq > run.seq);
+    q.splice(after < 0 ? q.length : after, 0, run);
     this.queues.set(run.req.gpuClass, q);
     this.pump();
   }

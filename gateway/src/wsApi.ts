@@ -274,6 +274,7 @@ class Connection {
     }
     // The map entry is set first: a run refused at once (unknown class) finishes inside submit.
     this.runs.set(key, '');
+    const ticket = this.opts.scheduler.ticket();
     // A user runs only a snapshot whose blobs are its own to read: else a run would hand it another's state.
     const check = await checkSnapshot(this.blobs, snapshot);
     if (!this.open || this.cancelledEarly.delete(key) || !check.ok) {
@@ -299,7 +300,7 @@ class Connection {
         );
       },
     };
-    const runId = this.opts.scheduler.submit({ session, gpuClass, code, snapshot, timeoutS: timeout }, sink);
+    const runId = this.opts.scheduler.submit({ session, gpuClass, code, snapshot, timeoutS: timeout }, sink, ticket);
     if (this.runs.has(key)) this.runs.set(key, runId);
   }
 

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, test } from 'node:test';
+import { formatDigest } from '@kernelhop/kernel-snapshot';
 import { FakeRuntime, Msg, TestClient, TestGateway, blob, snapshotOf, startTestGateway } from './helpers.js';
 
 let t: TestGateway;
@@ -34,6 +35,18 @@ function run(extra: Msg = {}): string {
   const id = c.id();
   c.send({ id, op: 'run', session: 'sess-1', gpu_class: 'h100', code: 'x = 1', snapshot, timeout_s: 0, ...extra });
   return id;
+}
+
+/**
+ * Reads `re`'s queued events until one names `position`. A later run whose check finishes first is
+ * told a place, then moves back when an earlier run joins the line ahead of it.
+ */
+async function queuedAt(re: string, position: number): Promise<void> {
+  for (;;) {
+    const ev = await c.next(re);
+    assert.equal(ev.event, 'queued', `expected run ${re} queued at ${position}, got ${JSON.stringify(ev)}`);
+    if (ev.position === position) return;
+  }
 }
 
 /** Uploads a fresh result snapshot and returns its digest, as a runtime would before Done. */
@@ -114,8 +127,8 @@ test('runs queue FIFO when capacity is full and start as slots free', async () =
   const { assign: a1 } = await rt.nextMessage('assign');
   const second = run();
   const third = run();
-  assert.deepEqual(await c.next(second), { re: second, event: 'queued', position: 1 });
-  assert.deepEqual(await c.next(third), { re: third, event: 'queued', position: 2 });
+  await queuedAt(second, 1);
+  await queuedAt(third, 2);
   const classes = (await c.call({ op: 'classes' })).classes as Record<string, { busy: number; queued: number; capacity: number }>;
   assert.deepEqual(
     { busy: classes.h100.busy, queued: classes.h100.queued, capacity: classes.h100.capacity },
@@ -134,6 +147,38 @@ test('runs queue FIFO when capacity is full and start as slots free', async () =
   const { assign: a3 } = await rt.nextMessage('assign');
   rt.event(a3.run_id, { failed: { code: 'restore_failed', message: 'x' } });
   assert.equal(((await c.untilFinal(third)).final.error as { code: string }).code, 'restore_failed');
+});
+
+test('a run keeps its place in the queue though a later run is checked sooner', async () => {
+  const rt = await runtime('gpu-host-1');
+  const first = run();
+  const { assign } = await rt.nextMessage('assign');
+  const slow = snapshotOf([blob('slow to check')]);
+  await c.putBlobs([blob('slow to check'), slow]);
+  // Reading the second run's manifest is made slow, so the third run's checks finish first.
+  const store = t.gw.store;
+  const get = store.get.bind(store);
+  store.get = async (digest) => {
+    if (formatDigest(digest) === slow.digest) await new Promise((resolve) => setTimeout(resolve, 300));
+    return get(digest);
+  };
+  const second = run({ snapshot: slow.digest });
+  const third = run();
+  try {
+    await queuedAt(second, 1);
+    await queuedAt(third, 2);
+  } finally {
+    store.get = get;
+  }
+  rt.event(assign.run_id, { failed: { code: 'worker_died', message: 'x' } });
+  await c.untilFinal(first);
+  const { assign: next } = await rt.nextMessage('assign');
+  assert.equal(`${next.snapshot.hash}/${next.snapshot.size_bytes}`, slow.digest);
+  rt.event(next.run_id, { failed: { code: 'worker_died', message: 'x' } });
+  await c.untilFinal(second);
+  const { assign: last } = await rt.nextMessage('assign');
+  rt.event(last.run_id, { failed: { code: 'worker_died', message: 'x' } });
+  await c.untilFinal(third);
 });
 
 test('a runtime whose stream closes mid-run fails the run with runtime_lost', async () => {
