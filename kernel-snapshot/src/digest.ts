@@ -1,5 +1,10 @@
 // BLAKE3-256 digests of uncompressed bytes plus their length, written "<64 hex>/<size>" (ARCHITECTURE.md).
-import { hash as blake3 } from 'blake3-wasm';
+import { hash as wasmBlake3Hash } from 'blake3-wasm';
+
+/** Which BLAKE3 computes digests in this process: a prebuilt native addon, or blake3-wasm where there is none. */
+export type Blake3Backend = 'native' | 'wasm';
+
+type Blake3 = (bytes: Uint8Array) => Buffer;
 
 export interface Digest {
   /** 64 lowercase hex characters. */
@@ -43,10 +48,17 @@ export function formatDigest(d: Digest): string {
   return `${d.hash}/${d.sizeBytes}`;
 }
 
-export function digestOf(bytes: Uint8Array): Digest {
-  // The Node build of blake3-wasm returns a Buffer when no encoding is asked for.
-  const out = blake3(bytes) as Buffer;
+export function digestOf(bytes: Uint8Array, backend: Blake3Backend = blake3Backend()): Digest {
+  const out = backend === 'native' ? Private.nativeBlake3(bytes) : Private.wasmBlake3(bytes);
   return { hash: out.toString('hex'), sizeBytes: bytes.byteLength };
+}
+
+/**
+ * The gateway and runtime verify every byte they move, so hashing speed bounds theirs: the native addon runs
+ * several GB/s, blake3-wasm about 0.6 GB/s on one thread. KERNELHOP_BLAKE3=wasm forces the portable one.
+ */
+export function blake3Backend(): Blake3Backend {
+  return Private.backend();
 }
 
 export function digestEquals(a: Digest, b: Digest): boolean {
@@ -71,4 +83,48 @@ function describe(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'an array';
   return typeof v === 'object' ? 'an object' : `${typeof v} ${String(v)}`;
+}
+
+namespace Private {
+  let native: Blake3 | null | undefined;
+  let chosen: Blake3Backend | undefined;
+
+  export function backend(): Blake3Backend {
+    return (chosen ??= chooseBackend());
+  }
+
+  export function loadNative(): Blake3 | null {
+    if (native === undefined) {
+      try {
+        // Its platform builds are optional dependencies: a platform without one falls back to wasm.
+        const addon = require('@napi-rs/blake-hash') as { blake3: Blake3 };
+        native = addon.blake3;
+      } catch {
+        native = null;
+      }
+    }
+    return native;
+  }
+
+  export function nativeBlake3(bytes: Uint8Array): Buffer {
+    const hash = loadNative();
+    if (hash === null) throw new Error('the native BLAKE3 addon (@napi-rs/blake-hash) has no build for this platform');
+    return hash(bytes);
+  }
+
+  export function wasmBlake3(bytes: Uint8Array): Buffer {
+    // The Node build of blake3-wasm returns a Buffer when no encoding is asked for.
+    return wasmBlake3Hash(bytes) as Buffer;
+  }
+
+  function chooseBackend(): Blake3Backend {
+    const forced = process.env.KERNELHOP_BLAKE3;
+    if (forced === 'wasm') return 'wasm';
+    if (forced !== undefined && forced !== '' && forced !== 'native') {
+      throw new Error(`KERNELHOP_BLAKE3=${forced} is not "native" or "wasm"`);
+    }
+    if (loadNative() !== null) return 'native';
+    if (forced === 'native') throw new Error('KERNELHOP_BLAKE3=native, but @napi-rs/blake-hash has no build here');
+    return 'wasm';
+  }
 }

@@ -1,4 +1,4 @@
-export { Digest, DigestError, digestEquals, digestOf, formatDigest, makeDigest, parseDigest } from './digest.js';
+export { Blake3Backend, Digest, DigestError, blake3Backend, digestEquals, digestOf, formatDigest, makeDigest, parseDigest } from './digest.js';
 export { CanonicalJsonError, JsonValue, canonicalJson, compareCodePoints, encodeCanonical } from './canonicalJson.js';
 export {
   ChunkedBytes,
