@@ -31,6 +31,7 @@ from .pickling import Pickled, dumps
 from .placeholders import Placeholder
 from .reducers import DeviceMap, TensorReducer
 from .restoring import restore_groups
+from .write_tracking import WriteTracker
 
 _ATOMS = (int, float, complex, bool, type(None), str, bytes, range)
 
@@ -73,9 +74,12 @@ class Capture:
 class Capturer:
     """Captures and restores namespaces through one store; one per kernel or worker, kept warm between hops."""
 
-    def __init__(self, store: BlobStore, *, devices: DeviceMap | None = None) -> None:
+    def __init__(self, store: BlobStore, *, devices: DeviceMap | None = None, track_writes: bool = False) -> None:
+        """``track_writes``: restore large buffers into memory whose written pages the next capture can see
+        (write_tracking.py); for workers, whose whole state is restored."""
         self.store = store
         self.devices = devices or DeviceMap()
+        self.tracker = WriteTracker() if track_writes else None
         # name -> (the deeply immutable object last captured or restored under that name, its group)
         self._immutable: dict[str, tuple[Any, Group]] = {}
         # (group names, buffer index) -> that buffer's ref at the last capture or restore: a hint for ChunkWriter.add
@@ -92,7 +96,7 @@ class Capturer:
         entries (name -> {"type", "reason"}) once they are known and returns them, so what depends on them (the
         kernel's recipes, kernelhop/recompute.py) goes into the one manifest written."""
         tensors = TensorReducer(self.devices)
-        writer = ChunkWriter(self.store)
+        writer = ChunkWriter(self.store, self.tracker)
         unpicklable: dict[str, dict[str, str]] = {}
         groups: list[Group] = []
         pickled: dict[str, Pickled] = {}
@@ -181,7 +185,7 @@ class Capturer:
         With the default ``groups`` the result also holds a Placeholder for each unpicklable name.
         """
         selected = manifest.groups if groups is None else tuple(groups)
-        result = restore_groups(selected, self.store, globals=globals, devices=self.devices)
+        result = restore_groups(selected, self.store, globals=globals, devices=self.devices, tracker=self.tracker)
         for group in selected:
             self._buffer_hints.update(_buffer_hints(group))
             for name in group.names:

@@ -23,6 +23,7 @@ from .blobstore import BlobStore
 from .digest import Digest, digest_of
 from .errors import CorruptBlobError
 from .manifest import BlobRef
+from .write_tracking import WriteTracker
 
 MIN_SIZE = 64 * 1024
 AVG_SIZE = 256 * 1024
@@ -77,8 +78,9 @@ class ChunkWriter:
     unchanged until ``finish()`` returns. ``written`` lists (in order, without repeats) the digests this writer put.
     """
 
-    def __init__(self, store: BlobStore) -> None:
+    def __init__(self, store: BlobStore, tracker: WriteTracker | None = None) -> None:
         self.store = store
+        self._tracker = tracker
         self.written: dict[Digest, None] = {}
         self._pending: list[Future[None]] = []
         # Our own stores skip re-hashing what we hashed a moment ago; any other store verifies in put().
@@ -92,13 +94,24 @@ class ChunkWriter:
         the answer and FastCDC (twice as slow as hashing) is skipped. Otherwise FastCDC runs only from the first
         changed chunk until its cuts meet the old ones again (``_recut``). Digests decide, never identity: a wrong
         hint costs one pass of hashing and changes no result.
+
+        A buffer the tracker restored is its own hint, and its chunks whose pages nobody wrote since keep their
+        digests unread (write_tracking.py).
         """
         view = _byte_view(data)
         parallel = view.nbytes >= _PARALLEL_FROM
-        if hint is not None and hint.size == view.nbytes and len(hint.chunks) > 1:
+        tracked = self._tracker.unchanged(view) if self._tracker is not None else None
+        if tracked is not None:
+            hint, clean = tracked
+        elif hint is not None and hint.size == view.nbytes and len(hint.chunks) > 1:
+            clean = [False] * len(hint.chunks)
+        else:
+            hint = None
+        if hint is not None:
             spans = _spans_of(hint)
             pieces = [view[o : o + n] for o, n in spans]
-            digests = self._hash(pieces, parallel)
+            read = iter(self._hash([p for p, known in zip(pieces, clean, strict=True) if not known], parallel))
+            digests = [d if known else next(read) for d, known in zip(hint.chunks, clean, strict=True)]
             if digests == list(hint.chunks):
                 self._put_missing(digests, pieces, parallel)
                 return hint
@@ -191,14 +204,26 @@ def _runs(items: list, per_worker: int = 2) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def read_chunked(ref: BlobRef, store: BlobStore) -> memoryview:
+def read_chunked(ref: BlobRef, store: BlobStore, tracker: WriteTracker | None = None) -> memoryview:
     """The bytes ``ref`` names, joined into one new writable buffer, each chunk read straight into its place.
 
     A large buffer is an anonymous mmap rather than a ``bytearray``: its pages arrive zeroed on first touch, which saves
     a full pass over memory on a large restore. It is not a numpy array either, because arrays rebuilt on a numpy
-    buffer would have it as their base and be captured again as views of it.
+    buffer would have it as their base and be captured again as views of it. With a ``tracker`` a large buffer is
+    tracked memory instead, so a later capture skips its chunks nobody wrote.
     """
-    out = memoryview(mmap.mmap(-1, ref.size) if ref.size >= _MMAP_FROM else bytearray(ref.size))
+    if ref.size >= _MMAP_FROM:
+        tracked = tracker.restored_buffer(ref, lambda out: _fill(out, ref, store)) if tracker is not None else None
+        if tracked is not None:
+            return tracked
+        out = memoryview(mmap.mmap(-1, ref.size))
+    else:
+        out = memoryview(bytearray(ref.size))
+    _fill(out, ref, store)
+    return out
+
+
+def _fill(out: memoryview, ref: BlobRef, store: BlobStore) -> None:
     read_into = getattr(store, "read_into", None)
 
     def read(d: Digest, offset: int) -> None:
@@ -228,4 +253,3 @@ def read_chunked(ref: BlobRef, store: BlobStore) -> memoryview:
             f.result()
     else:
         read_all(items)
-    return out

@@ -11,6 +11,7 @@ from .chunking import read_chunked
 from .manifest import Group
 from .pickling import restore_context
 from .reducers import DeviceMap
+from .write_tracking import WriteTracker
 
 
 class RestoreError(Exception):
@@ -27,19 +28,20 @@ def restore_groups(
     *,
     globals: dict[str, Any] | None = None,
     devices: DeviceMap | None = None,
+    tracker: WriteTracker | None = None,
 ) -> dict[str, Any]:
     """The objects of ``groups`` by name.
 
     Functions defined in the notebook get ``globals`` as their globals: pass the namespace the result will be merged
     into (a kernel's ``user_ns``); by default it is the returned dict itself. Missing or corrupt chunks raise
     MissingBlobError or CorruptBlobError before anything is unpickled from that group; nothing here touches
-    ``globals`` itself.
+    ``globals`` itself. With a ``tracker``, large out-of-band buffers are restored into memory it tracks.
     """
     result: dict[str, Any] = {}
     with restore_context(result if globals is None else globals, devices or DeviceMap()):
         for group in groups:
             stream = read_chunked(group.pickle, store)
-            buffers = [read_chunked(b, store) for b in group.buffers]
+            buffers = [read_chunked(b, store, tracker) for b in group.buffers]
             try:
                 objs = pickle.loads(stream, buffers=buffers)
             except Exception as e:

@@ -100,7 +100,7 @@ class Worker:
     def __init__(self, cache_dir: str, channel: EventChannel) -> None:
         self._channel = channel
         self._store = DirectoryBlobStore(cache_dir, durable=False)
-        self._capturer = Capturer(self._store)
+        self._capturer = Capturer(self._store, track_writes=True)
         self._interrupts = Interrupts(channel)
         self._stdout = StreamWriter(channel, "stdout")
         self._stderr = StreamWriter(channel, "stderr")
