@@ -64,8 +64,21 @@ export function verifyBlob(digest: Digest, data: Uint8Array): PutResult {
   return { code: 'ok', message: '' };
 }
 
+/** How many blobs DiskBlobStore remembers as present. */
+const PRESENT_MAX = 1_000_000;
+
 /** Layout `<root>/<hash[0:2]>/<hash>`, as a runtime's chunk cache (ARCHITECTURE.md). */
 export class DiskBlobStore implements SweepableBlobStore {
+  /**
+   * Hashes of blobs known to be on disk, so a warm hop's checks (thousands of chunks, three times a hop) do not
+   * stat each file again. Only this process removes blobs, through removeIfOlder: a stat that overlaps a removal
+   * in any way is not remembered.
+   */
+  private readonly present = new Set<string>();
+  /** Removals started so far, and those not yet finished. */
+  private removalsStarted = 0;
+  private removalsRunning = 0;
+
   constructor(private readonly root: string) {}
 
   static async open(root: string): Promise<DiskBlobStore> {
@@ -78,9 +91,13 @@ export class DiskBlobStore implements SweepableBlobStore {
   }
 
   async has(digest: Digest): Promise<boolean> {
+    if (this.present.has(digest.hash)) return true;
+    const started = this.removalsRunning === 0 ? this.removalsStarted : -1;
     try {
       const st = await fsp.stat(this.pathOf(digest));
-      return st.isFile() && st.size === digest.sizeBytes;
+      const ok = st.isFile() && st.size === digest.sizeBytes;
+      if (ok && started === this.removalsStarted && this.removalsRunning === 0) this.remember(digest.hash);
+      return ok;
     } catch (e) {
       if (isNotFound(e)) return false;
       throw e;
@@ -127,6 +144,12 @@ export class DiskBlobStore implements SweepableBlobStore {
     }
     await syncDir(dir);
     return verdict;
+  }
+
+  private remember(hash: string): void {
+    this.present.add(hash);
+    // Bounded (about 100 bytes an entry): the oldest entries go first and cost a stat again.
+    if (this.present.size > PRESENT_MAX) this.present.delete(this.present.values().next().value as string);
   }
 
   async get(digest: Digest): Promise<Buffer | undefined> {
@@ -176,6 +199,9 @@ export class DiskBlobStore implements SweepableBlobStore {
 
   async removeIfOlder(digest: Digest, notAfterMs: number): Promise<boolean> {
     const file = this.pathOf(digest);
+    this.removalsStarted++;
+    this.removalsRunning++;
+    this.present.delete(digest.hash);
     try {
       // Checked again right before unlinking: a put that touched the file since the listing keeps it.
       if ((await fsp.stat(file)).mtimeMs >= notAfterMs) return false;
@@ -184,6 +210,8 @@ export class DiskBlobStore implements SweepableBlobStore {
     } catch (e) {
       if (isNotFound(e)) return false;
       throw e;
+    } finally {
+      this.removalsRunning--;
     }
   }
 }

@@ -50,6 +50,24 @@ test('concurrent puts of one blob leave one complete file and no temporaries', a
   assert.ok((await store.get(d))?.equals(data));
 });
 
+test('a blob known to be present is not remembered across its removal, however the two overlap', async () => {
+  const store = await DiskBlobStore.open(path.join(dir, 'cas5'));
+  const b = blob('removed by gc');
+  const d = parseDigest(b.digest);
+  const later = Date.now() + 60_000;
+  for (let round = 0; round < 20; round++) {
+    assert.equal((await store.put(d, b.data)).code, 'ok');
+    assert.equal(await store.has(d), true); // remembered from here on
+    // A check that starts before, during or after the removal's own stat and unlink, as they interleave on
+    // the thread pool: none may leave the blob remembered once it is gone.
+    const checks = [store.has(d), store.removeIfOlder(d, later).then(() => store.has(d)), store.has(d)];
+    await Promise.all(checks);
+    assert.equal(existsSync(store.pathOf(d)), false);
+    assert.equal(await store.has(d), false, `round ${round}`);
+    assert.deepEqual(await store.findMissing([d]), [d]);
+  }
+});
+
 test('a ref may only name a snapshot whose blobs are all stored; SQLite file is written', async () => {
   const store = await DiskBlobStore.open(path.join(dir, 'cas4'));
   const dbFile = path.join(dir, 'meta.db');
