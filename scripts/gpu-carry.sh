@@ -23,7 +23,7 @@ if [ ! -f "$out/node_modules.tar.xz" ]; then
 fi
 
 mkdir -p "$out/wheels"
-for spec in blake3 fastcdc click click-default-group codetiming humanize py-cpuinfo zstandard websockets \
+for spec in blake3 xxhash fastcdc click click-default-group codetiming humanize py-cpuinfo zstandard websockets \
     ipython traitlets jedi parso pygments prompt_toolkit wcwidth decorator matplotlib-inline stack_data executing \
     asttokens pure_eval pexpect ptyprocess ipython_pygments_lexers cryptography cffi pycparser; do
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

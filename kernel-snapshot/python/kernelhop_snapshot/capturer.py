@@ -9,9 +9,10 @@ buffers travel out of band (no copy) and chunks already in the store are hashed 
 then show which groups really changed. A deeply immutable value reaches no mutable object, so it is always a group
 of its own and reusing its group never splits or merges another.
 
-Each out-of-band buffer is checked against its chunk list from the last capture or restore (ChunkWriter.add's
-``hint``): when every chunk still hashes the same, the list is reused without running FastCDC. Digests decide, so
-the manifest is the one a fresh capture would make (docs/ARCHITECTURE.md, "Knowing what did not change").
+Each out-of-band buffer is checked against its chunks at the last capture or restore (ChunkWriter.add_buffer's
+``hint``): chunks whose bytes still have the same fingerprint (or, just after a restore, the same digest) are
+unchanged, and when all are, the chunk list is reused without running FastCDC. Content decides, so the manifest is
+the one a fresh capture would make (docs/ARCHITECTURE.md, "Knowing what did not change").
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .blobstore import BlobStore
-from .chunking import ChunkWriter
+from .chunking import Chunked, ChunkWriter
 from .digest import Digest, digest_of
 from .grouping import group_names
-from .manifest import BlobRef, Group, Manifest
+from .manifest import Group, Manifest
 from .pickling import Pickled, dumps
 from .placeholders import Placeholder
 from .reducers import DeviceMap, TensorReducer
@@ -82,8 +83,8 @@ class Capturer:
         self.tracker = WriteTracker() if track_writes else None
         # name -> (the deeply immutable object last captured or restored under that name, its group)
         self._immutable: dict[str, tuple[Any, Group]] = {}
-        # (group names, buffer index) -> that buffer's ref at the last capture or restore: a hint for ChunkWriter.add
-        self._buffer_hints: dict[tuple[tuple[str, ...], int], BlobRef] = {}
+        # (group names, buffer index) -> that buffer at the last capture or restore: a hint for ChunkWriter.add_buffer
+        self._buffer_hints: dict[tuple[tuple[str, ...], int], Chunked] = {}
 
     def capture(
         self,
@@ -101,7 +102,7 @@ class Capturer:
         groups: list[Group] = []
         pickled: dict[str, Pickled] = {}
         immutable: dict[str, tuple[Any, Group]] = {}
-        hints: dict[tuple[tuple[str, ...], int], BlobRef] = {}
+        hints: dict[tuple[tuple[str, ...], int], Chunked] = {}
 
         for name in sorted(namespace):
             value = namespace[name]
@@ -129,9 +130,9 @@ class Capturer:
                     # lose their shared references to each other.
                     parts = [([n], pickled[n]) for n in names]
             for part_names, p in parts:
-                group = self._store_group(part_names, namespace, p, writer)
+                group, buffers = self._store_group(part_names, namespace, p, writer)
                 groups.append(group)
-                hints.update(_buffer_hints(group))
+                hints.update(((group.names, i), b) for i, b in enumerate(buffers))
                 if len(part_names) == 1 and _deeply_immutable(namespace[part_names[0]]):
                     immutable[part_names[0]] = (namespace[part_names[0]], group)
         pickled.clear()  # drop the memos (they keep objects alive)
@@ -162,16 +163,19 @@ class Capturer:
             unpicklable={n: e["reason"] for n, e in unpicklable.items()},
         )
 
-    def _store_group(self, names: list[str], namespace: Mapping[str, Any], p: Pickled, writer: ChunkWriter) -> Group:
+    def _store_group(
+        self, names: list[str], namespace: Mapping[str, Any], p: Pickled, writer: ChunkWriter
+    ) -> tuple[Group, list[Chunked]]:
         stream_ref = writer.add(p.stream)
         key = tuple(names)
-        buffer_refs = tuple(writer.add(b.raw(), self._buffer_hints.get((key, i))) for i, b in enumerate(p.buffers))
-        return Group(
+        buffers = [writer.add_buffer(b.raw(), self._buffer_hints.get((key, i))) for i, b in enumerate(p.buffers)]
+        group = Group(
             names=tuple(names),
             types={n: type_name(namespace[n]) for n in names},
             pickle=stream_ref,
-            buffers=buffer_refs,
+            buffers=tuple(b.ref for b in buffers),
         )
+        return group, buffers
 
     def restore(
         self,
@@ -187,7 +191,7 @@ class Capturer:
         selected = manifest.groups if groups is None else tuple(groups)
         result = restore_groups(selected, self.store, globals=globals, devices=self.devices, tracker=self.tracker)
         for group in selected:
-            self._buffer_hints.update(_buffer_hints(group))
+            self._buffer_hints.update(((group.names, i), Chunked(ref)) for i, ref in enumerate(group.buffers))
             for name in group.names:
                 value = result[name]
                 if len(group.names) == 1 and _deeply_immutable(value):
@@ -198,10 +202,6 @@ class Capturer:
             for name, entry in manifest.unpicklable.items():
                 result[name] = Placeholder(name, entry["type"], entry["reason"])
         return result
-
-
-def _buffer_hints(group: Group) -> dict[tuple[tuple[str, ...], int], BlobRef]:
-    return {(group.names, i): ref for i, ref in enumerate(group.buffers)}
 
 
 def capture(

@@ -14,10 +14,13 @@ from __future__ import annotations
 import mmap
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
 
 from fastcdc import fastcdc
+from xxhash import xxh3_128_digest
 
 from .blobstore import BlobStore
 from .digest import Digest, digest_of
@@ -32,6 +35,11 @@ MAX_SIZE = 1024 * 1024
 _PARALLEL_FROM = 4 * MAX_SIZE
 # Below this a zero-filled bytearray costs less than setting up a mapping.
 _MMAP_FROM = 1 << 20
+
+# Fingerprints only ever compare this process's bytes with its own earlier bytes; a random seed keeps anyone who
+# writes into a buffer from picking bytes that collide with what was there (digests in the store are BLAKE3).
+_SEED = int.from_bytes(os.urandom(8), "little")
+_T = TypeVar("_T")
 
 _WORKERS = min(16, 2 * (os.cpu_count() or 2))
 _pool: ThreadPoolExecutor | None = None
@@ -71,6 +79,14 @@ def _byte_view(data: bytes | bytearray | memoryview) -> memoryview:
     return view
 
 
+@dataclass(frozen=True)
+class Chunked:
+    """A buffer's ref and, where known, an XXH3-128 fingerprint of each of its chunks: the next capture's hint."""
+
+    ref: BlobRef
+    prints: tuple[bytes, ...] | None = None
+
+
 class ChunkWriter:
     """Cuts streams into chunks and puts the ones the store lacks; ``finish()`` waits until all are written.
 
@@ -87,13 +103,18 @@ class ChunkWriter:
         self._put = getattr(store, "put_hashed", store.put)
 
     def add(self, data: bytes | bytearray | memoryview, hint: BlobRef | None = None) -> BlobRef:
-        """Chunk ``data``, put the chunks the store lacks, and return its ref.
+        """Chunk ``data``, put the chunks the store lacks, and return its ref; ``add_buffer`` without fingerprints."""
+        return self.add_buffer(data, None if hint is None else Chunked(hint)).ref
 
-        ``hint`` is the ref this stream had at the last capture, if any. When every chunk of ``hint``, cut at the
-        same offsets, still hashes to the same digest, the bytes are those FastCDC cut into ``hint``, so the hint is
-        the answer and FastCDC (twice as slow as hashing) is skipped. Otherwise FastCDC runs only from the first
-        changed chunk until its cuts meet the old ones again (``_recut``). Digests decide, never identity: a wrong
-        hint costs one pass of hashing and changes no result.
+    def add_buffer(self, data: bytes | bytearray | memoryview, hint: Chunked | None = None) -> Chunked:
+        """Chunk ``data``, put the chunks the store lacks, and return its ref with each chunk's fingerprint.
+
+        ``hint`` is what this stream was at the last capture, if any. A chunk of ``hint``, cut at the same offsets,
+        whose bytes still have the same fingerprint (XXH3-128, six times faster than BLAKE3) or, without
+        fingerprints, the same digest, is unchanged. When all are, the bytes are those FastCDC cut into ``hint``,
+        so the hint is the answer and FastCDC (twice as slow as BLAKE3) is skipped. Otherwise FastCDC runs only from
+        the first changed chunk until its cuts meet the old ones again (``_recut``), and only chunks with new bytes
+        are hashed with BLAKE3. Content decides, never identity: a wrong hint costs one pass and changes no result.
 
         A buffer the tracker restored is its own hint, and its chunks whose pages nobody wrote since keep their
         digests unread (write_tracking.py).
@@ -101,37 +122,46 @@ class ChunkWriter:
         view = _byte_view(data)
         parallel = view.nbytes >= _PARALLEL_FROM
         tracked = self._tracker.unchanged(view) if self._tracker is not None else None
-        if tracked is not None:
-            hint, clean = tracked
-        elif hint is not None and hint.size == view.nbytes and len(hint.chunks) > 1:
-            clean = [False] * len(hint.chunks)
-        else:
+        if tracked is None and (hint is None or hint.ref.size != view.nbytes or len(hint.ref.chunks) < 2):
             hint = None
-        if hint is not None:
-            spans = _spans_of(hint)
+        if tracked is not None or hint is not None:
+            old = tracked[0] if tracked is not None else hint.ref  # type: ignore[union-attr]
+            spans = _spans_of(old)
             pieces = [view[o : o + n] for o, n in spans]
-            read = iter(self._hash([p for p, known in zip(pieces, clean, strict=True) if not known], parallel))
-            digests = [d if known else next(read) for d, known in zip(hint.chunks, clean, strict=True)]
-            if digests == list(hint.chunks):
+            prints: list[bytes | None] = [None] * len(spans)
+            if tracked is not None:
+                clean = tracked[1]
+            elif hint is not None and hint.prints is not None:
+                prints = list(self._each(_prints, pieces, parallel))
+                clean = [a == b for a, b in zip(prints, hint.prints, strict=True)]
+            else:
+                clean = [False] * len(spans)
+            dirty = [i for i, known in enumerate(clean) if not known]
+            digests = list(old.chunks)
+            hashed = self._each(_digests_and_prints, [pieces[i] for i in dirty], parallel)
+            for i, (d, fp) in zip(dirty, hashed, strict=True):
+                digests[i], prints[i] = d, fp
+            if digests == list(old.chunks):
                 self._put_missing(digests, pieces, parallel)
-                return hint
-            spans = _recut(view, spans, [d == h for d, h in zip(digests, hint.chunks, strict=True)])
-            known = dict(zip(_spans_of(hint), digests, strict=True))
+                return Chunked(old, _complete(prints))
+            spans = _recut(view, spans, [d == h for d, h in zip(digests, old.chunks, strict=True)])
+            known = dict(zip(_spans_of(old), zip(digests, prints, strict=True), strict=True))
         else:
             spans, known = list(chunk_spans(view)), {}
         pieces = [view[o : o + n] for o, n in spans]
         fresh = [i for i, span in enumerate(spans) if span not in known]
-        fresh_digests = iter(self._hash([pieces[i] for i in fresh], parallel))
-        digests = [known[span] if span in known else next(fresh_digests) for span in spans]
+        hashed = iter(self._each(_digests_and_prints, [pieces[i] for i in fresh], parallel))
+        results = [known[span] if span in known else next(hashed) for span in spans]
+        digests = [d for d, _ in results]
         self._put_missing(digests, pieces, parallel)
-        return BlobRef(view.nbytes, tuple(digests))
+        return Chunked(BlobRef(view.nbytes, tuple(digests)), _complete([fp for _, fp in results]))
 
     @staticmethod
-    def _hash(pieces: list[memoryview], parallel: bool) -> list[Digest]:
+    def _each(work: Callable[[list[memoryview]], list[_T]], pieces: list[memoryview], parallel: bool) -> list[_T]:
         if not parallel:
-            return [digest_of(p) for p in pieces]
+            return work(pieces)
         # One task per run of pieces, not per piece: a pool round trip per 256 KiB chunk cost as much as hashing it.
-        return [d for run in _executor().map(_digests, _runs(pieces)) for d in run]
+        return [r for run in _executor().map(work, _runs(pieces)) for r in run]
 
     def _put_missing(self, digests: list[Digest], pieces: list[memoryview], parallel: bool) -> None:
         todo = []
@@ -191,8 +221,17 @@ def _recut(view: memoryview, old: list[tuple[int, int]], same: list[bool]) -> li
     return spans
 
 
-def _digests(pieces: list[memoryview]) -> list[Digest]:
-    return [digest_of(p) for p in pieces]
+def _digests_and_prints(pieces: list[memoryview]) -> list[tuple[Digest, bytes]]:
+    # Both while the piece is in cache: the fingerprint costs a sixth of the digest.
+    return [(digest_of(p), xxh3_128_digest(p, _SEED)) for p in pieces]
+
+
+def _prints(pieces: list[memoryview]) -> list[bytes]:
+    return [xxh3_128_digest(p, _SEED) for p in pieces]
+
+
+def _complete(prints: list[bytes | None]) -> tuple[bytes, ...] | None:
+    return None if any(p is None for p in prints) else tuple(prints)  # type: ignore[arg-type]
 
 
 def _runs(items: list, per_worker: int = 2) -> list[list]:

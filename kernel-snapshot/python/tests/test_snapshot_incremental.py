@@ -94,3 +94,34 @@ def test_restored_buffers_hint_the_next_capture(monkeypatch):
     again = worker.capture(restored)
     assert ns["a"].nbytes not in cut
     assert again.manifest.groups == first.manifest.groups
+
+
+def test_fingerprints_spare_blake3_over_unchanged_chunks_and_a_restore_falls_back_to_digests(monkeypatch):
+    import kernelhop_snapshot.chunking as chunking
+
+    hashed = [0]
+    real = chunking.digest_of
+    monkeypatch.setattr(chunking, "digest_of", lambda data: hashed.__setitem__(0, hashed[0] + len(data)) or real(data))
+    store = MemoryBlobStore()
+    ns = {"a": np.random.default_rng(3).random(4_000_000)}  # 32 MB
+    capturer = Capturer(store)
+    first = capturer.capture(ns)
+
+    hashed[0] = 0
+    assert capturer.capture(ns).manifest.groups == first.manifest.groups
+    assert hashed[0] < 100_000  # the pickle stream: every chunk of a kept its fingerprint
+
+    ns["a"][2_000_000] = -1.0
+    hashed[0] = 0
+    changed = capturer.capture(ns)
+    assert 0 < hashed[0] < 3_000_000  # the chunks around the change (FastCDC re-cuts a little), not 32 MB
+    assert changed.manifest.groups == _fresh_refs(ns)
+
+    worker = Capturer(store)  # a restore knows digests, not fingerprints: its first capture hashes with BLAKE3
+    restored = worker.restore(changed.manifest)
+    hashed[0] = 0
+    assert worker.capture(restored).manifest.groups == changed.manifest.groups
+    assert hashed[0] >= ns["a"].nbytes
+    hashed[0] = 0
+    worker.capture(restored)
+    assert hashed[0] < 100_000
