@@ -86,6 +86,10 @@ def main() -> None:
         f"p95 {p(walls, 95) * 1e3:.0f} ms; the cell run locally: p50 {p(local, 50) * 1e3:.2f} ms; "
         f"ratio {p(walls, 50) / p(local, 50):.0f}x"
     )
+    parts = ("capture_s", "upload_s", "queue_s", "remote_s", "home_s")
+    for _, t in warm:
+        # Between the parts: sending the run, and the gateway relaying Done after the runtime's own timings end.
+        t["unattributed_s"] = t["total_s"] - sum(t[k] for k in parts)
     keys = sorted({k for _, t in warm for k in t})
     print("  warm hop split, p50 s: " + ", ".join(f"{k} {p([t.get(k, 0.0) for _, t in warm], 50):.3f}" for k in keys))
 

@@ -19,6 +19,11 @@ const fromPb = (d: PbDigest | null | undefined): Digest => ({ hash: d?.hash ?? '
 export class ChunkCache {
   /** Fan-out directories known to exist: a mkdir per blob written cost more than the write itself. */
   private readonly dirs = new Set<string>();
+  /**
+   * Hashes of blobs seen complete on disk, so a warm hop does not stat every chunk of the state again. Sound
+   * because nothing removes a cached blob; whatever comes to evict blobs must forget them here too.
+   */
+  private readonly present = new Set<string>();
 
   constructor(readonly root: string) {
     fs.mkdirSync(root, { recursive: true });
@@ -29,8 +34,11 @@ export class ChunkCache {
   }
 
   has(d: Digest): boolean {
+    if (this.present.has(d.hash)) return true;
     try {
-      return fs.statSync(this.pathOf(d)).size === d.sizeBytes;
+      const ok = fs.statSync(this.pathOf(d)).size === d.sizeBytes;
+      if (ok) this.present.add(d.hash);
+      return ok;
     } catch {
       return false;
     }
@@ -67,6 +75,7 @@ export class ChunkCache {
       await fh.close();
     }
     await fs.promises.rename(tmp, final);
+    this.present.add(d.hash);
   }
 
   /**
