@@ -7,6 +7,7 @@ import Database from 'better-sqlite3';
 import { digestOf, formatDigest, parseDigest } from '@kernelhop/kernel-snapshot';
 import { DiskBlobStore } from '../src/blobStore.js';
 import { RefError, SqliteMetadataStore } from '../src/metadataStore.js';
+import { checkSnapshot } from '../src/snapshotCheck.js';
 import { blob, snapshotOf } from './helpers.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kernelhop-stores-'));
@@ -66,6 +67,28 @@ test('a blob known to be present is not remembered across its removal, however t
     assert.equal(await store.has(d), false, `round ${round}`);
     assert.deepEqual(await store.findMissing([d]), [d]);
   }
+});
+
+test('a snapshot checked before is still looked for in each store it is checked in', async () => {
+  const store = await DiskBlobStore.open(path.join(dir, 'cas6'));
+  const chunk = blob('a chunk of some state');
+  const snap = snapshotOf([chunk]);
+  for (const b of [chunk, snap]) await store.put(parseDigest(b.digest), b.data);
+  const manifest = parseDigest(snap.digest);
+  assert.equal((await checkSnapshot(store, manifest)).ok, true);
+  const missingManifest = {
+    ok: false,
+    code: 'missing_blobs',
+    missing: [manifest],
+    message: `snapshot manifest ${snap.digest} is not in the store; upload it (after its chunks) first`,
+  };
+  assert.deepEqual(await checkSnapshot(await DiskBlobStore.open(path.join(dir, 'cas7')), manifest), missingManifest);
+  await store.removeIfOlder(parseDigest(chunk.digest), Date.now() + 60_000);
+  const check = await checkSnapshot(store, manifest);
+  assert.equal(check.ok, false);
+  assert.match((check as { message: string }).message, /names 1 chunk\(s\) not in the store/);
+  await store.removeIfOlder(manifest, Date.now() + 60_000);
+  assert.deepEqual(await checkSnapshot(store, manifest), missingManifest);
 });
 
 test('a ref may only name a snapshot whose blobs are all stored; SQLite file is written', async () => {

@@ -3,7 +3,14 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Digest, digestEquals, digestOf, formatDigest } from '@kernelhop/kernel-snapshot';
+import {
+  Digest,
+  digestEquals,
+  digestOf,
+  formatDigest,
+  manifestBlobDigests,
+  parseManifestBytes,
+} from '@kernelhop/kernel-snapshot';
 import { GatewayClient, MAX_BATCH_BYTES } from './gatewayClient.js';
 import type { PbDigest } from './proto.js';
 
@@ -16,6 +23,9 @@ export type ProgressFn = (doneBytes: number, totalBytes: number) => void;
 const toPb = (d: Digest): PbDigest => ({ hash: d.hash, sizeBytes: d.sizeBytes });
 const fromPb = (d: PbDigest | null | undefined): Digest => ({ hash: d?.hash ?? '', sizeBytes: Number(d?.sizeBytes ?? 0) });
 
+/** How many parsed manifests a ChunkCache keeps. */
+const RECENT_MANIFESTS = 8;
+
 export class ChunkCache {
   /** Fan-out directories known to exist: a mkdir per blob written cost more than the write itself. */
   private readonly dirs = new Set<string>();
@@ -24,6 +34,7 @@ export class ChunkCache {
    * because nothing removes a cached blob; whatever comes to evict blobs must forget them here too.
    */
   private readonly present = new Set<string>();
+  private readonly recentManifests = new Map<string, Digest[]>();
 
   constructor(readonly root: string) {
     fs.mkdirSync(root, { recursive: true });
@@ -42,6 +53,18 @@ export class ChunkCache {
     } catch {
       return false;
     }
+  }
+
+  /** The chunks a cached manifest names. The last few stay parsed: a warm hop's input is the last hop's result. */
+  async manifestChunks(d: Digest): Promise<Digest[]> {
+    const key = formatDigest(d);
+    const chunks = this.recentManifests.get(key) ?? manifestBlobDigests(parseManifestBytes(await this.read(d)));
+    this.recentManifests.delete(key);
+    this.recentManifests.set(key, chunks);
+    if (this.recentManifests.size > RECENT_MANIFESTS) {
+      this.recentManifests.delete(this.recentManifests.keys().next().value as string);
+    }
+    return chunks;
   }
 
   async read(d: Digest): Promise<Buffer> {

@@ -4,9 +4,7 @@ import {
   Digest,
   formatDigest,
   makeDigest,
-  manifestBlobDigests,
   parseDigest,
-  parseManifestBytes,
 } from '@kernelhop/kernel-snapshot';
 import { ChunkCache } from './chunkCache.js';
 import { GatewayClient } from './gatewayClient.js';
@@ -123,8 +121,7 @@ export class Run {
     };
     try {
       await cache.fetchMissing(gateway, [snapshot], undefined, this.abort.signal);
-      const manifest = parseManifestBytes(await cache.read(snapshot));
-      const chunks = manifestBlobDigests(manifest);
+      const chunks = await cache.manifestChunks(snapshot);
       this.inputChunks = new Set(chunks.map(formatDigest));
       await cache.fetchMissing(gateway, chunks, progress, this.abort.signal);
     } catch (err) {
@@ -206,14 +203,14 @@ export class Run {
     const t0 = Date.now();
     try {
       snapshot = parseDigest(done.snapshot);
-      const manifest = parseManifestBytes(await this.deps.cache.read(snapshot));
       const progress = (d: number, total: number): void => {
         void this.emit({ progress: { phase: 'upload', doneBytes: d, totalBytes: total } });
       };
       // The chunks of the run's own snapshot need no asking: the gateway checked, before assigning the run, that
       // they are stored and readable by the run's user (and it checks the whole new snapshot again on Done). A warm
       // hop that changed little so asks about a few digests instead of every chunk of the state.
-      const chunks = manifestBlobDigests(manifest).filter((d) => !this.inputChunks.has(formatDigest(d)));
+      const all = await this.deps.cache.manifestChunks(snapshot);
+      const chunks = all.filter((d) => !this.inputChunks.has(formatDigest(d)));
       await this.deps.cache.upload(this.deps.gateway, chunks, snapshot, progress);
     } catch (err) {
       return this.fail('upload_failed', `could not upload the snapshot the cell left: ${(err as Error).message}`);
