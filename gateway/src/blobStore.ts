@@ -107,8 +107,10 @@ export class DiskBlobStore implements SweepableBlobStore {
   async findMissing(digests: readonly Digest[]): Promise<Digest[]> {
     const unique = new Map<string, Digest>();
     for (const d of digests) unique.set(formatDigest(d), d);
-    const present = await Promise.all([...unique.values()].map((d) => this.has(d)));
-    return [...unique.values()].filter((_, i) => !present[i]);
+    // Only the blobs not known to be present cost a stat (and a promise each).
+    const unknown = [...unique.values()].filter((d) => !this.present.has(d.hash));
+    const present = await Promise.all(unknown.map((d) => this.has(d)));
+    return unknown.filter((_, i) => !present[i]);
   }
 
   async put(digest: Digest, data: Uint8Array): Promise<PutResult> {

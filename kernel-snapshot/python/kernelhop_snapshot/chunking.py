@@ -142,7 +142,10 @@ class ChunkWriter:
             for i, (d, fp) in zip(dirty, hashed, strict=True):
                 digests[i], prints[i] = d, fp
             if digests == list(old.chunks):
-                self._put_missing(digests, pieces, parallel)
+                # A tracked buffer was restored from this store, so it holds these chunks: nothing removes chunks
+                # from a runtime's cache. Any other hint may come from bytes the store never had.
+                if tracked is None:
+                    self._put_missing(digests, pieces, parallel)
                 return Chunked(old, _complete(prints))
             spans = _recut(view, spans, [d == h for d, h in zip(digests, old.chunks, strict=True)])
             known = dict(zip(_spans_of(old), zip(digests, prints, strict=True), strict=True))
