@@ -30,6 +30,22 @@ export function defaultDataDir(env: NodeJS.ProcessEnv): string {
   return env.KERNELHOP_HOME && env.KERNELHOP_HOME !== '' ? env.KERNELHOP_HOME : path.join(os.homedir(), '.kernelhop');
 }
 
+export const USAGE = `usage: kernelhop gateway [--host H] [--port P] [--grpc-port G] [--data DIR]
+
+  --host H         address to listen on (default ${DEFAULT_HOST}; 0.0.0.0 for runtimes on other hosts)
+  --port P         WebSocket port for kernels and JupyterLab (default ${DEFAULT_WS_PORT}; 0 picks a free one)
+  --grpc-port G    gRPC port for runtimes (default ${DEFAULT_GRPC_PORT})
+  --data DIR       blob store, SQLite database and gateway.json (default $KERNELHOP_HOME or ~/.kernelhop)
+
+environment:
+  KERNELHOP_TOKEN  the admin's token (default: a new one, printed and written to DIR/gateway.json)
+  KERNELHOP_USER   the admin's user name (default ${DEFAULT_ADMIN_USER})`;
+
+/** True when the command line asks for the usage text. */
+export function wantsHelp(argv: string[]): boolean {
+  return argv.includes('--help') || argv.includes('-h');
+}
+
 export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfig {
   let values: { host?: string; port?: string; 'grpc-port'?: string; data?: string };
   try {
@@ -45,7 +61,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfi
       allowPositionals: false,
     }));
   } catch (e) {
-    throw new ConfigError(`${(e as Error).message}\nusage: kernelhop-gateway [--host H] [--port P] [--grpc-port G] [--data DIR]`);
+    throw new ConfigError(`${(e as Error).message}\n\n${USAGE}`);
   }
   const envToken = env.KERNELHOP_TOKEN;
   const tokenGenerated = envToken === undefined || envToken === '';

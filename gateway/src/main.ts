@@ -1,12 +1,16 @@
 #!/usr/bin/env node
 // Entry point: `node gateway/dist/src/main.js [--host H] [--port P] [--grpc-port G] [--data DIR]`.
-import { ConfigError, loadConfig } from './config.js';
+import { ConfigError, USAGE, loadConfig, wantsHelp } from './config.js';
 import { startGateway } from './server.js';
 
 async function main(): Promise<void> {
   // Each stored blob is written and fsynced on libuv's thread pool; its default 4 threads serialise a batch's fsyncs.
   // Set before the first asynchronous file operation, which is when the pool starts.
   process.env.UV_THREADPOOL_SIZE ??= '16';
+  if (wantsHelp(process.argv.slice(2))) {
+    console.log(USAGE);
+    return;
+  }
   const config = loadConfig(process.argv.slice(2), process.env);
   const gateway = await startGateway(config);
   // Test harnesses and `kernelhop` wait for exactly this line.
