@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from IPython.display import publish_display_data
-from kernelhop_snapshot import Capture, Capturer, Digest, Manifest, diff, user_namespace
+from kernelhop_snapshot import Capture, Capturer, Digest, Manifest, RemoteOnly, diff, user_namespace
 
 from .config import discover
 from .gateway_client import GatewayClient, GatewayError, KernelhopError
@@ -88,6 +88,9 @@ class Hopper:
         self.shell = shell
         self.session = uuid.uuid4().hex
         self.capturer = Capturer(HopStore())
+        # The chunks of groups that came home but could not be unpickled here (RemoteOnly placeholders): kept, since
+        # each hop's store is dropped, so they can be sent back to a gateway that has lost them.
+        self._remote_blobs: dict[Digest, Any] = {}
         # The cells run here, from which unpicklable variables get recipes to rebuild them on the runtime.
         self.cells = CellLog(shell)
         self._client: GatewayClient | None = None
@@ -140,6 +143,8 @@ class Hopper:
         try:
             client = self.client()
             self.capturer.store = store = HopStore()
+            for digest, data in self._remote_blobs.items():
+                store.put(digest, data)
             return self._hop(client, store, gpu_class, code, timeout_s, quiet)
         except BaseException as e:
             self.display.failed(e)
@@ -161,6 +166,7 @@ class Hopper:
             return plan.meta()
 
         cap = self.capturer.capture(user_namespace(self.shell), meta=recipes)
+        self._keep_remote_blobs(store)
         for line in plan.warnings(cap.unpicklable):
             _warn(line)
         t1 = time.monotonic()
@@ -295,8 +301,13 @@ class Hopper:
             fetched = client.get_blobs(sorted(str(d) for d in store.missing(wanted)))
             for text, data in fetched.items():
                 store.put(Digest.parse(text), data)
-            # Notebook functions get the kernel's namespace as their globals, as if defined here.
-            restored = self.capturer.restore(new, groups=changes.changed_groups, globals=self.shell.user_ns)
+            # Notebook functions get the kernel's namespace as their globals, as if defined here. A group this
+            # kernel cannot unpickle (a module only the runtime has) comes home as RemoteOnly placeholders rather
+            # than failing the hop; the next hop sends it back as it was.
+            restored = self.capturer.restore(
+                new, groups=changes.changed_groups, globals=self.shell.user_ns, keep_unrestorable=True
+            )
+            self._keep_remote_blobs(store)
         except KernelhopError:
             raise
         except Exception as e:
@@ -311,6 +322,16 @@ class Hopper:
         for name, entry in sorted(new.unpicklable.items()):
             if name not in cap.unpicklable:
                 _warn(f"kernelhop: variable {name!r} did not come home: {entry['reason']}")
+        for name, value in sorted(restored.items()):
+            if isinstance(value, RemoteOnly):
+                _warn(
+                    f"kernelhop: variable {name!r} stays on the runtime: this kernel cannot rebuild it "
+                    f"({value.entry['reason']}); %%gpu cells still get it, using it here raises an error"
+                )
+
+    def _keep_remote_blobs(self, store: HopStore) -> None:
+        needed = {d for group in self.capturer.remote_groups() for d in group.blob_digests()}
+        self._remote_blobs = {d: self._remote_blobs[d] if d in self._remote_blobs else store.get(d) for d in needed}
 
 
 # -- helpers ------------------------------------------------------------------------------------------------------

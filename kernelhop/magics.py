@@ -37,8 +37,10 @@ class GpuMagics(Magics):
         pickled (open files, generators, locks, ...) stay local and are named in a warning; where the statement
         that made one is in this kernel's history, the runtime rebuilds it by re-running that statement there
         (its side effects happen again on the runtime host; the object starts fresh), else using it there raises
-        an error naming it. A remote exception fails the cell with the remote traceback; what the cell changed
-        before raising still comes home.
+        an error naming it. What the runtime made that this kernel cannot unpickle (an object of a module only
+        the runtime has) stays there: the name holds a placeholder that raises an error saying so, and later
+        %%gpu cells get the real object. A remote exception fails the cell with the remote traceback; what the
+        cell changed before raising still comes home.
 
         Example::
 

@@ -132,6 +132,24 @@ def test_unpicklable_variable_is_named_and_stays_local(kernel: Kernel, tmp_path:
     assert kernel.value("(n, fh.closed)") == "(2, False)"
 
 
+def test_what_only_the_runtime_can_rebuild_stays_there_and_goes_back(kernel: Kernel, tmp_path: Path) -> None:
+    # A module on the runtime's path only, as a GPU-only package (cupy, flash-attn) is on a GPU host only.
+    (tmp_path / "kh_e2e_gpu_only.py").write_text("class Model:\n    def __init__(self, w):\n        self.w = w\n")
+    cell = f"import sys\nsys.path.insert(0, {str(tmp_path)!r})\nfrom kh_e2e_gpu_only import Model\nmodel = Model(41)\ny = 2"
+    execution = kernel.run(f"%%gpu h100\n{cell}")
+    assert execution.status == "ok", execution.error_text
+    assert "variable 'model' stays on the runtime" in execution.stream_text()
+    assert "No module named 'kh_e2e_gpu_only'" in execution.stream_text()
+    assert kernel.value("y") == "2"
+    touched = kernel.run("model.w")
+    assert touched.status == "error"
+    assert "RemoteOnlyError" in touched.error_text and "lives on the runtime only" in touched.error_text
+    # The next hop sends it back as the runtime left it.
+    execution = kernel.run("%%gpu h100\nz = model.w + 1\nmodel.w = 0")
+    assert execution.status == "ok", execution.error_text
+    assert kernel.value("z") == "42"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from kernelhop_fake_gateway import send_json
-from kernelhop_snapshot import user_namespace
+from kernelhop_snapshot import RemoteOnly, RemoteOnlyError, user_namespace
 
 from kernelhop.gateway_client import GatewayError, GatewayUnreachable
-from kernelhop.hop import HopError, RemoteCellError, RemoteResult
+from kernelhop.hop import RemoteCellError, RemoteResult
 from kernelhop.magics import GpuMagics
 
 
@@ -158,17 +158,21 @@ def test_corrupt_chunk_leaves_namespace(shell, filled, gateway_env):
     assert_untouched(shell, before, values)
 
 
-def test_restore_failure_leaves_namespace(shell, filled):
-    before, values = filled
-    # An object that pickles on the worker but cannot be rebuilt here.
+def test_what_cannot_be_rebuilt_here_stays_on_the_runtime_and_the_rest_comes_home(shell, filled, capsys):
+    # An object that pickles on the worker but cannot be rebuilt here (as one from a module only the runtime has).
     code = (
         "def _explode():\n    raise RuntimeError('cannot rebuild here')\n"
         "class Boom:\n    def __reduce__(self):\n        return (_explode, ())\n"
         "thing = Boom()\nx = 2\n"
     )
-    with pytest.raises(HopError, match="could not be brought home"):
-        hop(shell, code)
-    assert_untouched(shell, before, values)
+    hop(shell, code)
+    assert shell.user_ns["x"] == 2
+    thing = shell.user_ns["thing"]
+    assert isinstance(thing, RemoteOnly)  # its group: thing and the function its pickle calls
+    with pytest.raises(RemoteOnlyError, match="'thing' .* lives on the runtime only: .*cannot rebuild here"):
+        thing.anything
+    assert "variable 'thing' stays on the runtime" in capsys.readouterr().err
+    # Going back to a real runtime: tests/e2e/test_gpu_cell.py (this fake gateway rebuilds in this very process).
 
 
 def test_unreachable_gateway_leaves_namespace(shell, filled, monkeypatch):

@@ -10,7 +10,7 @@ from .digest import Digest, digest_of
 from .errors import CorruptBlobError, MissingBlobError
 from .manifest import BlobRef, Group, Manifest, ManifestError
 from .namespace import user_namespace
-from .placeholders import Placeholder, UnavailableVariableError
+from .placeholders import Placeholder, RemoteOnly, RemoteOnlyError, UnavailableVariableError
 from .reducers import DeviceMap
 from .restoring import RestoreError
 
@@ -30,6 +30,8 @@ __all__ = [
     "MemoryBlobStore",
     "MissingBlobError",
     "Placeholder",
+    "RemoteOnly",
+    "RemoteOnlyError",
     "RestoreError",
     "UnavailableVariableError",
     "capture",

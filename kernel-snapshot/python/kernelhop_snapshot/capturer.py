@@ -29,9 +29,9 @@ from .digest import Digest, digest_of
 from .grouping import group_names
 from .manifest import Group, Manifest
 from .pickling import Pickled, dumps
-from .placeholders import Placeholder
+from .placeholders import Placeholder, RemoteOnly
 from .reducers import DeviceMap, TensorReducer
-from .restoring import restore_groups
+from .restoring import RestoreError, restore_groups
 from .write_tracking import WriteTracker
 
 _ATOMS = (int, float, complex, bool, type(None), str, bytes, range)
@@ -85,6 +85,8 @@ class Capturer:
         self._immutable: dict[str, tuple[Any, Group]] = {}
         # (group names, buffer index) -> that buffer at the last capture or restore: a hint for ChunkWriter.add_buffer
         self._buffer_hints: dict[tuple[tuple[str, ...], int], Chunked] = {}
+        # name -> (the RemoteOnly placeholder a restore left under that name, the group it stands for)
+        self._remote: dict[str, tuple[RemoteOnly, Group]] = {}
 
     def capture(
         self,
@@ -103,10 +105,15 @@ class Capturer:
         pickled: dict[str, Pickled] = {}
         immutable: dict[str, tuple[Any, Group]] = {}
         hints: dict[tuple[tuple[str, ...], int], Chunked] = {}
+        remote_held: dict[tuple[str, ...], list[str]] = {}
 
         for name in sorted(namespace):
             value = namespace[name]
-            if type(value) is Placeholder:
+            kept = self._remote.get(name)
+            if kept is not None and kept[0] is value:
+                remote_held.setdefault(kept[1].names, []).append(name)
+                continue
+            if isinstance(value, Placeholder):
                 unpicklable[name] = value.entry
                 continue
             known = self._immutable.get(name)
@@ -136,6 +143,7 @@ class Capturer:
                 if len(part_names) == 1 and _deeply_immutable(namespace[part_names[0]]):
                     immutable[part_names[0]] = (namespace[part_names[0]], group)
         pickled.clear()  # drop the memos (they keep objects alive)
+        self._remote = self._keep_remote(remote_held, groups, unpicklable)
 
         self._immutable = immutable
         self._buffer_hints = hints
@@ -163,6 +171,32 @@ class Capturer:
             unpicklable={n: e["reason"] for n, e in unpicklable.items()},
         )
 
+    def _keep_remote(
+        self, held: dict[tuple[str, ...], list[str]], groups: list[Group], unpicklable: dict[str, dict[str, str]]
+    ) -> dict[str, tuple[RemoteOnly, Group]]:
+        """Groups whose names all still hold their RemoteOnly placeholders go out as they came home, so the runtime
+        gets the real objects back. A group some of whose names were rebound or deleted here cannot (its pickle
+        would bring them back): its remaining names become unpicklable entries saying so."""
+        kept: dict[str, tuple[RemoteOnly, Group]] = {}
+        for names, present in held.items():
+            group = self._remote[present[0]][1]
+            if len(present) == len(names):
+                groups.append(group)
+                kept.update((n, self._remote[n]) for n in names)
+                continue
+            gone = ", ".join(n for n in names if n not in present)
+            for n in present:
+                unpicklable[n] = {
+                    "type": group.types[n],
+                    "reason": f"it lived on the runtime only, together with {gone}, which this kernel has rebound "
+                    "or deleted since, so it can no longer be sent back as it was",
+                }
+        return kept
+
+    def remote_groups(self) -> list[Group]:
+        """The groups held here as RemoteOnly placeholders, which the next capture sends back unchanged."""
+        return list({g.names: g for _, g in self._remote.values()}.values())
+
     def _store_group(
         self, names: list[str], namespace: Mapping[str, Any], p: Pickled, writer: ChunkWriter
     ) -> tuple[Group, list[Chunked]]:
@@ -183,24 +217,45 @@ class Capturer:
         *,
         groups: Iterable[Group] | None = None,
         globals: dict[str, Any] | None = None,
+        keep_unrestorable: bool = False,
     ) -> dict[str, Any]:
         """The objects of ``groups`` (default: all of the manifest's), by name; see ``restoring.restore_groups``.
 
-        With the default ``groups`` the result also holds a Placeholder for each unpicklable name.
+        With the default ``groups`` the result also holds a Placeholder for each unpicklable name. With
+        ``keep_unrestorable`` a group that fails to unpickle here (RestoreError: a module or class this process
+        lacks, a failing ``__setstate__``) gives a RemoteOnly placeholder per name instead of failing the restore,
+        and later captures send that group back as it was while the names hold them.
         """
         selected = manifest.groups if groups is None else tuple(groups)
+        if not keep_unrestorable:
+            result = self._restore(selected, globals)
+        else:
+            result = {}
+            for group in selected:
+                try:
+                    result.update(self._restore((group,), globals))
+                except RestoreError as e:
+                    reason = f"{type(e.__cause__).__name__}: {e.__cause__}"
+                    for name in group.names:
+                        result[name] = placeholder = RemoteOnly(name, group.types[name], reason)
+                        self._remote[name] = (placeholder, group)
+                        self._immutable.pop(name, None)
+        if groups is None:
+            for name, entry in manifest.unpicklable.items():
+                result[name] = Placeholder(name, entry["type"], entry["reason"])
+        return result
+
+    def _restore(self, selected: tuple[Group, ...], globals: dict[str, Any] | None) -> dict[str, Any]:
         result = restore_groups(selected, self.store, globals=globals, devices=self.devices, tracker=self.tracker)
         for group in selected:
             self._buffer_hints.update(((group.names, i), Chunked(ref)) for i, ref in enumerate(group.buffers))
             for name in group.names:
+                self._remote.pop(name, None)
                 value = result[name]
                 if len(group.names) == 1 and _deeply_immutable(value):
                     self._immutable[name] = (value, group)
                 else:
                     self._immutable.pop(name, None)
-        if groups is None:
-            for name, entry in manifest.unpicklable.items():
-                result[name] = Placeholder(name, entry["type"], entry["reason"])
         return result
 
 

@@ -61,3 +61,36 @@ class Placeholder:
     __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = _raise
     __floordiv__ = __mod__ = __pow__ = __matmul__ = __neg__ = __pos__ = __abs__ = __invert__ = _raise
     __int__ = __float__ = __index__ = __array__ = __await__ = __aiter__ = __anext__ = __next__ = _raise
+
+
+class RemoteOnlyError(UnavailableVariableError):
+    """A variable the runtime made that this process cannot rebuild (a module or class it lacks, most often)."""
+
+    def __init__(self, name: str, type_name: str, reason: str) -> None:
+        RuntimeError.__init__(
+            self,
+            f"variable {name!r} ({type_name}) lives on the runtime only: this kernel cannot rebuild it ({reason}). "
+            f"%%gpu cells still get it as the runtime left it; to use it here, install what it needs in this "
+            f"kernel and run the cell that made it again.",
+        )
+        self.name = name
+        self.type_name = type_name
+        self.reason = reason
+
+
+class RemoteOnly(Placeholder):
+    """Stands for a variable that came home but could not be unpickled here; the Capturer sends its group back to
+    the runtime unchanged while the name still holds this placeholder."""
+
+    __slots__ = ()
+
+    def _error(self) -> UnavailableVariableError:
+        get = object.__getattribute__
+        return RemoteOnlyError(get(self, "_kh_name"), get(self, "_kh_type"), get(self, "_kh_reason"))
+
+    def __repr__(self) -> str:
+        get = object.__getattribute__
+        return (
+            f"<variable {get(self, '_kh_name')!r} ({get(self, '_kh_type')}) on the runtime only: "
+            f"{get(self, '_kh_reason')}>"
+        )
