@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
@@ -49,6 +49,20 @@ test('concurrent puts of one blob leave one complete file and no temporaries', a
   assert.ok(results.every((r) => r.code === 'ok'));
   assert.deepEqual(readdirSync(path.join(dir, 'cas3', d.hash.slice(0, 2))), [d.hash]);
   assert.ok((await store.get(d))?.equals(data));
+});
+
+test('get gives a blob only when its file holds exactly the bytes its size says', async () => {
+  const store = await DiskBlobStore.open(path.join(dir, 'cas8'));
+  const empty = blob('');
+  const b = blob('some bytes of a chunk');
+  for (const x of [empty, b]) await store.put(parseDigest(x.digest), x.data);
+  assert.deepEqual(await store.get(parseDigest(empty.digest)), Buffer.alloc(0));
+  const d = parseDigest(b.digest);
+  assert.deepEqual(await store.get(d), b.data);
+  appendFileSync(store.pathOf(d), 'x');
+  assert.equal(await store.get(d), undefined, 'a longer file');
+  truncateSync(store.pathOf(d), b.data.length - 1);
+  assert.equal(await store.get(d), undefined, 'a truncated file');
 });
 
 test('a blob known to be present is not remembered across its removal, however the two overlap', async () => {
