@@ -305,7 +305,7 @@ class Hopper:
             # kernel cannot unpickle (a module only the runtime has) comes home as RemoteOnly placeholders rather
             # than failing the hop; the next hop sends it back as it was.
             restored = self.capturer.restore(
-                new, groups=changes.changed_groups, globals=self.shell.user_ns, keep_unrestorable=True
+                new, groups=changes.changed_groups, globals=self.shell.user_ns, keep_unrestorable="runtime"
             )
             self._keep_remote_blobs(store)
         except KernelhopError:

@@ -39,8 +39,9 @@ class GpuMagics(Magics):
         (its side effects happen again on the runtime host; the object starts fresh), else using it there raises
         an error naming it. What the runtime made that this kernel cannot unpickle (an object of a module only
         the runtime has) stays there: the name holds a placeholder that raises an error saying so, and later
-        %%gpu cells get the real object. A remote exception fails the cell with the remote traceback; what the
-        cell changed before raising still comes home.
+        %%gpu cells get the real object; what the runtime cannot unpickle (an object of the notebook's own
+        modules) stays here, and using it in the cell raises an error saying so. A remote exception fails the
+        cell with the remote traceback; what the cell changed before raising still comes home.
 
         Example::
 

@@ -135,8 +135,8 @@ def test_unpicklable_variable_is_named_and_stays_local(kernel: Kernel, tmp_path:
 def test_what_only_the_runtime_can_rebuild_stays_there_and_goes_back(kernel: Kernel, tmp_path: Path) -> None:
     # A module on the runtime's path only, as a GPU-only package (cupy, flash-attn) is on a GPU host only.
     (tmp_path / "kh_e2e_gpu_only.py").write_text("class Model:\n    def __init__(self, w):\n        self.w = w\n")
-    cell = f"import sys\nsys.path.insert(0, {str(tmp_path)!r})\nfrom kh_e2e_gpu_only import Model\nmodel = Model(41)\ny = 2"
-    execution = kernel.run(f"%%gpu h100\n{cell}")
+    path = f"import sys\nsys.path.insert(0, {str(tmp_path)!r})"
+    execution = kernel.run(f"%%gpu h100\n{path}\nfrom kh_e2e_gpu_only import Model\nmodel = Model(41)\ny = 2")
     assert execution.status == "ok", execution.error_text
     assert "variable 'model' stays on the runtime" in execution.stream_text()
     assert "No module named 'kh_e2e_gpu_only'" in execution.stream_text()
@@ -148,6 +148,21 @@ def test_what_only_the_runtime_can_rebuild_stays_there_and_goes_back(kernel: Ker
     execution = kernel.run("%%gpu h100\nz = model.w + 1\nmodel.w = 0")
     assert execution.status == "ok", execution.error_text
     assert kernel.value("z") == "42"
+
+
+def test_what_only_the_kernel_can_rebuild_stays_there_and_the_cell_runs(kernel: Kernel, tmp_path: Path) -> None:
+    # A module on the kernel's path only, as a notebook's own utils.py is.
+    (tmp_path / "kh_e2e_kernel_only.py").write_text("class Config:\n    def __init__(self, v):\n        self.v = v\n")
+    kernel.run(f"import sys\nsys.path.insert(0, {str(tmp_path)!r})")
+    kernel.run("from kh_e2e_kernel_only import Config\ncfg = Config(3)\nn = 1")
+    execution = kernel.run("%%gpu h100\nn = n + 1")
+    assert execution.status == "ok", execution.error_text
+    assert "variable 'cfg' stays in the kernel" in execution.stream_text()
+    assert kernel.value("(n, cfg.v, type(cfg).__name__)") == "(2, 3, 'Config')"  # the kernel's own object, kept
+    touched = kernel.run("%%gpu h100\nw = cfg.v")
+    assert touched.status == "error"
+    assert "lives in the kernel only" in touched.error_text
+    assert kernel.value("cfg.v") == "3"
 
 
 def free_port() -> int:

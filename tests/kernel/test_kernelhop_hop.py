@@ -170,7 +170,7 @@ def test_what_cannot_be_rebuilt_here_stays_on_the_runtime_and_the_rest_comes_hom
     thing = shell.user_ns["thing"]
     assert isinstance(thing, RemoteOnly)  # its group: thing and the function its pickle calls
     with pytest.raises(RemoteOnlyError, match="'thing' .* lives on the runtime only: .*cannot rebuild here"):
-        thing.anything
+        _ = thing.anything
     assert "variable 'thing' stays on the runtime" in capsys.readouterr().err
     # Going back to a real runtime: tests/e2e/test_gpu_cell.py (this fake gateway rebuilds in this very process).
 

@@ -217,17 +217,18 @@ class Capturer:
         *,
         groups: Iterable[Group] | None = None,
         globals: dict[str, Any] | None = None,
-        keep_unrestorable: bool = False,
+        keep_unrestorable: str | None = None,
     ) -> dict[str, Any]:
         """The objects of ``groups`` (default: all of the manifest's), by name; see ``restoring.restore_groups``.
 
         With the default ``groups`` the result also holds a Placeholder for each unpicklable name. With
-        ``keep_unrestorable`` a group that fails to unpickle here (RestoreError: a module or class this process
-        lacks, a failing ``__setstate__``) gives a RemoteOnly placeholder per name instead of failing the restore,
-        and later captures send that group back as it was while the names hold them.
+        ``keep_unrestorable`` (where the snapshot was made: "runtime" or "kernel") a group that fails to unpickle
+        here (RestoreError: a module or class this process lacks, a failing ``__setstate__``) gives a RemoteOnly
+        placeholder per name instead of failing the restore, and later captures send that group back as it was
+        while the names hold them.
         """
         selected = manifest.groups if groups is None else tuple(groups)
-        if not keep_unrestorable:
+        if keep_unrestorable is None:
             result = self._restore(selected, globals)
         else:
             result = {}
@@ -237,7 +238,8 @@ class Capturer:
                 except RestoreError as e:
                     reason = f"{type(e.__cause__).__name__}: {e.__cause__}"
                     for name in group.names:
-                        result[name] = placeholder = RemoteOnly(name, group.types[name], reason)
+                        placeholder = RemoteOnly(name, group.types[name], reason, keep_unrestorable)
+                        result[name] = placeholder
                         self._remote[name] = (placeholder, group)
                         self._immutable.pop(name, None)
         if groups is None:

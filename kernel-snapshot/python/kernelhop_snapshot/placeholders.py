@@ -63,34 +63,51 @@ class Placeholder:
     __int__ = __float__ = __index__ = __array__ = __await__ = __aiter__ = __anext__ = __next__ = _raise
 
 
-class RemoteOnlyError(UnavailableVariableError):
-    """A variable the runtime made that this process cannot rebuild (a module or class it lacks, most often)."""
+# Where a RemoteOnly variable lives -> what its error says about this side, and what to do.
+_ELSEWHERE = {
+    "runtime": (
+        "lives on the runtime only: this kernel cannot rebuild it",
+        "%%gpu cells still get it as the runtime left it; to use it here, install what it needs in this kernel "
+        "and run the cell that made it again.",
+    ),
+    "kernel": (
+        "lives in the kernel only: this runtime cannot rebuild it",
+        "The kernel keeps it as it is; to use it in %%gpu cells, install what it needs on the runtime host.",
+    ),
+}
 
-    def __init__(self, name: str, type_name: str, reason: str) -> None:
-        RuntimeError.__init__(
-            self,
-            f"variable {name!r} ({type_name}) lives on the runtime only: this kernel cannot rebuild it ({reason}). "
-            f"%%gpu cells still get it as the runtime left it; to use it here, install what it needs in this "
-            f"kernel and run the cell that made it again.",
-        )
+
+class RemoteOnlyError(UnavailableVariableError):
+    """A variable made on the other side of a hop that this process cannot rebuild (a module or class it lacks)."""
+
+    def __init__(self, name: str, type_name: str, reason: str, lives_in: str) -> None:
+        where, advice = _ELSEWHERE[lives_in]
+        RuntimeError.__init__(self, f"variable {name!r} ({type_name}) {where} ({reason}). {advice}")
         self.name = name
         self.type_name = type_name
         self.reason = reason
+        self.lives_in = lives_in
 
 
 class RemoteOnly(Placeholder):
-    """Stands for a variable that came home but could not be unpickled here; the Capturer sends its group back to
-    the runtime unchanged while the name still holds this placeholder."""
+    """Stands for a variable that arrived from the other side of a hop but could not be unpickled here; the
+    Capturer sends its group back unchanged while the name still holds this placeholder."""
 
-    __slots__ = ()
+    __slots__ = ("_kh_lives_in",)
+
+    def __init__(self, name: str, type_name: str, reason: str, lives_in: str = "runtime") -> None:
+        if lives_in not in _ELSEWHERE:
+            raise ValueError(f"lives_in must be one of {sorted(_ELSEWHERE)}, got {lives_in!r}")
+        super().__init__(name, type_name, reason)
+        object.__setattr__(self, "_kh_lives_in", lives_in)
 
     def _error(self) -> UnavailableVariableError:
         get = object.__getattribute__
-        return RemoteOnlyError(get(self, "_kh_name"), get(self, "_kh_type"), get(self, "_kh_reason"))
+        return RemoteOnlyError(
+            get(self, "_kh_name"), get(self, "_kh_type"), get(self, "_kh_reason"), get(self, "_kh_lives_in")
+        )
 
     def __repr__(self) -> str:
         get = object.__getattribute__
-        return (
-            f"<variable {get(self, '_kh_name')!r} ({get(self, '_kh_type')}) on the runtime only: "
-            f"{get(self, '_kh_reason')}>"
-        )
+        where = _ELSEWHERE[get(self, "_kh_lives_in")][0].split(":")[0]
+        return f"<variable {get(self, '_kh_name')!r} ({get(self, '_kh_type')}) {where}: {get(self, '_kh_reason')}>"

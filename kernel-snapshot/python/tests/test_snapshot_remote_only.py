@@ -40,11 +40,11 @@ def test_a_group_this_side_cannot_unpickle_becomes_placeholders_and_goes_back_un
     kernel = Capturer(store)
     with pytest.raises(Exception, match=MODULE):  # without the flag, one bad group fails the whole restore
         kernel.restore(made.manifest)
-    ns = kernel.restore(made.manifest, keep_unrestorable=True)
+    ns = kernel.restore(made.manifest, keep_unrestorable="runtime")
     assert ns["plain"] == [1, 2]
     assert isinstance(ns["thing"], RemoteOnly) and isinstance(ns["alias"], RemoteOnly)
     with pytest.raises(RemoteOnlyError, match=rf"'thing' \({MODULE}.Thing\) lives on the runtime only.*{MODULE}"):
-        ns["thing"].value
+        _ = ns["thing"].value
     assert "on the runtime only" in repr(ns["alias"])
 
     ns["plain"].append(3)
@@ -66,7 +66,7 @@ def test_rebinding_one_name_of_a_remote_group_says_what_the_others_lost(remote_m
     made = Capturer(store).capture({"thing": shared, "alias": shared})
     remote_module.off()
     kernel = Capturer(store)
-    ns = kernel.restore(made.manifest, keep_unrestorable=True)
+    ns = kernel.restore(made.manifest, keep_unrestorable="runtime")
     ns["alias"] = "rebound here"
     cap = kernel.capture(ns)
     assert list(cap.manifest.unpicklable) == ["thing"]

@@ -14,7 +14,16 @@ import threading
 import time
 from typing import Any
 
-from kernelhop_snapshot import Capturer, Digest, DirectoryBlobStore, Manifest, Placeholder, diff, user_namespace
+from kernelhop_snapshot import (
+    Capturer,
+    Digest,
+    DirectoryBlobStore,
+    Manifest,
+    Placeholder,
+    RemoteOnly,
+    diff,
+    user_namespace,
+)
 from kernelhop_snapshot.capturer import type_name
 
 from .channel import EventChannel, StreamWriter
@@ -184,15 +193,29 @@ class Worker:
         the groups that differ are loaded (unchanged objects keep their identity, big arrays are not reread)."""
         manifest = Manifest.from_bytes(self._store.get(digest))
         user_ns = self._shell.user_ns
+        # What the kernel made that this host cannot unpickle (a module only the kernel has, such as a local
+        # utils.py) becomes RemoteOnly placeholders rather than failing the run: the cell runs without it, and the
+        # capture after it sends that group back unchanged, so the kernel keeps its object.
         if self._current is None:
             self._shell.reset(new_session=False)
-            user_ns.update(self._capturer.restore(manifest, globals=user_ns))
+            restored = self._capturer.restore(manifest, globals=user_ns, keep_unrestorable="kernel")
         else:
             change = diff(self._current, manifest)
             self._current = None
-            user_ns.update(self._capturer.restore(manifest, groups=change.changed_groups, globals=user_ns))
+            restored = self._capturer.restore(
+                manifest, groups=change.changed_groups, globals=user_ns, keep_unrestorable="kernel"
+            )
             for name in change.deleted_names:
                 user_ns.pop(name, None)
+        user_ns.update(restored)
+        for name, value in sorted(restored.items()):
+            if isinstance(value, RemoteOnly):
+                print(
+                    f"kernelhop: variable {name!r} stays in the kernel: this runtime cannot rebuild it "
+                    f"({value.entry['reason']}); using it in this cell raises an error",
+                    file=self._stderr,
+                    flush=True,
+                )
         # Unpicklable names get their placeholders or rebuilt objects from _rebuild, next.
         return manifest
 
