@@ -174,7 +174,7 @@ class Capturer:
     def _keep_remote(
         self, held: dict[tuple[str, ...], list[str]], groups: list[Group], unpicklable: dict[str, dict[str, str]]
     ) -> dict[str, tuple[RemoteOnly, Group]]:
-        """Groups whose names all still hold their RemoteOnly placeholders go out as they came home, so the runtime
+        """Groups whose names all still hold their RemoteOnly placeholders go out as they came, so the other side
         gets the real objects back. A group some of whose names were rebound or deleted here cannot (its pickle
         would bring them back): its remaining names become unpicklable entries saying so."""
         kept: dict[str, tuple[RemoteOnly, Group]] = {}
@@ -188,8 +188,8 @@ class Capturer:
             for n in present:
                 unpicklable[n] = {
                     "type": group.types[n],
-                    "reason": f"it lived on the runtime only, together with {gone}, which this kernel has rebound "
-                    "or deleted since, so it can no longer be sent back as it was",
+                    "reason": f"it could not be rebuilt here and was kept to be sent back together with {gone}, "
+                    "which has been rebound or deleted here since, so it can no longer be sent back as it was",
                 }
         return kept
 
