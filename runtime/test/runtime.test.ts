@@ -103,7 +103,7 @@ describe('runtime with a fake gateway', () => {
     assert.ok(second.some((e) => e.stream?.name === 'stdout' && e.stream.text.includes('from-fd-1')), JSON.stringify(second));
   });
 
-  test('a cancel interrupts a sleeping cell within 2 s', async () => {
+  test('a cancel interrupts a sleeping cell (not the 60 s it would sleep)', async () => {
     const snapshot = makeSnapshot(gateway, 'x = 1');
     await gateway.assign(runtime.runtimeId, {
       runId: 'run-cancel',
@@ -112,10 +112,10 @@ describe('runtime with a fake gateway', () => {
       session: 'sess-cancel',
     });
     await gateway.until('run-cancel', (e) => e.stream?.text === 'sleeping\n');
-    const t0 = Date.now();
     await gateway.cancel(runtime.runtimeId, 'run-cancel');
-    const events = await gateway.finished('run-cancel', 5_000);
-    assert.ok(Date.now() - t0 < 2_000, `stopped after ${Date.now() - t0} ms`);
+    // Ends far sooner than the cell's 60 s, and no tighter bound: a timing here would fail on a loaded CI machine.
+    // The 2 s a user waits is checked end to end (tests/e2e/test_gpu_cell.py, interrupt).
+    const events = await gateway.finished('run-cancel', 15_000);
     assert.equal(events.at(-1)?.failed?.code, 'cancelled');
     assert.equal(events.find((e) => e.error)?.error?.ename, 'KeyboardInterrupt');
   });
@@ -126,7 +126,7 @@ describe('runtime with a fake gateway', () => {
     await gateway.assign(runtime.runtimeId, { runId: 'run-caught', code, snapshot });
     await gateway.until('run-caught', (e) => e.stream?.text === 'waiting\n');
     await gateway.cancel(runtime.runtimeId, 'run-caught');
-    const events = await gateway.finished('run-caught', 5_000);
+    const events = await gateway.finished('run-caught', 15_000);
     const done = events.at(-1)?.done;
     assert.equal(done?.status, 'ok', JSON.stringify(events));
     const manifest = parseManifestBytes(gateway.store.get(done?.snapshot.hash ?? '') as Buffer);
@@ -138,7 +138,7 @@ describe('runtime with a fake gateway', () => {
     await gateway.assign(runtime.runtimeId, { runId: 'run-gw-timeout', code: 'import time\nprint("zz", flush=True)\ntime.sleep(60)', snapshot });
     await gateway.until('run-gw-timeout', (e) => e.stream?.text === 'zz\n');
     (await gateway.streamOf(runtime.runtimeId)).write({ cancel: { runId: 'run-gw-timeout', reason: 'timeout' } });
-    const events = await gateway.finished('run-gw-timeout', 5_000);
+    const events = await gateway.finished('run-gw-timeout', 15_000);
     assert.equal(events.at(-1)?.failed?.code, 'timeout');
   });
 
