@@ -118,6 +118,12 @@ def user_token(api: Snapshots, ns: argparse.Namespace) -> None:
     print(f"new token for {reply['user']} (the old one no longer works):\n{reply['token']}")
 
 
+def user_quota(api: Snapshots, ns: argparse.Namespace) -> None:
+    reply = api.request("user_quota", name=ns.name, quota_bytes=ns.bytes)
+    quota = human(reply["quota_bytes"]) if reply["quota_bytes"] else "no quota"
+    print(f"user {reply['user']}: {quota}, {human(reply['used_bytes'])} used")
+
+
 def user_rm(api: Snapshots, ns: argparse.Namespace) -> None:
     api.request("user_rm", name=ns.name)
     print(f"user {ns.name} removed, with their snapshots, refs and shares")
@@ -142,6 +148,7 @@ COMMANDS: dict[str, Callable[[Snapshots, argparse.Namespace], None]] = {
     "gc": gc,
     "user_add": user_add,
     "user_token": user_token,
+    "user_quota": user_quota,
     "user_rm": user_rm,
     "user_ls": user_ls,
 }

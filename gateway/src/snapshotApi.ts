@@ -33,6 +33,7 @@ export const SNAPSHOT_OPS = [
   'gc',
   'user_add',
   'user_token',
+  'user_quota',
   'user_rm',
   'user_list',
 ] as const;
@@ -135,11 +136,14 @@ export class SnapshotApi {
       case 'user_add': {
         admin(user, op);
         const name = userName(req.name);
-        const quota = req.quota_bytes ?? 0;
-        if (typeof quota !== 'number' || !Number.isSafeInteger(quota) || quota < 0) {
-          throw new OpError('bad_request', 'quota_bytes must be a whole number of bytes (0 = no limit)');
-        }
-        return { user: name, token: await this.snapshots.addUser(name, quota) };
+        return { user: name, token: await this.snapshots.addUser(name, quotaBytes(req.quota_bytes ?? 0)) };
+      }
+      case 'user_quota': {
+        admin(user, op);
+        const name = userName(req.name);
+        const quota = quotaBytes(req.quota_bytes);
+        await this.snapshots.setQuota(name, quota);
+        return { user: name, quota_bytes: quota, used_bytes: await this.snapshots.usedBytes(name) };
       }
       case 'user_token': {
         admin(user, op);
@@ -359,6 +363,13 @@ function userName(v: unknown): string {
     throw new OpError('bad_request', `user name ${JSON.stringify(name)}: 1-32 lowercase letters, digits, _ . -, starting with a letter`);
   }
   return name;
+}
+
+function quotaBytes(v: unknown): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
+    throw new OpError('bad_request', 'quota_bytes must be a whole number of bytes (0 = no limit)');
+  }
+  return v;
 }
 
 function admin(user: User, op: string): void {

@@ -57,6 +57,8 @@ export interface SnapshotStore {
   addUser(name: string, quotaBytes: number): Promise<string>;
   /** A new token for the user; the old one stops working. */
   rotateToken(name: string): Promise<string>;
+  /** Sets the user's quota (0 = no limit); what it holds already stays, even over a lowered quota. */
+  setQuota(name: string, quotaBytes: number): Promise<void>;
   removeUser(name: string): Promise<void>;
   setPublicKey(name: string, key: string): Promise<void>;
 
@@ -306,6 +308,11 @@ export class SqliteSnapshotStore implements SnapshotStore {
     const res = this.db.prepare('UPDATE users SET token_hash = ? WHERE name = ?').run(hashToken(token), name);
     if (res.changes === 0) throw new StoreError('not_found', `no user ${JSON.stringify(name)}`);
     return token;
+  }
+
+  async setQuota(name: string, quotaBytes: number): Promise<void> {
+    const res = this.db.prepare('UPDATE users SET quota_bytes = ? WHERE name = ?').run(quotaBytes, name);
+    if (res.changes === 0) throw new StoreError('not_found', `no user ${JSON.stringify(name)}`);
   }
 
   async removeUser(name: string): Promise<void> {

@@ -279,6 +279,26 @@ test('quota: one frame is checked item by item; only verified blobs that fit are
   assert.deepEqual(missing.missing, [c.digest, forged.digest]);
 });
 
+test('quota: an admin raises, lowers or lifts it; what a user holds stays; only admins may', async () => {
+  await addUser('gus', 500);
+  const x = blob('x'.repeat(400));
+  const y = blob('y'.repeat(400));
+  assert.equal(((await users.gus.c.putBlobs([x, y])).results as Array<{ code: string }>)[1].code, 'quota_exceeded');
+  const raised = await admin.call({ op: 'user_quota', name: 'gus', quota_bytes: 1000 });
+  assert.equal(raised.ok, true, JSON.stringify(raised));
+  assert.deepEqual([raised.user, raised.quota_bytes, raised.used_bytes], ['gus', 1000, 400]);
+  assert.equal(((await users.gus.c.putBlobs([y])).results as Array<{ code: string }>)[0].code, 'ok');
+  // Lowered below what is held: nothing is taken away, new uploads are refused.
+  assert.equal((await admin.call({ op: 'user_quota', name: 'gus', quota_bytes: 100 })).used_bytes, 800);
+  assert.equal(((await users.gus.c.putBlobs([blob('z')])).results as Array<{ code: string }>)[0].code, 'quota_exceeded');
+  assert.equal((await admin.call({ op: 'user_quota', name: 'gus', quota_bytes: 0 })).quota_bytes, 0);
+  assert.equal(((await users.gus.c.putBlobs([blob('z')])).results as Array<{ code: string }>)[0].code, 'ok');
+  assert.equal(code(await users.gus.c.call({ op: 'user_quota', name: 'gus', quota_bytes: 0 })), 'forbidden');
+  assert.equal(code(await admin.call({ op: 'user_quota', name: 'nobody', quota_bytes: 1 })), 'not_found');
+  assert.equal(code(await admin.call({ op: 'user_quota', name: 'gus', quota_bytes: -1 })), 'bad_request');
+  assert.equal(code(await admin.call({ op: 'user_quota', name: 'gus' })), 'bad_request');
+});
+
 test('gc removes what nothing names, keeps every snapshot, and concurrent saves never name a missing blob', async () => {
   const orphan = blob('orphan bytes nobody saved');
   await users.carol.c.putBlobs([orphan]);

@@ -36,6 +36,10 @@ def test_user_commands_are_for_admins(gateway, users, monkeypatch, capsys, tmp_p
     assert status == 1 and "user_add is for admins" in out
     status, out = cli(monkeypatch, capsys, admin_env(gateway, tmp_path), "user", "ls")
     assert "frank" in out and "976.6 KiB" in out
+    status, out = cli(monkeypatch, capsys, admin_env(gateway, tmp_path), "user", "quota", "frank", "2000000")
+    assert status == 0 and "frank: 1.9 MiB, 0 B used" in out, out
+    status, out = cli(monkeypatch, capsys, frank.env(), "user", "quota", "frank", "0")
+    assert status == 1 and "user_quota is for admins" in out
     status, out = cli(monkeypatch, capsys, admin_env(gateway, tmp_path), "user", "token", "frank")
     assert status == 0
     status, out = cli(monkeypatch, capsys, frank.env(), "snapshot", "ls")
