@@ -113,6 +113,14 @@ class Hopper:
             self._client = GatewayClient(cfg.url, cfg.token, source=cfg.source)
         return self._client
 
+    def new_store(self) -> HopStore:
+        """A chunk store for one hop or snapshot operation. It starts with the chunks of values that live on the
+        runtime only: a capture names them, and a gateway that has lost them gets them again from here."""
+        store = HopStore()
+        for digest, data in self._remote_blobs.items():
+            store.put(digest, data)
+        return store
+
     def describe_classes(self) -> str:
         client = self.client()
         classes = client.classes()
@@ -142,9 +150,7 @@ class Hopper:
         self.display = HopDisplay(gpu_class, enabled=False) if quiet else HopDisplay.open(self.shell, gpu_class)
         try:
             client = self.client()
-            self.capturer.store = store = HopStore()
-            for digest, data in self._remote_blobs.items():
-                store.put(digest, data)
+            self.capturer.store = store = self.new_store()
             return self._hop(client, store, gpu_class, code, timeout_s, quiet)
         except BaseException as e:
             self.display.failed(e)

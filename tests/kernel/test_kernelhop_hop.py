@@ -172,6 +172,12 @@ def test_what_cannot_be_rebuilt_here_stays_on_the_runtime_and_the_rest_comes_hom
     with pytest.raises(RemoteOnlyError, match="'thing' .* lives on the runtime only: .*cannot rebuild here"):
         _ = thing.anything
     assert "variable 'thing' stays on the runtime" in capsys.readouterr().err
+    # The kernel keeps that group's chunks: the next capture names them, and a gateway that lost them gets them again.
+    hopper = shell.magics_manager.registry["GpuMagics"].hopper
+    hopper.capturer.store = store = hopper.new_store()
+    again = hopper.capturer.capture(user_namespace(shell))
+    assert [g.names for g in hopper.capturer.remote_groups()] == [("_explode", "thing")]
+    assert store.missing(again.manifest.blob_digests()) == []
     # Going back to a real runtime: tests/e2e/test_gpu_cell.py (this fake gateway rebuilds in this very process).
 
 
