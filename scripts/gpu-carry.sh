@@ -15,7 +15,8 @@ if [ ! -f "$out/node_modules.tar.xz" ]; then
   (cd "$tmp" && npm install --no-audit --no-fund --omit=dev "@grpc/grpc-js@$(cd "$OLDPWD" && version @grpc/grpc-js)" \
     "@grpc/proto-loader@$(cd "$OLDPWD" && version @grpc/proto-loader)" "ws@$(cd "$OLDPWD" && version ws)" \
     "better-sqlite3@$(cd "$OLDPWD" && version better-sqlite3)" "bufferutil@$(cd "$OLDPWD" && version bufferutil)" "fzstd@$(cd "$OLDPWD" && version fzstd)" \
-    "@napi-rs/blake-hash@$(cd "$OLDPWD" && version @napi-rs/blake-hash)" blake3-wasm@2.1.5 >/dev/null)
+    "@napi-rs/blake-hash@$(cd "$OLDPWD" && version @napi-rs/blake-hash)" "lru-cache@$(cd "$OLDPWD" && version lru-cache)" \
+    blake3-wasm@2.1.5 >/dev/null)
   # Only the compiled addon of better-sqlite3 is needed at run time, not SQLite's sources or object files.
   (cd "$tmp/node_modules/better-sqlite3" && rm -rf deps src build/Release/obj* build/Release/.deps build/deps)
   tar -C "$tmp" -cJf "$out/node_modules.tar.xz" node_modules

@@ -2,6 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
+import { LRUCache } from 'lru-cache';
 import { Digest, digestOf, formatDigest } from '@kernelhop/kernel-snapshot';
 
 /** Largest single blob accepted: chunks are at most 1 MiB, so this only bounds manifests. */
@@ -64,7 +65,7 @@ export function verifyBlob(digest: Digest, data: Uint8Array): PutResult {
   return { code: 'ok', message: '' };
 }
 
-/** How many blobs DiskBlobStore remembers as present. */
+/** How many blobs DiskBlobStore remembers as present (about 100 bytes each); the least used cost a stat again. */
 const PRESENT_MAX = 1_000_000;
 
 /** Layout `<root>/<hash[0:2]>/<hash>`, as a runtime's chunk cache (ARCHITECTURE.md). */
@@ -74,7 +75,7 @@ export class DiskBlobStore implements SweepableBlobStore {
    * stat each file again. Only this process removes blobs, through removeIfOlder: a stat that overlaps a removal
    * in any way is not remembered.
    */
-  private readonly present = new Set<string>();
+  private readonly present = new LRUCache<string, true>({ max: PRESENT_MAX });
   /** Removals started so far, and those not yet finished. */
   private removalsStarted = 0;
   private removalsRunning = 0;
@@ -96,7 +97,7 @@ export class DiskBlobStore implements SweepableBlobStore {
     try {
       const st = await fsp.stat(this.pathOf(digest));
       const ok = st.isFile() && st.size === digest.sizeBytes;
-      if (ok && started === this.removalsStarted && this.removalsRunning === 0) this.remember(digest.hash);
+      if (ok && started === this.removalsStarted && this.removalsRunning === 0) this.present.set(digest.hash, true);
       return ok;
     } catch (e) {
       if (isNotFound(e)) return false;
@@ -146,12 +147,6 @@ export class DiskBlobStore implements SweepableBlobStore {
     }
     await syncDir(dir);
     return verdict;
-  }
-
-  private remember(hash: string): void {
-    this.present.add(hash);
-    // Bounded (about 100 bytes an entry): the oldest entries go first and cost a stat again.
-    if (this.present.size > PRESENT_MAX) this.present.delete(this.present.values().next().value as string);
   }
 
   async get(digest: Digest): Promise<Buffer | undefined> {

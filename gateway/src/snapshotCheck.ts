@@ -1,5 +1,6 @@
 // Whether a snapshot is complete in the store: its manifest and every chunk it names.
 import { Digest, ManifestError, formatDigest, manifestBlobDigests, parseManifestBytes } from '@kernelhop/kernel-snapshot';
+import { LRUCache } from 'lru-cache';
 import { BlobStore } from './blobStore.js';
 
 export type SnapshotCheck =
@@ -15,8 +16,7 @@ const LISTED = 10;
  * digest, so its chunk list is the same in every store and for every user; a warm hop checks one manifest up to four
  * times (run, assignment, Done, the user's hold), and parsing thousands of digests was most of the gateway's time.
  */
-const recentChunkLists = new Map<string, Digest[]>();
-const RECENT_MAX = 64;
+const recentChunkLists = new LRUCache<string, Digest[]>({ max: 64 });
 
 export async function checkSnapshot(store: BlobStore, manifestDigest: Digest): Promise<SnapshotCheck> {
   const key = formatDigest(manifestDigest);
@@ -34,9 +34,7 @@ export async function checkSnapshot(store: BlobStore, manifestDigest: Digest): P
     // Known or not, the manifest must be in this store (in a user's view: readable by that user).
     return Private.missingManifest(manifestDigest);
   }
-  recentChunkLists.delete(key);
   recentChunkLists.set(key, chunks);
-  if (recentChunkLists.size > RECENT_MAX) recentChunkLists.delete(recentChunkLists.keys().next().value as string);
   const missing = await store.findMissing(chunks);
   if (missing.length > 0) {
     const listed = missing.slice(0, LISTED).map(formatDigest).join(', ');

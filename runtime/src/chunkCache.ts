@@ -3,6 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { LRUCache } from 'lru-cache';
 import {
   Digest,
   digestEquals,
@@ -34,7 +35,7 @@ export class ChunkCache {
    * because nothing removes a cached blob; whatever comes to evict blobs must forget them here too.
    */
   private readonly present = new Set<string>();
-  private readonly recentManifests = new Map<string, Digest[]>();
+  private readonly recentManifests = new LRUCache<string, Digest[]>({ max: RECENT_MANIFESTS });
 
   constructor(readonly root: string) {
     fs.mkdirSync(root, { recursive: true });
@@ -58,11 +59,10 @@ export class ChunkCache {
   /** The chunks a cached manifest names. The last few stay parsed: a warm hop's input is the last hop's result. */
   async manifestChunks(d: Digest): Promise<Digest[]> {
     const key = formatDigest(d);
-    const chunks = this.recentManifests.get(key) ?? manifestBlobDigests(parseManifestBytes(await this.read(d)));
-    this.recentManifests.delete(key);
-    this.recentManifests.set(key, chunks);
-    if (this.recentManifests.size > RECENT_MANIFESTS) {
-      this.recentManifests.delete(this.recentManifests.keys().next().value as string);
+    let chunks = this.recentManifests.get(key);
+    if (chunks === undefined) {
+      chunks = manifestBlobDigests(parseManifestBytes(await this.read(d)));
+      this.recentManifests.set(key, chunks);
     }
     return chunks;
   }
