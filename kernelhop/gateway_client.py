@@ -411,8 +411,18 @@ class GatewayClient:
         reply, _ = self._op("classes")
         return _field(reply, "classes", dict)
 
-    def run(self, *, session: str, gpu_class: str, code: str, snapshot: str, timeout_s: float) -> Run:
-        """Start a cell; read its events from the returned Run."""
+    def run(
+        self,
+        *,
+        session: str,
+        gpu_class: str,
+        code: str,
+        snapshot: str,
+        timeout_s: float,
+        reach: Iterable[str] | None = None,
+    ) -> Run:
+        """Start a cell; read its events from the returned Run. ``reach``: the names the cell can reach, for a
+        lazy restore of only those on the runtime; None restores the whole snapshot."""
         rid = self._next_id()
         self._send(
             {
@@ -423,6 +433,7 @@ class GatewayClient:
                 "code": code,
                 "snapshot": snapshot,
                 "timeout_s": timeout_s,
+                "reach": None if reach is None else sorted(reach),
             }
         )
         return Run(self, rid)

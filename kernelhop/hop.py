@@ -17,7 +17,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from IPython.display import publish_display_data
-from kernelhop_snapshot import Capture, Capturer, Digest, Manifest, RemoteOnly, diff, user_namespace
+from kernelhop_snapshot import (
+    Capture,
+    Capturer,
+    Digest,
+    Manifest,
+    RemoteOnly,
+    cell_reach,
+    diff,
+    user_namespace,
+)
 
 from .config import discover
 from .gateway_client import GatewayClient, GatewayError, KernelhopError
@@ -144,14 +153,17 @@ class Hopper:
         lines.append("Run a cell on one with %%gpu CLASS.")
         return "\n".join(lines)
 
-    def hop(self, gpu_class: str, code: str, *, timeout_s: float | None = None, quiet: bool = False):
-        """Run `code` on `gpu_class`; returns the cell's result (for Out) or None; raises on any failure."""
+    def hop(
+        self, gpu_class: str, code: str, *, timeout_s: float | None = None, quiet: bool = False, eager: bool = False
+    ):
+        """Run `code` on `gpu_class`; returns the cell's result (for Out) or None; raises on any failure. The
+        runtime restores only what the cell can reach, or with `eager` the whole state."""
         # --quiet leaves out both the live display and the status line.
         self.display = HopDisplay(gpu_class, enabled=False) if quiet else HopDisplay.open(self.shell, gpu_class)
         try:
             client = self.client()
             self.capturer.store = store = self.new_store()
-            return self._hop(client, store, gpu_class, code, timeout_s, quiet)
+            return self._hop(client, store, gpu_class, code, timeout_s, quiet, eager)
         except BaseException as e:
             self.display.failed(e)
             raise
@@ -160,7 +172,14 @@ class Hopper:
             self.capturer.store = HopStore()
 
     def _hop(
-        self, client: GatewayClient, store: HopStore, gpu_class: str, code: str, timeout_s: float | None, quiet: bool
+        self,
+        client: GatewayClient,
+        store: HopStore,
+        gpu_class: str,
+        code: str,
+        timeout_s: float | None,
+        quiet: bool,
+        eager: bool,
     ):
         t0 = time.monotonic()
         plan = Plan()
@@ -171,7 +190,9 @@ class Hopper:
             plan = self.cells.plan(unpicklable) if unpicklable else Plan()
             return plan.meta()
 
-        cap = self.capturer.capture(user_namespace(self.shell), meta=recipes)
+        namespace = user_namespace(self.shell)
+        cap = self.capturer.capture(namespace, meta=recipes)
+        reach = None if eager else self._reach(code, namespace, cap.manifest)
         self._keep_remote_blobs(store)
         for line in plan.warnings(cap.unpicklable):
             _warn(line)
@@ -179,14 +200,14 @@ class Hopper:
         self._upload(client, store, cap)
         t2 = time.monotonic()
         try:
-            outcome = self._run(client, gpu_class, code, str(cap.digest), timeout_s, quiet)
+            outcome = self._run(client, gpu_class, code, str(cap.digest), timeout_s, quiet, reach)
         except GatewayError as e:
             if e.code != "missing_blobs":
                 raise
             # The gateway lacks chunks we took it to hold (its store was wiped?): forget what we knew, send again.
             client.known.clear()
             self._upload(client, store, cap)
-            outcome = self._run(client, gpu_class, code, str(cap.digest), timeout_s, quiet)
+            outcome = self._run(client, gpu_class, code, str(cap.digest), timeout_s, quiet, reach)
         t3 = time.monotonic()
         self.display.phase("home")
         self._bring_home(client, store, cap, outcome.done["snapshot"])
@@ -231,12 +252,42 @@ class Hopper:
         if manifest in lacking:
             client.put_blobs({manifest: store.get(cap.digest)})
 
+    def _reach(self, code: str, namespace: Mapping[str, Any], manifest: Manifest) -> frozenset[str] | None:
+        """The names the cell can reach (kernelhop_snapshot.reach), with what the recipes the runtime re-runs
+        before it reach; None for all of them."""
+        try:
+            sources = [self.shell.transform_cell(code)]
+        except Exception:
+            return None  # IPython could not read the cell: the runtime will say why, with the whole state there
+        recipes = manifest.meta.get("recompute")
+        if isinstance(recipes, dict):
+            sources += [r["code"] for r in recipes.values() if isinstance(r, dict) and isinstance(r.get("code"), str)]
+        names: set[str] = set()
+        for source in sources:
+            reached = cell_reach(source, namespace, globals_dict=self.shell.user_global_ns)
+            if reached is None:
+                return None
+            names |= reached
+        return frozenset(names)
+
     def _run(
-        self, client: GatewayClient, gpu_class: str, code: str, snapshot: str, timeout_s: float | None, quiet: bool
+        self,
+        client: GatewayClient,
+        gpu_class: str,
+        code: str,
+        snapshot: str,
+        timeout_s: float | None,
+        quiet: bool,
+        reach: frozenset[str] | None,
     ) -> Outcome:
         # timeout_s 0 means none, as in the runtime protocol's Assignment.
         run = client.run(
-            session=self.session, gpu_class=gpu_class, code=code, snapshot=snapshot, timeout_s=timeout_s or 0
+            session=self.session,
+            gpu_class=gpu_class,
+            code=code,
+            snapshot=snapshot,
+            timeout_s=timeout_s or 0,
+            reach=reach,
         )
         self.display.phase("queued")
         out = Outcome()

@@ -27,6 +27,11 @@ class GpuMagics(Magics):
         help="stop the cell once it has run this long on the GPU (default: no limit)",
     )
     @argument("-q", "--quiet", action="store_true", help="leave out the live hop display and the status line")
+    @argument(
+        "--eager",
+        action="store_true",
+        help="restore the whole state on the runtime before the cell, not only the variables the cell can reach",
+    )
     @cell_magic("gpu")
     def gpu_cell(self, line: str, cell: str) -> RemoteResult | None:
         """Run this cell on a pooled GPU with the kernel's whole state, then bring home what it changed.
@@ -43,6 +48,12 @@ class GpuMagics(Magics):
         modules) stays here, and using it in the cell raises an error saying so. A remote exception fails the
         cell with the remote traceback; what the cell changed before raising still comes home.
 
+        The runtime restores only the variables the cell can reach: those its code names, and those the
+        notebook's functions and classes it reaches name in turn; the others stay in the snapshot, untouched,
+        until a later cell reaches them. A cell that reaches the namespace itself (globals(), eval, a magic)
+        gets the whole state; --eager asks for it always (for code that reads the notebook's globals from a
+        library, which the cell's code cannot show).
+
         Example::
 
             %%gpu h100 --timeout 600
@@ -56,7 +67,7 @@ class GpuMagics(Magics):
             raise UsageError("%%gpu: the cell is empty; put the code to run on the GPU below the %%gpu line")
         if args.timeout is not None and not args.timeout > 0:
             raise UsageError(f"%%gpu: --timeout must be a positive number of seconds, got {args.timeout:g}")
-        return self.hopper.hop(args.gpu_class, cell, timeout_s=args.timeout, quiet=args.quiet)
+        return self.hopper.hop(args.gpu_class, cell, timeout_s=args.timeout, quiet=args.quiet, eager=args.eager)
 
     @line_magic("gpu")
     def gpu_line(self, line: str) -> None:

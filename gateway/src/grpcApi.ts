@@ -56,6 +56,8 @@ type PbGatewayMessage =
         code: string;
         snapshot: PbDigest;
         timeout_s: number;
+        lazy: boolean;
+        reach: string[];
       };
     }
   | { cancel: { run_id: string; reason: string } };
@@ -340,6 +342,8 @@ class StreamLink implements WorkLink {
               code: msg.code,
               snapshot: toPb(msg.snapshot),
               timeout_s: msg.timeoutS,
+              lazy: msg.reach !== null,
+              reach: msg.reach ?? [],
             },
           }
         : { cancel: { run_id: msg.runId, reason: msg.reason } },

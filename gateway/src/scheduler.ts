@@ -21,6 +21,7 @@ export type DownMessage =
       code: string;
       snapshot: Digest;
       timeoutS: number;
+      reach: string[] | null;
     }
   | { kind: 'cancel'; runId: string; reason: string };
 
@@ -60,6 +61,8 @@ export interface RunRequest {
   snapshot: Digest;
   /** 0 = no limit. Counted from assignment to a runtime, not from queueing. */
   timeoutS: number;
+  /** The names the cell can reach, for a lazy restore of only those; null = the whole snapshot. */
+  reach: string[] | null;
 }
 
 export interface ClassInfo {
@@ -352,8 +355,8 @@ export class Scheduler {
     run.state = 'running';
     run.runtime = rt;
     rt.slots.set(run.id, run);
-    const { session, gpuClass, code, snapshot, timeoutS } = run.req;
-    (rt.link as WorkLink).send({ kind: 'assign', runId: run.id, session, gpuClass, code, snapshot, timeoutS });
+    const { session, gpuClass, code, snapshot, timeoutS, reach } = run.req;
+    (rt.link as WorkLink).send({ kind: 'assign', runId: run.id, session, gpuClass, code, snapshot, timeoutS, reach });
     if (timeoutS > 0) {
       run.timer = setTimeout(() => this.timedOut(run), timeoutS * 1000);
     }

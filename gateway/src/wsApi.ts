@@ -272,6 +272,10 @@ class Connection {
     if (typeof timeout !== 'number' || !Number.isFinite(timeout) || timeout < 0) {
       throw new BadRequest('timeout_s must be a number of seconds, 0 or more (0 = no limit)');
     }
+    const reach = req.reach ?? null;
+    if (reach !== null && !(Array.isArray(reach) && reach.every((n) => typeof n === 'string'))) {
+      throw new BadRequest('reach must be a list of the names the cell can reach, or null for the whole state');
+    }
     // The map entry is set first: a run refused at once (unknown class) finishes inside submit.
     this.runs.set(key, '');
     const ticket = this.opts.scheduler.ticket();
@@ -300,7 +304,11 @@ class Connection {
         );
       },
     };
-    const runId = this.opts.scheduler.submit({ session, gpuClass, code, snapshot, timeoutS: timeout }, sink, ticket);
+    const runId = this.opts.scheduler.submit(
+      { session, gpuClass, code, snapshot, timeoutS: timeout, reach: reach as string[] | null },
+      sink,
+      ticket,
+    );
     if (this.runs.has(key)) this.runs.set(key, runId);
   }
 

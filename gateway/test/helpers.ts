@@ -168,6 +168,8 @@ export interface Assignment {
   code: string;
   snapshot: PbDigest;
   timeout_s: number;
+  lazy: boolean;
+  reach: string[];
 }
 
 export type GatewayMsg = { kind: 'assign'; assign: Assignment } | { kind: 'cancel'; cancel: { run_id: string; reason: string } };

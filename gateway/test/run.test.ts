@@ -66,6 +66,7 @@ test('a run reaches the runtime and its events come back in order, then done', a
   assert.equal(assign.session, 'sess-1');
   assert.equal(assign.gpu_class, 'h100');
   assert.equal(`${assign.snapshot.hash}/${assign.snapshot.size_bytes}`, snapshot);
+  assert.equal(assign.lazy, false, 'no reach: the runtime restores the whole snapshot');
   const result = await uploadResult('new state');
   rt.event(assign.run_id, { started: { worker: 'w1', warm: true } });
   rt.event(assign.run_id, { stream: { name: 'stdout', text: 'hi\n' } });
@@ -97,6 +98,22 @@ test('a Done whose snapshot is not in the store is not relayed as done', async (
   const { final } = await c.untilFinal(id);
   assert.equal(final.ok, false);
   assert.equal((final.error as { code: string }).code, 'missing_blobs');
+});
+
+test("a run's reach goes to the runtime as a lazy assignment; a reach that is not a list of names is refused", async () => {
+  const rt = await runtime('gpu-host-1');
+  const id = run({ reach: ['model', 'data'] });
+  const { assign } = await rt.nextMessage('assign');
+  assert.equal(assign.lazy, true);
+  assert.deepEqual(assign.reach, ['model', 'data']);
+  rt.event(assign.run_id, { failed: { code: 'worker_died', message: 'ends the run' } });
+  await c.untilFinal(id);
+  for (const reach of ['model', [1, 2], { model: true }]) {
+    const { final } = await c.untilFinal(run({ reach }));
+    const error = final.error as { code: string; message: string };
+    assert.equal(error.code, 'bad_request');
+    assert.match(error.message, /reach must be a list of the names/);
+  }
 });
 
 test('a run for a class nobody offers fails at once, listing the classes there are', async () => {

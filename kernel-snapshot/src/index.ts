@@ -10,6 +10,7 @@ export {
   Unpicklable,
   encodeManifest,
   manifestBlobDigests,
+  reachedBlobDigests,
   manifestDigest,
   parseManifest,
   parseManifestBytes,

@@ -92,6 +92,15 @@ export function parseManifestBytes(bytes: Uint8Array): Manifest {
 
 /** Every chunk digest the manifest names (pickles and buffers), each once, in order of first appearance. */
 export function manifestBlobDigests(manifest: Manifest): Digest[] {
+  return groupBlobDigests(manifest.groups);
+}
+
+/** The chunks of the groups holding at least one of `names` (what a lazy restore of those names reads). */
+export function reachedBlobDigests(manifest: Manifest, names: ReadonlySet<string>): Digest[] {
+  return groupBlobDigests(manifest.groups.filter((g) => g.names.some((n) => names.has(n))));
+}
+
+function groupBlobDigests(groups: ManifestGroup[]): Digest[] {
   const out: Digest[] = [];
   const seen = new Set<string>();
   const add = (c: string): void => {
@@ -100,7 +109,7 @@ export function manifestBlobDigests(manifest: Manifest): Digest[] {
       out.push(parseDigest(c));
     }
   };
-  for (const g of manifest.groups) {
+  for (const g of groups) {
     g.pickle.chunks.forEach(add);
     for (const b of g.buffers) b.chunks.forEach(add);
   }

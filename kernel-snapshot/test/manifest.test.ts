@@ -14,6 +14,7 @@ import {
   parseDigest,
   parseManifest,
   parseManifestBytes,
+  reachedBlobDigests,
 } from '../src/index.js';
 import { fixtureBytes, fixtureJson } from './fixtures.js';
 
@@ -39,6 +40,18 @@ test('manifestBlobDigests lists every chunk once', () => {
   assert.deepEqual([...listed].sort(), chunks.map((c) => c.digest).sort());
   assert.equal(new Set(listed).size, listed.length);
   assert.deepEqual(parseDigest(listed[0]), manifestBlobDigests(manifest)[0]);
+});
+
+test('reachedBlobDigests lists the chunks of the groups holding a reached name, and only those', () => {
+  const manifest = parseManifest(fixtureJson('manifest-v1.json'));
+  const group = manifest.groups[0];
+  assert.ok(group && manifest.groups.length > 1);
+  const own = new Set([...group.pickle.chunks, ...group.buffers.flatMap((b) => b.chunks)]);
+  const reached = reachedBlobDigests(manifest, new Set([group.names[0] as string, 'not_in_the_snapshot']));
+  assert.deepEqual(new Set(reached.map(formatDigest)), own);
+  assert.deepEqual(reachedBlobDigests(manifest, new Set()), []);
+  const all = new Set(manifest.groups.flatMap((g) => g.names));
+  assert.deepEqual(reachedBlobDigests(manifest, all), manifestBlobDigests(manifest));
 });
 
 test('every invalid fixture manifest is refused', () => {

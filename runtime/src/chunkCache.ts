@@ -9,8 +9,10 @@ import {
   digestEquals,
   digestOf,
   formatDigest,
+  Manifest,
   manifestBlobDigests,
   parseManifestBytes,
+  reachedBlobDigests,
 } from '@kernelhop/kernel-snapshot';
 import { GatewayClient, MAX_BATCH_BYTES } from './gatewayClient.js';
 import type { PbDigest } from './proto.js';
@@ -35,7 +37,9 @@ export class ChunkCache {
    * because nothing removes a cached blob; whatever comes to evict blobs must forget them here too.
    */
   private readonly present = new Set<string>();
-  private readonly recentManifests = new LRUCache<string, Digest[]>({ max: RECENT_MANIFESTS });
+  private readonly recentManifests = new LRUCache<string, { manifest: Manifest; chunks: Digest[] }>({
+    max: RECENT_MANIFESTS,
+  });
 
   constructor(readonly root: string) {
     fs.mkdirSync(root, { recursive: true });
@@ -58,13 +62,23 @@ export class ChunkCache {
 
   /** The chunks a cached manifest names. The last few stay parsed: a warm hop's input is the last hop's result. */
   async manifestChunks(d: Digest): Promise<Digest[]> {
+    return (await this.parsed(d)).chunks;
+  }
+
+  /** The chunks of a cached manifest's groups that hold one of `names` (lazy restore). */
+  async reachedChunks(d: Digest, names: ReadonlySet<string>): Promise<Digest[]> {
+    return reachedBlobDigests((await this.parsed(d)).manifest, names);
+  }
+
+  private async parsed(d: Digest): Promise<{ manifest: Manifest; chunks: Digest[] }> {
     const key = formatDigest(d);
-    let chunks = this.recentManifests.get(key);
-    if (chunks === undefined) {
-      chunks = manifestBlobDigests(parseManifestBytes(await this.read(d)));
-      this.recentManifests.set(key, chunks);
+    let entry = this.recentManifests.get(key);
+    if (entry === undefined) {
+      const manifest = parseManifestBytes(await this.read(d));
+      entry = { manifest, chunks: manifestBlobDigests(manifest) };
+      this.recentManifests.set(key, entry);
     }
-    return chunks;
+    return entry;
   }
 
   async read(d: Digest): Promise<Buffer> {

@@ -44,6 +44,8 @@ export interface Assignment {
   code: string;
   snapshot: PbDigest | null;
   timeoutS: number;
+  lazy: boolean;
+  reach: string[];
 }
 export interface Cancel {
   runId: string;

@@ -27,6 +27,7 @@ export interface RunnerDeps {
 }
 
 type StopCode = 'cancelled' | 'timeout';
+type Fetched = { seconds: number; bytes: number };
 type Final = { code: string; message: string };
 type Outcome = { done?: WorkerEvent; final?: Final };
 
@@ -78,9 +79,9 @@ export class Run {
     try {
       const snapshot = makeDigest(this.assignment.snapshot?.hash, Number(this.assignment.snapshot?.sizeBytes ?? -1));
       const acquiring = this.deps.pool.acquire(this.assignment.session);
-      let fetchS: number;
+      let fetched: Fetched;
       try {
-        fetchS = await this.fetch(snapshot);
+        fetched = await this.fetch(snapshot);
       } catch (err) {
         acquiring
           .then(({ worker }) => this.deps.pool.release(worker, this.assignment.session, true))
@@ -103,7 +104,7 @@ export class Run {
       const outcome = await this.runOnWorker(worker, snapshot);
       if (outcome.final) return await this.fail(outcome.final.code, outcome.final.message);
       const done = outcome.done as WorkerEvent;
-      await this.finishDone(done, fetchS, started);
+      await this.finishDone(done, fetched, started);
     } catch (err) {
       if (this.stop) return await this.fail(this.stop.code, this.stop.message);
       await this.fail('restore_failed', (err as Error).message);
@@ -113,8 +114,10 @@ export class Run {
     }
   }
 
-  private async fetch(snapshot: Digest): Promise<number> {
+  /** The snapshot's manifest and the chunks the worker will read into the cache: all, or a lazy restore's. */
+  private async fetch(snapshot: Digest): Promise<Fetched> {
     const t0 = Date.now();
+    const { lazy, reach } = this.assignment;
     const { cache, gateway } = this.deps;
     const progress = (done: number, total: number): void => {
       void this.emit({ progress: { phase: 'fetch', doneBytes: done, totalBytes: total } });
@@ -123,12 +126,13 @@ export class Run {
       await cache.fetchMissing(gateway, [snapshot], undefined, this.abort.signal);
       const chunks = await cache.manifestChunks(snapshot);
       this.inputChunks = new Set(chunks.map(formatDigest));
-      await cache.fetchMissing(gateway, chunks, progress, this.abort.signal);
+      const wanted = lazy ? await cache.reachedChunks(snapshot, new Set(reach)) : chunks;
+      const bytes = await cache.fetchMissing(gateway, wanted, progress, this.abort.signal);
+      return { seconds: (Date.now() - t0) / 1000, bytes };
     } catch (err) {
       const why = (err as Error).message;
       throw new Error(`could not fetch snapshot ${formatDigest(snapshot)} into the runtime's cache: ${why}`);
     }
-    return (Date.now() - t0) / 1000;
   }
 
   /**
@@ -183,7 +187,8 @@ export class Run {
       worker.once('exit', onExit);
       if (!worker.alive) return onExit('had exited');
       worker.runId = this.runId;
-      worker.send({ op: 'run', run_id: this.runId, code: this.assignment.code, snapshot: formatDigest(snapshot) });
+      const { code, lazy, reach } = this.assignment;
+      worker.send({ op: 'run', run_id: this.runId, code, snapshot: formatDigest(snapshot), reach: lazy ? reach : null });
       // Cancelled while the run was being handed over: the worker holds the SIGINT until its cell starts.
       if (this.stop) this.interrupt(worker);
     });
@@ -198,7 +203,7 @@ export class Run {
     }
   }
 
-  private async finishDone(done: WorkerEvent, fetchS: number, started: number): Promise<void> {
+  private async finishDone(done: WorkerEvent, fetched: Fetched, started: number): Promise<void> {
     let snapshot: Digest;
     const t0 = Date.now();
     try {
@@ -217,7 +222,8 @@ export class Run {
     }
     const timings = {
       ...(typeof done.timings === 'object' && done.timings !== null ? done.timings : {}),
-      fetch_s: fetchS,
+      fetch_s: fetched.seconds,
+      fetch_bytes: fetched.bytes,
       upload_s: (Date.now() - t0) / 1000,
       total_s: (Date.now() - started) / 1000,
     };

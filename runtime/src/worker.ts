@@ -17,6 +17,8 @@ export interface RunCommand {
   run_id: string;
   code: string;
   snapshot: string;
+  /** Lazy restore: the names to restore before the cell; null = all. */
+  reach: string[] | null;
 }
 
 export interface WorkerOptions {

@@ -130,7 +130,7 @@ export class FakeGateway extends EventEmitter {
 
   async assign(runtimeId: string, assignment: Partial<Assignment> & { runId: string; code: string; snapshot: PbDigest }): Promise<void> {
     const stream = await this.streamOf(runtimeId);
-    stream.write({ assign: { session: 'session-1', gpuClass: 'cpu', timeoutS: 0, ...assignment } });
+    stream.write({ assign: { session: 'session-1', gpuClass: 'cpu', timeoutS: 0, lazy: false, reach: [], ...assignment } });
   }
 
   async cancel(runtimeId: string, runId: string): Promise<void> {

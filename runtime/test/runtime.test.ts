@@ -151,6 +151,28 @@ describe('runtime with a fake gateway', () => {
     assert.match(failed?.message ?? '', /timeout of 1 s/);
   });
 
+  test('a lazy assignment fetches only the chunks of the groups its reach names; the rest go back as they came', async () => {
+    const snapshot = makeSnapshot(
+      gateway,
+      'import numpy as np\nbig = np.random.default_rng(1).random(2_000_000)\nsmall = 3',
+    );
+    const input = parseManifestBytes(gateway.store.get(snapshot.hash) as Buffer);
+    const bigChunks = manifestBlobDigests({ ...input, groups: input.groups.filter((g) => g.names.includes('big')) });
+    const readsBefore = gateway.readBatches.length;
+    const assignment = { runId: 'run-lazy', code: 'small = small + 1', snapshot, lazy: true, reach: ['small'] };
+    await gateway.assign(runtime.runtimeId, assignment);
+    const events = await gateway.finished('run-lazy');
+    const done = events.at(-1)?.done;
+    assert.equal(done?.status, 'ok', JSON.stringify(events));
+    const read = gateway.readBatches.slice(readsBefore).reduce((n, b) => n + b, 0);
+    assert.ok(read < 100_000, `a run reaching only small read ${read} bytes`);
+    assert.ok(JSON.parse(done?.timingsJson ?? '{}').fetch_bytes < 100_000);
+    const output = parseManifestBytes(gateway.store.get(done?.snapshot.hash ?? '') as Buffer);
+    const big = output.groups.find((g) => g.names.includes('big'));
+    assert.deepEqual(big?.buffers, input.groups.find((g) => g.names.includes('big'))?.buffers);
+    assert.ok(bigChunks.length > 10 && bigChunks.every((d) => gateway.store.has(d.hash)));
+  });
+
   test('a chunk missing from the gateway fails the run with restore_failed naming it', async () => {
     const snapshot = makeSnapshot(gateway, 'import numpy as np\nbig = np.ones(100)');
     const manifest = parseManifestBytes(gateway.store.get(snapshot.hash) as Buffer);

@@ -155,7 +155,8 @@ def test_what_only_the_kernel_can_rebuild_stays_there_and_the_cell_runs(kernel: 
     (tmp_path / "kh_e2e_kernel_only.py").write_text("class Config:\n    def __init__(self, v):\n        self.v = v\n")
     kernel.run(f"import sys\nsys.path.insert(0, {str(tmp_path)!r})")
     kernel.run("from kh_e2e_kernel_only import Config\ncfg = Config(3)\nn = 1")
-    execution = kernel.run("%%gpu h100\nn = n + 1")
+    # --eager restores the whole state, cfg included, though the cell does not name it.
+    execution = kernel.run("%%gpu h100 --eager\nn = n + 1")
     assert execution.status == "ok", execution.error_text
     assert "variable 'cfg' stays in the kernel" in execution.stream_text()
     assert kernel.value("(n, cfg.v, type(cfg).__name__)") == "(2, 3, 'Config')"  # the kernel's own object, kept

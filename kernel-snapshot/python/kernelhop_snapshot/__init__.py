@@ -11,6 +11,7 @@ from .errors import CorruptBlobError, MissingBlobError
 from .manifest import BlobRef, Group, Manifest, ManifestError
 from .namespace import user_namespace
 from .placeholders import Placeholder, RemoteOnly, RemoteOnlyError, UnavailableVariableError
+from .reach import cell_reach
 from .reducers import DeviceMap
 from .restoring import RestoreError
 
@@ -35,6 +36,7 @@ __all__ = [
     "RestoreError",
     "UnavailableVariableError",
     "capture",
+    "cell_reach",
     "diff",
     "digest_of",
     "restore",

@@ -94,10 +94,13 @@ class Capturer:
         *,
         parent: Digest | None = None,
         meta: dict[str, Any] | Callable[[Mapping[str, dict[str, str]]], dict[str, Any]] | None = None,
+        keep: Iterable[Group] = (),
     ) -> Capture:
         """Capture ``namespace``. ``meta`` adds keys to the manifest's meta; a callable gets the unpicklable names'
         entries (name -> {"type", "reason"}) once they are known and returns them, so what depends on them (the
-        kernel's recipes, kernelhop/recompute.py) goes into the one manifest written."""
+        kernel's recipes, kernelhop/recompute.py) goes into the one manifest written. ``keep``: groups that go into
+        the manifest as they are, for names ``namespace`` lacks (a worker's groups it never restored: lazy restore);
+        their chunks need not be in this store."""
         tensors = TensorReducer(self.devices)
         writer = ChunkWriter(self.store, self.tracker)
         unpicklable: dict[str, dict[str, str]] = {}
@@ -143,6 +146,7 @@ class Capturer:
                 if len(part_names) == 1 and _deeply_immutable(namespace[part_names[0]]):
                     immutable[part_names[0]] = (namespace[part_names[0]], group)
         pickled.clear()  # drop the memos (they keep objects alive)
+        groups.extend(keep)
         self._remote = self._keep_remote(remote_held, groups, unpicklable)
 
         self._immutable = immutable

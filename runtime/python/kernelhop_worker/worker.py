@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import queue
+import re
 import signal
 import sys
 import threading
@@ -18,6 +19,7 @@ from kernelhop_snapshot import (
     Capturer,
     Digest,
     DirectoryBlobStore,
+    Group,
     Manifest,
     Placeholder,
     RemoteOnly,
@@ -30,6 +32,7 @@ from .channel import EventChannel, StreamWriter
 from .shell import WorkerShell
 
 EVENT_FD = 3
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Imported while the worker waits for its first cell, so a restore does not pay for them (torch alone takes 1-2 s).
 # Each is imported only where installed; KERNELHOP_PRELOAD replaces the list, and then a module missing is reported.
 DEFAULT_PRELOAD = ("numpy", "pandas", "torch")
@@ -116,6 +119,9 @@ class Worker:
         self._shell = WorkerShell.instance(channel=channel)
         # The manifest the shell's namespace matches right now (after a capture), or None when unknown.
         self._current: Manifest | None = None
+        # Groups of the current snapshot not restored here (lazy restore), by Group.key.
+        self._lazy: dict[tuple[Any, ...], Group] = {}
+        self._last_error: BaseException | None = None
         if "matplotlib" in sys.modules:
             self._enable_inline_figures()
 
@@ -136,10 +142,14 @@ class Worker:
 
     def run(self, command: dict[str, Any]) -> None:
         run_id, code, snapshot = command.get("run_id"), command.get("code"), command.get("snapshot")
+        reach = command.get("reach")
         if not isinstance(run_id, str) or not isinstance(code, str) or not isinstance(snapshot, str):
             self._channel.emit(
                 "failed", code="bad_command", message="run needs string fields run_id, code and snapshot"
             )
+            return
+        if reach is not None and not (isinstance(reach, list) and all(isinstance(n, str) for n in reach)):
+            self._channel.emit("failed", code="bad_command", message="run's reach is a list of names, or null")
             return
         self._channel.run_id = run_id
         try:
@@ -147,7 +157,7 @@ class Worker:
             started = time.perf_counter()
             try:
                 parent = Digest.parse(snapshot)
-                manifest = self._restore(parent)
+                manifest = self._restore(parent, None if reach is None else frozenset(reach))
             except Exception as exc:
                 # Whatever part of the namespace was replaced no longer matches any manifest.
                 self._current = None
@@ -161,11 +171,16 @@ class Worker:
             started = time.perf_counter()
             ok = self._run_cell(code)
             timings["run_s"] = time.perf_counter() - started
+            if not ok and self._lazy:
+                self._explain_lazy()
 
             started = time.perf_counter()
             self._current = None
             try:
-                captured = self._capturer.capture(user_namespace(self._shell), parent=parent)
+                namespace = user_namespace(self._shell)
+                keep = self._lazy_to_keep(namespace)
+                captured = self._capturer.capture(namespace, parent=parent, keep=keep)
+                self._lazy = {g.key: g for g in keep}
             except Exception as exc:
                 self._channel.emit(
                     "failed",
@@ -186,27 +201,35 @@ class Worker:
             self._interrupts.pending = False
             self._channel.run_id = None
 
-    def _restore(self, digest: Digest) -> Manifest:
-        """Make the shell's namespace the snapshot's.
+    def _restore(self, digest: Digest, reach: frozenset[str] | None) -> Manifest:
+        """Make the shell's namespace the snapshot's, for the names in ``reach`` (None: all of them).
 
         A worker kept warm for a session still holds the namespace it captured after the last cell; then only
-        the groups that differ are loaded (unchanged objects keep their identity, big arrays are not reread)."""
+        the groups that differ are loaded (unchanged objects keep their identity, big arrays are not reread).
+        Groups without a name in ``reach`` are not loaded (the runtime did not fetch their chunks): they stay
+        lazy, out of the namespace, until a cell reaches them, and each capture carries them as they came."""
         manifest = Manifest.from_bytes(self._store.get(digest))
         user_ns = self._shell.user_ns
-        # What the kernel made that this host cannot unpickle (a module only the kernel has, such as a local
-        # utils.py) becomes RemoteOnly placeholders rather than failing the run: the cell runs without it, and the
-        # capture after it sends that group back unchanged, so the kernel keeps its object.
         if self._current is None:
             self._shell.reset(new_session=False)
-            restored = self._capturer.restore(manifest, globals=user_ns, keep_unrestorable="kernel")
+            pending = list(manifest.groups)
         else:
             change = diff(self._current, manifest)
             self._current = None
-            restored = self._capturer.restore(
-                manifest, groups=change.changed_groups, globals=user_ns, keep_unrestorable="kernel"
-            )
             for name in change.deleted_names:
                 user_ns.pop(name, None)
+            # Lazy groups the snapshot still has unchanged are pending too: this cell may reach them.
+            pending = [*change.changed_groups, *(g for g in manifest.groups if g.key in self._lazy)]
+        now = [g for g in pending if reach is None or not reach.isdisjoint(g.names)]
+        later = [g for g in pending if not (reach is None or not reach.isdisjoint(g.names))]
+        for group in later:
+            for name in group.names:
+                user_ns.pop(name, None)  # a warm worker's older object under a name whose group changed
+        self._lazy = {g.key: g for g in later}
+        # What the kernel made that this host cannot unpickle (a module only the kernel has, such as a local
+        # utils.py) becomes RemoteOnly placeholders rather than failing the run: the cell runs without it, and the
+        # capture after it sends that group back unchanged, so the kernel keeps its object.
+        restored = self._capturer.restore(manifest, groups=now, globals=user_ns, keep_unrestorable="kernel")
         user_ns.update(restored)
         for name, value in sorted(restored.items()):
             if isinstance(value, RemoteOnly):
@@ -218,6 +241,42 @@ class Worker:
                 )
         # Unpicklable names get their placeholders or rebuilt objects from _rebuild, next.
         return manifest
+
+    def _lazy_to_keep(self, namespace: dict[str, Any]) -> list[Group]:
+        """The lazy groups a capture carries as they came: those the cell bound none of the names of.
+
+        A cell that bound all of a group's names replaced it. One that bound only some (it can do so only through
+        the namespace dict, which cell_reach would have seen in its code) leaves the others of that group neither
+        restored here nor sendable as they came (the group would bring the bound names back too): that capture
+        fails, and the kernel keeps its state."""
+        keep = []
+        for group in self._lazy.values():
+            bound = [n for n in group.names if n in namespace]
+            if not bound:
+                keep.append(group)
+            elif len(bound) < len(group.names):
+                rest = ", ".join(n for n in group.names if n not in namespace)
+                raise LazyRestoreError(
+                    f"the cell rebound {', '.join(bound)}, which shares objects with {rest}; {rest} was not "
+                    "restored on the runtime because the cell's code does not name it. Run the cell with "
+                    "`%%gpu CLASS --eager` to restore the whole state first"
+                )
+        return keep
+
+    def _explain_lazy(self) -> None:
+        """After a failed cell: if its error names variables left lazy, say why they were missing and what to do."""
+        text = f"{self._last_error}" if self._last_error is not None else ""
+        lazy = {n for g in self._lazy.values() for n in g.names}
+        named = sorted(lazy.intersection(_IDENTIFIER.findall(text)))
+        if named:
+            print(
+                f"kernelhop: {', '.join(named)} {'was' if len(named) == 1 else 'were'} not restored on the runtime: "
+                "this cell reached it without naming it in its code (through a library that reads the notebook's "
+                "globals?). Run the cell with `%%gpu CLASS --eager` to restore the whole state first.",
+                file=self._stderr,
+                flush=True,
+            )
+            self._channel.flush()
 
     def _rebuild(self, manifest: Manifest) -> None:
         """Give each name the kernel could not pickle its object rebuilt by the kernel's recipe, else a placeholder.
@@ -327,6 +386,7 @@ class Worker:
     def _run_cell(self, code: str) -> bool:
         saved = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = self._stdout, self._stderr
+        self._last_error = None
         try:
             if self._interrupts.pending:
                 # Cancelled while restoring: the cell does not start, and says so as a local kernel would.
@@ -338,6 +398,7 @@ class Worker:
                 result = self._shell.run_cell(code, store_history=False)
             finally:
                 self._interrupts.in_user_code = False
+            self._last_error = result.error_in_exec or result.error_before_exec
             return bool(result.success)
         except KeyboardInterrupt:
             # SIGINT landed outside run_code (e.g. while IPython transformed the cell).
@@ -352,6 +413,10 @@ class Worker:
             raise KeyboardInterrupt
         except KeyboardInterrupt:
             self._shell.showtraceback()
+
+
+class LazyRestoreError(Exception):
+    """A capture cannot carry a lazily held group as it came, nor capture it: the group was never restored."""
 
 
 def _describe(exc: BaseException) -> str:

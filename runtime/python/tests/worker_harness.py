@@ -56,8 +56,10 @@ class WorkerUnderTest:
         line, self._pending = self._pending.split(b"\n", 1)
         return json.loads(line)
 
-    def run(self, code: str, snapshot: str, run_id: str = "r1", timeout: float = 60) -> list[dict[str, Any]]:
-        self.send({"op": "run", "run_id": run_id, "code": code, "snapshot": snapshot})
+    def run(
+        self, code: str, snapshot: str, run_id: str = "r1", timeout: float = 60, reach: list[str] | None = None
+    ) -> list[dict[str, Any]]:
+        self.send({"op": "run", "run_id": run_id, "code": code, "snapshot": snapshot, "reach": reach})
         return list(self.events_until_final(timeout))
 
     def events_until_final(self, timeout: float = 60) -> Iterator[dict[str, Any]]:
