@@ -111,13 +111,18 @@ def group_names(memos: Mapping[str, Mapping[int, tuple[int, Any]]]) -> list[list
         (torch.dtype, torch.device, torch.layout, torch.memory_format, torch.Size) if torch is not None else ()
     )
     uf = _UnionFind(memos)
-    first_name: dict[int, str] = {}
+    # Set operations on the memos' key views run in C: a Python loop over every memoized object (tens of thousands
+    # for a list of small dicts) cost more than the pickling itself.
+    seen: set[int] = set()
+    shared_ids: set[int] = set()
+    for memo in memos.values():
+        shared_ids |= memo.keys() & seen
+        seen |= memo.keys()
     shared: dict[int, tuple[Any, list[str]]] = {}
-    for name, memo in memos.items():
-        for oid, (_, obj) in memo.items():
-            first = first_name.setdefault(oid, name)
-            if first != name:
-                shared.setdefault(oid, (obj, [first]))[1].append(name)
+    if shared_ids:
+        for name, memo in memos.items():
+            for oid in memo.keys() & shared_ids:
+                shared.setdefault(oid, (memo[oid][1], []))[1].append(name)
     if shared:
         definition_ids: set[int] = set()
         for memo in memos.values():
