@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -191,13 +191,24 @@ class Hopper:
             return plan.meta()
 
         namespace = user_namespace(self.shell)
-        cap = self.capturer.capture(namespace, meta=recipes)
-        reach = None if eager else self._reach(code, namespace, cap.manifest)
+
+        def capture(reach: frozenset[str] | None) -> Capture:
+            return self.capturer.capture(namespace, meta=recipes, reach=reach)
+
+        reach = None if eager else self._reach([code], namespace)
+        cap = capture(reach)
+        if reach is not None:
+            # The recipes the runtime re-runs before the cell reach names too; their groups must have been read.
+            recipe_code = _recipe_code(cap.manifest)
+            full = self._reach(recipe_code, namespace, reach) if recipe_code else reach
+            if full is None or not full.isdisjoint(cap.unverified):
+                cap = capture(full)
+            reach = full
         self._keep_remote_blobs(store)
         for line in plan.warnings(cap.unpicklable):
             _warn(line)
         t1 = time.monotonic()
-        self._upload(client, store, cap)
+        cap = self._upload(client, store, cap, lambda: capture(None))
         t2 = time.monotonic()
         try:
             outcome = self._run(client, gpu_class, code, str(cap.digest), timeout_s, quiet, reach)
@@ -206,7 +217,7 @@ class Hopper:
                 raise
             # The gateway lacks chunks we took it to hold (its store was wiped?): forget what we knew, send again.
             client.known.clear()
-            self._upload(client, store, cap)
+            cap = self._upload(client, store, cap, lambda: capture(None))
             outcome = self._run(client, gpu_class, code, str(cap.digest), timeout_s, quiet, reach)
         t3 = time.monotonic()
         self.display.phase("home")
@@ -242,27 +253,35 @@ class Hopper:
 
     # -- steps ------------------------------------------------------------------------------------------------
 
-    def _upload(self, client: GatewayClient, store: HopStore, cap: Capture) -> None:
-        """Send the chunks the gateway lacks, then the manifest: nothing may name what is not there yet."""
+    def _upload(
+        self, client: GatewayClient, store: HopStore, cap: Capture, read_all: Callable[[], Capture]
+    ) -> Capture:
+        """Send the chunks the gateway lacks, then the manifest: nothing may name what is not there yet. Returns
+        the capture sent: ``cap``, or, where the gateway lacks chunks ``cap`` took unread from an earlier capture
+        (groups out of the cell's reach), ``read_all()``'s."""
         chunks = sorted(str(d) for d in cap.manifest.blob_digests())
         manifest = str(cap.digest)
         lacking = set(client.find_missing([*chunks, manifest]))
+        if cap.unverified and any(not store.has(Digest.parse(d)) for d in lacking if d != manifest):
+            cap = read_all()
+            chunks = sorted(str(d) for d in cap.manifest.blob_digests())
+            manifest = str(cap.digest)
+            lacking = set(client.find_missing([*chunks, manifest]))
         self.display.phase("upload", total_bytes=sum(Digest.parse(d).size for d in chunks if d in lacking))
         client.put_blobs({d: store.get(Digest.parse(d)) for d in chunks if d in lacking}, self.display.progress)
         if manifest in lacking:
             client.put_blobs({manifest: store.get(cap.digest)})
+        return cap
 
-    def _reach(self, code: str, namespace: Mapping[str, Any], manifest: Manifest) -> frozenset[str] | None:
-        """The names the cell can reach (kernelhop_snapshot.reach), with what the recipes the runtime re-runs
-        before it reach; None for all of them."""
+    def _reach(
+        self, cells: list[str], namespace: Mapping[str, Any], start: frozenset[str] = frozenset()
+    ) -> frozenset[str] | None:
+        """``start`` and the names the cells can reach (kernelhop_snapshot.reach); None for all of them."""
         try:
-            sources = [self.shell.transform_cell(code)]
+            sources = [self.shell.transform_cell(code) for code in cells]
         except Exception:
             return None  # IPython could not read the cell: the runtime will say why, with the whole state there
-        recipes = manifest.meta.get("recompute")
-        if isinstance(recipes, dict):
-            sources += [r["code"] for r in recipes.values() if isinstance(r, dict) and isinstance(r.get("code"), str)]
-        names: set[str] = set()
+        names = set(start)
         for source in sources:
             reached = cell_reach(source, namespace, globals_dict=self.shell.user_global_ns)
             if reached is None:
@@ -392,6 +411,14 @@ class Hopper:
 
 
 # -- helpers ------------------------------------------------------------------------------------------------------
+
+
+def _recipe_code(manifest: Manifest) -> list[str]:
+    """The code of the recipes the worker runs before the cell (recompute.py)."""
+    recipes = manifest.meta.get("recompute")
+    if not isinstance(recipes, dict):
+        return []
+    return [r["code"] for r in recipes.values() if isinstance(r, dict) and isinstance(r.get("code"), str)]
 
 
 def _warn(text: str) -> None:

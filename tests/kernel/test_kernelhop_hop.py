@@ -223,6 +223,24 @@ def test_second_hop_sends_only_what_changed(shell, gateway_env):
     assert shell.user_ns["n"] == 2
 
 
+def test_a_group_out_of_reach_is_sent_unread_and_read_again_when_the_gateway_lost_it(shell, gateway_env):
+    from kernelhop_snapshot import Capturer, MemoryBlobStore
+
+    big = shell.user_ns["big"] = np.random.default_rng(1).random(300_000)
+    hop(shell, "n = 1")
+    big[0] = -5.0  # changed in place here; the next cell does not reach `big`
+    gateway_env.requests.clear()
+    hop(shell, "n = 2")
+    sent = [b["digest"] for r in gateway_env.requests if r["op"] == "put_blobs" for b in r["blobs"]]
+    assert all(int(d.split("/")[1]) < 64 * 1024 for d in sent), "big was read and sent though out of reach"
+    # The gateway lost its chunks: the kernel cannot send the unread ones, so it reads everything and sends that.
+    gateway_env.blobs.clear()
+    hop(shell, "n = 3")
+    fresh = Capturer(MemoryBlobStore()).capture({"big": big}).manifest.groups[0]
+    assert all(str(d) in gateway_env.blobs for d in fresh.blob_digests())
+    assert shell.user_ns["n"] == 3 and shell.user_ns["big"] is big
+
+
 def test_stderr_and_display_events_are_relayed_in_order(shell, gateway_env, capsys):
     def runner(gw, conn, msg):
         rid = msg["id"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime
 import platform
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,7 @@ from .blobstore import BlobStore
 from .chunking import Chunked, ChunkWriter
 from .digest import Digest, digest_of
 from .grouping import group_names
-from .manifest import Group, Manifest
+from .manifest import BlobRef, Group, Manifest
 from .pickling import Pickled, dumps
 from .placeholders import Placeholder, RemoteOnly
 from .reducers import DeviceMap, TensorReducer
@@ -70,6 +70,8 @@ class Capture:
     digest: Digest
     new_blobs: list[Digest]
     unpicklable: dict[str, str] = field(default_factory=dict)
+    # Names of groups out of ``reach`` whose buffers kept their chunks from the last capture, unread (may be stale).
+    unverified: frozenset[str] = frozenset()
 
 
 class Capturer:
@@ -87,6 +89,8 @@ class Capturer:
         self._buffer_hints: dict[tuple[tuple[str, ...], int], Chunked] = {}
         # name -> (the RemoteOnly placeholder a restore left under that name, the group it stands for)
         self._remote: dict[str, tuple[RemoteOnly, Group]] = {}
+        # group names -> that group at the last capture: what a group out of reach may keep (capture's ``reach``)
+        self._groups: dict[tuple[str, ...], Group] = {}
 
     def capture(
         self,
@@ -95,12 +99,20 @@ class Capturer:
         parent: Digest | None = None,
         meta: dict[str, Any] | Callable[[Mapping[str, dict[str, str]]], dict[str, Any]] | None = None,
         keep: Iterable[Group] = (),
+        reach: Collection[str] | None = None,
     ) -> Capture:
         """Capture ``namespace``. ``meta`` adds keys to the manifest's meta; a callable gets the unpicklable names'
         entries (name -> {"type", "reason"}) once they are known and returns them, so what depends on them (the
         kernel's recipes, kernelhop/recompute.py) goes into the one manifest written. ``keep``: groups that go into
         the manifest as they are, for names ``namespace`` lacks (a worker's groups it never restored: lazy restore);
-        their chunks need not be in this store."""
+        their chunks need not be in this store.
+
+        ``reach``: the names whoever reads this capture will expose (a hop's worker hides every group out of it, see
+        docs/ARCHITECTURE.md, "Lazy restore"). Every name is still pickled, so groups follow shared references
+        exactly, but a group without a reached name whose pickle equals its last capture's keeps that capture's
+        buffer chunks without reading its buffers: its bytes may have changed in place since, so such a group
+        (``Capture.unverified``) is only for a reader that never exposes it. Its chunks may be missing from this
+        store; capture again without ``reach`` to get them."""
         tensors = TensorReducer(self.devices)
         writer = ChunkWriter(self.store, self.tracker)
         unpicklable: dict[str, dict[str, str]] = {}
@@ -109,6 +121,8 @@ class Capturer:
         immutable: dict[str, tuple[Any, Group]] = {}
         hints: dict[tuple[tuple[str, ...], int], Chunked] = {}
         remote_held: dict[tuple[str, ...], list[str]] = {}
+        reached = None if reach is None else frozenset(reach)
+        unverified: set[str] = set()
 
         for name in sorted(namespace):
             value = namespace[name]
@@ -140,17 +154,24 @@ class Capturer:
                     # lose their shared references to each other.
                     parts = [([n], pickled[n]) for n in names]
             for part_names, p in parts:
-                group, buffers = self._store_group(part_names, namespace, p, writer)
+                group, buffers, unread = self._store_group(part_names, namespace, p, writer, reached)
+                if unread:
+                    unverified.update(group.names)
                 groups.append(group)
                 hints.update(((group.names, i), b) for i, b in enumerate(buffers))
                 if len(part_names) == 1 and _deeply_immutable(namespace[part_names[0]]):
                     immutable[part_names[0]] = (namespace[part_names[0]], group)
         pickled.clear()  # drop the memos (they keep objects alive)
-        groups.extend(keep)
+        kept = list(keep)
+        groups.extend(kept)
+        # A kept group's objects may come back (a worker's hidden groups): keep what its buffers were.
+        kept_names = {g.names for g in kept}
+        hints.update((k, v) for k, v in self._buffer_hints.items() if k[0] in kept_names)
         self._remote = self._keep_remote(remote_held, groups, unpicklable)
 
         self._immutable = immutable
         self._buffer_hints = hints
+        self._groups = {g.names: g for g in groups}
         manifest = Manifest(
             groups=tuple(sorted(groups, key=lambda g: g.names)),
             unpicklable=unpicklable,
@@ -173,6 +194,7 @@ class Capturer:
             digest=digest,
             new_blobs=new_blobs,
             unpicklable={n: e["reason"] for n, e in unpicklable.items()},
+            unverified=frozenset(unverified),
         )
 
     def _keep_remote(
@@ -197,23 +219,43 @@ class Capturer:
                 }
         return kept
 
+    def _unread_buffers(self, key: tuple[str, ...], stream: BlobRef, p: Pickled) -> list[Chunked] | None:
+        """The buffers of the last capture of this group, if its pickle is unchanged (so are the buffers' shapes)."""
+        last = self._groups.get(key)
+        if last is None or last.pickle != stream or len(last.buffers) != len(p.buffers):
+            return None
+        hints = [self._buffer_hints.get((key, i)) for i in range(len(p.buffers))]
+        if any(h is None or h.ref.size != b.raw().nbytes for h, b in zip(hints, p.buffers, strict=True)):
+            return None
+        # The fingerprints stay those of the bytes last read: the next capture that reads them compares with those.
+        return hints  # type: ignore[return-value]
+
     def remote_groups(self) -> list[Group]:
         """The groups held here as RemoteOnly placeholders, which the next capture sends back unchanged."""
         return list({g.names: g for _, g in self._remote.values()}.values())
 
     def _store_group(
-        self, names: list[str], namespace: Mapping[str, Any], p: Pickled, writer: ChunkWriter
-    ) -> tuple[Group, list[Chunked]]:
+        self,
+        names: list[str],
+        namespace: Mapping[str, Any],
+        p: Pickled,
+        writer: ChunkWriter,
+        reach: frozenset[str] | None,
+    ) -> tuple[Group, list[Chunked], bool]:
+        """The group, its buffers, and whether those are the last capture's, unread (``capture``'s ``reach``)."""
         stream_ref = writer.add(p.stream)
         key = tuple(names)
-        buffers = [writer.add_buffer(b.raw(), self._buffer_hints.get((key, i))) for i, b in enumerate(p.buffers)]
+        buffers = self._unread_buffers(key, stream_ref, p) if reach is not None and reach.isdisjoint(names) else None
+        unread = bool(buffers)
+        if buffers is None:
+            buffers = [writer.add_buffer(b.raw(), self._buffer_hints.get((key, i))) for i, b in enumerate(p.buffers)]
         group = Group(
             names=tuple(names),
             types={n: type_name(namespace[n]) for n in names},
             pickle=stream_ref,
             buffers=tuple(b.ref for b in buffers),
         )
-        return group, buffers
+        return group, buffers, unread
 
     def restore(
         self,

@@ -1,5 +1,5 @@
 import numpy as np
-from kernelhop_snapshot import Capturer, MemoryBlobStore, diff
+from kernelhop_snapshot import Capturer, MemoryBlobStore, diff, restore
 
 
 def test_unchanged_state_writes_nothing_new():
@@ -125,3 +125,26 @@ def test_fingerprints_spare_blake3_over_unchanged_chunks_and_a_restore_falls_bac
     hashed[0] = 0
     worker.capture(restored)
     assert hashed[0] < 100_000
+
+
+def test_a_group_out_of_reach_keeps_its_last_buffers_unread(store):
+    capturer = Capturer(store)
+    arr = np.arange(1_000_000, dtype=np.float64)
+    ns = {"arr": arr, "x": 1}
+    first = capturer.capture(ns)
+    arr[0] = -1.0  # in place: the pickle (shape, dtype) is the same
+    out_of_reach = capturer.capture(ns, reach={"x"})
+    assert out_of_reach.unverified == {"arr"}
+    assert _group(out_of_reach, "arr").key == _group(first, "arr").key  # stale, and said to be
+    reached = capturer.capture(ns, reach={"arr"})
+    assert reached.unverified == frozenset()
+    assert _group(reached, "arr").key != _group(first, "arr").key
+    assert restore(reached.manifest, store)["arr"][0] == -1.0
+    # A new pickle (another shape) is read, reached or not; so is everything without a reach.
+    ns["arr"] = np.arange(10, dtype=np.float64)
+    assert capturer.capture(ns, reach={"x"}).unverified == frozenset()
+    assert capturer.capture(ns).unverified == frozenset()
+
+
+def _group(cap, name):
+    return next(g for g in cap.manifest.groups if name in g.names)

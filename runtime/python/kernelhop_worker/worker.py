@@ -119,8 +119,9 @@ class Worker:
         self._shell = WorkerShell.instance(channel=channel)
         # The manifest the shell's namespace matches right now (after a capture), or None when unknown.
         self._current: Manifest | None = None
-        # Groups of the current snapshot not restored here (lazy restore), by Group.key.
-        self._lazy: dict[tuple[Any, ...], Group] = {}
+        # Groups of the current snapshot out of the namespace (lazy restore), by Group.key: never restored here
+        # (objects None), or restored by an earlier run and hidden since, with their objects by name.
+        self._hidden: dict[tuple[Any, ...], tuple[Group, dict[str, Any] | None]] = {}
         self._last_error: BaseException | None = None
         if "matplotlib" in sys.modules:
             self._enable_inline_figures()
@@ -171,16 +172,15 @@ class Worker:
             started = time.perf_counter()
             ok = self._run_cell(code)
             timings["run_s"] = time.perf_counter() - started
-            if not ok and self._lazy:
-                self._explain_lazy()
+            if not ok and self._hidden:
+                self._explain_hidden()
 
             started = time.perf_counter()
             self._current = None
             try:
                 namespace = user_namespace(self._shell)
-                keep = self._lazy_to_keep(namespace)
-                captured = self._capturer.capture(namespace, parent=parent, keep=keep)
-                self._lazy = {g.key: g for g in keep}
+                self._hidden = self._hidden_to_keep(namespace)
+                captured = self._capturer.capture(namespace, parent=parent, keep=[g for g, _ in self._hidden.values()])
             except Exception as exc:
                 self._channel.emit(
                     "failed",
@@ -206,26 +206,44 @@ class Worker:
 
         A worker kept warm for a session still holds the namespace it captured after the last cell; then only
         the groups that differ are loaded (unchanged objects keep their identity, big arrays are not reread).
-        Groups without a name in ``reach`` are not loaded (the runtime did not fetch their chunks): they stay
-        lazy, out of the namespace, until a cell reaches them, and each capture carries them as they came."""
+        Groups without a name in ``reach`` are hidden: out of the namespace until a cell reaches them, and each
+        capture carries them as they came. One never restored is not read (the runtime did not fetch its chunks);
+        one restored by an earlier run keeps its objects aside, and gets them back when reached unchanged. Hiding
+        it matters: the kernel may send a group out of reach as it was at an earlier hop, unread since
+        (Capturer.capture's ``reach``), so its objects here may be stale, and no cell may see them."""
         manifest = Manifest.from_bytes(self._store.get(digest))
         user_ns = self._shell.user_ns
         if self._current is None:
             self._shell.reset(new_session=False)
-            pending = list(manifest.groups)
+            self._hidden = {}
+            changed = {g.key for g in manifest.groups}
         else:
             change = diff(self._current, manifest)
             self._current = None
             for name in change.deleted_names:
                 user_ns.pop(name, None)
-            # Lazy groups the snapshot still has unchanged are pending too: this cell may reach them.
-            pending = [*change.changed_groups, *(g for g in manifest.groups if g.key in self._lazy)]
-        now = [g for g in pending if reach is None or not reach.isdisjoint(g.names)]
-        later = [g for g in pending if not (reach is None or not reach.isdisjoint(g.names))]
-        for group in later:
-            for name in group.names:
-                user_ns.pop(name, None)  # a warm worker's older object under a name whose group changed
-        self._lazy = {g.key: g for g in later}
+            changed = {g.key for g in change.changed_groups}
+        now: list[Group] = []
+        hidden: dict[tuple[Any, ...], tuple[Group, dict[str, Any] | None]] = {}
+        for group in manifest.groups:
+            reached = reach is None or not reach.isdisjoint(group.names)
+            was_hidden = self._hidden.get(group.key)
+            objects = None if was_hidden is None else was_hidden[1]
+            if group.key in changed or (was_hidden is not None and objects is None):
+                if reached:
+                    now.append(group)
+                else:
+                    for name in group.names:
+                        user_ns.pop(name, None)  # a warm worker's older object under a name whose group changed
+                    hidden[group.key] = (group, None)
+            elif objects is not None:
+                if reached:
+                    user_ns.update(objects)
+                else:
+                    hidden[group.key] = (group, objects)
+            elif not reached:
+                hidden[group.key] = (group, {n: user_ns.pop(n) for n in group.names if n in user_ns})
+        self._hidden = hidden
         # What the kernel made that this host cannot unpickle (a module only the kernel has, such as a local
         # utils.py) becomes RemoteOnly placeholders rather than failing the run: the cell runs without it, and the
         # capture after it sends that group back unchanged, so the kernel keeps its object.
@@ -242,18 +260,18 @@ class Worker:
         # Unpicklable names get their placeholders or rebuilt objects from _rebuild, next.
         return manifest
 
-    def _lazy_to_keep(self, namespace: dict[str, Any]) -> list[Group]:
-        """The lazy groups a capture carries as they came: those the cell bound none of the names of.
+    def _hidden_to_keep(self, namespace: dict[str, Any]) -> dict[tuple[Any, ...], tuple[Group, dict[str, Any] | None]]:
+        """The hidden groups a capture carries as they came: those the cell bound none of the names of.
 
         A cell that bound all of a group's names replaced it. One that bound only some (it can do so only through
         the namespace dict, which cell_reach would have seen in its code) leaves the others of that group neither
-        restored here nor sendable as they came (the group would bring the bound names back too): that capture
+        in the namespace nor sendable as they came (the group would bring the bound names back too): that capture
         fails, and the kernel keeps its state."""
-        keep = []
-        for group in self._lazy.values():
+        keep = {}
+        for key, (group, objects) in self._hidden.items():
             bound = [n for n in group.names if n in namespace]
             if not bound:
-                keep.append(group)
+                keep[key] = (group, objects)
             elif len(bound) < len(group.names):
                 rest = ", ".join(n for n in group.names if n not in namespace)
                 raise LazyRestoreError(
@@ -263,11 +281,11 @@ class Worker:
                 )
         return keep
 
-    def _explain_lazy(self) -> None:
-        """After a failed cell: if its error names variables left lazy, say why they were missing and what to do."""
+    def _explain_hidden(self) -> None:
+        """After a failed cell: if its error names variables kept out of the namespace, say why and what to do."""
         text = f"{self._last_error}" if self._last_error is not None else ""
-        lazy = {n for g in self._lazy.values() for n in g.names}
-        named = sorted(lazy.intersection(_IDENTIFIER.findall(text)))
+        hidden = {n for g, _ in self._hidden.values() for n in g.names}
+        named = sorted(hidden.intersection(_IDENTIFIER.findall(text)))
         if named:
             print(
                 f"kernelhop: {', '.join(named)} {'was' if len(named) == 1 else 'were'} not restored on the runtime: "

@@ -41,7 +41,9 @@ def test_groups_out_of_reach_are_not_read_and_go_out_as_they_came(worker, snapsh
 def test_a_warm_worker_restores_a_lazy_group_once_a_run_reaches_it(worker, snapshot_of, cache):
     first = worker.run("small = 4", snapshot_of(SETUP), reach=["small"])
     assert first[-1]["status"] == "ok", first
-    second = worker.run("print(float(big.sum()), small)\nbig[0] = -1.0", first[-1]["snapshot"], "r2", reach=["big"])
+    second = worker.run(
+        "print(float(big.sum()), small)\nbig[0] = -1.0", first[-1]["snapshot"], "r2", reach=["big", "small"]
+    )
     assert second[0]["text"] == f"{float(sum(range(500_000)))} 4\n", second
     store = DirectoryBlobStore(cache)
     ns = Capturer(store).restore(manifest(cache, second[-1]["snapshot"]))
@@ -89,3 +91,16 @@ def test_without_reach_the_whole_snapshot_is_needed(worker, snapshot_of, cache):
     remove_chunks(cache, manifest(cache, snapshot), "big")
     events = worker.run("pass", snapshot)
     assert events[-1]["event"] == "failed" and events[-1]["code"] == "restore_failed", events
+
+
+def test_a_restored_group_out_of_reach_is_hidden_and_comes_back_as_the_same_object(worker, snapshot_of, cache):
+    first = worker.run("big_id = id(big)", snapshot_of(SETUP))  # no reach: everything restored
+    assert first[-1]["status"] == "ok", first
+    # Out of reach, the kernel may send `big` unread (stale): the cell must not see this worker's copy.
+    second = worker.run("print('big' in globals())", first[-1]["snapshot"], "r2", reach=[])
+    assert second[0]["text"] == "False\n", second
+    assert group_of(manifest(cache, second[-1]["snapshot"]), "big").key == group_of(
+        manifest(cache, first[-1]["snapshot"]), "big"
+    ).key
+    third = worker.run("print(id(big) == big_id)", second[-1]["snapshot"], "r3", reach=["big", "big_id"])
+    assert third[0]["text"] == "True\n", third
