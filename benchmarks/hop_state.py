@@ -28,11 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from snapshot_engine import MiB, as_module, make_state, state_bytes, timed  # noqa: E402
 
 CELL = "n_cells = 1"
+# A cell that reaches one big variable (`weights`, 256 MiB at scale 1): what a hop costs grows with what it reaches.
+BIG_CELL = "w0 = float(weights[0])"
 
 
-def hop(shell: InteractiveShell, options: str = "") -> tuple[float, dict[str, float]]:
+def hop(shell: InteractiveShell, options: str = "", cell: str = CELL) -> tuple[float, dict[str, float]]:
     start = time.perf_counter()
-    result = shell.run_cell(f"%%gpu h100 --quiet {options}\n{CELL}")
+    result = shell.run_cell(f"%%gpu h100 --quiet {options}\n{cell}")
     wall = time.perf_counter() - start
     if not result.success:
         raise SystemExit(f"the %%gpu cell failed: {result.error_in_exec or result.error_before_exec!r}")
@@ -71,6 +73,7 @@ def main() -> None:
             hopper.session += "-eager"
             cold_wall, cold = hop(shell, "--eager")
             warm = [hop(shell) for _ in range(args.runs)]
+            warm_big = [hop(shell, cell=BIG_CELL) for _ in range(args.runs)]
             local = []
             for _ in range(args.runs):
                 t, _ = timed(lambda: shell.run_cell(CELL))
@@ -96,12 +99,22 @@ def main() -> None:
         f"p95 {p(walls, 95) * 1e3:.0f} ms; the cell run locally: p50 {p(local, 50) * 1e3:.2f} ms; "
         f"ratio {p(walls, 50) / p(local, 50):.0f}x"
     )
+    split(warm)
+    big_walls = [w for w, _ in warm_big]
+    print(
+        f"warm %%gpu hop, a cell reading the 256 MiB `weights` ({BIG_CELL!r}), {args.runs} runs: "
+        f"p50 {p(big_walls, 50) * 1e3:.0f} ms, p95 {p(big_walls, 95) * 1e3:.0f} ms"
+    )
+    split(warm_big)
+
+
+def split(hops: list[tuple[float, dict[str, float]]]) -> None:
     parts = ("capture_s", "upload_s", "queue_s", "remote_s", "home_s")
-    for _, t in warm:
+    for _, t in hops:
         # Between the parts: sending the run, and the gateway relaying Done after the runtime's own timings end.
         t["unattributed_s"] = t["total_s"] - sum(t[k] for k in parts)
-    keys = sorted({k for _, t in warm for k in t})
-    print("  warm hop split, p50 s: " + ", ".join(f"{k} {p([t.get(k, 0.0) for _, t in warm], 50):.3f}" for k in keys))
+    keys = sorted({k for _, t in hops for k in t})
+    print("  split, p50 s: " + ", ".join(f"{k} {p([t.get(k, 0.0) for _, t in hops], 50):.3f}" for k in keys))
 
 
 if __name__ == "__main__":

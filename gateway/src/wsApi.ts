@@ -289,6 +289,7 @@ class Connection {
       this.send({ re: id, ok: false, error });
       return;
     }
+    const input = new Set(check.chunks.map(formatDigest));
     const sink = {
       event: (ev: RunEvent) => this.send({ re: id, ...ev }),
       finish: (final: RunFinal) => {
@@ -298,8 +299,11 @@ class Connection {
           return;
         }
         // The runtime made the result on this user's behalf: the user now holds its blobs (and can fetch them).
-        this.holdResult(parseDigest(final.snapshot)).then(
-          () => this.send({ re: id, ...final }),
+        this.holdResult(parseDigest(final.snapshot), input).then(
+          (refresh) => {
+            this.send({ re: id, ...final });
+            refresh().catch((e: unknown) => this.opts.log(`refreshing the holds of run ${key}: ${String(e)}`));
+          },
           (e: unknown) => this.failed(id, e),
         );
       },
@@ -312,11 +316,20 @@ class Connection {
     if (this.runs.has(key)) this.runs.set(key, runId);
   }
 
-  private async holdResult(snapshot: Digest): Promise<void> {
+  /**
+   * Holds the result's new blobs (the kernel fetches those next), and returns what refreshes the holds of the
+   * rest: the chunks the run started from, which this user held when it began, so a warm hop does not wait on an
+   * upsert per chunk of the whole state (~9 ms at 3,700 chunks) before its reply.
+   */
+  private async holdResult(snapshot: Digest, input: ReadonlySet<string>): Promise<() => Promise<void>> {
     const check = await checkSnapshot(this.opts.store, snapshot);
-    if (!check.ok) return; // the scheduler checked it a moment ago; gc does not remove fresh blobs
+    const done = async (): Promise<void> => undefined;
+    if (!check.ok) return done; // the scheduler checked it a moment ago; gc does not remove fresh blobs
     const blobs = [snapshot, ...check.chunks].map((d) => ({ digest: formatDigest(d), size: d.sizeBytes }));
-    await this.opts.snapshots.holdBlobs(this.user.name, blobs, Date.now());
+    const now = Date.now();
+    await this.opts.snapshots.holdBlobs(this.user.name, blobs.filter((b) => !input.has(b.digest)), now);
+    const kept = blobs.filter((b) => input.has(b.digest));
+    return kept.length > 0 ? () => this.opts.snapshots.holdBlobs(this.user.name, kept, now) : done;
   }
 
   private failed(id: RequestId | null, e: unknown): void {

@@ -18,10 +18,12 @@ the one a fresh capture would make (docs/ARCHITECTURE.md, "Knowing what did not 
 from __future__ import annotations
 
 import datetime
+import functools
+import gc
 import platform
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from .blobstore import BlobStore
 from .chunking import Chunked, ChunkWriter
@@ -35,6 +37,7 @@ from .restoring import RestoreError, restore_groups
 from .write_tracking import WriteTracker
 
 _ATOMS = (int, float, complex, bool, type(None), str, bytes, range)
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _deeply_immutable(value: Any, budget: int = 10_000) -> bool:
@@ -52,6 +55,24 @@ def _deeply_immutable(value: Any, budget: int = 10_000) -> bool:
             continue
         return False
     return True
+
+
+def _collector_paused(method: _F) -> _F:
+    """Run ``method`` with Python's cyclic garbage collector off. A capture allocates tens of thousands of short-lived
+    objects (pickler memos); with the collector on they set off full collections over the whole user state, ~0.12 s
+    each on a 1 GiB state, one hop in three. Off, they are freed by reference counting before a collection is due."""
+
+    @functools.wraps(method)
+    def paused(*args: Any, **kwargs: Any) -> Any:
+        if not gc.isenabled():
+            return method(*args, **kwargs)
+        gc.disable()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            gc.enable()
+
+    return paused  # type: ignore[return-value]
 
 
 def type_name(value: Any) -> str:
@@ -92,6 +113,7 @@ class Capturer:
         # group names -> that group at the last capture: what a group out of reach may keep (capture's ``reach``)
         self._groups: dict[tuple[str, ...], Group] = {}
 
+    @_collector_paused
     def capture(
         self,
         namespace: Mapping[str, Any],
@@ -257,6 +279,7 @@ class Capturer:
         )
         return group, buffers, unread
 
+    @_collector_paused
     def restore(
         self,
         manifest: Manifest,
