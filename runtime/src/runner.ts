@@ -162,6 +162,7 @@ export class Run {
           return settle({ done: e });
         }
         if (settled) return;
+        if (e.event === 'restored') return this.deps.pool.replenish();
         const event = toCellEvent(e);
         if (event) this.relay(worker, event);
         if (this.stop && e.event === 'error' && e.ename === 'KeyboardInterrupt') settle({ final: this.stop });

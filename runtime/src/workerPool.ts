@@ -50,14 +50,21 @@ export class WorkerPool {
     const pick = readyIndex >= 0 ? readyIndex : this.spares.findIndex((w) => w.alive);
     const worker = pick >= 0 ? (this.spares.splice(pick, 1)[0] as WorkerProcess) : this.spawn();
     const warm = worker.isReady;
-    this.topUp();
+    // The spare taken is replaced once the run has restored its state (replenish) or ended (release), not now: a
+    // starting worker imports numpy, pandas and torch, seconds of CPU that a cold restore on a small host needs.
     await worker.ready;
     return { worker, warm };
+  }
+
+  /** Start spares up to the number kept ready (the run that took one has restored its state). */
+  replenish(): void {
+    this.topUp();
   }
 
   /** Back from a run: kept for the session's next cell when it is healthy, otherwise ended. */
   release(worker: WorkerProcess, session: string, reusable: boolean): void {
     worker.runId = null;
+    this.topUp();
     if (!reusable || !worker.alive || this.stopped || this.opts.sessionGraceMs <= 0 || !session) {
       this.retire(worker);
       return;

@@ -168,6 +168,7 @@ class Worker:
                 return
             self._rebuild(manifest)
             timings["restore_s"] = time.perf_counter() - started
+            self._channel.emit("restored")
 
             started = time.perf_counter()
             ok = self._run_cell(code)

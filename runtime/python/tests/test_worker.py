@@ -21,6 +21,13 @@ def test_ready_names_the_process(worker):
     assert worker.ready["pid"] == worker.proc.pid
 
 
+def test_restored_comes_between_the_restore_and_the_cell(worker, snapshot_of):
+    worker.send({"op": "run", "run_id": "r1", "code": "print('cell')", "snapshot": snapshot_of("x = 1")})
+    events = list(worker.events_until_final(restored=True))
+    assert kinds(events) == ["restored", "stream", "done"], events
+    assert events[0]["run_id"] == "r1"
+
+
 def test_output_keeps_the_cells_order(worker, snapshot_of):
     code = "\n".join(
         [

@@ -44,17 +44,21 @@ class WorkerUnderTest:
         self.proc.stdin.write((json.dumps(command) + "\n").encode())
         self.proc.stdin.flush()
 
-    def next_event(self, timeout: float = 30) -> dict[str, Any]:
+    def next_event(self, timeout: float = 30, *, restored: bool = False) -> dict[str, Any]:
+        """The next event; `restored` (the runtime's cue to start a spare) is skipped unless asked for."""
         deadline = time.monotonic() + timeout
-        while b"\n" not in self._pending:
-            if not self._selector.select(max(0.0, deadline - time.monotonic())):
-                raise TimeoutError(f"no worker event within {timeout} s")
-            data = self._events.read(1 << 16)
-            if not data:
-                raise EOFError("the worker closed its event pipe")
-            self._pending += data
-        line, self._pending = self._pending.split(b"\n", 1)
-        return json.loads(line)
+        while True:
+            while b"\n" not in self._pending:
+                if not self._selector.select(max(0.0, deadline - time.monotonic())):
+                    raise TimeoutError(f"no worker event within {timeout} s")
+                data = self._events.read(1 << 16)
+                if not data:
+                    raise EOFError("the worker closed its event pipe")
+                self._pending += data
+            line, self._pending = self._pending.split(b"\n", 1)
+            event = json.loads(line)
+            if restored or event["event"] != "restored":
+                return event
 
     def run(
         self, code: str, snapshot: str, run_id: str = "r1", timeout: float = 60, reach: list[str] | None = None
@@ -62,10 +66,10 @@ class WorkerUnderTest:
         self.send({"op": "run", "run_id": run_id, "code": code, "snapshot": snapshot, "reach": reach})
         return list(self.events_until_final(timeout))
 
-    def events_until_final(self, timeout: float = 60) -> Iterator[dict[str, Any]]:
+    def events_until_final(self, timeout: float = 60, *, restored: bool = False) -> Iterator[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         while True:
-            event = self.next_event(max(0.0, deadline - time.monotonic()))
+            event = self.next_event(max(0.0, deadline - time.monotonic()), restored=restored)
             yield event
             if event["event"] in ("done", "failed"):
                 return
