@@ -74,6 +74,8 @@ export interface SnapshotStore {
   reserveBlobs(user: string, blobs: ReadonlyArray<{ digest: string; size: number }>, now: number): Promise<Reserve[]>;
   /** Records that `user` holds these blobs (results of its own runs), quota or not. */
   holdBlobs(user: string, digests: Array<{ digest: string; size: number }>, now: number): Promise<void>;
+  /** Moves to `now` the time of those holds of `user` on `digests` taken before `before` (gc keeps recent holds). */
+  refreshHolds(user: string, digests: readonly string[], before: number, now: number): Promise<void>;
   usedBytes(user: string): Promise<number>;
 
   /** The size of a saved snapshot of `owner` with this manifest (then its blobs are complete and held), if any. */
@@ -373,6 +375,17 @@ export class SqliteSnapshotStore implements SnapshotStore {
     this.db.transaction(() => {
       for (const d of digests) ins.run(user, d.digest, d.size, now);
     })();
+  }
+
+  async refreshHolds(user: string, digests: readonly string[], before: number, now: number): Promise<void> {
+    // One statement over the list; holds refreshed a moment ago are left alone, so a warm hop writes (and fsyncs)
+    // nothing here.
+    this.db
+      .prepare(
+        `UPDATE blob_holds SET at = @now
+         WHERE user = @user AND at < @before AND digest IN (SELECT value FROM json_each(@digests))`,
+      )
+      .run({ user, now, before, digests: JSON.stringify(digests) });
   }
 
   async usedBytes(user: string): Promise<number> {

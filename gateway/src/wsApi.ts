@@ -30,6 +30,8 @@ export interface WsApiOptions {
 }
 
 type RequestId = string | number;
+// A hold's time is moved on at most this often by runs: gc keeps holds younger than its grace (15 min by default).
+const HOLD_REFRESH_MS = 60_000;
 type Json = Record<string, unknown>;
 
 /** A request the client got wrong: answered with bad_request, the socket stays open. */
@@ -318,8 +320,8 @@ class Connection {
 
   /**
    * Holds the result's new blobs (the kernel fetches those next), and returns what refreshes the holds of the
-   * rest: the chunks the run started from, which this user held when it began, so a warm hop does not wait on an
-   * upsert per chunk of the whole state (~9 ms at 3,700 chunks) before its reply.
+   * rest: the chunks the run started from, which this user held when it began. A warm hop so neither waits on an
+   * upsert per chunk of the whole state before its reply (~9 ms at 3,700 chunks) nor writes them all again after.
    */
   private async holdResult(snapshot: Digest, input: ReadonlySet<string>): Promise<() => Promise<void>> {
     const check = await checkSnapshot(this.opts.store, snapshot);
@@ -328,8 +330,9 @@ class Connection {
     const blobs = [snapshot, ...check.chunks].map((d) => ({ digest: formatDigest(d), size: d.sizeBytes }));
     const now = Date.now();
     await this.opts.snapshots.holdBlobs(this.user.name, blobs.filter((b) => !input.has(b.digest)), now);
-    const kept = blobs.filter((b) => input.has(b.digest));
-    return kept.length > 0 ? () => this.opts.snapshots.holdBlobs(this.user.name, kept, now) : done;
+    const kept = blobs.filter((b) => input.has(b.digest)).map((b) => b.digest);
+    if (kept.length === 0) return done;
+    return () => this.opts.snapshots.refreshHolds(this.user.name, kept, now - HOLD_REFRESH_MS, now);
   }
 
   private failed(id: RequestId | null, e: unknown): void {

@@ -7,6 +7,7 @@ import Database from 'better-sqlite3';
 import { digestOf, formatDigest, parseDigest } from '@kernelhop/kernel-snapshot';
 import { DiskBlobStore } from '../src/blobStore.js';
 import { RefError, SqliteMetadataStore } from '../src/metadataStore.js';
+import { SqliteSnapshotStore } from '../src/snapshotStore.js';
 import { checkSnapshot } from '../src/snapshotCheck.js';
 import { blob, snapshotOf } from './helpers.js';
 
@@ -143,4 +144,22 @@ test('a ref may only name a snapshot whose blobs are all stored; SQLite file is 
   assert.equal((db.prepare('SELECT result_snapshot FROM runs').get() as { result_snapshot: string }).result_snapshot, snap.digest);
   db.close();
   assert.equal(formatDigest(snapDigest), snap.digest);
+});
+
+test("refreshHolds moves on only this user's holds older than the cutoff, so gc keeps them", async () => {
+  const store = new SqliteSnapshotStore(path.join(mkdtempSync(path.join(os.tmpdir(), 'kh-holds-')), 'meta.sqlite'));
+  try {
+    await store.addUser('ana', 0);
+    await store.addUser('ben', 0);
+    const [a, b] = ['a'.repeat(64), 'b'.repeat(64)].map((h) => `${h}/10`);
+    await store.holdBlobs('ana', [{ digest: a, size: 10 }, { digest: b, size: 10 }], 1000);
+    await store.holdBlobs('ben', [{ digest: a, size: 10 }], 1000);
+    await store.refreshHolds('ana', [a], 2000, 3000); // taken at 1000, before the cutoff: moved to 3000
+    await store.refreshHolds('ana', [b], 500, 3000); // taken after the cutoff: left alone
+    assert.equal(await store.dropStaleHolds(2500), 2, "ana's b and ben's a are stale, ana's a is not");
+    assert.deepEqual([...(await store.visibleDigests('ana', [a, b], 3000))], [a]);
+    assert.deepEqual([...(await store.visibleDigests('ben', [a], 3000))], []);
+  } finally {
+    await store.close();
+  }
 });

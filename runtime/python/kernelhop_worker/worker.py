@@ -243,7 +243,11 @@ class Worker:
                 else:
                     hidden[group.key] = (group, objects)
             elif not reached:
-                hidden[group.key] = (group, {n: user_ns.pop(n) for n in group.names if n in user_ns})
+                objects = {n: user_ns.pop(n) for n in group.names if n in user_ns}
+                # RemoteOnly placeholders are restored again when reached: the capturer must know them to send
+                # their group back as it came.
+                keep = not any(isinstance(v, RemoteOnly) for v in objects.values())
+                hidden[group.key] = (group, objects if keep else None)
         self._hidden = hidden
         # What the kernel made that this host cannot unpickle (a module only the kernel has, such as a local
         # utils.py) becomes RemoteOnly placeholders rather than failing the run: the cell runs without it, and the
