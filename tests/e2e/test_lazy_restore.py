@@ -71,3 +71,18 @@ def test_a_library_reading_a_global_the_cell_does_not_name_is_told_to_use_eager(
     eager = kernel.run("%%gpu h100 --quiet --eager\n" + cell)
     assert eager.status == "ok", eager.error_text
     assert kernel.value("v") == "42"
+
+
+def test_a_reached_name_travels_with_the_names_it_shares_objects_with(kernel: Kernel) -> None:
+    setup = kernel.run(
+        "import numpy as np\nweights = np.zeros(500_000)\nconfig = {'w': weights}\nhistory = []\nother = [0]"
+    )
+    assert setup.status == "ok", setup.error_text
+    assert kernel.run("%%gpu h100 --quiet\nn = 1").status == "ok"  # config and weights now unread on later hops
+    # Changed here in place, and a new sharing made here: both must reach the cell and come home as one object graph.
+    kernel.run("weights[0] = 7.0\nhistory.append(config)")
+    remote = kernel.run("%%gpu h100 --quiet\nseen = float(config['w'][0])\nconfig['w'][1] = 8.0\nhistory.append(1)")
+    assert remote.status == "ok", remote.error_text
+    assert kernel.value("(seen, float(weights[1]), history[0] is config, config['w'] is weights, len(history))") == (
+        "(7.0, 8.0, True, True, 2)"
+    )
