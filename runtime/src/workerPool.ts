@@ -64,11 +64,11 @@ export class WorkerPool {
   /** Back from a run: kept for the session's next cell when it is healthy, otherwise ended. */
   release(worker: WorkerProcess, session: string, reusable: boolean): void {
     worker.runId = null;
-    this.topUp();
     if (!reusable || !worker.alive || this.stopped || this.opts.sessionGraceMs <= 0 || !session) {
-      this.retire(worker);
+      this.retire(worker); // which tops the spares up
       return;
     }
+    this.topUp();
     const previous = this.bySession.get(session);
     if (previous) {
       clearTimeout(previous.timer);

@@ -105,7 +105,7 @@ class _Walk:
                 if isinstance(k, types.CodeType):
                     stack.append(k)
                 elif isinstance(k, str) and len(k) <= _MAX_SCANNED_STRING:
-                    out.update(_IDENTIFIER.findall(k))
+                    out.update(identifiers(k))
                 elif isinstance(k, tuple | frozenset):
                     consts.extend(k)
         return None if not out.isdisjoint(DYNAMIC_NAMES) else out
@@ -146,6 +146,11 @@ class _Walk:
                 continue
             stack.extend(gc.get_referents(o))
         return out
+
+
+def identifiers(text: str) -> list[str]:
+    """The Python identifiers in ``text`` (names a string may mention: ``"a > @limit"`` names ``a`` and ``limit``)."""
+    return _IDENTIFIER.findall(text)
 
 
 def _cell_contents(cells: tuple[types.CellType, ...]) -> list[Any]:

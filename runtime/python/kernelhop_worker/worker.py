@@ -8,7 +8,6 @@ import importlib.util
 import json
 import os
 import queue
-import re
 import signal
 import sys
 import threading
@@ -27,12 +26,12 @@ from kernelhop_snapshot import (
     user_namespace,
 )
 from kernelhop_snapshot.capturer import type_name
+from kernelhop_snapshot.reach import identifiers
 
 from .channel import EventChannel, StreamWriter
 from .shell import WorkerShell
 
 EVENT_FD = 3
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Imported while the worker waits for its first cell, so a restore does not pay for them (torch alone takes 1-2 s).
 # Each is imported only where installed; KERNELHOP_PRELOAD replaces the list, and then a module missing is reported.
 DEFAULT_PRELOAD = ("numpy", "pandas", "torch")
@@ -290,7 +289,7 @@ class Worker:
         """After a failed cell: if its error names variables kept out of the namespace, say why and what to do."""
         text = f"{self._last_error}" if self._last_error is not None else ""
         hidden = {n for g, _ in self._hidden.values() for n in g.names}
-        named = sorted(hidden.intersection(_IDENTIFIER.findall(text)))
+        named = sorted(hidden.intersection(identifiers(text)))
         if named:
             print(
                 f"kernelhop: {', '.join(named)} {'was' if len(named) == 1 else 'were'} not restored on the runtime: "
