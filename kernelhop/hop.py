@@ -6,6 +6,7 @@ a hop that fails or is interrupted earlier leaves it exactly as it was (ARCHITEC
 
 from __future__ import annotations
 
+import pkgutil
 import signal
 import sys
 import threading
@@ -58,6 +59,48 @@ class RemoteCellError(KernelhopError):
 
     def _render_traceback_(self) -> list[str]:
         return list(self.traceback) or [f"{self.ename}: {self.evalue}"]
+
+
+def remote_cell_error(gpu_class: str, error: Mapping[str, Any]) -> RemoteCellError:
+    """The exception for a cell that raised on the runtime: a RemoteCellError that is, as Ray's task errors are,
+    also an instance of the remote exception's own class where that class can be found here (a builtin, a library's
+    exception, a class of the notebook's), so `except ValueError`, nbclient's and papermill's reports and
+    `raises-exception` tags see the remote type. Its message is the remote one and its traceback the remote
+    traceback; the remote exception's other attributes do not travel. Where the class cannot be found or
+    subclassed, it is a RemoteCellError alone and its traceback says why."""
+    ename = str(error.get("ename", "RemoteError"))
+    evalue = str(error.get("evalue", "the remote cell failed without reporting an error"))
+    traceback = list(error.get("traceback") or [])
+    etype = str(error.get("etype", ""))  # "module:qualname", as pkgutil.resolve_name reads it
+    try:
+        cls = _remote_class(etype)
+        # The remote class's own __new__/__init__ may want other arguments: build it through BaseException's only.
+        typed = type(
+            cls.__name__,
+            (RemoteCellError, cls),
+            {"__module__": cls.__module__, "__qualname__": cls.__qualname__, "__str__": lambda self: self.evalue},
+        )
+        typed_error = BaseException.__new__(typed, evalue)
+        BaseException.__init__(typed_error, evalue)
+        typed_error.gpu_class, typed_error.ename, typed_error.evalue = gpu_class, ename, evalue
+        typed_error.traceback = traceback
+        return typed_error
+    except Exception as why:  # importing the class's module or subclassing it may raise anything
+        note = f"kernelhop: raised as RemoteCellError, not as {etype or ename}: {type(why).__name__}: {why}"
+        return RemoteCellError(gpu_class, ename, evalue, [*traceback, note])
+
+
+def _remote_class(etype: str) -> type[Exception]:
+    if not etype:
+        raise LookupError("the runtime did not say which module the exception's class is in")
+    # __main__ is the notebook's namespace here as on the runtime (IPython puts its user module there), so a class
+    # the notebook defined resolves to the kernel's own class, the one its `except` clauses name.
+    cls = pkgutil.resolve_name(etype)
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        raise TypeError(f"{etype} is not an Exception class here")
+    if issubclass(cls, SyntaxError):
+        raise TypeError("IPython shows a SyntaxError from its file and line, which do not travel")
+    return cls
 
 
 class RemoteResult:
@@ -242,13 +285,7 @@ class Hopper:
         if not quiet and not self.display.live:
             _warn(_status_line(gpu_class, outcome, t4 - t0, t1 - t0, t2 - t1, t4 - t3))
         if raised:
-            err = outcome.error or {}
-            raise RemoteCellError(
-                gpu_class,
-                str(err.get("ename", "RemoteError")),
-                str(err.get("evalue", "the remote cell failed without reporting an error")),
-                list(err.get("traceback") or []),
-            )
+            raise remote_cell_error(gpu_class, outcome.error or {})
         return outcome.result
 
     # -- steps ------------------------------------------------------------------------------------------------

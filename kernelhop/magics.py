@@ -46,7 +46,8 @@ class GpuMagics(Magics):
         the runtime has) stays there: the name holds a placeholder that raises an error saying so, and later
         %%gpu cells get the real object; what the runtime cannot unpickle (an object of the notebook's own
         modules) stays here, and using it in the cell raises an error saying so. A remote exception fails the
-        cell with the remote traceback; what the cell changed before raising still comes home.
+        cell with the remote traceback, raised as its own class (where this kernel can import it) and as
+        RemoteCellError; what the cell changed before raising still comes home.
 
         The runtime restores only the variables the cell can reach: those its code names, and those the
         notebook's functions and classes it reaches name in turn; the others stay in the snapshot, untouched,

@@ -39,7 +39,7 @@ interface PbCellEvent {
   stream?: { name: string; text: string };
   display?: { data_json: string; metadata_json: string };
   result?: { data_json: string; metadata_json: string };
-  error?: { ename: string; evalue: string; traceback: string[] };
+  error?: { ename: string; evalue: string; traceback: string[]; etype?: string };
   done?: { status: string; snapshot: PbDigest | null; timings_json: string };
   failed?: { code: string; message: string };
   progress?: { phase: string; done_bytes: number; total_bytes: number };
@@ -296,6 +296,7 @@ function decodeEvent(ev: PbCellEvent): RuntimeEvent {
         ename: ev.error?.ename ?? '',
         evalue: ev.error?.evalue ?? '',
         traceback: ev.error?.traceback ?? [],
+        etype: ev.error?.etype ?? '',
       };
     case 'progress':
       return {

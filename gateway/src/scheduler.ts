@@ -37,7 +37,7 @@ export type RuntimeEvent =
   | { kind: 'started'; worker: string; warm: boolean }
   | { kind: 'stream'; name: string; text: string }
   | { kind: 'display' | 'result'; dataJson: string; metadataJson: string }
-  | { kind: 'error'; ename: string; evalue: string; traceback: string[] }
+  | { kind: 'error'; ename: string; evalue: string; traceback: string[]; etype: string }
   | { kind: 'progress'; phase: string; doneBytes: number; totalBytes: number }
   | { kind: 'done'; status: string; snapshot: Digest; timingsJson: string }
   | { kind: 'failed'; code: string; message: string };
@@ -477,7 +477,7 @@ export class Scheduler {
       case 'result':
         return { event: ev.kind, data: parseObject(ev.dataJson), metadata: parseObject(ev.metadataJson) };
       case 'error':
-        return { event: 'error', ename: ev.ename, evalue: ev.evalue, traceback: ev.traceback };
+        return { event: 'error', ename: ev.ename, evalue: ev.evalue, traceback: ev.traceback, etype: ev.etype };
       case 'progress':
         return { event: 'progress', phase: ev.phase, done_bytes: ev.doneBytes, total_bytes: ev.totalBytes };
       default:
