@@ -5,9 +5,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -20,7 +22,39 @@ from typing import IO
 GATEWAY_READY = re.compile(r"^kernelhop gateway ready ws=(?P<ws>\S+) grpc=(?P<grpc>\S+)")
 RUNTIME_READY = re.compile(
     r"^kernelhop runtime ready id=(?P<id>\S+) classes=(?P<classes>\S*) capacity=(?P<capacity>\d+)"
+    r"(?: gateway=(?P<gateway>\S+))?"
 )
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+
+def ends_with_this_process() -> Callable[[], None] | None:
+    """A `preexec_fn` that has Linux send the child SIGTERM when this process dies, however it dies (SIGKILL
+    included), so no service outlives `kernelhop up` or a test. Linux ties this to the thread that starts the child,
+    so only a child the main thread starts gets it; None elsewhere."""
+    if _LIBC is None or threading.current_thread() is not threading.main_thread():
+        return None
+    parent = os.getpid()
+
+    def in_child() -> None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the prctl: nobody would send the signal
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return in_child
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within `timeout` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 class ServiceError(RuntimeError):
@@ -63,13 +97,7 @@ class Service:
     lines: list[str] = field(default_factory=list)
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout)
 
 
 def start_service(
@@ -90,6 +118,7 @@ def start_service(
         text=True,
         bufsize=1,
         env=env,
+        preexec_fn=ends_with_this_process(),
     )
     service = Service(name, process)
     seen = threading.Event()
@@ -110,16 +139,19 @@ def start_service(
     assert process.stdout is not None
     threading.Thread(target=relay, args=(process.stdout, on_line), daemon=True).start()
     deadline = time.monotonic() + timeout
-    while not seen.wait(0.05):
-        if process.poll() is not None or time.monotonic() > deadline:
-            service.stop()
-            tail = "\n".join(service.lines[-20:])
-            why = (
-                f"exited with code {process.returncode}"
-                if process.returncode is not None
-                else f"was not ready in {timeout:.0f} s"
-            )
-            raise ServiceError(f"the {name} {why}:\n{tail}")
+    try:
+        while not seen.wait(0.05):
+            if process.poll() is not None or time.monotonic() > deadline:
+                tail = "\n".join(service.lines[-20:])
+                why = (
+                    f"exited with code {process.returncode}"
+                    if process.returncode is not None
+                    else f"was not ready in {timeout:.0f} s"
+                )
+                raise ServiceError(f"the {name} {why}:\n{tail}")
+    except BaseException:  # not ready, or stopped while waiting (a signal, Ctrl-C): it must not run on alone
+        service.stop()
+        raise
     return service
 
 

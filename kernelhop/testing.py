@@ -4,6 +4,7 @@ jupyter_client: shared by the end-to-end tests and the benchmarks."""
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -11,7 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .services import Service, start_gateway, start_runtime
+from .services import Service, start_gateway, start_runtime, start_service
+
+# JupyterLab's line once it serves; `kernelhop up` starts it last, so the whole stack is up by then.
+LAB_READY = re.compile(r".*Jupyter Server \S+ is running at")
+UP_STARTED = re.compile(r"^kernelhop: gateway (?P<ws>\S+), runtime (?P<runtime>\S+) ")
 
 
 @dataclass
@@ -60,6 +65,20 @@ def launch_stack(
         gateway.stop()
         raise
     return Stack(gateway, runtime, token, root)
+
+
+def launch_up(kernelhop: str | Path, data: Path, *, env: dict[str, str], timeout: float = 180) -> Service:
+    """`kernelhop up` as a user starts it (no browser; free ports; the runtime posing as h100, whatever the host's
+    GPUs), once its JupyterLab serves. Its `ready` holds the gateway's URL and the runtime's id."""
+    command = [str(kernelhop), "up", "--no-browser", "--data", str(data), "--class", "h100"]
+    command += ["--port", "0", "--grpc-port", "0", "--lab-port", "0"]
+    up = start_service("kernelhop up", command, LAB_READY, env=env, timeout=timeout, echo=None)
+    started = next((m for m in map(UP_STARTED.match, up.lines) if m), None)
+    if started is None:
+        up.stop()
+        raise AssertionError("kernelhop up did not say where its gateway is:\n" + "\n".join(up.lines[-20:]))
+    up.ready = started.groupdict()
+    return up
 
 
 @dataclass

@@ -14,6 +14,9 @@ import { SnapshotApi } from './snapshotApi.js';
 import { SnapshotStore, SqliteSnapshotStore } from './snapshotStore.js';
 import { WS_PATH, WsApi } from './wsApi.js';
 
+/** Where a runtime that has the WebSocket URL asks for the gRPC port. */
+export const RUNTIMES_INFO_PATH = '/runtimes/v1';
+
 export interface GatewayTuning {
   heartbeatIntervalMs?: number;
   missedHeartbeats?: number;
@@ -54,7 +57,14 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
   const api = new SnapshotApi(store, snapshots, collector);
 
   const wsApi = new WsApi({ snapshots, api, store, scheduler, log, pingIntervalMs: tuning.pingIntervalMs });
-  const httpServer = http.createServer((_req, res) => {
+  let grpcPort = 0;
+  const httpServer = http.createServer((req, res) => {
+    if (req.method === 'GET' && req.url === RUNTIMES_INFO_PATH) {
+      // A runtime given the WebSocket URL learns here where to register (runtime/src/gatewayAddress.ts).
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.end(JSON.stringify({ grpc_port: grpcPort }));
+      return;
+    }
     res.writeHead(426, { 'Content-Type': 'text/plain; charset=utf-8', Upgrade: 'websocket' });
     res.end(`kernelhop gateway: connect a WebSocket to ${WS_PATH}\n`);
   });
@@ -62,7 +72,6 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
   const grpcApi = new GrpcApi(auth, store, scheduler, log);
 
   let wsPort: number;
-  let grpcPort: number;
   try {
     wsPort = await listen(httpServer, config.host, config.port);
     grpcPort = await grpcApi.bind(config.host, config.grpcPort);
