@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,6 +66,15 @@ def launch_stack(
         gateway.stop()
         raise
     return Stack(gateway, runtime, token, root)
+
+
+def user_environment() -> dict[str, str]:
+    """This process's environment as a user has it who runs a venv's `kernelhop` without activating the venv: this
+    venv off PATH, and no KERNELHOP_* settings (a test harness sets them; `kernelhop up` must do without)."""
+    venv_bin = str(Path(sys.executable).parent)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNELHOP_") and k != "VIRTUAL_ENV"}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != venv_bin)
+    return env
 
 
 def launch_up(kernelhop: str | Path, data: Path, *, env: dict[str, str], timeout: float = 180) -> Service:

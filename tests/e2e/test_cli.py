@@ -13,21 +13,13 @@ import psutil
 import pytest
 
 from kernelhop.services import RUNTIME_READY, ServiceError, start_gateway, start_service
-from kernelhop.testing import Kernel, launch_up
+from kernelhop.testing import launch_up, user_environment
 
 KERNELHOP = Path(sys.executable).with_name("kernelhop")
 
 
-def without_this_venv(env: dict[str, str]) -> dict[str, str]:
-    """`env` as a user has it who runs .venv/bin/kernelhop without activating the venv."""
-    venv_bin = str(Path(sys.executable).parent)
-    path = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != venv_bin)
-    env = {k: v for k, v in env.items() if not k.startswith("KERNELHOP_") and k != "VIRTUAL_ENV"}
-    return {**env, "PATH": path}
-
-
 def test_runtime_takes_the_gateway_url_and_this_installation_python(tmp_path: Path, make_kernel) -> None:
-    user_env = without_this_venv(dict(os.environ))
+    user_env = user_environment()
     probe = subprocess.run(["python3", "-c", "import kernelhop_worker"], env=user_env, capture_output=True)
     assert probe.returncode != 0, "python3 on the user's PATH must lack kernelhop for this test to mean anything"
     token = "firsthour-token"
@@ -43,9 +35,7 @@ def test_runtime_takes_the_gateway_url_and_this_installation_python(tmp_path: Pa
             assert runtime.ready["gateway"] == gateway.ready["grpc"]
             said = "\n".join(runtime.lines)
             assert f"takes runtimes on its gRPC port {gateway.ready['grpc']}" in said
-            kernel = make_kernel(
-                {**os.environ, "KERNELHOP_GATEWAY": gateway.ready["ws"], "KERNELHOP_TOKEN": token}
-            )
+            kernel = make_kernel({**os.environ, "KERNELHOP_GATEWAY": gateway.ready["ws"], "KERNELHOP_TOKEN": token})
             run = kernel.run("%%gpu firsthour -q\nimport sys\nprint(sys.executable)")
             assert run.status == "ok", run.error_text + "\n" + "\n".join(runtime.lines[-20:])
             assert run.stream_text("stdout").strip() == sys.executable
@@ -71,15 +61,16 @@ def test_runtime_gateway_errors_say_what_to_pass(tmp_path: Path) -> None:
             env=env,
             echo=None,
         )
-    assert "cannot learn the gRPC port of the gateway at ws://127.0.0.1:9/ws/v1 from http://127.0.0.1:9/runtimes/v1" in (
-        str(nobody.value)
+    assert (
+        "cannot learn the gRPC port of the gateway at ws://127.0.0.1:9/ws/v1 from http://127.0.0.1:9/runtimes/v1"
+        in str(nobody.value)
     )
     assert "pass --gateway HOST:PORT of its gRPC port" in str(nobody.value)
 
 
 @pytest.mark.parametrize("stop", ["SIGTERM", "SIGHUP", "SIGINT", "SIGKILL"])
 def test_up_takes_every_child_with_it(tmp_path: Path, stop: str) -> None:
-    env = {**without_this_venv(dict(os.environ)), "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter-runtime")}
+    env = {**user_environment(), "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter-runtime")}
     up = launch_up(KERNELHOP, tmp_path / "data", env=env)
     try:
         children = psutil.Process(up.process.pid).children(recursive=True)

@@ -36,9 +36,7 @@ def test_error_message_names_the_remote_class_with_the_remote_traceback(kernel: 
     remote_traceback = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error["traceback"]))
     assert "{}['missing']" in remote_traceback  # the remote traceback, with the cell's line
     # A library's exception whose __init__ takes other arguments than a message.
-    run = kernel.run(
-        "%%gpu h100 -q\nimport subprocess\nraise subprocess.CalledProcessError(3, ['false'])"
-    )
+    run = kernel.run("%%gpu h100 -q\nimport subprocess\nraise subprocess.CalledProcessError(3, ['false'])")
     [error] = run.outputs("error")
     assert error["ename"] == "CalledProcessError"
     assert error["evalue"] == "Command '['false']' returned non-zero exit status 3."
@@ -71,7 +69,9 @@ def test_notebook_exception_classes(kernel: Kernel) -> None:
     note = kernel.value("e._render_traceback_()[-1]")
     assert "raised as RemoteCellError, not as __main__:Sealed: TypeError: Sealed is final" in note
     # A class made inside a function cannot be found by name here: RemoteCellError, saying so.
-    assert kernel.run("e = hop('def f():\\n    class Local(Exception): pass\\n    raise Local(1)\\nf()')").status == "ok"
+    assert (
+        kernel.run("e = hop('def f():\\n    class Local(Exception): pass\\n    raise Local(1)\\nf()')").status == "ok"
+    )
     assert kernel.value("(type(e).__name__, e.ename)") == "('RemoteCellError', 'Local')"
     assert "not as __main__:f.<locals>.Local" in kernel.value("e._render_traceback_()[-1]")
 
