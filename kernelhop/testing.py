@@ -15,8 +15,8 @@ from typing import IO, Any
 
 from .services import Service, start_gateway, start_runtime, start_service
 
-# JupyterLab's line once it serves; `kernelhop up` starts it last, so the whole stack is up by then.
-LAB_READY = re.compile(r".*Jupyter Server \S+ is running at")
+# JupyterLab's address with its token, printed once it serves; `kernelhop up` starts it last, so all is up by then.
+LAB_READY = re.compile(r".*?(?P<lab>http://127\.0\.0\.1:\d+/)\S*\?token=(?P<lab_token>\w+)")
 UP_STARTED = re.compile(r"^kernelhop: gateway (?P<ws>\S+), runtime (?P<runtime>\S+) ")
 
 
@@ -79,7 +79,8 @@ def user_environment() -> dict[str, str]:
 
 def launch_up(kernelhop: str | Path, data: Path, *, env: dict[str, str], timeout: float = 180) -> Service:
     """`kernelhop up` as a user starts it (no browser; free ports; the runtime posing as h100, whatever the host's
-    GPUs), once its JupyterLab serves. Its `ready` holds the gateway's URL and the runtime's id."""
+    GPUs), once its JupyterLab serves. Its `ready` holds the gateway's URL, the runtime's id, and JupyterLab's
+    address and token."""
     command = [str(kernelhop), "up", "--no-browser", "--data", str(data), "--class", "h100"]
     command += ["--port", "0", "--grpc-port", "0", "--lab-port", "0"]
     up = start_service("kernelhop up", command, LAB_READY, env=env, timeout=timeout, echo=None)
@@ -87,7 +88,7 @@ def launch_up(kernelhop: str | Path, data: Path, *, env: dict[str, str], timeout
     if started is None:
         up.stop()
         raise AssertionError("kernelhop up did not say where its gateway is:\n" + "\n".join(up.lines[-20:]))
-    up.ready = started.groupdict()
+    up.ready.update(started.groupdict())
     return up
 
 

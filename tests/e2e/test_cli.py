@@ -7,6 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -68,14 +71,32 @@ def test_runtime_gateway_errors_say_what_to_pass(tmp_path: Path) -> None:
     assert "pass --gateway HOST:PORT of its gRPC port" in str(nobody.value)
 
 
+def start_lab_kernel(lab: str, token: str) -> None:
+    """A notebook's kernel, started as JupyterLab's frontend starts one. JupyterLab prints its address a moment
+    before it accepts connections, so a refused connection is tried again."""
+    start = urllib.request.Request(f"{lab}api/kernels?token={token}", data=b"{}", method="POST")
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(start, timeout=60) as answer:
+                assert answer.status == 201
+                return
+        except urllib.error.URLError as e:
+            if not isinstance(e.reason, ConnectionRefusedError) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 @pytest.mark.parametrize("stop", ["SIGTERM", "SIGHUP", "SIGINT", "SIGKILL"])
 def test_up_takes_every_child_with_it(tmp_path: Path, stop: str) -> None:
     env = {**user_environment(), "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter-runtime")}
     up = launch_up(KERNELHOP, tmp_path / "data", env=env)
     try:
+        start_lab_kernel(up.ready["lab"], up.ready["lab_token"])
         children = psutil.Process(up.process.pid).children(recursive=True)
         commands = [" ".join(c.cmdline()) for c in children]
-        for part in ("gateway/dist/src/main.js", "runtime/dist/src/main.js", "jupyterlab", "kernelhop_worker"):
+        parts = ("gateway/dist/src/main.js", "runtime/dist/src/main.js", "jupyterlab", "kernelhop_worker", "ipykernel")
+        for part in parts:
             assert any(part in c for c in commands), f"no {part} among the children of kernelhop up: {commands}"
         up.process.send_signal(getattr(signal, stop))
         # SIGKILL leaves it no say: its children end by PR_SET_PDEATHSIG, their own children with them.
