@@ -97,7 +97,7 @@ def _remote_class(etype: str) -> type[Exception]:
     # the notebook defined resolves to the kernel's own class, the one its `except` clauses name.
     cls = pkgutil.resolve_name(etype)
     if not (isinstance(cls, type) and issubclass(cls, Exception)):
-        raise TypeError(f"{etype} is not an Exception class here")
+        raise TypeError(f"{etype} is not an Exception subclass here; only those are raised as their own class")
     if issubclass(cls, SyntaxError):
         raise TypeError("IPython shows a SyntaxError from its file and line, which do not travel")
     return cls
