@@ -23,7 +23,9 @@ KERNELHOP = Path(sys.executable).with_name("kernelhop")
 
 def test_runtime_takes_the_gateway_url_and_this_installation_python(tmp_path: Path, make_kernel) -> None:
     user_env = user_environment()
-    probe = subprocess.run(["python3", "-c", "import kernelhop_worker"], env=user_env, capture_output=True)
+    probe = subprocess.run(
+        ["python3", "-c", "import kernelhop_worker"], env=user_env, stdin=subprocess.DEVNULL, capture_output=True
+    )
     assert probe.returncode != 0, "python3 on the user's PATH must lack kernelhop for this test to mean anything"
     token = "firsthour-token"
     gateway = start_gateway(data=tmp_path / "gateway", token=token, port=0, grpc_port=0, echo=None)
@@ -51,7 +53,11 @@ def test_runtime_takes_the_gateway_url_and_this_installation_python(tmp_path: Pa
 def test_runtime_gateway_errors_say_what_to_pass(tmp_path: Path) -> None:
     env = {**os.environ, "KERNELHOP_TOKEN": "t"}
     bad = subprocess.run(
-        [str(KERNELHOP), "runtime", "--gateway", "http://127.0.0.1:8731"], env=env, capture_output=True, text=True
+        [str(KERNELHOP), "runtime", "--gateway", "http://127.0.0.1:8731"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
     )
     assert bad.returncode == 2
     assert "expected the URL the gateway prints (ws://127.0.0.1:8731/ws/v1) or HOST:PORT" in bad.stderr

@@ -25,6 +25,7 @@ def test_example_runs_after_the_readme_install(tmp_path: Path, monkeypatch: pyte
         ["bash", "scripts/install.sh", "--venv", str(venv), "--skip-node"],
         cwd=ROOT,
         env=user_env,
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=600,
