@@ -1,4 +1,5 @@
 // The kernel/browser WebSocket API (ARCHITECTURE.md, "Kernel and browser ↔ gateway").
+import { createHmac } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { Digest, DigestError, formatDigest, parseDigest } from '@kernelhop/kernel-snapshot';
@@ -6,7 +7,9 @@ import { RawData, WebSocket, WebSocketServer } from 'ws';
 import { UserBlobView } from './access.js';
 import { BlobStore } from './blobStore.js';
 import { CODECS, Codec, decodeBlob, isCodec } from './codecs.js';
+import { RUNTIME_TOKEN_OPS, RuntimeTokenStore, isRuntimeTokenOp, runtimeTokenOp } from './runtimeTokens.js';
 import { RunFinal, RunEvent, Scheduler } from './scheduler.js';
+import { quotaMessage } from './quota.js';
 import { checkSnapshot } from './snapshotCheck.js';
 import { OpError, SNAPSHOT_OPS, SnapshotApi } from './snapshotApi.js';
 import { SnapshotStore, User } from './snapshotStore.js';
@@ -17,7 +20,7 @@ export const MAX_PAYLOAD_BYTES = 64 * 1024 * 1024;
 export const MAX_GET_BYTES = 48 * 1024 * 1024;
 /** Above this many bytes queued on a socket, big replies wait. */
 const HIGH_WATER_BYTES = 8 * 1024 * 1024;
-const OPS = ['find_missing', 'put_blobs', 'get_blobs', 'classes', 'run', 'cancel', ...SNAPSHOT_OPS];
+const OPS = ['find_missing', 'put_blobs', 'get_blobs', 'classes', 'run', 'cancel', ...SNAPSHOT_OPS, ...RUNTIME_TOKEN_OPS];
 
 export interface WsApiOptions {
   /** Users and their tokens; each socket acts as the user whose token opened it. */
@@ -25,6 +28,9 @@ export interface WsApiOptions {
   api: SnapshotApi;
   store: BlobStore;
   scheduler: Scheduler;
+  runtimeTokens: RuntimeTokenStore;
+  /** Key of the HMAC that makes a user's session name into the session a runtime sees (see `run`). */
+  sessionKey: Buffer;
   log: (line: string) => void;
   pingIntervalMs?: number;
 }
@@ -199,6 +205,12 @@ class Connection {
         return;
       }
       default: {
+        if (isRuntimeTokenOp(op)) {
+          const drop = (credential: string): number =>
+            this.opts.scheduler.dropRuntimesOf(credential, 'its runtime token was revoked');
+          this.send({ re: id, ok: true, ...(await runtimeTokenOp(this.opts.runtimeTokens, drop, this.user, op, req)) });
+          return;
+        }
         const reply = await this.opts.api.handle(this.user, op as (typeof SNAPSHOT_OPS)[number], req);
         this.send({ re: id, ok: true, ...reply });
       }
@@ -300,18 +312,23 @@ class Connection {
           this.send({ re: id, ...final });
           return;
         }
-        // The runtime made the result on this user's behalf: the user now holds its blobs (and can fetch them).
+        // The runtime made the result on this user's behalf: the user now holds its blobs (and can fetch them),
+        // charged to its quota like an upload.
         this.holdResult(parseDigest(final.snapshot), input).then(
-          (refresh) => {
+          (held) => {
+            if (!held.ok) {
+              this.send({ re: id, ok: false, error: { code: 'quota_exceeded', message: held.message } });
+              return;
+            }
             this.send({ re: id, ...final });
-            refresh().catch((e: unknown) => this.opts.log(`refreshing the holds of run ${key}: ${String(e)}`));
+            held.refresh().catch((e: unknown) => this.opts.log(`refreshing the holds of run ${key}: ${String(e)}`));
           },
           (e: unknown) => this.failed(id, e),
         );
       },
     };
     const runId = this.opts.scheduler.submit(
-      { session, gpuClass, code, snapshot, timeoutS: timeout, reach: reach as string[] | null },
+      { session: this.boundSession(session), gpuClass, code, snapshot, timeoutS: timeout, reach: reach as string[] | null },
       sink,
       ticket,
     );
@@ -319,20 +336,35 @@ class Connection {
   }
 
   /**
+   * The session the runtime sees for this user's session name: a keyed hash of both, so a run reaches a warm worker
+   * only of a session of its own user. Another user naming the same session gets a session of its own, and what a
+   * runtime or a worker sees does not name the kernel's session.
+   */
+  private boundSession(session: string): string {
+    return createHmac('sha256', this.opts.sessionKey).update(`${this.user.name}\0${session}`, 'utf8').digest('hex').slice(0, 32);
+  }
+
+  /**
    * Holds the result's new blobs (the kernel fetches those next), and returns what refreshes the holds of the
    * rest: the chunks the run started from, which this user held when it began. A warm hop so neither waits on an
    * upsert per chunk of the whole state before its reply (~9 ms at 3,700 chunks) nor writes them all again after.
    */
-  private async holdResult(snapshot: Digest, input: ReadonlySet<string>): Promise<() => Promise<void>> {
+  private async holdResult(
+    snapshot: Digest,
+    input: ReadonlySet<string>,
+  ): Promise<{ ok: true; refresh: () => Promise<void> } | { ok: false; message: string }> {
     const check = await checkSnapshot(this.opts.store, snapshot);
     const done = async (): Promise<void> => undefined;
-    if (!check.ok) return done; // the scheduler checked it a moment ago; gc does not remove fresh blobs
+    if (!check.ok) return { ok: true, refresh: done }; // the scheduler checked it a moment ago; gc does not remove fresh blobs
     const blobs = [snapshot, ...check.chunks].map((d) => ({ digest: formatDigest(d), size: d.sizeBytes }));
     const now = Date.now();
-    await this.opts.snapshots.holdBlobs(this.user.name, blobs.filter((b) => !input.has(b.digest)), now);
+    const held = await this.opts.snapshots.holdResult(this.user.name, blobs.filter((b) => !input.has(b.digest)), now);
+    if (!held.ok) {
+      return { ok: false, message: `the cell's result does not fit: ${quotaMessage(held.used, held.quota, held.adding)}; your local state is unchanged` };
+    }
     const kept = blobs.filter((b) => input.has(b.digest)).map((b) => b.digest);
-    if (kept.length === 0) return done;
-    return () => this.opts.snapshots.refreshHolds(this.user.name, kept, now - HOLD_REFRESH_MS, now);
+    if (kept.length === 0) return { ok: true, refresh: done };
+    return { ok: true, refresh: () => this.opts.snapshots.refreshHolds(this.user.name, kept, now - HOLD_REFRESH_MS, now) };
   }
 
   private failed(id: RequestId | null, e: unknown): void {
