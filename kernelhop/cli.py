@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .services import ServiceError, node_entry, project_root, start_gateway, start_runtime
+from .services import ServiceError, node_entry, project_root, runtime_token, start_gateway, start_runtime
 from .snapshot_cli import add_subcommands
 
 EXAMPLE = "hello-gpu.ipynb"
@@ -62,10 +62,14 @@ def cmd_up(ns: argparse.Namespace) -> int:
     lab: subprocess.Popen[bytes] | None = None
     try:
         grpc_port = ns.grpc_port if ns.grpc_port is not None else ns.port + 1
-        gateway = start_gateway(data=home, token=token, host=ns.host, port=ns.port, grpc_port=grpc_port)
+        token_file = home / "runtime-token"
+        gateway = start_gateway(
+            data=home, token=token, host=ns.host, port=ns.port, grpc_port=grpc_port, runtime_token_file=token_file
+        )
         services.append(gateway)
+        # The local runtime gets a runtime token of its own: the admin's never reaches a runtime or its workers.
         runtime = start_runtime(
-            gateway=gateway.ready["grpc"], token=token, classes=classes, cache=home / "runtime-cache"
+            gateway=gateway.ready["grpc"], token=runtime_token(token_file), classes=classes, cache=home / "runtime-cache"
         )
         services.append(runtime)
         env = {
@@ -130,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Listed for --help only: main() hands their arguments to the Node services, which own their own --help.
     commands.add_parser("gateway", help="run the gateway: [--host H] [--port P] [--grpc-port G] [--data DIR]")
-    commands.add_parser("runtime", help="run a runtime: --gateway HOST:PORT [--class NAME ...] [--capacity N]")
+    commands.add_parser(
+        "runtime", help="run a runtime: --gateway HOST:PORT [--token RUNTIME_TOKEN] [--class NAME ...] [--capacity N]"
+    )
     add_subcommands(commands)
     return parser
 

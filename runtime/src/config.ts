@@ -20,7 +20,7 @@ export class ConfigError extends Error {
 }
 
 export const USAGE = `usage: node runtime/dist/src/main.js --gateway HOST:PORT [--class NAME ...] [--capacity N] [--warm N]
-                                   [--python PATH] [--cache DIR] [--name NAME] [--session-grace SECONDS]
+                                   [--python PATH] [--cache DIR] [--name NAME] [--session-grace SECONDS] [--token TOKEN]
 
   --gateway HOST:PORT      the gateway's gRPC address for runtimes (default port 8732)
   --class NAME             a GPU class this runtime offers (repeatable); overrides detection with nvidia-smi,
@@ -31,8 +31,8 @@ export const USAGE = `usage: node runtime/dist/src/main.js --gateway HOST:PORT [
   --cache DIR              chunk cache (default $KERNELHOP_HOME/runtime-cache, KERNELHOP_HOME default ~/.kernelhop)
   --name NAME              name shown by the gateway (default the host name)
   --session-grace SECONDS  how long a session's worker stays warm for its next cell (default 60; 0 = never)
-
-The token comes from KERNELHOP_TOKEN.`;
+  --token TOKEN            a runtime token (default $KERNELHOP_TOKEN); an admin makes one with
+                           \`kernelhop runtime-token create [--class C]\`. The gateway refuses the admin's and users' tokens.`;
 
 export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): RuntimeConfig {
   const home = env.KERNELHOP_HOME || path.join(os.homedir(), '.kernelhop');
@@ -83,6 +83,9 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
         break;
       case '--session-grace':
         config.sessionGraceS = integer(flag, value(), 0);
+        break;
+      case '--token':
+        config.token = value();
         break;
       case '--help':
       case '-h':
