@@ -6,7 +6,7 @@ import { Digest, DigestError, formatDigest, parseDigest } from '@kernelhop/kerne
 import { RawData, WebSocket, WebSocketServer } from 'ws';
 import { UserBlobView } from './access.js';
 import { BlobStore } from './blobStore.js';
-import { CODECS, Codec, decodeBlob, isCodec } from './codecs.js';
+import { CODECS, Codec, closeDecoders, decodeBlob, isCodec } from './codecs.js';
 import { RUNTIME_TOKEN_OPS, RuntimeTokenStore, isRuntimeTokenOp, runtimeTokenOp } from './runtimeTokens.js';
 import { RunFinal, RunEvent, Scheduler } from './scheduler.js';
 import { quotaMessage } from './quota.js';
@@ -20,6 +20,12 @@ export const MAX_PAYLOAD_BYTES = 64 * 1024 * 1024;
 export const MAX_GET_BYTES = 48 * 1024 * 1024;
 /** Above this many bytes queued on a socket, big replies wait. */
 const HIGH_WATER_BYTES = 8 * 1024 * 1024;
+/** Largest JSON a text frame or a binary frame's header may be: parsing it blocks the event loop. */
+export const MAX_JSON_BYTES = 8 * 1024 * 1024;
+/** Most digests one find_missing or get_blobs may name (the kernel asks 100,000 at a time). */
+export const MAX_DIGESTS = 100_000;
+/** Requests of one user handled at once, over all its sockets; the rest wait their turn, so no user stalls others. */
+export const PER_USER_REQUESTS = 8;
 const OPS = ['find_missing', 'put_blobs', 'get_blobs', 'classes', 'run', 'cancel', ...SNAPSHOT_OPS, ...RUNTIME_TOKEN_OPS];
 
 export interface WsApiOptions {
@@ -47,6 +53,7 @@ export class WsApi {
   private readonly wss: WebSocketServer;
   private readonly heartbeat: NodeJS.Timeout;
   private readonly alive = new WeakMap<WebSocket, boolean>();
+  private readonly limits = new Map<string, Limiter>();
 
   constructor(private readonly opts: WsApiOptions) {
     this.wss = new WebSocketServer({ noServer: true, maxPayload: MAX_PAYLOAD_BYTES });
@@ -100,12 +107,18 @@ export class WsApi {
     clearInterval(this.heartbeat);
     for (const ws of this.wss.clients) ws.close(1001, 'gateway shutting down');
     this.wss.close();
+    void closeDecoders();
   }
 
   private connected(ws: WebSocket, user: User): void {
     this.alive.set(ws, true);
     ws.on('pong', () => this.alive.set(ws, true));
-    const conn = new Connection(ws, this.opts, user);
+    let limit = this.limits.get(user.name);
+    if (limit === undefined) {
+      limit = new Limiter(PER_USER_REQUESTS);
+      this.limits.set(user.name, limit);
+    }
+    const conn = new Connection(ws, this.opts, user, limit);
     ws.on('message', (data: RawData, isBinary: boolean) => conn.receive(toBuffer(data), isBinary));
     ws.on('close', () => conn.closed());
     ws.on('error', (e) => this.opts.log(`WebSocket error: ${e.message}`));
@@ -128,6 +141,7 @@ class Connection {
     private readonly ws: WebSocket,
     private readonly opts: WsApiOptions,
     private readonly user: User,
+    private readonly limit: Limiter,
   ) {
     this.blobs = new UserBlobView(opts.store, opts.snapshots, user.name);
   }
@@ -137,7 +151,8 @@ class Connection {
     try {
       const { header, payload } = isBinary ? splitBinary(data) : { header: parseJsonObject(data, 'text frame'), payload: null };
       id = requestId(header.id);
-      this.dispatch(id, header, payload).catch((e: unknown) => this.failed(id, e));
+      const rid = id;
+      this.limit.run(() => this.dispatch(rid, header, payload)).catch((e: unknown) => this.failed(rid, e));
     } catch (e) {
       this.failed(id, e);
     }
@@ -220,6 +235,10 @@ class Connection {
   private async putBlobs(id: RequestId, req: Json, payload: Buffer): Promise<void> {
     if (!Array.isArray(req.blobs)) throw new BadRequest('put_blobs needs "blobs": [{digest, offset, length}]');
     // Validate every entry before storing any, so a malformed request stores nothing.
+    const declared = req.blobs.reduce((n: number, b: unknown) => n + declaredSize(b), 0);
+    if (declared > MAX_PAYLOAD_BYTES) {
+      throw new BadRequest(`put_blobs declares ${declared} bytes of blobs; at most ${MAX_PAYLOAD_BYTES} per frame, split it`);
+    }
     const items = req.blobs.map((b: unknown, i: number) => {
       if (typeof b !== 'object' || b === null) throw new BadRequest(`blobs[${i}] must be an object`);
       const { digest, offset, length, codec } = b as Json;
@@ -237,17 +256,17 @@ class Connection {
     // Decoded per item: bytes that are not valid zstd fail that item alone, as a digest mismatch would.
     const results: Json[] = items.map((it) => ({ digest: formatDigest(it.digest) }));
     const decoded: { digest: Digest; data: Uint8Array; at: number }[] = [];
-    for (const [i, it] of items.entries()) {
-      if (it.codec === undefined) {
-        decoded.push({ digest: it.digest, data: it.data, at: i });
-        continue;
-      }
-      try {
-        decoded.push({ digest: it.digest, data: decodeBlob(it.codec, it.data, it.digest.sizeBytes), at: i });
-      } catch (e) {
-        Object.assign(results[i], { code: 'bad_encoding', message: `not valid ${it.codec} data: ${String(e)}` });
-      }
-    }
+    await Promise.all(
+      items.map(async (it, i) => {
+        try {
+          const data = it.codec === undefined ? it.data : await decodeBlob(it.codec, it.data, it.digest.sizeBytes);
+          decoded.push({ digest: it.digest, data, at: i });
+        } catch (e) {
+          Object.assign(results[i], { code: 'bad_encoding', message: `not valid ${it.codec} data: ${String(e)}` });
+        }
+      }),
+    );
+    decoded.sort((a, b) => a.at - b.at);
     const puts = await this.blobs.putMany(decoded);
     for (const [k, put] of puts.entries()) Object.assign(results[decoded[k].at], { code: put.code, message: put.message });
     this.send({ re: id, ok: true, results });
@@ -410,6 +429,9 @@ function splitBinary(data: Buffer): { header: Json; payload: Buffer } {
 }
 
 function parseJsonObject(bytes: Buffer, what: string): Json {
+  if (bytes.length > MAX_JSON_BYTES) {
+    throw new BadRequest(`${what} has ${bytes.length} bytes of JSON; at most ${MAX_JSON_BYTES}, split the request`);
+  }
   let v: unknown;
   try {
     v = JSON.parse(bytes.toString('utf8'));
@@ -427,6 +449,7 @@ function requestId(v: unknown): RequestId {
 
 function digestList(v: unknown, field: string): Digest[] {
   if (!Array.isArray(v)) throw new BadRequest(`"${field}" must be an array of "<64 hex>/<size>" digests`);
+  if (v.length > MAX_DIGESTS) throw new BadRequest(`"${field}" names ${v.length} digests; at most ${MAX_DIGESTS} per request, split it`);
   return v.map((d, i) => parseDigestField(d, `${field}[${i}]`));
 }
 
@@ -435,6 +458,33 @@ function parseDigestField(v: unknown, field: string): Digest {
     return parseDigest(v);
   } catch (e) {
     throw new BadRequest(`${field}: ${(e as Error).message}`);
+  }
+}
+
+/** The size a put_blobs entry's digest declares (0 when malformed: the entry is refused later, by name). */
+function declaredSize(b: unknown): number {
+  const digest = typeof b === 'object' && b !== null ? (b as Json).digest : undefined;
+  const size = typeof digest === 'string' ? Number(digest.slice(digest.indexOf('/') + 1)) : 0;
+  return Number.isSafeInteger(size) && size > 0 ? size : 0;
+}
+
+/** At most `limit` tasks at once; the others wait in arrival order. */
+class Limiter {
+  private active = 0;
+  private readonly waiting: Array<() => void> = [];
+
+  constructor(private readonly limit: number) {}
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.active >= this.limit) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.active += 1;
+    try {
+      return await task();
+    } finally {
+      const next = this.waiting.shift();
+      if (next !== undefined) next();
+      else this.active -= 1;
+    }
   }
 }
 
