@@ -226,8 +226,9 @@ export class GrpcApi {
     const digests = req.blob_digests.map((d, i) => toDigest(d, `blob_digests[${i}]`));
     // A blob outside the runtime's runs is "missing" whether stored or not: the answer reveals nothing of other
     // users' content, and the runtime uploads the bytes, which proves it has them.
-    const outside = digests.filter((d) => !this.scheduler.mayRead(caller.runtimeId, formatDigest(d)));
-    const inside = digests.filter((d) => this.scheduler.mayRead(caller.runtimeId, formatDigest(d)));
+    const mayRead = this.scheduler.readScope(caller.runtimeId);
+    const outside = digests.filter((d) => !mayRead(formatDigest(d)));
+    const inside = digests.filter((d) => mayRead(formatDigest(d)));
     return { missing_blob_digests: [...outside, ...(await this.store.findMissing(inside))].map(toPb) };
   }
 
@@ -265,9 +266,10 @@ export class GrpcApi {
         `BatchReadBlobs asks for ${total} bytes; at most ${MAX_BATCH_READ_BYTES} per call, split the batch`,
       );
     }
+    const mayRead = this.scheduler.readScope(caller.runtimeId);
     const responses = await Promise.all(
       digests.map(async (d) => {
-        if (!this.scheduler.mayRead(caller.runtimeId, formatDigest(d))) {
+        if (!mayRead(formatDigest(d))) {
           return {
             digest: toPb(d),
             data: Buffer.alloc(0),

@@ -187,12 +187,12 @@ export class Scheduler {
   }
 
   /**
-   * Whether the runtime may read a blob: one of the input snapshot or the uploads of a run it holds now. The runtime
+   * What the runtime may read now: the blobs of the input snapshots and the uploads of the runs it holds. The runtime
    * is trusted with the state of the runs assigned to it, and with nothing else in the store.
    */
-  mayRead(runtimeId: string, digest: string): boolean {
-    const rt = this.runtimes.get(runtimeId);
-    return rt !== undefined && inScope([...rt.slots.values()], digest);
+  readScope(runtimeId: string): (digest: string) => boolean {
+    const runs = [...(this.runtimes.get(runtimeId)?.slots.values() ?? [])];
+    return (digest) => inScope(runs, digest);
   }
 
   /** Records blobs the runtime uploaded for the runs it holds; false when it holds none (nothing to upload for). */
