@@ -1,8 +1,12 @@
 // Tenants and runtimes on one gateway (ARCHITECTURE.md, "Threat model"): runtime tokens, what a runtime may read and
 // name in a result, sessions bound to their user, results charged to their user's quota.
 import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { after, afterEach, before, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
+import { startGateway } from '../src/server.js';
 import { FakeRuntime, Msg, TOKEN, TestClient, TestGateway, blob, grpcClients, meta, snapshotOf, startTestGateway, unary } from './helpers.js';
 
 let t: TestGateway;
@@ -223,5 +227,29 @@ test("a run's result is charged to its user: past the quota the hop fails with t
     assert.ok((who.used_bytes as number) <= 4096, `still within the quota: ${String(who.used_bytes)}`);
   } finally {
     cam.close();
+  }
+});
+
+test('--runtime-token-file: a runtime token for a runtime on this host, owner-only, kept across restarts while live', async () => {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'kernelhop-rtfile-'));
+  const file = path.join(dataDir, 'runtime-token');
+  const config = { host: '127.0.0.1', port: 0, grpcPort: 0, dataDir, token: TOKEN, tokenGenerated: false, runtimeTokenFile: file };
+  try {
+    const first = await startGateway(config, { log: () => undefined });
+    const token = readFileSync(file, 'utf8').trim();
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    assert.ok((await first.runtimeTokens.authenticate(token)) !== undefined);
+    await first.close();
+    const second = await startGateway(config, { log: () => undefined });
+    assert.equal(readFileSync(file, 'utf8').trim(), token, 'a live token is kept');
+    const [only] = await second.runtimeTokens.list();
+    assert.equal((await second.runtimeTokens.list()).length, 1);
+    await second.runtimeTokens.revoke(only.id, Date.now());
+    await second.close();
+    const third = await startGateway(config, { log: () => undefined });
+    assert.notEqual(readFileSync(file, 'utf8').trim(), token, 'a revoked one is replaced');
+    await third.close();
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
   }
 });

@@ -6,7 +6,10 @@ tests; here the gateway and its credentials are under attack."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -134,3 +137,22 @@ def test_a_result_past_the_quota_fails_the_hop_and_the_kernel_keeps_its_state(us
     assert "quota exceeded" in execution.error_text and "of 1048576 bytes used" in execution.error_text, execution.error_text
     assert cap.value("before") == "'kept'"
     assert cap.value("'big' in globals()") == "False"
+
+
+def test_runtime_token_cli_on_the_gateways_host(stack: Stack) -> None:
+    """`kernelhop runtime-token create|list|revoke` as the admin, whose token the command reads from admin-token."""
+    home = stack.data / "gateway"
+    env = {k: v for k, v in stack.env(KERNELHOP_HOME=str(home)).items() if k not in ("KERNELHOP_TOKEN", "KERNELHOP_GATEWAY")}
+
+    def kernelhop(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "kernelhop.cli", *args], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    created = kernelhop("runtime-token", "create", "--class", "a100").splitlines()
+    token = created[-1]
+    assert token.startswith("khr_") and "class a100" in created[0]
+    token_id = created[0].split()[2]
+    assert f"{token_id}" in kernelhop("runtime-token", "list")
+    assert "revoked" in kernelhop("runtime-token", "revoke", token_id)
+    assert re.search(rf"{token_id}\s+a100\s+revoked", kernelhop("runtime-token", "list"))
