@@ -229,7 +229,12 @@ export class GrpcApi {
     const mayRead = this.scheduler.readScope(caller.runtimeId);
     const outside = digests.filter((d) => !mayRead(formatDigest(d)));
     const inside = digests.filter((d) => mayRead(formatDigest(d)));
-    return { missing_blob_digests: [...outside, ...(await this.store.findMissing(inside))].map(toPb) };
+    const absent = await this.store.findMissing(inside);
+    // What it was told is present it will not upload, so a result of any run it holds now may name it, even after
+    // the run that made it readable has ended.
+    const absentKeys = new Set(absent.map(formatDigest));
+    this.scheduler.proved(caller.runtimeId, inside.map(formatDigest).filter((d) => !absentKeys.has(d)));
+    return { missing_blob_digests: [...outside, ...absent].map(toPb) };
   }
 
   private async batchUpdate(

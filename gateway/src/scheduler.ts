@@ -102,7 +102,7 @@ interface Run {
   graceTimer?: NodeJS.Timeout;
   /** The input snapshot's manifest and chunks: what its runtime may read for it (formatted digests). */
   readable?: ReadonlySet<string>;
-  /** Blobs its runtime uploaded (verified) while holding it: what a result may name besides its input. */
+  /** Blobs its runtime uploaded (verified) or was told are present while holding it: what its result may name besides its input. */
   proven: Set<string>;
 }
 
@@ -195,11 +195,9 @@ export class Scheduler {
     return (digest) => inScope(runs, digest);
   }
 
-  /** Records blobs the runtime uploaded for the runs it holds; false when it holds none (nothing to upload for). */
-  proved(runtimeId: string, digests: readonly string[]): boolean {
-    const runs = [...(this.runtimes.get(runtimeId)?.slots.values() ?? [])];
-    for (const run of runs) for (const d of digests) run.proven.add(d);
-    return runs.length > 0;
+  /** Records blobs the runtime uploaded, or was told are present, while holding its runs: their results may name them. */
+  proved(runtimeId: string, digests: readonly string[]): void {
+    for (const run of this.runtimes.get(runtimeId)?.slots.values() ?? []) for (const d of digests) run.proven.add(d);
   }
 
   /** Whether the runtime holds a run at all (may upload). */

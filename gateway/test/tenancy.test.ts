@@ -184,6 +184,29 @@ test('a result naming blobs its runtime never got nor uploaded is refused, so no
   assert.deepEqual(got.blobs, [{ digest: bob.chunk, code: 'not_found' }]);
 });
 
+test('a result may name a blob the runtime was told is present for another run it held, after that run ended', async () => {
+  const ann = await state('ann', 'ann first state for the shared chunk test');
+  const other = await state('ann', 'ann chunk both results hold');
+  const rt = await runtime({ capacity: 2 });
+  const first = run('ann', ann.snapshot, 's1');
+  const { assign: a1 } = await rt.nextMessage('assign');
+  const second = run('ann', other.snapshot, 's2');
+  const { assign: a2 } = await rt.nextMessage('assign');
+  // Run 1's result holds run 2's chunk: the runtime asks, hears it is present, and does not upload it.
+  const fresh = blob('bytes only run 1 made');
+  const result = snapshotOf([blob('ann chunk both results hold'), fresh]);
+  const asked = await rt.cas<{ missing_blob_digests: unknown[] }>('FindMissingBlobs', {
+    blob_digests: [pb(other.chunk), pb(fresh.digest), pb(result.digest)],
+  });
+  assert.deepEqual(asked.missing_blob_digests, [pb(fresh.digest), pb(result.digest)]);
+  await rt.cas('BatchUpdateBlobs', { requests: [fresh, result].map((b) => ({ digest: pb(b.digest), data: b.data })) });
+  rt.event(a2.run_id, { failed: { code: 'worker_died', message: 'run 2 ends first' } });
+  await users.ann.ws.untilFinal(second);
+  rt.event(a1.run_id, { done: { status: 'ok', snapshot: pb(result.digest), timings_json: '' } });
+  const { final } = await users.ann.ws.untilFinal(first);
+  assert.equal(final.ok, true, JSON.stringify(final));
+});
+
 test("a session is bound to its user: the same session name of two users reaches two sessions on the runtime", async () => {
   const ann = await state('ann', 'ann state for the session test');
   const bob = await state('bob', 'bob state for the session test');
