@@ -16,6 +16,7 @@ from .services import (
     ends_with_this_process,
     node_entry,
     project_root,
+    runtime_token,
     start_gateway,
     start_runtime,
     stop_process,
@@ -94,10 +95,14 @@ def _up(ns: argparse.Namespace) -> int:
     lab: subprocess.Popen[bytes] | None = None
     try:
         grpc_port = ns.grpc_port if ns.grpc_port is not None else ns.port + 1
-        gateway = start_gateway(data=home, token=token, host=ns.host, port=ns.port, grpc_port=grpc_port)
+        token_file = home / "runtime-token"
+        gateway = start_gateway(
+            data=home, token=token, host=ns.host, port=ns.port, grpc_port=grpc_port, runtime_token_file=token_file
+        )
         services.append(gateway)
+        # The local runtime gets a runtime token of its own: the admin's never reaches a runtime or its workers.
         runtime = start_runtime(
-            gateway=gateway.ready["grpc"], token=token, classes=classes, cache=home / "runtime-cache"
+            gateway=gateway.ready["grpc"], token=runtime_token(token_file), classes=classes, cache=home / "runtime-cache"
         )
         services.append(runtime)
         env = {
@@ -166,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Listed for --help only: main() hands their arguments to the Node services, which own their own --help.
     commands.add_parser("gateway", help="run the gateway: [--host H] [--port P] [--grpc-port G] [--data DIR]")
     commands.add_parser(
-        "runtime", help="run a runtime: --gateway URL|HOST:PORT [--class NAME ...] [--capacity N] [--python PATH]"
+        "runtime",
+        help="run a runtime: --gateway URL|HOST:PORT [--token RUNTIME_TOKEN] [--class NAME ...] [--capacity N] [--python PATH]",
     )
     add_subcommands(commands)
     return parser

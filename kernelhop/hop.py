@@ -7,11 +7,11 @@ a hop that fails or is interrupted earlier leaves it exactly as it was (ARCHITEC
 from __future__ import annotations
 
 import pkgutil
+import secrets
 import signal
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -138,7 +138,8 @@ class Hopper:
 
     def __init__(self, shell: Any):
         self.shell = shell
-        self.session = uuid.uuid4().hex
+        # Random 128 bits: the gateway binds a session to its user anyway, and nobody should guess it either.
+        self.session = secrets.token_hex(16)
         self.capturer = Capturer(HopStore())
         # The chunks of groups that came home but could not be unpickled here (RemoteOnly placeholders): kept, since
         # each hop's store is dropped, so they can be sent back to a gateway that has lost them.

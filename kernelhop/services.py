@@ -162,12 +162,22 @@ def start_gateway(
     host: str = "127.0.0.1",
     port: int = 8731,
     grpc_port: int | None = None,
+    runtime_token_file: Path | None = None,
     echo: IO[str] | None = sys.stdout,
 ) -> Service:
+    """The gateway, with `token` as the admin's; with `runtime_token_file`, it writes there a runtime token for a
+    runtime on this host (`runtime_token` reads it), so that runtime never holds the admin's token."""
     command = node_entry("gateway") + ["--host", host, "--port", str(port), "--data", str(data)]
     if grpc_port is not None:
         command += ["--grpc-port", str(grpc_port)]
+    if runtime_token_file is not None:
+        command += ["--runtime-token-file", str(runtime_token_file)]
     return start_service("gateway", command, GATEWAY_READY, env={**os.environ, "KERNELHOP_TOKEN": token}, echo=echo)
+
+
+def runtime_token(file: Path) -> str:
+    """The runtime token a gateway started with `runtime_token_file` wrote (before it said it was ready)."""
+    return file.read_text(encoding="utf-8").strip()
 
 
 def start_runtime(
@@ -189,4 +199,5 @@ def start_runtime(
     if cache is not None:
         command += ["--cache", str(cache)]
     command += extra or []
+    # `token` is a runtime token; whatever KERNELHOP_TOKEN this process has (the admin's, say) is replaced by it.
     return start_service("runtime", command, RUNTIME_READY, env={**os.environ, "KERNELHOP_TOKEN": token}, echo=echo)

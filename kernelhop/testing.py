@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .services import Service, start_gateway, start_runtime, start_service
+from .services import Service, runtime_token, start_gateway, start_runtime, start_service
 
 # JupyterLab's address with its token, printed once it serves; `kernelhop up` starts it last, so all is up by then.
 LAB_READY = re.compile(r".*?(?P<lab>http://127\.0\.0\.1:\d+/)\S*\?token=(?P<lab_token>\w+)")
@@ -52,11 +52,14 @@ def launch_stack(
     """A gateway and one runtime under `root`; the runtime poses as h100 unless `classes` says otherwise ([] = its
     own GPUs, found with nvidia-smi)."""
     token = secrets.token_hex(16)
-    gateway = start_gateway(data=root / "gateway", token=token, port=0, grpc_port=0, echo=echo)
+    token_file = root / "runtime-token"
+    gateway = start_gateway(
+        data=root / "gateway", token=token, port=0, grpc_port=0, runtime_token_file=token_file, echo=echo
+    )
     try:
         runtime = start_runtime(
             gateway=gateway.ready["grpc"],
-            token=token,
+            token=runtime_token(token_file),
             classes=["h100"] if classes is None else classes,
             capacity=capacity,
             cache=root / "runtime-cache",

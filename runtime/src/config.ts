@@ -20,7 +20,7 @@ export class ConfigError extends Error {
 }
 
 export const USAGE = `usage: node runtime/dist/src/main.js --gateway URL|HOST:PORT [--class NAME ...] [--capacity N] [--warm N]
-                                   [--python PATH] [--cache DIR] [--name NAME] [--session-grace SECONDS]
+                                   [--python PATH] [--cache DIR] [--name NAME] [--session-grace SECONDS] [--token TOKEN]
 
   --gateway URL|HOST:PORT  the gateway: the ws:// or wss:// URL it prints (the runtime asks it for its gRPC port),
                            or HOST:PORT of its gRPC port for runtimes (8732 by default)
@@ -33,8 +33,8 @@ export const USAGE = `usage: node runtime/dist/src/main.js --gateway URL|HOST:PO
   --cache DIR              chunk cache (default $KERNELHOP_HOME/runtime-cache, KERNELHOP_HOME default ~/.kernelhop)
   --name NAME              name shown by the gateway (default the host name)
   --session-grace SECONDS  how long a session's worker stays warm for its next cell (default 60; 0 = never)
-
-The token comes from KERNELHOP_TOKEN.`;
+  --token TOKEN            a runtime token (default $KERNELHOP_TOKEN); an admin makes one with
+                           \`kernelhop runtime-token create [--class C]\`. The gateway refuses the admin's and users' tokens.`;
 
 export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): RuntimeConfig {
   const home = env.KERNELHOP_HOME || path.join(os.homedir(), '.kernelhop');
@@ -85,6 +85,9 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
         break;
       case '--session-grace':
         config.sessionGraceS = integer(flag, value(), 0);
+        break;
+      case '--token':
+        config.token = value();
         break;
       case '--help':
       case '-h':

@@ -81,8 +81,8 @@ async function main(): Promise<void> {
     const detail = e.details || e.message;
     if (e.code === grpc.status.UNAUTHENTICATED || e.code === grpc.status.PERMISSION_DENIED) {
       log(
-        `the gateway at ${address} refused our token (${detail}). Set KERNELHOP_TOKEN to the token ` +
-          `the gateway printed or wrote to $KERNELHOP_HOME/gateway.json.`,
+        `the gateway at ${address} refused our token (${detail}). Give the runtime a runtime token ` +
+          '(KERNELHOP_TOKEN or --token) made by `kernelhop runtime-token create`.',
       );
     } else {
       log(

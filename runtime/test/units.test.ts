@@ -44,3 +44,9 @@ test('options: defaults, repeats, and errors that name the option', () => {
   assert.throws(() => parseArgs(['--gateway', 'h:1', '--warm', '-1'], {}), /--warm "-1": expected an integer ≥ 0/);
   assert.throws(() => parseArgs(['--gateway', 'h:1', '--bogus'], {}), /unknown option "--bogus"/);
 });
+
+test('the runtime token comes from --token, else KERNELHOP_TOKEN', () => {
+  assert.equal(parseArgs(['--gateway', 'h:1'], { KERNELHOP_TOKEN: 'khr_env' }).token, 'khr_env');
+  assert.equal(parseArgs(['--gateway', 'h:1', '--token', 'khr_flag'], { KERNELHOP_TOKEN: 'khr_env' }).token, 'khr_flag');
+  assert.throws(() => parseArgs(['--gateway', 'h:1', '--token'], {}), /--token needs a value/);
+});
