@@ -6,14 +6,17 @@ from IPython.core.interactiveshell import InteractiveShell
 from kernelhop.recompute import CellLog, find_recipes
 
 
-def recipes(cells, *names, stopped_at=None):
-    plan = find_recipes(["", *cells], names, stopped_at)
-    return {n: r.code for n, r in plan.recipes.items()}, plan
+def recipes(cells, *names, stopped_at=None, durations=None, limit_s=1.0, **options):
+    """The recipes (their statements joined) of ``names`` from ``cells``, each cell taking no time unless
+    ``durations`` says otherwise."""
+    timed = {i: 0.0 for i in range(len(cells) + 1)} if durations is None else durations
+    plan = find_recipes(["", *cells], names, stopped_at, durations=timed, limit_s=limit_s, **options)
+    return {n: "\n".join(plan.steps(n)) for n in plan.recipes}, plan
 
 
 def test_the_most_recent_binding_is_the_recipe():
-    found, _ = recipes(["fh = open('a.txt')", "x = 1\nfh = open('b.txt', 'w')", "print(fh)"], "fh")
-    assert found == {"fh": "fh = open('b.txt', 'w')"}
+    found, _ = recipes(["fh = open('a.txt')", "x = 1\nfh = open('b.txt')", "x = 2"], "fh")
+    assert found == {"fh": "fh = open('b.txt')"}
 
 
 @pytest.mark.parametrize(
@@ -54,19 +57,20 @@ def test_names_read_later_by_a_function_or_generator_are_not_needs():
         "reader",
     )
     assert plan.recipes["gen"].needs == () and plan.recipes["reader"].needs == ()
+    assert plan.steps("gen") == ["gen = (line for line in src if fh)"]
 
 
 def test_a_chain_of_unpicklable_names_lists_its_needs():
     cells = ["fh = open('a')", "lines = (l.strip() for l in fh)", "pairs = zip(lines, lines)", "n = 3"]
     _, plan = recipes(cells, "fh", "lines", "pairs")
-    assert plan.recipes["pairs"].needs == ("lines",)
+    assert plan.recipes["pairs"].needs == ("lines", "fh")
     assert plan.recipes["lines"].needs == ("fh",)
-    assert plan.recipes["fh"].needs == ()
+    # fh's object is what `lines` and `pairs` read from, so its own recipe replays them too.
+    assert plan.recipes["fh"].needs == () and len(plan.recipes["fh"].steps) == 3
     assert plan.meta() == {
         "recompute": {
-            "fh": {"code": "fh = open('a')", "needs": []},
-            "lines": {"code": "lines = (l.strip() for l in fh)", "needs": ["fh"]},
-            "pairs": {"code": "pairs = zip(lines, lines)", "needs": ["lines"]},
+            "steps": ["fh = open('a')", "lines = (l.strip() for l in fh)", "pairs = zip(lines, lines)"],
+            "names": {"fh": [0, 1, 2], "lines": [0, 1, 2], "pairs": [0, 1, 2]},
         }
     }
 
@@ -75,7 +79,7 @@ def test_a_need_without_recipe_leaves_no_recipe():
     found, plan = recipes(["lines = (l for l in fh)"], "fh", "lines")
     assert found == {}
     assert "no cell run in this kernel assigns it" in plan.missing["fh"]
-    assert plan.missing["lines"] == "its statement reads 'fh', which cannot be pickled or rebuilt"
+    assert plan.missing["lines"].startswith("it needs 'fh', which cannot be rebuilt: no cell run in this kernel")
 
 
 def test_a_need_rebound_since_leaves_no_recipe():
@@ -84,22 +88,28 @@ def test_a_need_rebound_since_leaves_no_recipe():
     assert plan.missing["lines"] == "its statement read 'fh', which cannot be pickled and was rebound since"
 
 
-def test_a_picklable_name_rebound_since_is_named_in_the_warning():
-    _, plan = recipes(["path = 'a.txt'", "fh = open(path)", "path = 'b.txt'"], "fh")
-    assert plan.recipes["fh"].stale == ("path",)
+def test_a_picklable_name_rebound_since_leaves_no_recipe_unless_forced():
+    found, plan = recipes(["path = 'a.txt'", "fh = open(path)", "path = 'b.txt'"], "fh")
+    assert found == {}
+    assert plan.missing["fh"] == (
+        "re-running would not give the kernel's object: it reads 'path', which was rebound since, so re-running "
+        "would not make the same object"
+    )
+    found, plan = recipes(["path = 'a.txt'", "fh = open(path)", "path = 'b.txt'"], "fh", forced=["fh"])
+    assert found == {"fh": "fh = open(path)"}
     [line] = plan.warnings({"fh": "cannot pickle '_io.TextIOWrapper' object"})
     assert line == (
         "kernelhop: variable 'fh' is rebuilt on the runtime by re-running: fh = open(path) (it cannot be pickled: "
-        "cannot pickle '_io.TextIOWrapper' object; it reads 'path', which was rebound since: the value it has now "
-        "is used)"
+        "cannot pickle '_io.TextIOWrapper' object; --rebuild overrode: re-running would not give the kernel's "
+        "object: it reads 'path', which was rebound since, so re-running would not make the same object)"
     )
 
 
 def test_warnings_show_the_code_or_why_there_is_none():
-    _, plan = recipes(["fh = open('log.txt', 'w')", "with open('a') as src:\n    pass"], "fh", "src", "lock")
+    _, plan = recipes(["fh = open('log.txt')", "with open('a') as src:\n    pass"], "fh", "src", "lock")
     lines = plan.warnings({"fh": "F", "src": "S", "lock": "cannot pickle '_thread.lock' object"})
     assert lines[0] == (
-        "kernelhop: variable 'fh' is rebuilt on the runtime by re-running: fh = open('log.txt', 'w') "
+        "kernelhop: variable 'fh' is rebuilt on the runtime by re-running: fh = open('log.txt') "
         "(it cannot be pickled: F)"
     )
     assert lines[1].startswith("kernelhop: variable 'lock' stays local: cannot pickle '_thread.lock' object; ")
@@ -147,8 +157,8 @@ def test_gpu_cells_bodies_are_never_taken_as_local_bindings(shell, tmp_path):
     assert ip.run_cell(f"fh = open({str(path)!r})", store_history=True).success
     assert ip.run_cell("%%gpu h100\nfh = open('/elsewhere')\ngen = (i for i in range(3))", store_history=True).success
     try:
-        plan = log.plan(["fh", "gen"])
-        assert {n: r.code for n, r in plan.recipes.items()} == {"fh": f"fh = open({str(path)!r})"}
+        plan = log.plan(["fh", "gen"], limit_s=1.0)
+        assert {n: plan.steps(n) for n in plan.recipes} == {"fh": [f"fh = open({str(path)!r})"]}
         assert "no cell run in this kernel assigns it" in plan.missing["gen"]
     finally:
         ip.user_ns["fh"].close()
@@ -159,8 +169,12 @@ def test_the_log_drops_what_a_failed_cell_never_ran(shell):
     ip.run_cell("import threading\nlock = threading.Lock()", store_history=True)
     assert not ip.run_cell("x = 1\nraise ValueError\nlock = threading.RLock()", store_history=True).success
     assert not ip.run_cell("lock = (", store_history=True).success
-    plan = log.plan(["lock"])
-    assert plan.recipes["lock"].code == "lock = threading.Lock()"
-    # Magics reach the finder as IPython's calls: %time's statement is opaque, so the older recipe stays.
+    plan = log.plan(["lock"], limit_s=1.0)
+    assert plan.steps("lock") == ["import threading\nlock = threading.Lock()".split("\n")[1]]
+    # Magics reach the finder as IPython's calls: %time's statement binds nothing it can see, but its text names
+    # `lock`, so it is replayed after the binding.
     ip.run_cell("%time lock = threading.RLock()", store_history=True)
-    assert log.plan(["lock"]).recipes["lock"].code == "lock = threading.Lock()"
+    assert log.plan(["lock"], limit_s=1.0).steps("lock") == [
+        "lock = threading.Lock()",
+        "get_ipython().run_line_magic('time', 'lock = threading.RLock()')",
+    ]
