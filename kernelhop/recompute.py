@@ -276,6 +276,11 @@ class _Planner:
             if n in closure:
                 continue
             closure.append(n)
+            dead = self.dead(n)
+            if dead is not None:
+                if not forced:
+                    return dead if n == name else f"it needs {n!r}, and {dead}"
+                overrode.append(dead if n == name else f"{dead} ({n!r})")
             chain = self.chain(n)
             if isinstance(chain, str) and forced and chain.startswith(_OVERRIDABLE):
                 overrode.append(f"{chain} ({n!r})" if n != name else chain)
@@ -284,12 +289,6 @@ class _Planner:
                 return chain if n == name else f"it needs {n!r}, which cannot be rebuilt: {chain}"
             steps |= chain.steps
             todo.extend(sorted(chain.needs))
-        for n in closure:
-            why = self.dead(n)
-            if why is not None:
-                if not forced:
-                    return why if n == name else f"it needs {n!r}, and {why}"
-                overrode.append(why if n == name else f"{why} ({n!r})")
         for k in sorted(steps):
             effect = self.effect(self.stmts[k])
             if effect is not None:
@@ -343,7 +342,7 @@ class _Planner:
                 holders -= s.binds
             holders -= s.deletes
         for i, s in self.raised.items():
-            if i >= self.cell_of[k] and self.uses(s, {name}) != set():
+            if not s.remote and i >= self.cell_of[k] and self.uses(s, {name}) != set():
                 if exact:
                     return f"{_INEXACT} `{_first_line(s.code)}` used it and raised part way through"
         bound_here: set[str] = set()
@@ -540,7 +539,7 @@ def _statement(node: ast.stmt) -> Statement:
     reads = _eager_reads(table) - binds
     deletes: set[str] = set()
     changes: set[str] = set()
-    calls: list[tuple[str, tuple[str | None, str | None]]] = []
+    calls: list[tuple[tuple[int, int], tuple[str, tuple[str | None, str | None]]]] = []
     mentions: set[str] = set()
     dynamic = False
     for sub in _module_scope_nodes(node):
@@ -555,7 +554,7 @@ def _statement(node: ast.stmt) -> Statement:
             targets = sub.targets if isinstance(sub, ast.Assign) else [sub.target]
             changes.update(_changed_root(t) for t in _flat_targets(targets) if not isinstance(t, ast.Name))
         elif isinstance(sub, ast.Call):
-            calls.append(_call(sub))
+            calls.append(((sub.lineno, sub.col_offset), _call(sub)))
         elif isinstance(sub, ast.Constant) and isinstance(sub.value, str):
             mentions.update(identifiers(sub.value))
         elif isinstance(sub, ast.Name) and sub.id in DYNAMIC_NAMES - {"get_ipython"}:
@@ -565,8 +564,9 @@ def _statement(node: ast.stmt) -> Statement:
     # time, and either way re-running the statement reproduces it).
     only_deleted = {n for n in deletes if not _stores(node, n)}
     binds -= only_deleted
+    in_order = tuple(call for _, call in sorted(calls))  # so a warning names the first in the code
     magics = _magics_of(node)
-    remote = any(d == "get_ipython().run_cell_magic" for d, _ in calls) and magics == ["gpu"]
+    remote = any(d == "get_ipython().run_cell_magic" for d, _ in in_order) and magics == ["gpu"]
     return Statement(
         code=code,
         start_line=node.lineno,
@@ -576,7 +576,7 @@ def _statement(node: ast.stmt) -> Statement:
         reads=frozenset(reads),
         mentions=frozenset(mentions),
         changes=frozenset(changes),
-        calls=tuple(calls),
+        calls=in_order,
         imports=tuple(_imports(node)),
         magics=tuple(magics),
         dynamic=dynamic,

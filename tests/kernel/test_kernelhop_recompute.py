@@ -1,6 +1,7 @@
 """The recipe finder (kernelhop/recompute.py): which statement rebuilds an unpicklable variable on the runtime."""
 
 import pytest
+from IPython.core.inputtransformer2 import TransformerManager
 from IPython.core.interactiveshell import InteractiveShell
 
 from kernelhop.recompute import CellLog, find_recipes
@@ -178,3 +179,111 @@ def test_the_log_drops_what_a_failed_cell_never_ran(shell):
         "lock = threading.Lock()",
         "get_ipython().run_line_magic('time', 'lock = threading.RLock()')",
     ]
+
+
+def test_only_names_in_reach_or_forced_are_planned():
+    found, plan = recipes(["fh = open('a')", "gen = (i for i in range(3))"], "fh", "gen", targets={"x"})
+    assert found == {} and plan.missing == {}
+    found, _ = recipes(["fh = open('a')", "gen = (i for i in range(3))"], "fh", "gen", targets={"x"}, forced=["gen"])
+    assert found == {"gen": "gen = (i for i in range(3))"}
+
+
+def test_later_uses_are_replayed_in_order_through_aliases_functions_and_magics():
+    import hashlib
+
+    cells = [
+        "import hashlib\nm = hashlib.sha256()",
+        "m.update(b'a')",
+        "n = len(b'unrelated')",
+        "alias = m\nalias.update(b'b')\nalias = None",
+        "alias = 0",
+        "def feed():\n    m.update(b'c')",
+        "feed()",
+        "%time m.update(b'd')",
+        "%%gpu h100\nm.update(b'remote only')",
+    ]
+    namespace = {"hashlib": hashlib, "m": hashlib.sha256(), "alias": 0, "n": 9}
+    exec(cells[5], namespace)
+    found, plan = recipes([TransformerManager().transform_cell(c) for c in cells], "m", namespace=namespace)
+    assert found["m"].split("\n") == [
+        "m = hashlib.sha256()",
+        "m.update(b'a')",
+        "alias = m",
+        "alias.update(b'b')",
+        "feed()",
+        "get_ipython().run_line_magic('time', \"m.update(b'd')\")",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("cells", "why"),
+    [
+        (["data = b'a'", "m = make()", "m.update(data)", "data = b'b'"], "it reads 'data', which was rebound since"),
+        (["m = make()", "seen = {}", "seen['m'] = m.digest()"], "would change 'seen', which is sent as it is"),
+        (["m = make()", "globals()['m'].update(b'x')"], "`globals()['m'].update(b'x')` reaches the namespace"),
+        (["m = make()", "with open('log', 'w') as fh:\n    fh.write(repr(m))"], "opens a file for writing ('w')"),
+        (["m = make()", "Path('out.txt').write_text(m.hexdigest())"], "writes files (.write_text)"),
+        (["m = make()", "df.to_csv(m.name)"], "writes files (.to_csv)"),
+        (["from os import remove", "m = make()", "remove(m.name)"], "changes files (os.remove)"),
+        (["import subprocess as sp", "m = sp.Popen(['ls'])"], "runs another program (subprocess.Popen)"),
+        (["m = make()", "!echo {m}"], "runs a shell command (!)"),
+        (["m = make()", "%%bash\necho $m\n"], "runs the magic %bash"),
+        (["import socket", "m = socket.create_connection(('h', 80))"], "calls out over the network (socket."),
+        (["m = open(path, mode)"], "opens a file for writing (a mode the analysis cannot read)"),
+    ],
+)
+def test_a_recipe_that_is_not_exact_or_not_safe_is_refused(cells, why):
+    parsed = [TransformerManager().transform_cell(c) for c in cells]
+    found, plan = recipes(parsed, "m")
+    assert found == {} and why in plan.missing["m"], plan.missing
+
+
+def test_reading_files_is_safe():
+    cells = ["m = open('a', 'rb')", "head = m.read(4) + Path('x').open().read() + gzip.open('f', 'rb').read()"]
+    found, _ = recipes(cells, "m")
+    assert found == {"m": "\n".join(cells)}
+
+
+def test_a_use_in_a_cell_that_raised_leaves_no_recipe():
+    found, plan = recipes(["m = make()", "m.update(b'a'); 1 / 0"], "m", stopped_at={2: 1})
+    assert found == {} and "used it and raised part way through" in plan.missing["m"]
+
+
+def test_dead_objects_get_no_recipe(tmp_path):
+    import threading
+
+    closed = open(tmp_path / "f", "w")
+    closed.close()
+    finished = (i for i in range(1))
+    list(finished)
+    ran = threading.Thread(target=lambda: None)
+    ran.start()
+    ran.join()
+    cells = ["f = open('f', 'w')", "g = (i for i in range(1))", "t = threading.Thread(target=work)\nt.start()"]
+    found, plan = recipes(cells, "f", "g", "t", namespace={"f": closed, "g": finished, "t": ran})
+    assert found == {}
+    assert plan.missing["f"] == "it is a closed file: a recipe would make a live one, not the kernel's"
+    assert plan.missing["g"].startswith("it is a finished generator")
+    assert plan.missing["t"].startswith("it is a thread that has run")
+    # --rebuild overrides liveness, never the safety rule.
+    found, plan = recipes(cells, "g", "f", namespace={"f": closed, "g": finished}, forced=["g", "f"])
+    assert list(found) == ["g"] and "opens a file for writing" in plan.missing["f"]
+    assert plan.recipes["g"].overrode == ("it is a finished generator: a recipe would make a live one, not the kernel's",)
+
+
+def test_the_cost_bound_is_the_time_the_cells_ran():
+    cells = ["gen = (i for i in range(3))", "x = next(gen)"]
+    found, plan = recipes(cells, "gen", durations={1: 0.4, 2: 0.7}, limit_s=1.0)
+    assert found == {} and plan.missing["gen"] == "its cells took 1.10 s, over the 1 s bound on what a hop re-runs"
+    found, _ = recipes(cells, "gen", durations={1: 0.4, 2: 0.5}, limit_s=1.0)
+    assert found == {"gen": "gen = (i for i in range(3))\nx = next(gen)"}
+    found, plan = recipes(cells, "gen", durations={2: 0.1}, limit_s=1.0)
+    assert found == {} and "ran before kernelhop was loaded" in plan.missing["gen"]
+
+
+def test_the_log_times_each_cell(shell):
+    ip, log = shell
+    assert ip.run_cell("import time\ngen = (i for i in range(3))\ntime.sleep(0.2)", store_history=True).success
+    plan = log.plan(["gen"], limit_s=0.1)
+    assert plan.missing["gen"].startswith("its cells took 0.") and "over the 0.1 s bound" in plan.missing["gen"]
+    assert "gen" in log.plan(["gen"], limit_s=60).recipes
