@@ -16,7 +16,8 @@ A recipe is made only when all of these hold, else the runtime gets a placeholde
 - The name is one the cell reaches (kernelhop_snapshot.reach), or forced with `%%gpu CLASS --rebuild NAME`: a hop
   re-runs nothing for a name the cell does not use.
 - The object is alive: a closed file or socket, a finished generator or coroutine, a thread that has run are dead;
-  a recipe would make a live one, which is not the kernel's object.
+  a recipe would make a live one, which is not the kernel's object. (A lock is not dead: an unheld one, rebuilt with
+  its uses replayed, is the kernel's.)
 - Cheap: the cells its statements came from ran, together, under a bound measured when they ran (CellLog times each
   cell; `KERNELHOP_RECIPE_MAX_S`, default 1 s, kernelhop/config.py). Storing the object is not an option (it does
   not pickle), so the choice ElasticNotebook makes by cost, recompute or store, is here recompute or leave it
@@ -282,7 +283,7 @@ class _Planner:
                     return dead if n == name else f"it needs {n!r}, and {dead}"
                 overrode.append(dead if n == name else f"{dead} ({n!r})")
             chain = self.chain(n)
-            if isinstance(chain, str) and forced and chain.startswith(_OVERRIDABLE):
+            if isinstance(chain, str) and forced and chain.startswith(_INEXACT):
                 overrode.append(f"{chain} ({n!r})" if n != name else chain)
                 chain = self.chain(n, exact=False)
             if isinstance(chain, str):
@@ -355,10 +356,14 @@ class _Planner:
                         return f"its statement read {read!r}, which cannot be pickled and was rebound since"
                     needs.add(read)
                 elif rebound and exact and read not in self.unpicklable:
-                    return f"{_INEXACT} it reads {read!r}, which was rebound since, so re-running would not make the same object"
+                    return (
+                        f"{_INEXACT} it reads {read!r}, which was rebound since, so re-running would not make the "
+                        "same object"
+                    )
             changed = sorted(s.changes - self.unpicklable - bound_here)
             if changed and exact:
-                return f"{_INEXACT} re-running `{_first_line(s.code)}` would change {changed[0]!r}, which is sent as it is"
+                shown = _first_line(s.code)
+                return f"{_INEXACT} re-running `{shown}` would change {changed[0]!r}, which is sent as it is"
             bound_here |= s.binds
         return _Chain(frozenset(steps), frozenset(needs))
 
@@ -375,8 +380,8 @@ class _Planner:
             used |= reached & holders
         return used
 
-    def reach_of(self, name: str) -> frozenset[str]:
-        """The names a notebook function or class in the namespace reaches; nothing for any other value."""
+    def reach_of(self, name: str) -> frozenset[str] | None:
+        """The names a notebook function or class in the namespace reaches (None: any); nothing for other values."""
         if name not in self.function_reach:
             value = self.namespace.get(name)
             notebook = isinstance(value, types.FunctionType | types.MethodType) or (
@@ -422,9 +427,8 @@ class _Planner:
         return None
 
 
-# The reasons --rebuild may override (the reach and cost ones are overridden in recipe()).
+# How the reasons of the exactness rule start: --rebuild may override them.
 _INEXACT = "re-running would not give the kernel's object:"
-_OVERRIDABLE = (_INEXACT,)
 
 
 def _dead(value: Any) -> str | None:

@@ -115,11 +115,11 @@ def test_a_stale_recipe_is_caught_by_the_type_check(kernel: Kernel, tmp_path: Pa
     assert hop.status == "error" and "variable 'lock' (_thread.RLock) is not available here" in hop.error_text
 
 
-def test_a_recipe_runs_only_for_a_name_the_cell_reaches(kernel: Kernel, tmp_path: Path) -> None:
-    marks = tmp_path / "marks.txt"
-    ok(kernel, f"gen = (i for i in range(3))\nwith open({str(marks)!r}) if False else open('/dev/null') as f:\n    pass")
+def test_a_recipe_runs_only_for_a_name_the_cell_reaches(kernel: Kernel) -> None:
+    # Each hop once re-ran every recipe, and warned about every unpicklable name, whatever the cell used.
+    ok(kernel, "import threading\ngen = (i for i in range(3))\nlock = threading.Lock()")
     hop = ok(kernel, "%%gpu h100\nx = 1")
-    assert "gen" not in hop.stream_text("stderr") and "'f'" not in hop.stream_text("stderr"), hop.stream_text()
+    assert "gen" not in hop.stream_text("stderr") and "lock" not in hop.stream_text("stderr"), hop.stream_text()
     assert kernel.value("x") == "1"
 
 

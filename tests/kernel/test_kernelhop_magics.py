@@ -35,7 +35,8 @@ def test_parses_class_timeout_quiet_and_eager(ip, calls):
     ip.run_cell_magic("gpu", "h100 --timeout 90 -q", "x = 1\n")
     assert calls == [(("h100", "x = 1\n"), {"timeout_s": 90.0, "quiet": True, "eager": False, "rebuild": ()})]
     ip.run_cell_magic("gpu", "a100 --eager --rebuild fh --rebuild gen --rebuild fh", "y = 2")
-    assert calls[-1] == (("a100", "y = 2"), {"timeout_s": None, "quiet": False, "eager": True, "rebuild": ("fh", "gen")})
+    options = {"timeout_s": None, "quiet": False, "eager": True, "rebuild": ("fh", "gen")}
+    assert calls[-1] == (("a100", "y = 2"), options)
 
 
 @pytest.mark.parametrize(

@@ -268,7 +268,9 @@ def test_dead_objects_get_no_recipe(tmp_path):
     # --rebuild overrides liveness, never the safety rule.
     found, plan = recipes(cells, "g", "f", namespace={"f": closed, "g": finished}, forced=["g", "f"])
     assert list(found) == ["g"] and "opens a file for writing" in plan.missing["f"]
-    assert plan.recipes["g"].overrode == ("it is a finished generator: a recipe would make a live one, not the kernel's",)
+    assert plan.recipes["g"].overrode == (
+        "it is a finished generator: a recipe would make a live one, not the kernel's",
+    )
 
 
 def test_the_cost_bound_is_the_time_the_cells_ran():

@@ -306,8 +306,8 @@ class Worker:
 
         The recipes (manifest meta "recompute", made by kernelhop/recompute.py) are the kernel's statements that
         made the objects and used them since: the steps run here in order, each once, in the user namespace, with
-        the cell's interrupt (what they print is dropped: it was shown when they ran), and a name is rebuilt when every step it needs ran. Whatever else
-        the steps bind on the way (a `with` block's body, a value a use returned) is put back, so only the rebuilt
+        the cell's interrupt (what they print is dropped: it was shown when they ran), and a name is rebuilt when
+        every step it needs ran. Whatever else the steps bind on the way (a `with` block's body, a value a use returned) is put back, so only the rebuilt
         names change. On failure (an exception, the name left unbound, another type than the kernel's) the name
         keeps a placeholder whose error names it, the code and the cause, and the cell's stderr says so. A name
         without a recipe gets a placeholder even where this warm worker holds an object of its own under it: that
