@@ -29,6 +29,8 @@ def test_cell_magic_help_shows_arguments(ip, calls):
     assert "--timeout SECONDS" in doc and "-q, --quiet" in doc and "--eager" in doc
     assert "Run this cell on a pooled GPU" in doc
     assert "(%gpu without a cell" in doc
+    # The rules a recipe follows, and the flag that forces one.
+    assert "--rebuild NAME" in doc and "KERNELHOP_RECIPE_MAX_S" in doc and "never one that writes files" in doc
 
 
 def test_parses_class_timeout_quiet_and_eager(ip, calls):
