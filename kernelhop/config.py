@@ -114,3 +114,24 @@ def discover(environ: Mapping[str, str] = os.environ, *, admin: bool = False) ->
     else:
         token_source = "not set"
     return GatewayConfig(url=url, token=token, source=f"URL from {source}, token {token_source}")
+
+
+# The most a hop re-runs to rebuild an unpicklable variable on the runtime: the seconds its cells took when they
+# ran here (kernelhop/recompute.py). `KERNELHOP_RECIPE_MAX_S` changes it, read at every hop.
+DEFAULT_RECIPE_MAX_S = 1.0
+
+
+def recipe_max_s(environ: Mapping[str, str] = os.environ) -> float:
+    text = environ.get("KERNELHOP_RECIPE_MAX_S", "").strip()
+    if not text:
+        return DEFAULT_RECIPE_MAX_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ConfigError(
+            f"KERNELHOP_RECIPE_MAX_S must be a number of seconds, 0 or more (got {text!r}); "
+            f"unset it for the default {DEFAULT_RECIPE_MAX_S:g} s"
+        )
+    return value

@@ -29,11 +29,11 @@ from kernelhop_snapshot import (
     user_namespace,
 )
 
-from .config import discover
+from .config import discover, recipe_max_s
 from .gateway_client import GatewayClient, GatewayError, KernelhopError
 from .hop_display import HopDisplay
 from .hop_store import HopStore
-from .recompute import CellLog, Plan
+from .recompute import META_KEY, CellLog, Plan
 
 # How long a cell may wait for a GPU before the kernel says it is queued.
 QUEUED_NOTICE_S = 2.0
@@ -152,6 +152,9 @@ class Hopper:
         self.last_timings: dict[str, float] = {}
         # The live display of the hop under way (hop_display.py): progress for the cell, the split when it ends.
         self.display = HopDisplay("", enabled=False)
+        # Names a cell made on the runtime that could not come home (unpicklable there): warned about once, and
+        # again only once one has come home or gone and then been made again.
+        self._left_on_runtime: set[str] = set()
 
     def close(self) -> None:
         if self._client is not None:
@@ -198,16 +201,24 @@ class Hopper:
         return "\n".join(lines)
 
     def hop(
-        self, gpu_class: str, code: str, *, timeout_s: float | None = None, quiet: bool = False, eager: bool = False
+        self,
+        gpu_class: str,
+        code: str,
+        *,
+        timeout_s: float | None = None,
+        quiet: bool = False,
+        eager: bool = False,
+        rebuild: tuple[str, ...] = (),
     ):
         """Run `code` on `gpu_class`; returns the cell's result (for Out) or None; raises on any failure. The
-        runtime restores only what the cell can reach, or with `eager` the whole state."""
+        runtime restores only what the cell can reach, or with `eager` the whole state; `rebuild` names
+        unpicklable variables to rebuild there whatever the recipe rules say but the safety rule (recompute.py)."""
         # --quiet leaves out both the live display and the status line.
         self.display = HopDisplay(gpu_class, enabled=False) if quiet else HopDisplay.open(self.shell, gpu_class)
         try:
             client = self.client()
             self.capturer.store = store = self.new_store()
-            return self._hop(client, store, gpu_class, code, timeout_s, quiet, eager)
+            return self._hop(client, store, gpu_class, code, timeout_s, quiet, eager, rebuild)
         except BaseException as e:
             self.display.failed(e)
             raise
@@ -224,22 +235,31 @@ class Hopper:
         timeout_s: float | None,
         quiet: bool,
         eager: bool,
+        rebuild: tuple[str, ...],
     ):
         t0 = time.monotonic()
         plan = Plan()
+        limit_s = recipe_max_s()
+        namespace = user_namespace(self.shell)
+        reach = None if eager else self._reach([code], namespace)
+        # Only a name the cell reaches gets a recipe, or one --rebuild names: a hop re-runs nothing else.
+        targets = None if reach is None else reach | set(rebuild)
 
         def recipes(unpicklable: Mapping[str, Any]) -> dict[str, Any]:
-            # Read the history only when something cannot be pickled (recompute.py: the runtime re-runs the recipes).
+            # Read the history only when the cell reaches something that cannot be pickled (recompute.py: the
+            # runtime re-runs the recipes).
             nonlocal plan
-            plan = self.cells.plan(unpicklable) if unpicklable else Plan()
+            wanted = unpicklable.keys() if targets is None else unpicklable.keys() & targets
+            plan = Plan()
+            if wanted:
+                plan = self.cells.plan(
+                    unpicklable, limit_s=limit_s, targets=targets, forced=rebuild, namespace=namespace
+                )
             return plan.meta()
-
-        namespace = user_namespace(self.shell)
 
         def capture(reach: frozenset[str] | None) -> Capture:
             return self.capturer.capture(namespace, meta=recipes, reach=reach)
 
-        reach = None if eager else self._reach([code], namespace)
         cap = capture(reach)
         if reach is not None:
             # The recipes the runtime re-runs before the cell reach names too; their groups must have been read.
@@ -251,6 +271,9 @@ class Hopper:
         self._keep_remote_blobs(store)
         for line in plan.warnings(cap.unpicklable):
             _warn(line)
+        for name in rebuild:
+            if name not in cap.unpicklable:
+                _warn(f"kernelhop: --rebuild {name!r} does nothing: no variable of that name here fails to pickle")
         t1 = time.monotonic()
         cap = self._upload(client, store, cap, lambda: capture(None))
         t2 = time.monotonic()
@@ -433,9 +456,13 @@ class Hopper:
             self.shell.user_ns.update(restored)
             for name in changes.deleted_names:  # diff never lists a name either side could not capture
                 self.shell.user_ns.pop(name, None)
-        for name, entry in sorted(new.unpicklable.items()):
-            if name not in cap.unpicklable:
-                _warn(f"kernelhop: variable {name!r} did not come home: {entry['reason']}")
+        left = {n for n in new.unpicklable if n not in cap.unpicklable}
+        for name in sorted(left - self._left_on_runtime):
+            _warn(
+                f"kernelhop: variable {name!r} did not come home: {new.unpicklable[name]['reason']}; it stays on "
+                "the runtime for the next %%gpu cells of this session (delete it there to end it)"
+            )
+        self._left_on_runtime = left
         for name, value in sorted(restored.items()):
             if isinstance(value, RemoteOnly):
                 _warn(
@@ -452,11 +479,10 @@ class Hopper:
 
 
 def _recipe_code(manifest: Manifest) -> list[str]:
-    """The code of the recipes the worker runs before the cell (recompute.py)."""
-    recipes = manifest.meta.get("recompute")
-    if not isinstance(recipes, dict):
-        return []
-    return [r["code"] for r in recipes.values() if isinstance(r, dict) and isinstance(r.get("code"), str)]
+    """The statements the worker replays before the cell (recompute.py, Plan.meta)."""
+    recipes = manifest.meta.get(META_KEY)
+    steps = recipes.get("steps") if isinstance(recipes, dict) else None
+    return [code for code in steps if isinstance(code, str)] if isinstance(steps, list) else []
 
 
 def _warn(text: str) -> None:
