@@ -27,6 +27,7 @@ from kernelhop_snapshot import (
     diff,
     user_namespace,
 )
+from kernelhop_snapshot.module_state import KernelModuleState
 
 from .config import discover
 from .gateway_client import GatewayClient, GatewayError, KernelhopError
@@ -102,6 +103,8 @@ class Hopper:
         self._remote_blobs: dict[Digest, Any] = {}
         # The cells run here, from which unpicklable variables get recipes to rebuild them on the runtime.
         self.cells = CellLog(shell)
+        # Random generators, environment and library options: out with each hop, home with its changes.
+        self.module_state = KernelModuleState()
         self._client: GatewayClient | None = None
         # Seconds of the last hop's steps, here and on the runtime (its `done` timings): for the benchmarks and the
         # GPU check, which need the split and not only the status line.
@@ -191,9 +194,10 @@ class Hopper:
             return plan.meta()
 
         namespace = user_namespace(self.shell)
+        module_meta = self.module_state.outgoing()
 
         def capture(reach: frozenset[str] | None) -> Capture:
-            return self.capturer.capture(namespace, meta=recipes, reach=reach)
+            return self.capturer.capture(namespace, meta=lambda u: {**recipes(u), **module_meta}, reach=reach)
 
         reach = None if eager else self._reach([code], namespace)
         cap = capture(reach)
@@ -205,7 +209,7 @@ class Hopper:
                 cap = capture(full)
             reach = full
         self._keep_remote_blobs(store)
-        for line in plan.warnings(cap.unpicklable):
+        for line in [*plan.warnings(cap.unpicklable), *self.module_state.take_notes()]:
             _warn(line)
         t1 = time.monotonic()
         cap = self._upload(client, store, cap, lambda: capture(None))
@@ -384,6 +388,7 @@ class Hopper:
                 new, groups=changes.changed_groups, globals=self.shell.user_ns, keep_unrestorable="runtime"
             )
             self._keep_remote_blobs(store)
+            apply_module_state = self.module_state.incoming(new.meta)
         except KernelhopError:
             raise
         except Exception as e:
@@ -395,6 +400,9 @@ class Hopper:
             self.shell.user_ns.update(restored)
             for name in changes.deleted_names:  # diff never lists a name either side could not capture
                 self.shell.user_ns.pop(name, None)
+            apply_module_state()
+        for line in self.module_state.take_notes():
+            _warn(line)
         for name, entry in sorted(new.unpicklable.items()):
             if name not in cap.unpicklable:
                 _warn(f"kernelhop: variable {name!r} did not come home: {entry['reason']}")

@@ -26,6 +26,7 @@ from kernelhop_snapshot import (
     user_namespace,
 )
 from kernelhop_snapshot.capturer import type_name
+from kernelhop_snapshot.module_state import WorkerModuleState
 from kernelhop_snapshot.reach import identifiers
 
 from .channel import EventChannel, StreamWriter
@@ -124,6 +125,9 @@ class Worker:
         self._last_error: BaseException | None = None
         if "matplotlib" in sys.modules:
             self._enable_inline_figures()
+        # Random generators, environment and library options: the kernel's before each cell, changes sent home.
+        # Made after the preloads and the inline backend, so its start-up values are those no session touched.
+        self._module_state = WorkerModuleState()
 
     def _enable_inline_figures(self) -> None:
         try:
@@ -166,11 +170,15 @@ class Worker:
                 )
                 return
             self._rebuild(manifest)
+            self._module_state.before_cell(manifest.meta)  # last, so the recipes do not draw from the generators
+            for note in self._module_state.take_notes():
+                print(note, file=self._stderr, flush=True)
             timings["restore_s"] = time.perf_counter() - started
             self._channel.emit("restored")
 
             started = time.perf_counter()
             ok = self._run_cell(code)
+            module_meta = self._module_state.after_cell()
             timings["run_s"] = time.perf_counter() - started
             if not ok and self._hidden:
                 self._explain_hidden()
@@ -180,7 +188,9 @@ class Worker:
             try:
                 namespace = user_namespace(self._shell)
                 self._hidden = self._hidden_to_keep(namespace)
-                captured = self._capturer.capture(namespace, parent=parent, keep=[g for g, _ in self._hidden.values()])
+                captured = self._capturer.capture(
+                    namespace, parent=parent, keep=[g for g, _ in self._hidden.values()], meta=module_meta
+                )
             except Exception as exc:
                 self._channel.emit(
                     "failed",
