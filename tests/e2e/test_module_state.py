@@ -71,6 +71,20 @@ def test_environment_variables_set_changed_and_deleted_travel_both_ways(kernel: 
     assert out(kernel, remote("print(os.environ.get('NEW_ONE'))")).strip() == "None"
 
 
+def test_a_failing_cell_brings_its_changes_home_and_a_failed_hop_brings_none(kernel: Kernel) -> None:
+    ok(kernel, "import os, random\nrandom.seed(1)\nos.environ['STEP'] = 'start'")
+    raised = kernel.run(remote("os.environ['STEP'] = 'before-raise'\nrandom.random()\nraise ValueError('late')"))
+    assert raised.status == "error"
+    # As a local cell that raised: what it changed before raising stays changed.
+    assert kernel.value("os.environ['STEP']") == "'before-raise'"
+    ok(kernel, "random.seed(1)\nrandom.random()\nexpected = random.random()\nrandom.seed(1)\nrandom.random()")
+    timed_out = kernel.run(
+        "%%gpu h100 --quiet --timeout 1\nimport time\nos.environ['STEP'] = 'lost'\nrandom.random()\ntime.sleep(30)"
+    )
+    assert timed_out.status == "error"
+    assert kernel.value("(os.environ['STEP'], random.random() == expected)") == "('before-raise', True)"
+
+
 def test_the_hosts_own_variables_stay_where_they_are(kernel: Kernel) -> None:
     ok(kernel, "import os\nlocal_path = os.environ['PATH']\nos.environ['PATH'] = local_path + ':/only/in/the/kernel'")
     hop = ok(kernel, remote("remote_path = os.environ['PATH']\nos.environ['KERNELHOP_RUNTIME_ONLY'] = '1'"))
