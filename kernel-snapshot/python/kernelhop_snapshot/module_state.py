@@ -194,6 +194,14 @@ def _quietly(action: Callable[[], Any]) -> Any:
         return action()
 
 
+def _set_each_quietly(set_one: Callable[[str, Any], Any], values: Mapping[str, Any]) -> None:
+    def apply() -> None:
+        for key, value in values.items():
+            set_one(key, value)
+
+    _quietly(apply)
+
+
 class PandasOptions:
     name, module = "pandas.options", "pandas"
 
@@ -207,11 +215,7 @@ class PandasOptions:
     def write(self, values: Mapping[str, Any], reset: Collection[str]) -> None:
         import pandas as pd
 
-        def apply() -> None:
-            for key, value in values.items():
-                pd.set_option(key, value)
-
-        _quietly(apply)
+        _set_each_quietly(pd.set_option, values)
 
 
 class NumpyPrintOptions:
@@ -260,12 +264,7 @@ class MatplotlibRcParams:
     def write(self, values: Mapping[str, Any], reset: Collection[str]) -> None:
         import matplotlib
 
-        def apply() -> None:
-            for key, value in values.items():
-                if key not in self.skipped:
-                    matplotlib.rcParams[key] = value
-
-        _quietly(apply)
+        _set_each_quietly(matplotlib.rcParams.__setitem__, {k: v for k, v in values.items() if k not in self.skipped})
 
 
 class WarningsFilters:
@@ -374,6 +373,10 @@ def _same(a: Any, b: Any) -> bool:
         return False
 
 
+def _same_entries(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+
+
 def _encode(values: Mapping[str, Any], reset: Collection[str]) -> str:
     payload = (dict(values), sorted(reset))
     try:
@@ -435,6 +438,8 @@ class KernelModuleState(_Side):
         # Host variables changed before kernelhop was loaded (ipykernel sets TERM, PAGER, PYDEVD_*, ...) are not the
         # notebook's doing: only later changes get the note that they stay here.
         self._noted_env = Environment().host_changes()
+        # Per provider, the state the last hop sent and its encoding.
+        self._sent: dict[str, tuple[dict[str, Any], str]] = {}
 
     def outgoing(self) -> dict[str, Any]:
         """The manifest meta to send: every provider whose module is imported here (or that holds kept entries)."""
@@ -452,10 +457,16 @@ class KernelModuleState(_Side):
                 continue
             if isinstance(provider, Environment):
                 self._note_host_variables(provider.host_changes())
+            last = self._sent.get(provider.name)
+            if last is not None and _same_entries(last[0], state):
+                out[provider.name] = last[1]  # unchanged since the last hop (an unseeded generator): no pickling
+                continue
             try:
                 out[provider.name] = _encode(state, ())
             except Exception as exc:
                 self.notes.append(f"kernelhop: {provider.name} is not carried: it cannot be pickled: {_describe(exc)}")
+                continue
+            self._sent[provider.name] = (state, out[provider.name])
         return {META_KEY: out} if out else {}
 
     def _note_host_variables(self, changed: set[str]) -> None:
@@ -507,6 +518,8 @@ class WorkerModuleState(_Side):
             if provider.module in sys.modules:
                 self._remember_startup(provider)
         self._target: dict[str, dict[str, Any]] = {}
+        # Per provider, the kernel's last encoded state and its decoding: the same text is not unpickled again.
+        self._received: dict[str, tuple[str, dict[str, Any]]] = {}
 
     def _remember_startup(self, provider: ModuleState) -> None:
         state = self._read(provider)
@@ -531,11 +544,16 @@ class WorkerModuleState(_Side):
                 self._remember_startup(provider)
             values: dict[str, Any] = {}
             if text is not None:
-                try:
-                    values, _ = _decode(text)
-                except Exception as exc:
-                    self.notes.append(f"kernelhop: {provider.name} is not applied on the runtime: {_describe(exc)}")
-                    continue
+                last = self._received.get(provider.name)
+                if last is not None and last[0] == text:
+                    values = last[1]
+                else:
+                    try:
+                        values, _ = _decode(text)
+                    except Exception as exc:
+                        self.notes.append(f"kernelhop: {provider.name} is not applied on the runtime: {_describe(exc)}")
+                        continue
+                    self._received[provider.name] = (text, values)
             target = {**self._startup.get(provider.name, {}), **values}
             current = self._read(provider)
             if current is None:
