@@ -139,6 +139,19 @@ def test_library_options_travel_both_ways(kernel: Kernel) -> None:
     assert "warning raised" not in out(kernel, probe)
 
 
+def test_an_option_that_cannot_be_pickled_stays_on_the_runtime_and_the_cell_says_so(kernel: Kernel) -> None:
+    ok(kernel, "import pandas as pd\npd.set_option('display.max_rows', 5)")
+    hop = ok(
+        kernel,
+        remote(
+            "import threading\npd.set_option('display.max_rows', 8)\n"
+            "pd.set_option('display.float_format', lambda x, lock=threading.Lock(): f'{x:.1f}')"
+        ),
+    )
+    assert "kernelhop: the cell's pandas.options does not come home: TypeError" in hop.stream_text("stderr")
+    assert kernel.value("(pd.get_option('display.max_rows'), pd.get_option('display.float_format'))") == "(5, None)"
+
+
 def test_a_library_imported_only_by_the_cell_brings_its_options_home(kernel: Kernel) -> None:
     ok(kernel, "import sys\nhad_pandas = 'pandas' in sys.modules")
     assert kernel.value("had_pandas") == "False"

@@ -171,14 +171,14 @@ class Worker:
                 return
             self._rebuild(manifest)
             self._module_state.before_cell(manifest.meta)  # last, so the recipes do not draw from the generators
-            for note in self._module_state.take_notes():
-                print(note, file=self._stderr, flush=True)
+            self._say_module_notes()
             timings["restore_s"] = time.perf_counter() - started
             self._channel.emit("restored")
 
             started = time.perf_counter()
             ok = self._run_cell(code)
             module_meta = self._module_state.after_cell()
+            self._say_module_notes()
             timings["run_s"] = time.perf_counter() - started
             if not ok and self._hidden:
                 self._explain_hidden()
@@ -273,6 +273,11 @@ class Worker:
                 )
         # Unpicklable names get their placeholders or rebuilt objects from _rebuild, next.
         return manifest
+
+    def _say_module_notes(self) -> None:
+        for note in self._module_state.take_notes():
+            print(note, file=self._stderr, flush=True)
+        self._channel.flush()
 
     def _hidden_to_keep(self, namespace: dict[str, Any]) -> dict[tuple[Any, ...], tuple[Group, dict[str, Any] | None]]:
         """The hidden groups a capture carries as they came: those the cell bound none of the names of.
