@@ -57,8 +57,10 @@ def main() -> None:
 
     step, size = module_state_hop()
     plain = per_hop_us(args.runs, step)
-    print(f"module state, no pandas/torch/matplotlib:  {plain:8.1f} us  {plain / capture_us:5.2f}x capture, "
-          f"{size / 1024:.1f} KiB in the kernel's manifest")
+    print(
+        f"module state, no pandas/torch/matplotlib:  {plain:8.1f} us  {plain / capture_us:5.2f}x capture, "
+        f"{size / 1024:.1f} KiB in the kernel's manifest"
+    )
 
     import matplotlib  # noqa: F401
     import pandas  # noqa: F401
@@ -66,8 +68,10 @@ def main() -> None:
 
     step, size = module_state_hop()
     full = per_hop_us(max(1, args.runs // 4), step)
-    print(f"module state, with pandas/torch/matplotlib: {full:8.1f} us  {full / capture_us:5.2f}x capture, "
-          f"{size / 1024:.1f} KiB in the kernel's manifest")
+    print(
+        f"module state, with pandas/torch/matplotlib: {full:8.1f} us  {full / capture_us:5.2f}x capture, "
+        f"{size / 1024:.1f} KiB in the kernel's manifest"
+    )
     print(f"python {sys.version.split()[0]}, {args.runs} runs (a quarter with the libraries), medians")
 
 

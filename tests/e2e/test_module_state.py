@@ -195,10 +195,7 @@ def run_notebook(stack: Stack, remote_cells: bool, path: Path) -> tuple[list[lis
     NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(path)}}).execute(
         env=stack.env()
     )
-    outputs = [
-        [{k: v for k, v in o.items() if k != "execution_count"} for o in c.outputs]
-        for c in nb.cells[1:-1]
-    ]
+    outputs = [[{k: v for k, v in o.items() if k != "execution_count"} for o in c.outputs] for c in nb.cells[1:-1]]
     # A function's repr holds its address, which differs between any two kernels.
     return outputs, re.sub(r" at 0x[0-9a-f]+", "", nb.cells[-1].outputs[0]["text"])
 

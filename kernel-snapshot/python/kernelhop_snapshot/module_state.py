@@ -478,17 +478,19 @@ class KernelModuleState(_Side):
         self._noted_env |= changed
 
     def incoming(self, meta: Mapping[str, Any]) -> Callable[[], None]:
-        """What the worker's manifest says the cell changed, decoded (raises on a corrupt entry, before anything is
-        applied); the returned callable applies it."""
+        """What the worker's manifest says the cell changed, decoded now; the returned callable applies it. A state
+        this kernel cannot read (an option set to an object of a package only the runtime has) does not fail the hop:
+        it is left out with a note, and this kernel keeps its own."""
         by_name = {p.name: p for p in self.providers()}
         changes: list[tuple[str, dict[str, Any], list[str]]] = []
         for name, text in _carried(meta).items():
+            if name not in by_name:
+                continue  # a provider only the runtime has
             try:
                 values, reset = _decode(text)
             except Exception as exc:
-                if name in by_name:
-                    raise ValueError(f"the runtime's {name} state cannot be read: {_describe(exc)}") from exc
-                continue  # a provider only the runtime has
+                self.notes.append(f"kernelhop: the cell's {name} stays on the runtime: it cannot be read here: {exc}")
+                continue
             changes.append((name, values, reset))
 
         def apply() -> None:
@@ -581,4 +583,3 @@ class WorkerModuleState(_Side):
                 except Exception as exc:
                     self.notes.append(f"kernelhop: the cell's {provider.name} does not come home: {_describe(exc)}")
         return {META_KEY: out} if out else {}
-

@@ -90,12 +90,19 @@ def test_a_kernel_without_that_cuda_device_keeps_its_generator_state_and_sends_i
     assert values["cuda:0"] == state and values["cpu"] == torch.get_rng_state().numpy().tobytes()
 
 
-def test_corrupt_state_from_the_runtime_fails_before_anything_is_applied() -> None:
-    counter = Counter()
-    kernel = KernelModuleState(providers=[counter])
-    with pytest.raises(ValueError, match="the runtime's tests.counter state cannot be read"):
-        kernel.incoming({META_KEY: {"tests.counter": "not base64 pickle!"}})
-    assert counter.value == 0
+def test_state_this_kernel_cannot_read_is_left_out_with_a_note_and_the_rest_applies() -> None:
+    counter, env = Counter(), module_state.Environment(startup=dict(os.environ))
+    kernel = KernelModuleState(providers=[counter, env])
+    apply = kernel.incoming(
+        {META_KEY: {"tests.counter": "not base64 pickle!", "os.environ": _encode({"MODSTATE_APPLIED": "yes"}, ())}}
+    )
+    apply()
+    try:
+        assert counter.value == 0 and os.environ["MODSTATE_APPLIED"] == "yes"
+    finally:
+        os.environ.pop("MODSTATE_APPLIED", None)
+    (note,) = kernel.take_notes()
+    assert note.startswith("kernelhop: the cell's tests.counter stays on the runtime: it cannot be read here:")
 
 
 def test_environment_reset_brings_back_the_start_up_value(monkeypatch) -> None:
