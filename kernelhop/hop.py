@@ -28,6 +28,7 @@ from kernelhop_snapshot import (
     diff,
     user_namespace,
 )
+from kernelhop_snapshot.module_state import KernelModuleState
 
 from .config import discover, recipe_max_s
 from .gateway_client import GatewayClient, GatewayError, KernelhopError
@@ -146,6 +147,8 @@ class Hopper:
         self._remote_blobs: dict[Digest, Any] = {}
         # The cells run here, from which unpicklable variables get recipes to rebuild them on the runtime.
         self.cells = CellLog(shell)
+        # Random generators, environment and library options: out with each hop, home with its changes.
+        self.module_state = KernelModuleState()
         self._client: GatewayClient | None = None
         # Seconds of the last hop's steps, here and on the runtime (its `done` timings): for the benchmarks and the
         # GPU check, which need the split and not only the status line.
@@ -257,8 +260,10 @@ class Hopper:
                 )
             return plan.meta()
 
+        module_meta = self.module_state.outgoing()
+
         def capture(reach: frozenset[str] | None) -> Capture:
-            return self.capturer.capture(namespace, meta=recipes, reach=reach)
+            return self.capturer.capture(namespace, meta=lambda u: {**recipes(u), **module_meta}, reach=reach)
 
         cap = capture(reach)
         if reach is not None:
@@ -269,7 +274,7 @@ class Hopper:
                 cap = capture(full)
             reach = full
         self._keep_remote_blobs(store)
-        for line in plan.warnings(cap.unpicklable):
+        for line in [*plan.warnings(cap.unpicklable), *self.module_state.take_notes()]:
             _warn(line)
         for name in rebuild:
             if name not in cap.unpicklable:
@@ -445,6 +450,7 @@ class Hopper:
                 new, groups=changes.changed_groups, globals=self.shell.user_ns, keep_unrestorable="runtime"
             )
             self._keep_remote_blobs(store)
+            apply_module_state = self.module_state.incoming(new.meta)
         except KernelhopError:
             raise
         except Exception as e:
@@ -456,6 +462,9 @@ class Hopper:
             self.shell.user_ns.update(restored)
             for name in changes.deleted_names:  # diff never lists a name either side could not capture
                 self.shell.user_ns.pop(name, None)
+            apply_module_state()
+        for line in self.module_state.take_notes():
+            _warn(line)
         left = {n for n in new.unpicklable if n not in cap.unpicklable}
         for name in sorted(left - self._left_on_runtime):
             _warn(

@@ -5,7 +5,8 @@ in-process IPython shell (the "kernel": no Jupyter needed), puts `--size-mib` of
 then runs two `%%gpu` cells: a cold one (fresh worker, empty runtime cache, `--eager`: the whole state restored)
 that changes one tensor, and a warm one.
 It reports the restore time onto the device on the runtime (the number to beat: Modal's ~1.5 s), and fails unless
-every tensor and parameter came home equal and on the device it left from.
+every tensor and parameter came home equal and on the device it left from, and the device's global random generator
+went out and came home advanced.
 
     python3 scripts/gpu_check.py                         # on a GPU host (scripts/gpu-check.sh sets it up)
     python3 scripts/gpu_check.py --device cpu --size-mib 16   # the CPU part, run by the test command
@@ -68,6 +69,28 @@ def check(shell: InteractiveShell, reference: dict[str, torch.Tensor], device: s
     return problems
 
 
+def generator_problems(shell: InteractiveShell, gpu_class: str, device: str) -> list[str]:
+    """The device's global generator travels (module_state.py): a seeded `%%gpu` cell draws what the same cell draws
+    here, and the generator comes home advanced, so the next draw here is the one a purely local run makes."""
+    seed = "import torch\n" + ("torch.manual_seed(5)" if device == "cpu" else "torch.cuda.manual_seed_all(5)")
+    draw = f"import torch\ndrawn = torch.rand(3, device={device!r}).cpu().tolist()"
+
+    def drawn(remote: bool) -> list[float]:
+        if remote:
+            hop(shell, gpu_class, draw)
+        elif not shell.run_cell(draw).success:
+            raise SystemExit("the local draw failed")
+        return shell.user_ns["drawn"]
+
+    shell.run_cell(seed)
+    sequence = [drawn(True), drawn(False)]
+    shell.run_cell(seed)
+    local = [drawn(False), drawn(False)]
+    if sequence == local:
+        return []
+    return [f"the {device} generator: a %%gpu cell then a local one drew {sequence}, two local cells {local}"]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -102,6 +125,7 @@ def main() -> int:
             cold_wall = time.perf_counter() - start
             warm = hop(shell, gpu_class, "n_cells = 2")
             problems = check(shell, reference, args.device)
+            problems += generator_problems(shell, gpu_class, args.device)
         finally:
             stack.stop()
 

@@ -27,6 +27,7 @@ from kernelhop_snapshot import (
     user_namespace,
 )
 from kernelhop_snapshot.capturer import type_name
+from kernelhop_snapshot.module_state import WorkerModuleState
 
 from .channel import EventChannel, StreamWriter
 from .shell import WorkerShell
@@ -124,6 +125,9 @@ class Worker:
         self._last_error: BaseException | None = None
         if "matplotlib" in sys.modules:
             self._enable_inline_figures()
+        # Random generators, environment and library options: the kernel's before each cell, changes sent home.
+        # Made after the preloads and the inline backend, so its start-up values are those no session touched.
+        self._module_state = WorkerModuleState()
 
     def _enable_inline_figures(self) -> None:
         try:
@@ -166,11 +170,15 @@ class Worker:
                 )
                 return
             rebuilt = self._rebuild(manifest)
+            self._module_state.before_cell(manifest.meta)  # last, so the recipes do not draw from the generators
+            self._say_module_notes()
             timings["restore_s"] = time.perf_counter() - started
             self._channel.emit("restored")
 
             started = time.perf_counter()
             ok = self._run_cell(code)
+            module_meta = self._module_state.after_cell()
+            self._say_module_notes()
             timings["run_s"] = time.perf_counter() - started
             if not ok and self._hidden:
                 self._explain_hidden()
@@ -181,7 +189,9 @@ class Worker:
             try:
                 namespace = user_namespace(self._shell)
                 self._hidden = self._hidden_to_keep(namespace)
-                captured = self._capturer.capture(namespace, parent=parent, keep=[g for g, _ in self._hidden.values()])
+                captured = self._capturer.capture(
+                    namespace, parent=parent, keep=[g for g, _ in self._hidden.values()], meta=module_meta
+                )
             except Exception as exc:
                 self._channel.emit(
                     "failed",
@@ -264,6 +274,11 @@ class Worker:
                 )
         # Unpicklable names get their placeholders or rebuilt objects from _rebuild, next.
         return manifest
+
+    def _say_module_notes(self) -> None:
+        for note in self._module_state.take_notes():
+            print(note, file=self._stderr, flush=True)
+        self._channel.flush()
 
     def _hidden_to_keep(self, namespace: dict[str, Any]) -> dict[tuple[Any, ...], tuple[Group, dict[str, Any] | None]]:
         """The hidden groups a capture carries as they came: those the cell bound none of the names of.
