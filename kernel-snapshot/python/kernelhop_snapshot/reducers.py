@@ -9,6 +9,8 @@ again after restore.
 Devices: a tensor records the device its storage was on. On restore the storage goes back to that device when the
 ``DeviceMap`` in effect says it is available, else it stays on the CPU (a CUDA tensor comes home as a CPU tensor).
 
+A matplotlib ``CallbackRegistry`` keeps the links between the objects of a figure (``reduce_callback_registry``).
+
 torch is never imported here unless a tensor is being pickled or unpickled (``sys.modules`` is consulted instead).
 """
 
@@ -16,8 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import copyreg
 import pickle
 import sys
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -58,6 +62,12 @@ def _reduce_owner(arr: np.ndarray) -> Any:
 
 
 def _rebuild_array(buf: Any, dtype: np.dtype, shape: tuple[int, ...], order: str) -> np.ndarray:
+    data = memoryview(buf)
+    if data.nbytes == 0:
+        # An empty buffer arrives as read-only bytes and numpy gives an array on it other strides: make it anew.
+        arr = np.empty(shape, dtype, order=order)
+        arr.flags.writeable = not data.readonly
+        return arr
     return np.ndarray(shape, dtype, buffer=buf, order=order)
 
 
@@ -69,6 +79,41 @@ def _rebuild_view(
     if not writeable:
         view.flags.writeable = False
     return view
+
+
+def reduce_masked_array(arr: np.ma.MaskedArray) -> Any:
+    """Reduce an exact ``np.ma.MaskedArray`` as its data (an ndarray view, through ``reduce_ndarray``: out of band and
+    still sharing memory with the array it masks) plus its attributes. numpy's own reducer copies the data in band
+    and drops the hard mask and the mask's sharing."""
+    return (_rebuild_masked_array, (arr.view(np.ndarray), vars(arr).copy()))
+
+
+def _rebuild_masked_array(data: np.ndarray, attributes: dict[str, Any]) -> np.ma.MaskedArray:
+    arr = data.view(np.ma.MaskedArray)
+    arr.__dict__.update(attributes)
+    return arr
+
+
+# --- matplotlib ----------------------------------------------------------------------------------------------------
+
+
+def reduce_callback_registry(registry: Any) -> Any:
+    """Reduce a matplotlib ``CallbackRegistry`` keeping also the callbacks that are methods of matplotlib objects.
+
+    matplotlib pickles only callbacks marked picklable, which drops its own links between the objects of one figure
+    (a colorbar following its image, an image following its norm): after a plain pickle a colorbar no longer follows
+    ``set_clim``. Those objects travel with the figure anyway, so their methods can travel too."""
+    state = registry.__getstate__()
+    for signal, proxies in registry.callbacks.items():
+        for cid, proxy in proxies.items():
+            func = proxy()
+            if cid not in registry._pickled_cids and _is_matplotlib_method(func):
+                state["callbacks"][signal][cid] = func
+    return (copyreg.__newobj__, (type(registry),), state)
+
+
+def _is_matplotlib_method(func: Any) -> bool:
+    return isinstance(func, types.MethodType) and type(func.__self__).__module__.startswith("matplotlib.")
 
 
 # --- torch -------------------------------------------------------------------------------------------------------
