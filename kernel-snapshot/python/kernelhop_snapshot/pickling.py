@@ -35,6 +35,7 @@ from .reducers import (
     reduce_callback_registry,
     reduce_masked_array,
     reduce_ndarray,
+    refuse_writable_memmap,
 )
 
 PROTOCOL = 5
@@ -110,6 +111,11 @@ class SnapshotPickler(cloudpickle.Pickler):
         t = type(obj)
         if t is np.ndarray:
             return reduce_ndarray(obj)
+        if t is np.memmap:
+            # Its bytes, out of band and read-only as they were (numpy's own pickle makes a writeable memmap of no
+            # file); one opened for writing is refused.
+            refuse_writable_memmap(obj)
+            return reduce_ndarray(obj.view(np.ndarray))
         if t is self._masked_array_type:
             return reduce_masked_array(obj)
         if t is self._callback_registry_type:

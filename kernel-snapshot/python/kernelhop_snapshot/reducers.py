@@ -37,12 +37,25 @@ def reduce_ndarray(arr: np.ndarray) -> Any:
     root = arr
     while type(root.base) is np.ndarray:
         root = root.base
+    if isinstance(root.base, np.memmap):
+        refuse_writable_memmap(root.base)
     if root is arr or root.dtype.hasobject:
         return _reduce_owner(arr)
     if not (root.flags.c_contiguous or root.flags.f_contiguous):
         return NotImplemented
     offset = arr.__array_interface__["data"][0] - root.__array_interface__["data"][0]
     return (_rebuild_view, (root, offset, arr.shape, arr.strides, arr.dtype, arr.flags.writeable))
+
+
+def refuse_writable_memmap(arr: np.memmap) -> None:
+    """A memmap opened for writing is a live handle: its writes go to its file. A copy of its bytes that came home
+    would silently stop writing there, so it stays with its process, as an open file does. A read-only or
+    copy-on-write one, whose writes never reach the file, travels as a copy of its bytes."""
+    if arr.mode in ("r+", "w+"):
+        raise TypeError(
+            f"cannot pickle a numpy.memmap of {arr.filename} opened for writing ({arr.mode!r}): its writes go to "
+            "that file, so it stays with its process"
+        )
 
 
 def _reduce_owner(arr: np.ndarray) -> Any:
