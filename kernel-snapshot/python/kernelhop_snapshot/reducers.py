@@ -115,18 +115,27 @@ def reduce_callback_registry(registry: Any) -> Any:
 
     matplotlib pickles only callbacks marked picklable, which drops its own links between the objects of one figure
     (a colorbar following its image, an image following its norm): after a plain pickle a colorbar no longer follows
-    ``set_clim``. Those objects travel with the figure anyway, so their methods can travel too."""
+    ``set_clim``. Those objects (artists, colorbars, colorizers, norms) travel with the figure anyway, so their
+    methods can travel too. Others stay behind, as matplotlib leaves them: a toolbar's handlers hold a GUI canvas."""
+    owners = _figure_parts()
     state = registry.__getstate__()
     for signal, proxies in registry.callbacks.items():
         for cid, proxy in proxies.items():
             func = proxy()
-            if cid not in registry._pickled_cids and _is_matplotlib_method(func):
-                state["callbacks"][signal][cid] = func
+            if cid not in registry._pickled_cids and isinstance(func, types.MethodType):
+                if isinstance(func.__self__, owners):
+                    state["callbacks"][signal][cid] = func
     return (copyreg.__newobj__, (type(registry),), state)
 
 
-def _is_matplotlib_method(func: Any) -> bool:
-    return isinstance(func, types.MethodType) and type(func.__self__).__module__.startswith("matplotlib.")
+def _figure_parts() -> tuple[type, ...]:
+    from matplotlib import artist, colorbar, colors
+
+    parts: list[type] = [artist.Artist, colorbar.Colorbar, colors.Normalize]
+    colorizer = sys.modules.get("matplotlib.colorizer")  # matplotlib 3.10 and later
+    if colorizer is not None:
+        parts.append(colorizer.Colorizer)
+    return tuple(parts)
 
 
 # --- torch -------------------------------------------------------------------------------------------------------

@@ -147,3 +147,22 @@ def test_a_colorbar_still_follows_its_image(store):
     out["image"].set_clim(0.1, 0.9)  # after matplotlib's own pickle the colorbar kept 0..1
     assert out["bar"].ax.get_ylim() == (0.1, 0.9)
     assert out["bar"].mappable is out["image"]
+
+
+def test_a_figure_travels_without_handlers_of_other_objects(store, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.backend_bases import NavigationToolbar2
+
+    def refuse(self, protocol):
+        raise TypeError("a GUI toolbar cannot be pickled")  # as one bound to a Qt canvas
+
+    monkeypatch.setattr(NavigationToolbar2, "__reduce_ex__", refuse)
+    fig, _ = plt.subplots()
+    toolbar = NavigationToolbar2(fig.canvas)
+    out = round_trip({"fig": fig}, store)  # the toolbar's handlers are methods of matplotlib's, not of the figure
+    handlers = [proxy() for proxies in out["fig"].canvas.callbacks.callbacks.values() for proxy in proxies.values()]
+    assert handlers and not any(getattr(h, "__self__", None) is toolbar for h in handlers)
+    plt.close(fig)
