@@ -278,14 +278,22 @@ def _strides(a: Any) -> tuple[int | None, ...]:
 
 
 def _share(x: Any, y: Any) -> bool:
-    if type(x) is not type(y):
-        return False
-    if hasattr(x, "untyped_storage"):
-        same_storage = x.untyped_storage().data_ptr() == y.untyped_storage().data_ptr()
-        return same_storage and x.numel() > 0 and y.numel() > 0
     import numpy as np
 
-    return bool(np.shares_memory(x, y))
+    if isinstance(x, np.ndarray) and isinstance(y, np.ndarray):
+        return bool(np.shares_memory(x, y))
+    (x_start, x_end), (y_start, y_end) = _bounds(x), _bounds(y)
+    return x_start < y_end and y_start < x_end
+
+
+def _bounds(v: Any) -> tuple[int, int]:
+    """The bytes an array or a tensor's storage spans."""
+    import numpy as np
+
+    if isinstance(v, np.ndarray):
+        return np.lib.array_utils.byte_bounds(v)
+    storage = v.untyped_storage()
+    return storage.data_ptr(), storage.data_ptr() + storage.nbytes()
 
 
 def _figure_content(fig: Any) -> dict[str, Any]:

@@ -49,6 +49,7 @@ hard.harden_mask()
 fitted = LogisticRegression().fit(np.array([[0.0], [1.0], [2.0], [3.0]]), [0, 0, 1, 1])
 nudged = copy.deepcopy(fitted)
 nudged.coef_[0, 0] += 1e-12
+tensor = torch.arange(4.0)
 CASES = {
     "parameter sharing": _changed_optimizer_sharing(),
     "a view that no longer views": ((base, base[2:5]), (base.copy(), base[2:5].copy())),
@@ -62,6 +63,7 @@ CASES = {
     "nullable dtype": (pd.Series([1, 2], dtype="Int64"), pd.Series([1, 2])),
     "fitted attribute": (fitted, nudged),
     "figure title": (_figure("a"), _figure("b")),
+    "an array that no longer views its tensor": ((tensor, tensor.numpy()), (tensor, tensor.numpy().copy())),
     "tensor class": (torch.nn.Parameter(torch.ones(2)), torch.ones(2, requires_grad=True)),
 }
 

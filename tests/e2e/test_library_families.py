@@ -219,6 +219,7 @@ with torch.no_grad():
 lm_opt = torch.optim.AdamW(list(embed.parameters()) + list(unembed.parameters()), lr=0.01)
 schedule = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
 view = data[::2, 1:]
+as_numpy = data.numpy()  # shares the tensor's memory
 '''
 # One thread in the cell that computes: a reduction's float result depends on how many threads share it, and the
 # worker's process has its own count (not state of the namespace).

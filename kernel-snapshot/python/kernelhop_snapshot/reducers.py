@@ -39,12 +39,35 @@ def reduce_ndarray(arr: np.ndarray) -> Any:
         root = root.base
     if isinstance(root.base, np.memmap):
         refuse_writable_memmap(root.base)
+    torch = sys.modules.get("torch")
+    if torch is not None and type(root.base) in (torch.Tensor, torch.nn.Parameter):
+        return _reduce_tensor_view(arr, root.base)
     if root is arr or root.dtype.hasobject:
         return _reduce_owner(arr)
     if not (root.flags.c_contiguous or root.flags.f_contiguous):
         return NotImplemented
     offset = arr.__array_interface__["data"][0] - root.__array_interface__["data"][0]
     return (_rebuild_view, (root, offset, arr.shape, arr.strides, arr.dtype, arr.flags.writeable))
+
+
+def _reduce_tensor_view(arr: np.ndarray, tensor: Any) -> Any:
+    """An array that views a tensor's memory (``t.numpy()``) goes as a view of that tensor, so the two still share
+    their memory after a restore (the tensor's storage is one object per capture)."""
+    offset = arr.__array_interface__["data"][0] - tensor.untyped_storage().data_ptr()
+    return (_rebuild_tensor_view, (tensor, offset, arr.shape, arr.strides, arr.dtype, arr.flags.writeable))
+
+
+def _rebuild_tensor_view(
+    tensor: Any, offset: int, shape: tuple[int, ...], strides: tuple[int, ...], dtype: np.dtype, writeable: bool
+) -> np.ndarray:
+    import torch
+
+    storage = tensor.untyped_storage()
+    memory = torch.empty(0, dtype=torch.uint8).set_(storage, 0, (storage.nbytes(),), (1,)).numpy()
+    view = np.ndarray(shape, dtype, buffer=memory, offset=offset, strides=strides)
+    if not writeable:
+        view.flags.writeable = False
+    return view
 
 
 def refuse_writable_memmap(arr: np.memmap) -> None:
