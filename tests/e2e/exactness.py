@@ -322,7 +322,8 @@ def _artist_content(artist: Any) -> Any:
             "legend": None if artist.get_legend() is None else [t.get_text() for t in artist.get_legend().get_texts()],
         }
     if isinstance(artist, Line2D):
-        return (artist.get_xydata(), artist.get_color(), artist.get_label(), artist.get_linestyle(), artist.get_marker())
+        line = artist
+        return (line.get_xydata(), line.get_color(), line.get_label(), line.get_linestyle(), line.get_marker())
     if isinstance(artist, Text):
         return artist.get_text()
     return artist.get_label()

@@ -23,12 +23,15 @@ NUMPY = r'''
 import numpy as np
 rng = np.random.default_rng(7)
 dtypes = {}
-for dt in ["bool", "int8", "uint16", "int32", "int64", "uint64", "float16", "float32", "float64", "longdouble", "complex64", "complex128", "clongdouble", "datetime64[ns]", "datetime64[D]", "timedelta64[s]", "U7", "S5", "V3"]:
-    dtypes[dt] = rng.integers(0, 100, size=(4, 3)).astype(dt) if dt != "V3" else np.frombuffer(bytes(range(12)), dtype="V3").copy()
+for dt in ["bool", "int8", "uint16", "int32", "int64", "uint64", "float16", "float32", "float64", "longdouble",
+           "complex64", "complex128", "clongdouble", "datetime64[ns]", "datetime64[D]", "timedelta64[s]", "U7", "S5"]:
+    dtypes[dt] = rng.integers(0, 100, size=(4, 3)).astype(dt)
+dtypes["V3"] = np.frombuffer(bytes(range(12)), dtype="V3").copy()
 nat = np.array(["2024-01-01", "NaT"], dtype="datetime64[s]")
 cplx = np.array([1 + 2j, np.nan + 0j, -0.0 - 1j])
 objs = np.array([{"k": 1}, None, "s", 3.5, [1, 2]], dtype=object)
-structured = np.array([(1, 2.5, b"ab", (1, 2)), (3, -0.0, b"cd", (3, 4))], dtype=[("i", "<i4"), ("f", ">f8"), ("s", "S2"), ("p", "i2", (2,))])
+structured = np.array([(1, 2.5, b"ab", (1, 2)), (3, -0.0, b"cd", (3, 4))],
+                      dtype=[("i", "<i4"), ("f", ">f8"), ("s", "S2"), ("p", "i2", (2,))])
 aligned = np.zeros(3, dtype=np.dtype([("a", "u1"), ("b", "f8")], align=True))
 base = np.arange(60.0).reshape(6, 10)
 row, strided, rev, tr, field_view = base[2], base[::2, 1::3], base[::-1, ::-1], base.T, structured["f"]
@@ -161,14 +164,16 @@ cats = np.array([["a"], ["b"], ["a"], ["c"]] * 15)
 def add_one(v):
     return v + 1
 curve = make_pipeline(FunctionTransformer(np.log1p), FunctionTransformer(add_one), Ridge(alpha=0.5))
-encoder = Pipeline([("pre", ColumnTransformer([("oh", OneHotEncoder(handle_unknown="ignore"), [0])])), ("clf", LogisticRegression())])
+encoder = Pipeline([("pre", ColumnTransformer([("oh", OneHotEncoder(handle_unknown="ignore"), [0])])),
+                    ("clf", LogisticRegression())])
 '''
 SKLEARN_CHANGE = r'''
 pipe.fit(X, y)
 forest.fit(X, y)
 encoder.fit(cats, y)
 curve.fit(np.abs(X), X[:, 0])
-predictions = (pipe.predict(X), pipe.predict_proba(X), forest.predict_proba(X), encoder.predict(cats), curve.predict(np.abs(X)))
+predictions = (pipe.predict(X), pipe.predict_proba(X), forest.predict_proba(X), encoder.predict(cats),
+               curve.predict(np.abs(X)))
 '''
 MPL = r'''
 import matplotlib
@@ -244,6 +249,8 @@ out = model(data).detach()
 scheduler_lr = opt.param_groups[0]["lr"]
 data[0, 1] = 100.0
 '''
+FAMILIES = {"numpy": (NUMPY, NUMPY_CHANGE), "pandas": (PANDAS, PANDAS_CHANGE), "sparse": (SPARSE, SPARSE_CHANGE),
+            "sklearn": (SKLEARN, SKLEARN_CHANGE), "matplotlib": (MPL, MPL_CHANGE), "torch": (TORCH, TORCH_CHANGE)}
 
 
 @pytest.fixture(scope="module")
@@ -278,19 +285,17 @@ def forget(kernel: Kernel, code: str) -> None:
     ok(kernel, f"for _name in __import__('exactness').run_copy({code!r}):\n    globals().pop(_name, None)\ndel _name")
 
 
-@pytest.mark.parametrize("family", ["numpy", "pandas", "sparse", "sklearn", "matplotlib", "torch"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_made_here_changed_remotely_and_made_remotely_changed_here(family_kernel: Kernel, family: str) -> None:
     setup, change = FAMILIES[family]
     ok(family_kernel, setup)
     ok(family_kernel, "%%gpu h100 --quiet\n" + change)
-    assert differences(family_kernel, setup + change) == []
+    assert differences(family_kernel, setup + change) == [], "made here, changed remotely"
 
     # Forgotten here first, so that what the remote cell makes really comes home (a hop leaves alone a variable whose
     # capture is the same on both sides).
     forget(family_kernel, setup + change)
     ok(family_kernel, "%%gpu h100 --quiet\n" + setup)
-    assert differences(family_kernel, setup) == []
+    assert differences(family_kernel, setup) == [], "made remotely"
     ok(family_kernel, change)
-    assert differences(family_kernel, setup + change) == []
-FAMILIES = {"numpy": (NUMPY, NUMPY_CHANGE), "pandas": (PANDAS, PANDAS_CHANGE), "sparse": (SPARSE, SPARSE_CHANGE),
-            "sklearn": (SKLEARN, SKLEARN_CHANGE), "matplotlib": (MPL, MPL_CHANGE), "torch": (TORCH, TORCH_CHANGE)}
+    assert differences(family_kernel, setup + change) == [], "made remotely, changed here"
