@@ -1,4 +1,5 @@
-"""The pickler: cloudpickle, protocol 5, buffers out of band, our numpy/torch reducers, notebook-bound functions.
+"""The pickler: cloudpickle, protocol 5, buffers out of band, our reducers (numpy arrays and masked arrays, torch
+tensors, matplotlib's callback registries), notebook-bound functions.
 
 Functions (and methods of classes) defined in the notebook are pickled by value, as cloudpickle does, with two
 changes:
@@ -26,7 +27,16 @@ import cloudpickle
 import numpy as np
 from cloudpickle import cloudpickle as _cp
 
-from .reducers import DeviceMap, StorageRef, TensorReducer, devices_for_restore, reduce_ndarray
+from .reducers import (
+    DeviceMap,
+    StorageRef,
+    TensorReducer,
+    devices_for_restore,
+    reduce_callback_registry,
+    reduce_masked_array,
+    reduce_ndarray,
+    refuse_writable_memmap,
+)
 
 PROTOCOL = 5
 
@@ -91,11 +101,25 @@ class SnapshotPickler(cloudpickle.Pickler):
         # torch is in sys.modules whenever a tensor exists; never import it just to look for tensors.
         torch = sys.modules.get("torch")
         self._tensor_types = (torch.Tensor, torch.nn.Parameter) if torch is not None else ()
+        # Likewise numpy.ma, which ``import numpy`` leaves unloaded, and matplotlib.
+        masked = sys.modules.get("numpy.ma")
+        self._masked_array_type = masked.MaskedArray if masked is not None else None
+        cbook = sys.modules.get("matplotlib.cbook")
+        self._callback_registry_type = cbook.CallbackRegistry if cbook is not None else None
 
     def reducer_override(self, obj: Any) -> Any:
         t = type(obj)
         if t is np.ndarray:
             return reduce_ndarray(obj)
+        if t is np.memmap:
+            # Its bytes, out of band and read-only as they were (numpy's own pickle makes a writeable memmap of no
+            # file); one opened for writing is refused.
+            refuse_writable_memmap(obj)
+            return reduce_ndarray(obj.view(np.ndarray))
+        if t is self._masked_array_type:
+            return reduce_masked_array(obj)
+        if t is self._callback_registry_type:
+            return reduce_callback_registry(obj)
         if t in self._tensor_types:
             return self._tensors.reduce(obj)
         if t is StorageRef:

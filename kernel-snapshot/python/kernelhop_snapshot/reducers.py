@@ -9,6 +9,8 @@ again after restore.
 Devices: a tensor records the device its storage was on. On restore the storage goes back to that device when the
 ``DeviceMap`` in effect says it is available, else it stays on the CPU (a CUDA tensor comes home as a CPU tensor).
 
+A matplotlib ``CallbackRegistry`` keeps the links between the objects of a figure (``reduce_callback_registry``).
+
 torch is never imported here unless a tensor is being pickled or unpickled (``sys.modules`` is consulted instead).
 """
 
@@ -16,8 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import copyreg
 import pickle
 import sys
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,12 +37,48 @@ def reduce_ndarray(arr: np.ndarray) -> Any:
     root = arr
     while type(root.base) is np.ndarray:
         root = root.base
+    if isinstance(root.base, np.memmap):
+        refuse_writable_memmap(root.base)
+    torch = sys.modules.get("torch")
+    if torch is not None and type(root.base) in (torch.Tensor, torch.nn.Parameter):
+        return _reduce_tensor_view(arr, root.base)
     if root is arr or root.dtype.hasobject:
         return _reduce_owner(arr)
     if not (root.flags.c_contiguous or root.flags.f_contiguous):
         return NotImplemented
     offset = arr.__array_interface__["data"][0] - root.__array_interface__["data"][0]
     return (_rebuild_view, (root, offset, arr.shape, arr.strides, arr.dtype, arr.flags.writeable))
+
+
+def _reduce_tensor_view(arr: np.ndarray, tensor: Any) -> Any:
+    """An array that views a tensor's memory (``t.numpy()``) goes as a view of that tensor, so the two still share
+    their memory after a restore (the tensor's storage is one object per capture)."""
+    offset = arr.__array_interface__["data"][0] - tensor.untyped_storage().data_ptr()
+    return (_rebuild_tensor_view, (tensor, offset, arr.shape, arr.strides, arr.dtype, arr.flags.writeable))
+
+
+def _rebuild_tensor_view(
+    tensor: Any, offset: int, shape: tuple[int, ...], strides: tuple[int, ...], dtype: np.dtype, writeable: bool
+) -> np.ndarray:
+    import torch
+
+    storage = tensor.untyped_storage()
+    memory = torch.empty(0, dtype=torch.uint8).set_(storage, 0, (storage.nbytes(),), (1,)).numpy()
+    view = np.ndarray(shape, dtype, buffer=memory, offset=offset, strides=strides)
+    if not writeable:
+        view.flags.writeable = False
+    return view
+
+
+def refuse_writable_memmap(arr: np.memmap) -> None:
+    """A memmap opened for writing is a live handle: its writes go to its file. A copy of its bytes that came home
+    would silently stop writing there, so it stays with its process, as an open file does. A read-only or
+    copy-on-write one, whose writes never reach the file, travels as a copy of its bytes."""
+    if arr.mode in ("r+", "w+"):
+        raise TypeError(
+            f"cannot pickle a numpy.memmap of {arr.filename} opened for writing ({arr.mode!r}): its writes go to "
+            "that file, so it stays with its process"
+        )
 
 
 def _reduce_owner(arr: np.ndarray) -> Any:
@@ -58,6 +98,12 @@ def _reduce_owner(arr: np.ndarray) -> Any:
 
 
 def _rebuild_array(buf: Any, dtype: np.dtype, shape: tuple[int, ...], order: str) -> np.ndarray:
+    data = memoryview(buf)
+    if data.nbytes == 0:
+        # An empty buffer arrives as read-only bytes and numpy gives an array on it other strides: make it anew.
+        arr = np.empty(shape, dtype, order=order)
+        arr.flags.writeable = not data.readonly
+        return arr
     return np.ndarray(shape, dtype, buffer=buf, order=order)
 
 
@@ -69,6 +115,50 @@ def _rebuild_view(
     if not writeable:
         view.flags.writeable = False
     return view
+
+
+def reduce_masked_array(arr: np.ma.MaskedArray) -> Any:
+    """Reduce an exact ``np.ma.MaskedArray`` as its data (an ndarray view, through ``reduce_ndarray``: out of band and
+    still sharing memory with the array it masks) plus its attributes. numpy's own reducer copies the data in band
+    and drops the hard mask and the mask's sharing."""
+    return (_rebuild_masked_array, (arr.view(np.ndarray), vars(arr).copy()))
+
+
+def _rebuild_masked_array(data: np.ndarray, attributes: dict[str, Any]) -> np.ma.MaskedArray:
+    arr = data.view(np.ma.MaskedArray)
+    arr.__dict__.update(attributes)
+    return arr
+
+
+# --- matplotlib ----------------------------------------------------------------------------------------------------
+
+
+def reduce_callback_registry(registry: Any) -> Any:
+    """Reduce a matplotlib ``CallbackRegistry`` keeping also the callbacks that are methods of matplotlib objects.
+
+    matplotlib pickles only callbacks marked picklable, which drops its own links between the objects of one figure
+    (a colorbar following its image, an image following its norm): after a plain pickle a colorbar no longer follows
+    ``set_clim``. Those objects (artists, colorbars, colorizers, norms) travel with the figure anyway, so their
+    methods can travel too. Others stay behind, as matplotlib leaves them: a toolbar's handlers hold a GUI canvas."""
+    owners = _figure_parts()
+    state = registry.__getstate__()
+    for signal, proxies in registry.callbacks.items():
+        for cid, proxy in proxies.items():
+            func = proxy()
+            if cid not in registry._pickled_cids and isinstance(func, types.MethodType):
+                if isinstance(func.__self__, owners):
+                    state["callbacks"][signal][cid] = func
+    return (copyreg.__newobj__, (type(registry),), state)
+
+
+def _figure_parts() -> tuple[type, ...]:
+    from matplotlib import artist, colorbar, colors
+
+    parts: list[type] = [artist.Artist, colorbar.Colorbar, colors.Normalize]
+    colorizer = sys.modules.get("matplotlib.colorizer")  # matplotlib 3.10 and later
+    if colorizer is not None:
+        parts.append(colorizer.Colorizer)
+    return tuple(parts)
 
 
 # --- torch -------------------------------------------------------------------------------------------------------

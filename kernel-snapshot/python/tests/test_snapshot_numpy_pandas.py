@@ -105,3 +105,64 @@ def test_scipy_sparse(store):
     assert (out["m"] != m).nnz == 0
     assert (out["c"].tocsr() != m).nnz == 0
     assert out["m"].format == "csr"
+
+
+def test_empty_arrays_stay_writeable_with_their_strides(store):
+    empty = np.zeros((0, 4), dtype="f4")
+    frozen = np.zeros(0)
+    frozen.flags.writeable = False
+    out = round_trip({"empty": empty, "frozen": frozen}, store)
+    assert out["empty"].flags.writeable and out["empty"].strides == empty.strides
+    out["empty"][...] = 1.0  # numpy's own rebuild on an empty buffer gave a read-only array
+    assert not out["frozen"].flags.writeable
+
+
+def test_masked_arrays_keep_their_mask_settings_and_their_base(store):
+    base = np.arange(8.0)
+    over_base = np.ma.masked_array(base[2:], mask=base[2:] > 5)
+    hard = np.ma.masked_invalid(np.array([[1.0, np.nan], [np.inf, 4.0]]))
+    hard.harden_mask()
+    hard.fill_value = -1.5
+    out = round_trip({"base": base, "over_base": over_base, "hard": hard}, store)
+    assert type(out["hard"]) is np.ma.MaskedArray
+    assert out["hard"].hardmask and out["hard"].fill_value == -1.5  # numpy's own pickle drops the hard mask
+    assert np.array_equal(np.ma.getmaskarray(out["hard"]), np.ma.getmaskarray(hard))
+    out["hard"][0, 1] = 9.0  # a hard mask keeps masked values masked
+    assert out["hard"].mask[0, 1]
+    out["base"][3] = -7.0  # the masked array still views the base (numpy's own pickle copies it)
+    assert out["over_base"].data[1] == -7.0
+    assert np.array_equal(out["over_base"].mask, over_base.mask)
+
+
+def test_a_colorbar_still_follows_its_image(store):
+    import matplotlib
+
+    matplotlib.use("agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    image = fig.add_subplot().imshow([[0.0, 0.5], [0.25, 1.0]])
+    bar = fig.colorbar(image)
+    out = round_trip({"fig": fig, "image": image, "bar": bar}, store)
+    out["image"].set_clim(0.1, 0.9)  # after matplotlib's own pickle the colorbar kept 0..1
+    assert out["bar"].ax.get_ylim() == (0.1, 0.9)
+    assert out["bar"].mappable is out["image"]
+
+
+def test_a_figure_travels_without_handlers_of_other_objects(store, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.backend_bases import NavigationToolbar2
+
+    def refuse(self, protocol):
+        raise TypeError("a GUI toolbar cannot be pickled")  # as one bound to a Qt canvas
+
+    monkeypatch.setattr(NavigationToolbar2, "__reduce_ex__", refuse)
+    fig, _ = plt.subplots()
+    toolbar = NavigationToolbar2(fig.canvas)
+    out = round_trip({"fig": fig}, store)  # the toolbar's handlers are methods of matplotlib's, not of the figure
+    handlers = [proxy() for proxies in out["fig"].canvas.callbacks.callbacks.values() for proxy in proxies.values()]
+    assert handlers and not any(getattr(h, "__self__", None) is toolbar for h in handlers)
+    plt.close(fig)

@@ -64,6 +64,21 @@ def test_module_and_optimizer_share_parameters(store):
     o2.step()  # the restored optimizer drives the restored model
 
 
+def test_numpy_views_of_a_tensor_still_view_it(store):
+    import numpy as np
+
+    t = torch.arange(12.0).reshape(3, 4)
+    ns = {"t": t, "whole": t.numpy(), "transposed": t.T.numpy(), "row": t[1].numpy()[1:]}
+    cap = Capturer(store).capture(ns)
+    assert [g.names for g in cap.manifest.groups] == [("row", "t", "transposed", "whole")]
+    out = Capturer(store).restore(cap.manifest)
+    for name in ("whole", "transposed", "row"):
+        assert type(out[name]) is np.ndarray and out[name].strides == ns[name].strides, name
+        assert np.array_equal(out[name], ns[name]), name
+    out["t"][1, 2] = -1.0  # the arrays were copies of their own before
+    assert out["whole"][1, 2] == -1.0 and out["transposed"][2, 1] == -1.0 and out["row"][1] == -1.0
+
+
 class SimulatedGpu(DeviceMap):
     """A device map on a CPU-only host that pretends tensors were on (and can go back to) ``cuda:1``."""
 

@@ -72,3 +72,23 @@ def test_user_namespace_drops_placeholders():
         user_ns_hidden = {}
 
     assert user_namespace(Shell()) == {"x": 1}
+
+
+def test_a_memmap_opened_for_writing_stays_with_its_process(store, tmp_path):
+    import numpy as np
+
+    path = tmp_path / "data.bin"
+    path.write_bytes(bytes(16))
+    writes = np.memmap(path, dtype="u1", mode="r+")
+    reads = np.memmap(path, dtype="u1", mode="r")
+    private = np.memmap(path, dtype="u1", mode="c")
+    ns = {"writes": writes, "window": writes[2:6], "plain": np.asarray(writes)[1:], "reads": reads, "private": private}
+    cap = Capturer(store).capture(ns)
+    # A copy of its bytes would come home and no longer write to the file (numpy's own pickle does that).
+    assert set(cap.unpicklable) == {"writes", "window", "plain"}
+    assert "opened for writing ('r+')" in cap.unpicklable["writes"]
+    assert str(path) in cap.unpicklable["writes"]
+    out = Capturer(store).restore(cap.manifest)
+    # The others travel as their bytes, read-only as they were (numpy's own pickle made them writeable).
+    assert out["reads"].tolist() == [0] * 16 and not out["reads"].flags.writeable
+    assert out["private"].flags.writeable
