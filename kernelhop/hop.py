@@ -29,6 +29,7 @@ from kernelhop_snapshot import (
 )
 
 from .config import discover
+from .files import WorkingFiles
 from .gateway_client import GatewayClient, GatewayError, KernelhopError
 from .hop_display import HopDisplay
 from .hop_store import HopStore
@@ -102,6 +103,8 @@ class Hopper:
         self._remote_blobs: dict[Digest, Any] = {}
         # The cells run here, from which unpicklable variables get recipes to rebuild them on the runtime.
         self.cells = CellLog(shell)
+        # The working directory the hops carry and bring home (files.py).
+        self.files = WorkingFiles()
         self._client: GatewayClient | None = None
         # Seconds of the last hop's steps, here and on the runtime (its `done` timings): for the benchmarks and the
         # GPU check, which need the split and not only the status line.
@@ -154,16 +157,24 @@ class Hopper:
         return "\n".join(lines)
 
     def hop(
-        self, gpu_class: str, code: str, *, timeout_s: float | None = None, quiet: bool = False, eager: bool = False
+        self,
+        gpu_class: str,
+        code: str,
+        *,
+        timeout_s: float | None = None,
+        quiet: bool = False,
+        eager: bool = False,
+        files: bool = True,
     ):
         """Run `code` on `gpu_class`; returns the cell's result (for Out) or None; raises on any failure. The
-        runtime restores only what the cell can reach, or with `eager` the whole state."""
+        runtime restores only what the cell can reach, or with `eager` the whole state; with `files` the cell runs
+        in a copy of the working directory, and what it did there comes home."""
         # --quiet leaves out both the live display and the status line.
         self.display = HopDisplay(gpu_class, enabled=False) if quiet else HopDisplay.open(self.shell, gpu_class)
         try:
             client = self.client()
             self.capturer.store = store = self.new_store()
-            return self._hop(client, store, gpu_class, code, timeout_s, quiet, eager)
+            return self._hop(client, store, gpu_class, code, timeout_s, quiet, eager, files)
         except BaseException as e:
             self.display.failed(e)
             raise
@@ -180,9 +191,11 @@ class Hopper:
         timeout_s: float | None,
         quiet: bool,
         eager: bool,
+        files: bool,
     ):
         t0 = time.monotonic()
         plan = Plan()
+        tree = self.files.send(client, store) if files else None
 
         def recipes(unpicklable: Mapping[str, Any]) -> dict[str, Any]:
             # Read the history only when something cannot be pickled (recompute.py: the runtime re-runs the recipes).
@@ -193,7 +206,7 @@ class Hopper:
         namespace = user_namespace(self.shell)
 
         def capture(reach: frozenset[str] | None) -> Capture:
-            return self.capturer.capture(namespace, meta=recipes, reach=reach)
+            return self.capturer.capture(namespace, meta=recipes, reach=reach, files=tree)
 
         reach = None if eager else self._reach([code], namespace)
         cap = capture(reach)
@@ -217,11 +230,15 @@ class Hopper:
                 raise
             # The gateway lacks chunks we took it to hold (its store was wiped?): forget what we knew, send again.
             client.known.clear()
+            tree = self.files.send(client, store) if files else None
             cap = self._upload(client, store, cap, lambda: capture(None))
             outcome = self._run(client, gpu_class, code, str(cap.digest), timeout_s, quiet, reach)
         t3 = time.monotonic()
         self.display.phase("home")
         self._bring_home(client, store, cap, outcome.done["snapshot"])
+        if tree is not None and outcome.done["snapshot"] != str(cap.digest):
+            came = Manifest.from_bytes(store.get(Digest.parse(outcome.done["snapshot"])))
+            self.files.bring_home(client, came.files, gpu_class)
         t4 = time.monotonic()
         remote = outcome.done.get("timings")
         self.last_timings = {

@@ -32,6 +32,11 @@ class GpuMagics(Magics):
         action="store_true",
         help="restore the whole state on the runtime before the cell, not only the variables the cell can reach",
     )
+    @argument(
+        "--no-files",
+        action="store_true",
+        help="do not send the working directory; the cell runs wherever the runtime's worker is, and no file comes home",
+    )
     @cell_magic("gpu")
     def gpu_cell(self, line: str, cell: str) -> RemoteResult | None:
         """Run this cell on a pooled GPU with the kernel's whole state, then bring home what it changed.
@@ -67,7 +72,9 @@ class GpuMagics(Magics):
             raise UsageError("%%gpu: the cell is empty; put the code to run on the GPU below the %%gpu line")
         if args.timeout is not None and not args.timeout > 0:
             raise UsageError(f"%%gpu: --timeout must be a positive number of seconds, got {args.timeout:g}")
-        return self.hopper.hop(args.gpu_class, cell, timeout_s=args.timeout, quiet=args.quiet, eager=args.eager)
+        return self.hopper.hop(
+            args.gpu_class, cell, timeout_s=args.timeout, quiet=args.quiet, eager=args.eager, files=not args.no_files
+        )
 
     @line_magic("gpu")
     def gpu_line(self, line: str) -> None:

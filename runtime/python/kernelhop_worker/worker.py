@@ -30,6 +30,7 @@ from kernelhop_snapshot.reach import identifiers
 
 from .channel import EventChannel, StreamWriter
 from .shell import WorkerShell
+from .workdir import WorkDir, remove_all
 
 EVENT_FD = 3
 # Imported while the worker waits for its first cell, so a restore does not pay for them (torch alone takes 1-2 s).
@@ -104,6 +105,7 @@ def _watch_commands(fd: int, commands: queue.Queue[dict[str, Any]], channel: Eve
                 continue
             commands.put(command)
     # The runtime closed our stdin (or died): nothing is left to serve, and no worker may outlive it.
+    remove_all()
     os._exit(0)
 
 
@@ -122,6 +124,8 @@ class Worker:
         # (objects None), or restored by an earlier run and hidden since, with their objects by name.
         self._hidden: dict[tuple[Any, ...], tuple[Group, dict[str, Any] | None]] = {}
         self._last_error: BaseException | None = None
+        # The kernel's working directory, laid out for this session's cells (workdir.py).
+        self._files = WorkDir()
         if "matplotlib" in sys.modules:
             self._enable_inline_figures()
 
@@ -180,7 +184,12 @@ class Worker:
             try:
                 namespace = user_namespace(self._shell)
                 self._hidden = self._hidden_to_keep(namespace)
-                captured = self._capturer.capture(namespace, parent=parent, keep=[g for g, _ in self._hidden.values()])
+                captured = self._capturer.capture(
+                    namespace,
+                    parent=parent,
+                    keep=[g for g, _ in self._hidden.values()],
+                    files=self._files.capture(self._store, self._stderr),
+                )
             except Exception as exc:
                 self._channel.emit(
                     "failed",
@@ -212,6 +221,8 @@ class Worker:
         it matters: the kernel may send a group out of reach as it was at an earlier hop, unread since
         (Capturer.capture's ``reach``), so its objects here may be stale, and no cell may see them."""
         manifest = Manifest.from_bytes(self._store.get(digest))
+        # Files first: the notebook's own modules, which unpickling may import, come with them.
+        self._files.enter(manifest.files, self._store.get)
         user_ns = self._shell.user_ns
         if self._current is None:
             self._shell.reset(new_session=False)
