@@ -25,17 +25,17 @@ def calls(ip, monkeypatch):
 
 def test_cell_magic_help_shows_arguments(ip, calls):
     doc = ip.find_cell_magic("gpu").__doc__
-    assert "%%gpu [--timeout SECONDS] [-q] [--eager] CLASS" in doc
-    assert "--timeout SECONDS" in doc and "-q, --quiet" in doc and "--eager" in doc
+    assert "%%gpu [--timeout SECONDS] [-q] [--eager] [--no-files] CLASS" in doc
+    assert "--timeout SECONDS" in doc and "-q, --quiet" in doc and "--eager" in doc and "--no-files" in doc
     assert "Run this cell on a pooled GPU" in doc
     assert "(%gpu without a cell" in doc
 
 
 def test_parses_class_timeout_quiet_and_eager(ip, calls):
     ip.run_cell_magic("gpu", "h100 --timeout 90 -q", "x = 1\n")
-    assert calls == [(("h100", "x = 1\n"), {"timeout_s": 90.0, "quiet": True, "eager": False})]
-    ip.run_cell_magic("gpu", "a100 --eager", "y = 2")
-    assert calls[-1] == (("a100", "y = 2"), {"timeout_s": None, "quiet": False, "eager": True})
+    assert calls == [(("h100", "x = 1\n"), {"timeout_s": 90.0, "quiet": True, "eager": False, "files": True})]
+    ip.run_cell_magic("gpu", "a100 --eager --no-files", "y = 2")
+    assert calls[-1] == (("a100", "y = 2"), {"timeout_s": None, "quiet": False, "eager": True, "files": False})
 
 
 @pytest.mark.parametrize(
