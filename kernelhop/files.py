@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Callable
 
 from kernelhop_snapshot import Digest, FilesRef
-from kernelhop_snapshot.tree import FileEntry, Listing, Scan, TreeError, TreeScanner, read_tree
+from kernelhop_snapshot.tree import FileEntry, Listing, Scan, TreeError, TreeScanner, is_inside, read_tree
 
 from .gateway_client import GatewayClient, KernelhopError
 from .hop_store import HopStore
@@ -106,6 +106,9 @@ class WorkingFiles:
             if sent.files.get(path) == entry:
                 continue
             target = os.path.join(root, path)
+            if not is_inside(os.path.realpath(os.path.dirname(target)), os.path.realpath(root)):
+                _warn(f"kernelhop: {path} from the cell is not written: its directory here leads out of {root}")
+                continue
             data = fetch(list(dict.fromkeys(entry.content.chunks)))
             content = b"".join(data[d] for d in entry.content.chunks)
             try:

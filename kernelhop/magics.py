@@ -53,6 +53,11 @@ class GpuMagics(Magics):
         modules) stays here, and using it in the cell raises an error saying so. A remote exception fails the
         cell with the remote traceback; what the cell changed before raising still comes home.
 
+        The cell runs in a copy of the kernel's working directory, so relative paths and the notebook's own
+        modules work there; files it writes or deletes there come home, unless the local file changed meanwhile
+        (then the cell's version is saved as NAME.kernelhop-remote and a warning says so). .kernelhopignore
+        (gitignore syntax) leaves files out; at most KERNELHOP_FILES_MAX_BYTES (1 GiB) travel; --no-files sends none.
+
         The runtime restores only the variables the cell can reach: those its code names, and those the
         notebook's functions and classes it reaches name in turn; the others stay in the snapshot, untouched,
         until a later cell reaches them. A cell that reaches the namespace itself (globals(), eval, a magic)

@@ -63,11 +63,32 @@ export type ReadBlobs = (digests: Digest[]) => Promise<Array<Uint8Array | undefi
 
 export type TreeWalk = { ok: true; blobs: Digest[] } | { ok: false; missing: Digest[] };
 
+/** Trees walked lately, by root digest: a tree's blobs are fixed by its digest, and a hop's tree seldom changes. */
+const recentWalks = new Map<string, Digest[]>();
+const RECENT_WALKS = 16;
+
 /**
  * Every blob of the tree under `root`: its directory blobs and its files' chunks, each once. Directory blobs are
  * read one level at a time (one `read` per level); a directory blob missing ends the walk with the ones missing.
+ * A tree walked lately is not read again: whether its blobs are present is the caller's to check, as ever.
  */
 export async function treeBlobDigests(root: Digest, read: ReadBlobs): Promise<TreeWalk> {
+  const key = formatDigest(root);
+  const known = recentWalks.get(key);
+  if (known !== undefined) {
+    recentWalks.delete(key);
+    recentWalks.set(key, known);
+    return { ok: true, blobs: known };
+  }
+  const walk = await walkTree(root, read);
+  if (walk.ok) {
+    recentWalks.set(key, walk.blobs);
+    if (recentWalks.size > RECENT_WALKS) recentWalks.delete(recentWalks.keys().next().value as string);
+  }
+  return walk;
+}
+
+async function walkTree(root: Digest, read: ReadBlobs): Promise<TreeWalk> {
   const seen = new Set<string>();
   const blobs: Digest[] = [];
   const add = (d: Digest): boolean => {

@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import {
   Digest,
   TreeError,
+  digestOf,
   formatDigest,
   manifestFilesTree,
   parseManifest,
@@ -36,17 +37,18 @@ test('the tree Python wrote names exactly the blobs Python lists', async () => {
 });
 
 test('a missing directory blob ends the walk naming it', async () => {
-  const root = manifestFilesTree(parseManifest(fx.manifest)) as Digest;
-  const rootBlob = JSON.parse(Buffer.from(fx.blobs[formatDigest(root)] as string, 'base64').toString('utf8'));
-  const sub = rootBlob.entries.data.tree as string;
-  const without = { ...fx.blobs };
-  delete without[sub];
-  const walk = await treeBlobDigests(root, readFrom(without));
-  assert.deepEqual(walk, { ok: false, missing: [{ hash: sub.split('/')[0], sizeBytes: Number(sub.split('/')[1]) }] });
+  const sub = digestOf(Buffer.from('a directory blob nobody stored'));
+  const root = Buffer.from(
+    JSON.stringify({ kind: 'kernelhop.tree', version: 1, entries: { sub: { type: 'dir', tree: formatDigest(sub) } } }),
+  );
+  const stored = { [formatDigest(digestOf(root))]: root.toString('base64') };
+  const walk = await treeBlobDigests(digestOf(root), readFrom(stored));
+  assert.deepEqual(walk, { ok: false, missing: [sub] });
 });
 
 test('tree blobs and files refs that break the format are refused', () => {
-  const blob = (entries: unknown): Buffer => Buffer.from(JSON.stringify({ kind: 'kernelhop.tree', version: 1, entries }));
+  const blob = (entries: unknown): Buffer =>
+    Buffer.from(JSON.stringify({ kind: 'kernelhop.tree', version: 1, entries }));
   const chunk = `${'ab'.repeat(32)}/10`;
   assert.throws(() => parseTreeBytes(blob({ '..': { type: 'dir', tree: chunk } }), 't'), TreeError);
   assert.throws(() => parseTreeBytes(blob({ 'a/b': { type: 'symlink', target: 'x' } }), 't'), TreeError);

@@ -21,7 +21,8 @@ export async function treeBlobs(
     return Promise.all(level.map((d) => (cache.has(d) ? cache.read(d) : undefined)));
   });
   if (!walk.ok) {
-    throw new TreeError(`the file tree of snapshot ${formatDigest(snapshot)} lacks ${walk.missing.map(formatDigest).join(', ')}`);
+    const lacking = walk.missing.map(formatDigest).join(', ');
+    throw new TreeError(`the file tree of snapshot ${formatDigest(snapshot)} lacks ${lacking}`);
   }
   return walk.blobs;
 }

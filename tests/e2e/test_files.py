@@ -127,3 +127,22 @@ def test_an_oversize_tree_is_refused_naming_the_largest_file(
 def test_no_files_runs_without_the_directory(nb_kernel: Kernel, notebook: Path) -> None:
     remote = ok(nb_kernel, "%%gpu h100 --no-files\nimport os\nprint(os.path.exists('data/train.csv'))")
     assert remote.stream_text("stdout").split() == ["False"]
+
+
+def test_a_cell_cannot_make_the_kernel_write_through_a_link_out_of_the_directory(
+    nb_kernel: Kernel, notebook: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (notebook / "link").symlink_to(outside)
+    # The link is not sent; the cell makes a real directory of that name, and a file in it.
+    remote = ok(
+        nb_kernel,
+        "%%gpu h100\nimport os\nprint(os.path.exists('link'))\nos.makedirs('link')\n"
+        "open('link/planted.txt', 'w').write('x')",
+    )
+    err = remote.stream_text("stderr")
+    assert remote.stream_text("stdout").split() == ["False"]
+    assert f"symlink link -> {outside} points outside the working directory; it is not sent" in err
+    assert "link/planted.txt from the cell is not written: its directory here leads out of" in err
+    assert list(outside.iterdir()) == []

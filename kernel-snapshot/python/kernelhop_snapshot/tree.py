@@ -90,8 +90,12 @@ class Listing:
         return out
 
 
-def write_tree(files: Mapping[str, FileEntry], symlinks: Mapping[str, str], dirs: Iterable[str],
-               put: Callable[[Digest, bytes], None]) -> Listing:
+def write_tree(
+    files: Mapping[str, FileEntry],
+    symlinks: Mapping[str, str],
+    dirs: Iterable[str],
+    put: Callable[[Digest, bytes], None],
+) -> Listing:
     """Encode a flat tree into directory blobs, deepest first (a blob's children are stored before it), via ``put``."""
     children: dict[str, dict[str, Any]] = {"": {}}
     for d in sorted(set(dirs) | {_parent(p) for p in [*files, *symlinks]}, key=lambda p: p.count("/")):
@@ -142,20 +146,28 @@ def parse_tree_blob(data: bytes | bytearray | memoryview, where: str) -> dict[st
             if kind == "file" and set(e) == {"type", "size", "chunks", "executable"}:
                 if not isinstance(e["executable"], bool):
                     raise TreeError(f"{at}: executable must be true or false")
-                out[name] = FileEntry(BlobRef.from_json({"size": e["size"], "chunks": e["chunks"]}, at), e["executable"])
+                content = BlobRef.from_json({"size": e["size"], "chunks": e["chunks"]}, at)
+                out[name] = FileEntry(content, e["executable"])
             elif kind == "dir" and set(e) == {"type", "tree"} and isinstance(e["tree"], str):
                 out[name] = Digest.parse(e["tree"])
             elif kind == "symlink" and set(e) == {"type", "target"} and isinstance(e["target"], str):
                 out[name] = e["target"]
             else:
-                raise TreeError(f"{at}: an entry is a file {{size, chunks, executable}}, a dir {{tree}} or a symlink {{target}}")
+                raise TreeError(
+                    f"{at}: an entry is a file {{size, chunks, executable}}, a dir {{tree}} or a symlink {{target}}"
+                )
+        except TreeError:
+            raise
         except (ManifestError, ValueError) as err:
             raise TreeError(f"{at}: {err}") from None
     return out
 
 
-def read_tree(root: Digest, fetch: Callable[[list[Digest]], Mapping[Digest, bytes | bytearray | memoryview]],
-              reuse: Listing | None = None) -> Listing:
+def read_tree(
+    root: Digest,
+    fetch: Callable[[list[Digest]], Mapping[Digest, bytes | bytearray | memoryview]],
+    reuse: Listing | None = None,
+) -> Listing:
     """The tree under ``root``; ``fetch`` gets directory blobs, one level at a time. Subtrees ``reuse`` holds under
     the same path and digest are taken from it, not fetched (what an unchanged subtree costs: nothing)."""
     out = Listing()
@@ -281,7 +293,7 @@ class TreeScanner:
                 elif stat.S_ISLNK(st.st_mode):
                     target = os.readlink(e.path)
                     resolved = os.path.realpath(e.path)
-                    if os.path.isabs(target) or not _inside(resolved, real_root) or not os.path.exists(resolved):
+                    if os.path.isabs(target) or not is_inside(resolved, real_root) or not os.path.exists(resolved):
                         outside.append((path, target))
                     else:
                         symlinks[path] = target
@@ -358,7 +370,7 @@ def format_bytes(n: int) -> str:
     raise AssertionError("unreachable")
 
 
-def _inside(path: str, root: str) -> bool:
+def is_inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
