@@ -17,10 +17,10 @@ from __future__ import annotations
 import os
 import stat
 import sys
-import tempfile
 from collections.abc import Callable
 
 from kernelhop_snapshot import Digest, FilesRef
+from kernelhop_snapshot.blobstore import write_atomically
 from kernelhop_snapshot.tree import FileEntry, Listing, Scan, TreeError, TreeScanner, is_inside, read_tree
 
 from .gateway_client import GatewayClient, KernelhopError
@@ -164,23 +164,8 @@ class WorkingFiles:
 
 
 def _write_atomically(target: str, content: bytes, executable: bool) -> None:
-    """Write to a temporary name in the same directory, fsync, rename: the file is the old or the new one, whole."""
-    directory, name = os.path.split(target)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".kernelhop-tmp")
-    try:
-        with open(fd, "wb") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        mode = 0o777 & ~_umask()
-        os.chmod(tmp, mode if executable else mode & 0o666)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    mode = 0o777 & ~_umask()
+    write_atomically(target, [content], mode=mode if executable else mode & 0o666)
 
 
 def _umask() -> int:

@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Callable
 
 from kernelhop_snapshot import BlobStore, Digest, FilesRef
+from kernelhop_snapshot.blobstore import write_atomically
 from kernelhop_snapshot.tree import Listing, TooLargeError, TreeScanner, read_tree
 
 # 2000-01-01T00:00:00Z: the mtime of every file laid out (old enough for the scanner to trust, past 1980 for zip).
@@ -109,13 +110,10 @@ class WorkDir:
                 continue
             if st is not None and stat.S_ISDIR(st.st_mode):
                 shutil.rmtree(target)
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".", suffix=".kernelhop-tmp")
-            with open(fd, "wb") as f:
-                for d in entry.content.chunks:
-                    f.write(read_blob(d))
-            os.chmod(tmp, 0o755 if entry.executable else 0o644)
-            os.utime(tmp, ns=(LAID_OUT_MTIME_NS, LAID_OUT_MTIME_NS))
-            os.replace(tmp, target)
+            pieces = (read_blob(d) for d in entry.content.chunks)
+            mode = 0o755 if entry.executable else 0o644
+            # Not fsynced: this directory is rebuilt from the cache whenever a worker starts.
+            write_atomically(target, pieces, durable=False, mode=mode, mtime_ns=LAID_OUT_MTIME_NS)
             self._scanner.remember(path, os.lstat(target), entry)
             changed.add(target)
         for path, link in listing.symlinks.items():
