@@ -29,6 +29,7 @@ from kernelhop_snapshot import (
 )
 
 from .config import discover
+from .environment import record_environment
 from .files import WorkingFiles
 from .gateway_client import GatewayClient, GatewayError, KernelhopError
 from .hop_display import HopDisplay
@@ -201,7 +202,8 @@ class Hopper:
             # Read the history only when something cannot be pickled (recompute.py: the runtime re-runs the recipes).
             nonlocal plan
             plan = self.cells.plan(unpicklable) if unpicklable else Plan()
-            return plan.meta()
+            # The runtime names what of this environment it lacks before the cell runs (kernelhop_worker/packages.py).
+            return {**plan.meta(), "environment": record_environment()}
 
         namespace = user_namespace(self.shell)
 

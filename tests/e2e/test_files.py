@@ -146,3 +146,21 @@ def test_a_cell_cannot_make_the_kernel_write_through_a_link_out_of_the_directory
     assert f"symlink link -> {outside} points outside the working directory; it is not sent" in err
     assert "link/planted.txt from the cell is not written: its directory here leads out of" in err
     assert list(outside.iterdir()) == []
+
+
+def test_a_package_the_runtime_lacks_is_named_before_the_cell_runs(nb_kernel: Kernel, tmp_path: Path) -> None:
+    # A distribution on the kernel's sys.path only (outside the working directory, so nothing of it travels).
+    site = tmp_path / "kernel-only-site"
+    (site / "kh_only_pkg").mkdir(parents=True)
+    (site / "kh_only_pkg" / "__init__.py").write_text("VALUE = 7\n")
+    info = site / "kh_only_pkg-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: kh-only-pkg\nVersion: 1.2.3\n")
+    (info / "top_level.txt").write_text("kh_only_pkg\n")
+    ok(nb_kernel, f"import sys\nsys.path.insert(0, {str(site)!r})\nimport kh_only_pkg")
+    remote = ok(nb_kernel, "%%gpu h100\nprint('ran')")
+    err = remote.stream_text("stderr")
+    assert "this runtime's Python environment differs from the kernel's" in err
+    assert "kh-only-pkg: kernel 1.2.3, runtime not installed" in err
+    both = remote.stream_text()
+    assert both.index("kh-only-pkg") < both.index("ran")

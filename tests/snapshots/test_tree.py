@@ -86,3 +86,4 @@ def test_ignores_virtualenvs_and_links_out_of_the_tree(tmp_path: Path) -> None:
     assert scan.listing.symlinks == {"inside": "keep.txt"}
     assert scan.ignored == ["env/", "skip.log"]
     assert scan.outside_links == [("outside", "/etc/hostname")]
+

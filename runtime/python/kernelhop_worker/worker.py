@@ -29,6 +29,7 @@ from kernelhop_snapshot.capturer import type_name
 from kernelhop_snapshot.reach import identifiers
 
 from .channel import EventChannel, StreamWriter
+from .packages import EnvironmentCheck
 from .shell import WorkerShell
 from .workdir import WorkDir, remove_all
 
@@ -126,6 +127,7 @@ class Worker:
         self._last_error: BaseException | None = None
         # The kernel's working directory, laid out for this session's cells (workdir.py).
         self._files = WorkDir()
+        self._environment = EnvironmentCheck()
         if "matplotlib" in sys.modules:
             self._enable_inline_figures()
 
@@ -170,6 +172,9 @@ class Worker:
                 )
                 return
             self._rebuild(manifest)
+            mismatch = self._environment.describe(manifest.meta)
+            if mismatch:
+                print(mismatch, file=self._stderr, flush=True)
             timings["restore_s"] = time.perf_counter() - started
             self._channel.emit("restored")
 
