@@ -1,7 +1,9 @@
 """Hops with the snapshot_engine state (about 1 GiB) through a real gateway and runtime on loopback: the cold restore
 on a fresh worker with an empty cache (lazy, as a `%%gpu` cell gets it, and `--eager`, the whole state), and warm
 trivial `%%gpu` cells with the whole state resident on the worker, each next to its baseline run here in the same run
-(dill.load_module of the same state from a local file; the same cell run locally).
+(dill.load_module of the same state from a local file; the same cell run locally); then trivial hops after a cell
+`with open(...) as fh: pickle.dump(weights, fh)` left the closed `fh` in the namespace, interleaved with hops without
+it (issue 9: each hop once re-ran that block on the runtime, rewriting the file).
 
 The kernel is an in-process IPython shell with kernelhop loaded (as scripts/gpu_check.py); the runtime poses as h100
 on this host's CPU.
@@ -30,6 +32,8 @@ from snapshot_engine import MiB, as_module, make_state, state_bytes, timed  # no
 CELL = "n_cells = 1"
 # A cell that reaches one big variable (`weights`, 256 MiB at scale 1): what a hop costs grows with what it reaches.
 BIG_CELL = "w0 = float(weights[0])"
+# The cell most notebooks have: it leaves `fh`, a closed file, in the namespace (256 MiB written at scale 1).
+WITH_OPEN_CELL = "import pickle\nwith open({path!r}, 'wb') as fh:\n    pickle.dump(weights, fh)"
 
 
 def hop(shell: InteractiveShell, options: str = "", cell: str = CELL) -> tuple[float, dict[str, float]]:
@@ -88,6 +92,17 @@ def main() -> None:
             for _ in range(args.runs):
                 t, _ = timed(lambda: shell.run_cell(CELL))
                 local.append(t)
+            dump = root / "weights.pickle"
+            t_dump, _ = timed(lambda: shell.run_cell(WITH_OPEN_CELL.format(path=str(dump)), store_history=True))
+            written = dump.stat().st_mtime_ns
+            closed_file = shell.user_ns["fh"]
+            with_fh, without_fh = [], []
+            for _ in range(args.runs):
+                del shell.user_ns["fh"]
+                without_fh.append(hop(shell))
+                shell.user_ns["fh"] = closed_file
+                with_fh.append(hop(shell))
+            rewritten = dump.stat().st_mtime_ns != written
         finally:
             stack.stop()
 
@@ -118,6 +133,17 @@ def main() -> None:
     )
     print("  each, ms: " + " ".join(f"{w * 1e3:.0f}" for w in big_walls))
     split(warm_big)
+    after = [w for w, _ in with_fh]
+    before = [w for w, _ in without_fh]
+    print(
+        f"warm %%gpu hop, trivial cell, after a `with open(...) as fh: pickle.dump(weights, fh)` cell "
+        f"({t_dump:.2f} s here), {args.runs} runs interleaved: with the closed fh p50 {p(after, 50) * 1e3:.0f} ms, "
+        f"p95 {p(after, 95) * 1e3:.0f} ms; without it p50 {p(before, 50) * 1e3:.0f} ms, "
+        f"p95 {p(before, 95) * 1e3:.0f} ms; ratio {p(after, 50) / p(before, 50):.2f}; "
+        f"the dump file rewritten by a hop: {'YES' if rewritten else 'no'}"
+    )
+    print("  with fh, each, ms: " + " ".join(f"{w * 1e3:.0f}" for w in after))
+    print("  without, each, ms: " + " ".join(f"{w * 1e3:.0f}" for w in before))
 
 
 def split(hops: list[tuple[float, dict[str, float]]]) -> None:

@@ -11,11 +11,30 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .services import ServiceError, node_entry, project_root, start_gateway, start_runtime
+from .services import (
+    ServiceError,
+    ends_with_this_process,
+    node_entry,
+    project_root,
+    runtime_token,
+    start_gateway,
+    start_runtime,
+    stop_process,
+)
 from .snapshot_cli import add_subcommands
 
 EXAMPLE = "hello-gpu.ipynb"
 NODE_SERVICES = ("gateway", "runtime")
+# What stops `kernelhop up` besides Ctrl-C (KeyboardInterrupt): `kill`, `systemctl stop`, a closed terminal.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class StopRequested(Exception):
+    """A signal asked `kernelhop up` to stop: it unwinds like Ctrl-C, so every child is stopped on the way out."""
+
+
+def _stop_requested(signum: int, _frame: object) -> None:
+    raise StopRequested(signal.Signals(signum).name)
 
 
 def kernelhop_home() -> Path:
@@ -38,11 +57,25 @@ def detect_gpu_classes() -> list[str]:
 def exec_node(package: str, args: list[str]) -> int:
     """Hand the process over to the Node service so signals and exit codes are its own."""
     command = node_entry(package) + args
-    os.execv(command[0], command)
-    return 0  # not reached: execv replaces this process
+    # A runtime's workers need this installation's packages (kernelhop_worker), which `python3` on PATH may lack
+    # when the command is run as .venv/bin/kernelhop; KERNELHOP_PYTHON or --python still choose another.
+    env = {**os.environ, "KERNELHOP_PYTHON": os.environ.get("KERNELHOP_PYTHON") or sys.executable}
+    os.execve(command[0], command, env)
+    return 0  # not reached: execve replaces this process
 
 
 def cmd_up(ns: argparse.Namespace) -> int:
+    previous = {s: signal.getsignal(s) for s in (*STOP_SIGNALS, signal.SIGINT)}
+    for stop_signal in STOP_SIGNALS:
+        signal.signal(stop_signal, _stop_requested)
+    try:
+        return _up(ns)
+    finally:
+        for stop_signal, handler in previous.items():
+            signal.signal(stop_signal, handler)
+
+
+def _up(ns: argparse.Namespace) -> int:
     home = Path(ns.data) if ns.data else kernelhop_home()
     home.mkdir(parents=True, exist_ok=True)
     token = os.environ.get("KERNELHOP_TOKEN") or secrets.token_urlsafe(24)
@@ -62,10 +95,14 @@ def cmd_up(ns: argparse.Namespace) -> int:
     lab: subprocess.Popen[bytes] | None = None
     try:
         grpc_port = ns.grpc_port if ns.grpc_port is not None else ns.port + 1
-        gateway = start_gateway(data=home, token=token, host=ns.host, port=ns.port, grpc_port=grpc_port)
+        token_file = home / "runtime-token"
+        gateway = start_gateway(
+            data=home, token=token, host=ns.host, port=ns.port, grpc_port=grpc_port, runtime_token_file=token_file
+        )
         services.append(gateway)
+        # The local runtime gets a runtime token of its own: the admin's never reaches a runtime or its workers.
         runtime = start_runtime(
-            gateway=gateway.ready["grpc"], token=token, classes=classes, cache=home / "runtime-cache"
+            gateway=gateway.ready["grpc"], token=runtime_token(token_file), classes=classes, cache=home / "runtime-cache"
         )
         services.append(runtime)
         env = {
@@ -89,19 +126,22 @@ def cmd_up(ns: argparse.Namespace) -> int:
             lab_args.append("--allow-root")  # containers and CI run as root; JupyterLab refuses it otherwise
         print(
             f"kernelhop: gateway {gateway.ready['ws']}, runtime {runtime.ready['id']} ({runtime.ready['classes']}); "
-            f"starting JupyterLab in {notebooks}"
+            f"starting JupyterLab in {notebooks}",
+            flush=True,  # before JupyterLab's own lines, which share the stream, when it is a pipe or a journal
         )
-        lab = subprocess.Popen(lab_args, env=env)
+        lab = subprocess.Popen(lab_args, env=env, preexec_fn=ends_with_this_process())
         return lab.wait()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, StopRequested):
         return 0
     except ServiceError as error:
         print(f"kernelhop up: {error}", file=sys.stderr)
         return 1
     finally:
-        if lab is not None and lab.poll() is None:
-            lab.send_signal(signal.SIGTERM)
-            lab.wait()
+        # A second signal must not cut the stopping short and leave children behind; each stop is bounded.
+        for stop_signal in (*STOP_SIGNALS, signal.SIGINT):
+            signal.signal(stop_signal, signal.SIG_IGN)
+        if lab is not None:
+            stop_process(lab)  # JupyterLab shuts its kernels down on SIGTERM
         for service in reversed(services):
             service.stop()
 
@@ -130,7 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Listed for --help only: main() hands their arguments to the Node services, which own their own --help.
     commands.add_parser("gateway", help="run the gateway: [--host H] [--port P] [--grpc-port G] [--data DIR]")
-    commands.add_parser("runtime", help="run a runtime: --gateway HOST:PORT [--class NAME ...] [--capacity N]")
+    commands.add_parser(
+        "runtime",
+        help="run a runtime: --gateway URL|HOST:PORT [--token RUNTIME_TOKEN] [--class NAME ...] [--capacity N] [--python PATH]",
+    )
     add_subcommands(commands)
     return parser
 

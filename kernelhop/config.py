@@ -79,8 +79,14 @@ def read_gateway_file(path: Path) -> dict[str, str]:
     return out
 
 
-def discover(environ: Mapping[str, str] = os.environ) -> GatewayConfig:
-    file_path = kernelhop_home(environ) / "gateway.json"
+ADMIN_TOKEN_FILE = "admin-token"
+
+
+def discover(environ: Mapping[str, str] = os.environ, *, admin: bool = False) -> GatewayConfig:
+    """Where the gateway is and the token to give it. `admin`: for the `kernelhop` command on the gateway's host, which
+    falls back to the admin's token the gateway wrote to `admin-token`; kernels never read that file."""
+    home = kernelhop_home(environ)
+    file_path = home / "gateway.json"
     written = read_gateway_file(file_path)
     file_url = normalize_url(written["url"]) if "url" in written else None
 
@@ -98,6 +104,34 @@ def discover(environ: Mapping[str, str] = os.environ) -> GatewayConfig:
     elif file_url == url and written.get("token"):
         # Only hand the file's token to the gateway that wrote it: never send a local secret to another host.
         token, token_source = written["token"], f"from {file_path}"
+    elif admin and file_url == url and (home / ADMIN_TOKEN_FILE).is_file():
+        admin_file = home / ADMIN_TOKEN_FILE
+        try:
+            token = admin_file.read_text(encoding="utf-8").strip() or None
+        except OSError as e:
+            raise ConfigError(f"cannot read {admin_file}: {e.strerror or e}") from None
+        token_source = f"from {admin_file}"
     else:
         token_source = "not set"
     return GatewayConfig(url=url, token=token, source=f"URL from {source}, token {token_source}")
+
+
+# The most a hop re-runs to rebuild an unpicklable variable on the runtime: the seconds its cells took when they
+# ran here (kernelhop/recompute.py). `KERNELHOP_RECIPE_MAX_S` changes it, read at every hop.
+DEFAULT_RECIPE_MAX_S = 1.0
+
+
+def recipe_max_s(environ: Mapping[str, str] = os.environ) -> float:
+    text = environ.get("KERNELHOP_RECIPE_MAX_S", "").strip()
+    if not text:
+        return DEFAULT_RECIPE_MAX_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ConfigError(
+            f"KERNELHOP_RECIPE_MAX_S must be a number of seconds, 0 or more (got {text!r}); "
+            f"unset it for the default {DEFAULT_RECIPE_MAX_S:g} s"
+        )
+    return value

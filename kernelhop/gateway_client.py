@@ -32,8 +32,8 @@ PUT_DEPTH = 4
 # get_blobs requests likewise (a request may ask for up to BATCH_BYTES).
 GET_BATCH_BYTES = 8 * MiB
 GET_DEPTH = 4
-# Digests per find_missing request: ~75 bytes each keeps a request near 7 MiB.
-FIND_BATCH = 100_000
+# Digests per find_missing request: ~75 bytes each keeps a request near 750 KiB.
+FIND_BATCH = 10_000  # the gateway's limit per request (MAX_DIGESTS in gateway/src/wsApi.ts)
 # How long one recv waits before giving Python a chance to deliver a signal.
 POLL_S = 0.25
 

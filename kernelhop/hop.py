@@ -6,11 +6,12 @@ a hop that fails or is interrupted earlier leaves it exactly as it was (ARCHITEC
 
 from __future__ import annotations
 
+import pkgutil
+import secrets
 import signal
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,13 +29,13 @@ from kernelhop_snapshot import (
     user_namespace,
 )
 
-from .config import discover
+from .config import discover, recipe_max_s
 from .environment import record_environment
 from .files import WorkingFiles
 from .gateway_client import GatewayClient, GatewayError, KernelhopError
 from .hop_display import HopDisplay
 from .hop_store import HopStore
-from .recompute import CellLog, Plan
+from .recompute import META_KEY, CellLog, Plan
 
 # How long a cell may wait for a GPU before the kernel says it is queued.
 QUEUED_NOTICE_S = 2.0
@@ -60,6 +61,48 @@ class RemoteCellError(KernelhopError):
 
     def _render_traceback_(self) -> list[str]:
         return list(self.traceback) or [f"{self.ename}: {self.evalue}"]
+
+
+def remote_cell_error(gpu_class: str, error: Mapping[str, Any]) -> RemoteCellError:
+    """The exception for a cell that raised on the runtime: a RemoteCellError that is, as Ray's task errors are,
+    also an instance of the remote exception's own class where that class can be found here (a builtin, a library's
+    exception, a class of the notebook's), so `except ValueError`, nbclient's and papermill's reports and
+    `raises-exception` tags see the remote type. Its message is the remote one and its traceback the remote
+    traceback; the remote exception's other attributes do not travel. Where the class cannot be found or
+    subclassed, it is a RemoteCellError alone and its traceback says why."""
+    ename = str(error.get("ename", "RemoteError"))
+    evalue = str(error.get("evalue", "the remote cell failed without reporting an error"))
+    traceback = list(error.get("traceback") or [])
+    etype = str(error.get("etype", ""))  # "module:qualname", as pkgutil.resolve_name reads it
+    try:
+        cls = _remote_class(etype)
+        # The remote class's own __new__/__init__ may want other arguments: build it through BaseException's only.
+        typed = type(
+            cls.__name__,
+            (RemoteCellError, cls),
+            {"__module__": cls.__module__, "__qualname__": cls.__qualname__, "__str__": lambda self: self.evalue},
+        )
+        typed_error = BaseException.__new__(typed, evalue)
+        BaseException.__init__(typed_error, evalue)
+        typed_error.gpu_class, typed_error.ename, typed_error.evalue = gpu_class, ename, evalue
+        typed_error.traceback = traceback
+        return typed_error
+    except Exception as why:  # importing the class's module or subclassing it may raise anything
+        note = f"kernelhop: raised as RemoteCellError, not as {etype or ename}: {type(why).__name__}: {why}"
+        return RemoteCellError(gpu_class, ename, evalue, [*traceback, note])
+
+
+def _remote_class(etype: str) -> type[Exception]:
+    if not etype:
+        raise LookupError("the runtime did not say which module the exception's class is in")
+    # __main__ is the notebook's namespace here as on the runtime (IPython puts its user module there), so a class
+    # the notebook defined resolves to the kernel's own class, the one its `except` clauses name.
+    cls = pkgutil.resolve_name(etype)
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        raise TypeError(f"{etype} is not an Exception subclass here; only those are raised as their own class")
+    if issubclass(cls, SyntaxError):
+        raise TypeError("IPython shows a SyntaxError from its file and line, which do not travel")
+    return cls
 
 
 class RemoteResult:
@@ -97,7 +140,8 @@ class Hopper:
 
     def __init__(self, shell: Any):
         self.shell = shell
-        self.session = uuid.uuid4().hex
+        # Random 128 bits: the gateway binds a session to its user anyway, and nobody should guess it either.
+        self.session = secrets.token_hex(16)
         self.capturer = Capturer(HopStore())
         # The chunks of groups that came home but could not be unpickled here (RemoteOnly placeholders): kept, since
         # each hop's store is dropped, so they can be sent back to a gateway that has lost them.
@@ -112,6 +156,9 @@ class Hopper:
         self.last_timings: dict[str, float] = {}
         # The live display of the hop under way (hop_display.py): progress for the cell, the split when it ends.
         self.display = HopDisplay("", enabled=False)
+        # Names a cell made on the runtime that could not come home (unpicklable there): warned about once, and
+        # again only once one has come home or gone and then been made again.
+        self._left_on_runtime: set[str] = set()
 
     def close(self) -> None:
         if self._client is not None:
@@ -165,17 +212,19 @@ class Hopper:
         timeout_s: float | None = None,
         quiet: bool = False,
         eager: bool = False,
+        rebuild: tuple[str, ...] = (),
         files: bool = True,
     ):
         """Run `code` on `gpu_class`; returns the cell's result (for Out) or None; raises on any failure. The
-        runtime restores only what the cell can reach, or with `eager` the whole state; with `files` the cell runs
-        in a copy of the working directory, and what it did there comes home."""
+        runtime restores only what the cell can reach, or with `eager` the whole state; `rebuild` names
+        unpicklable variables to rebuild there whatever the recipe rules say but the safety rule (recompute.py);
+        with `files` the cell runs in a copy of the working directory, and what it did there comes home."""
         # --quiet leaves out both the live display and the status line.
         self.display = HopDisplay(gpu_class, enabled=False) if quiet else HopDisplay.open(self.shell, gpu_class)
         try:
             client = self.client()
             self.capturer.store = store = self.new_store()
-            return self._hop(client, store, gpu_class, code, timeout_s, quiet, eager, files)
+            return self._hop(client, store, gpu_class, code, timeout_s, quiet, eager, rebuild, files)
         except BaseException as e:
             self.display.failed(e)
             raise
@@ -192,25 +241,34 @@ class Hopper:
         timeout_s: float | None,
         quiet: bool,
         eager: bool,
+        rebuild: tuple[str, ...],
         files: bool,
     ):
         t0 = time.monotonic()
         plan = Plan()
         tree = self.files.send(client, store) if files else None
+        limit_s = recipe_max_s()
+        namespace = user_namespace(self.shell)
+        reach = None if eager else self._reach([code], namespace)
+        # Only a name the cell reaches gets a recipe, or one --rebuild names: a hop re-runs nothing else.
+        targets = None if reach is None else reach | set(rebuild)
 
         def recipes(unpicklable: Mapping[str, Any]) -> dict[str, Any]:
-            # Read the history only when something cannot be pickled (recompute.py: the runtime re-runs the recipes).
+            # Read the history only when the cell reaches something that cannot be pickled (recompute.py: the
+            # runtime re-runs the recipes).
             nonlocal plan
-            plan = self.cells.plan(unpicklable) if unpicklable else Plan()
+            wanted = unpicklable.keys() if targets is None else unpicklable.keys() & targets
+            plan = Plan()
+            if wanted:
+                plan = self.cells.plan(
+                    unpicklable, limit_s=limit_s, targets=targets, forced=rebuild, namespace=namespace
+                )
             # The runtime names what of this environment it lacks before the cell runs (kernelhop_worker/packages.py).
             return {**plan.meta(), "environment": record_environment()}
-
-        namespace = user_namespace(self.shell)
 
         def capture(reach: frozenset[str] | None) -> Capture:
             return self.capturer.capture(namespace, meta=recipes, reach=reach, files=tree)
 
-        reach = None if eager else self._reach([code], namespace)
         cap = capture(reach)
         if reach is not None:
             # The recipes the runtime re-runs before the cell reach names too; their groups must have been read.
@@ -222,6 +280,9 @@ class Hopper:
         self._keep_remote_blobs(store)
         for line in plan.warnings(cap.unpicklable):
             _warn(line)
+        for name in rebuild:
+            if name not in cap.unpicklable:
+                _warn(f"kernelhop: --rebuild {name!r} does nothing: no variable of that name here fails to pickle")
         t1 = time.monotonic()
         cap = self._upload(client, store, cap, lambda: capture(None))
         t2 = time.monotonic()
@@ -261,13 +322,7 @@ class Hopper:
         if not quiet and not self.display.live:
             _warn(_status_line(gpu_class, outcome, t4 - t0, t1 - t0, t2 - t1, t4 - t3))
         if raised:
-            err = outcome.error or {}
-            raise RemoteCellError(
-                gpu_class,
-                str(err.get("ename", "RemoteError")),
-                str(err.get("evalue", "the remote cell failed without reporting an error")),
-                list(err.get("traceback") or []),
-            )
+            raise remote_cell_error(gpu_class, outcome.error or {})
         return outcome.result
 
     # -- steps ------------------------------------------------------------------------------------------------
@@ -414,9 +469,13 @@ class Hopper:
             self.shell.user_ns.update(restored)
             for name in changes.deleted_names:  # diff never lists a name either side could not capture
                 self.shell.user_ns.pop(name, None)
-        for name, entry in sorted(new.unpicklable.items()):
-            if name not in cap.unpicklable:
-                _warn(f"kernelhop: variable {name!r} did not come home: {entry['reason']}")
+        left = {n for n in new.unpicklable if n not in cap.unpicklable}
+        for name in sorted(left - self._left_on_runtime):
+            _warn(
+                f"kernelhop: variable {name!r} did not come home: {new.unpicklable[name]['reason']}; it stays on "
+                "the runtime for the next %%gpu cells of this session (delete it there to end it)"
+            )
+        self._left_on_runtime = left
         for name, value in sorted(restored.items()):
             if isinstance(value, RemoteOnly):
                 _warn(
@@ -433,11 +492,10 @@ class Hopper:
 
 
 def _recipe_code(manifest: Manifest) -> list[str]:
-    """The code of the recipes the worker runs before the cell (recompute.py)."""
-    recipes = manifest.meta.get("recompute")
-    if not isinstance(recipes, dict):
-        return []
-    return [r["code"] for r in recipes.values() if isinstance(r, dict) and isinstance(r.get("code"), str)]
+    """The statements the worker replays before the cell (recompute.py, Plan.meta)."""
+    recipes = manifest.meta.get(META_KEY)
+    steps = recipes.get("steps") if isinstance(recipes, dict) else None
+    return [code for code in steps if isinstance(code, str)] if isinstance(steps, list) else []
 
 
 def _warn(text: str) -> None:

@@ -33,6 +33,15 @@ class GpuMagics(Magics):
         help="restore the whole state on the runtime before the cell, not only the variables the cell can reach",
     )
     @argument(
+        "--rebuild",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="rebuild this unpicklable variable on the runtime by re-running its statements even where the rules "
+        "below refuse (not reached, dead, over the cost bound, not exact); never one that writes files, runs "
+        "programs or uses the network. Repeatable",
+    )
+    @argument(
         "--no-files",
         action="store_true",
         help="do not send the working directory; the cell runs wherever the runtime's worker is, and no file comes home",
@@ -43,15 +52,30 @@ class GpuMagics(Magics):
 
         The user namespace is captured and sent; output streams back live; variables the cell assigned, changed
         or deleted come home when it ends. If anything fails before that (gateway unreachable, unknown class,
-        runtime lost, timeout, interrupt), the local namespace stays exactly as it was. Variables that cannot be
-        pickled (open files, generators, locks, ...) stay local and are named in a warning; where the statement
-        that made one is in this kernel's history, the runtime rebuilds it by re-running that statement there
-        (its side effects happen again on the runtime host; the object starts fresh), else using it there raises
-        an error naming it. What the runtime made that this kernel cannot unpickle (an object of a module only
-        the runtime has) stays there: the name holds a placeholder that raises an error saying so, and later
-        %%gpu cells get the real object; what the runtime cannot unpickle (an object of the notebook's own
-        modules) stays here, and using it in the cell raises an error saying so. A remote exception fails the
-        cell with the remote traceback; what the cell changed before raising still comes home.
+        runtime lost, timeout, interrupt), the local namespace stays exactly as it was. A remote exception fails
+        the cell with the remote traceback, raised as its own class (where this kernel can import it) and as
+        RemoteCellError; what the cell changed before raising still comes home.
+
+        Variables that cannot be pickled (open files, generators, locks, hash objects, ...) stay local. One the
+        cell reaches is rebuilt on the runtime by re-running, there, the statements of this kernel's history that
+        made it and that used it since, in order, and only when all of these hold (else it is a placeholder there
+        that raises an error naming it, and the warning says which rule refused):
+          - it is alive: not a closed file or socket, a finished generator, a thread that has run;
+          - cheap: the cells of those statements ran here in under KERNELHOP_RECIPE_MAX_S seconds together
+            (default 1; a cell run before kernelhop was loaded has no measured cost and is never re-run);
+          - safe: none of them writes or removes files, runs a program or uses the network as far as the code
+            shows (open(p, 'w'), os.remove, df.to_csv, pickle.dump, subprocess, !cmd, requests, ...);
+          - exact: none reads a variable rebound since, changes a variable sent as it is, or reaches the
+            namespace (globals(), eval), so the rebuilt object equals this kernel's.
+        --rebuild NAME overrides all of these for that name but the safety rule; the warning says what it
+        overrode. A rebuilt object never comes home: this kernel keeps its own unless the cell rebinds the name.
+        What a cell makes on the runtime that cannot be pickled there stays on the runtime for the next %%gpu
+        cells of the session (warned about once; `del NAME` in a %%gpu cell ends it).
+
+        What the runtime made that this kernel cannot unpickle (an object of a module only the runtime has)
+        stays there: the name holds a placeholder that raises an error saying so, and later %%gpu cells get the
+        real object; what the runtime cannot unpickle (an object of the notebook's own modules) stays here, and
+        using it in the cell raises an error saying so.
 
         The cell runs in a copy of the kernel's working directory, so relative paths and the notebook's own
         modules work there; files it writes or deletes there come home, unless the local file changed meanwhile
@@ -77,8 +101,17 @@ class GpuMagics(Magics):
             raise UsageError("%%gpu: the cell is empty; put the code to run on the GPU below the %%gpu line")
         if args.timeout is not None and not args.timeout > 0:
             raise UsageError(f"%%gpu: --timeout must be a positive number of seconds, got {args.timeout:g}")
+        for name in args.rebuild:
+            if not name.isidentifier():
+                raise UsageError(f"%%gpu: --rebuild takes a variable name, got {name!r}")
         return self.hopper.hop(
-            args.gpu_class, cell, timeout_s=args.timeout, quiet=args.quiet, eager=args.eager, files=not args.no_files
+            args.gpu_class,
+            cell,
+            timeout_s=args.timeout,
+            quiet=args.quiet,
+            eager=args.eager,
+            rebuild=tuple(dict.fromkeys(args.rebuild)),
+            files=not args.no_files,
         )
 
     @line_magic("gpu")

@@ -5,9 +5,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -20,7 +22,39 @@ from typing import IO
 GATEWAY_READY = re.compile(r"^kernelhop gateway ready ws=(?P<ws>\S+) grpc=(?P<grpc>\S+)")
 RUNTIME_READY = re.compile(
     r"^kernelhop runtime ready id=(?P<id>\S+) classes=(?P<classes>\S*) capacity=(?P<capacity>\d+)"
+    r"(?: gateway=(?P<gateway>\S+))?"
 )
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+
+def ends_with_this_process() -> Callable[[], None] | None:
+    """A `preexec_fn` that has Linux send the child SIGTERM when this process dies, however it dies (SIGKILL
+    included), so no service outlives `kernelhop up` or a test. Linux ties this to the thread that starts the child,
+    so only a child the main thread starts gets it; None elsewhere."""
+    if _LIBC is None or threading.current_thread() is not threading.main_thread():
+        return None
+    parent = os.getpid()
+
+    def in_child() -> None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the prctl: nobody would send the signal
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return in_child
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within `timeout` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 class ServiceError(RuntimeError):
@@ -63,13 +97,7 @@ class Service:
     lines: list[str] = field(default_factory=list)
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout)
 
 
 def start_service(
@@ -90,6 +118,7 @@ def start_service(
         text=True,
         bufsize=1,
         env=env,
+        preexec_fn=ends_with_this_process(),
     )
     service = Service(name, process)
     seen = threading.Event()
@@ -110,16 +139,19 @@ def start_service(
     assert process.stdout is not None
     threading.Thread(target=relay, args=(process.stdout, on_line), daemon=True).start()
     deadline = time.monotonic() + timeout
-    while not seen.wait(0.05):
-        if process.poll() is not None or time.monotonic() > deadline:
-            service.stop()
-            tail = "\n".join(service.lines[-20:])
-            why = (
-                f"exited with code {process.returncode}"
-                if process.returncode is not None
-                else f"was not ready in {timeout:.0f} s"
-            )
-            raise ServiceError(f"the {name} {why}:\n{tail}")
+    try:
+        while not seen.wait(0.05):
+            if process.poll() is not None or time.monotonic() > deadline:
+                tail = "\n".join(service.lines[-20:])
+                why = (
+                    f"exited with code {process.returncode}"
+                    if process.returncode is not None
+                    else f"was not ready in {timeout:.0f} s"
+                )
+                raise ServiceError(f"the {name} {why}:\n{tail}")
+    except BaseException:  # not ready, or stopped while waiting (a signal, Ctrl-C): it must not run on alone
+        service.stop()
+        raise
     return service
 
 
@@ -130,12 +162,22 @@ def start_gateway(
     host: str = "127.0.0.1",
     port: int = 8731,
     grpc_port: int | None = None,
+    runtime_token_file: Path | None = None,
     echo: IO[str] | None = sys.stdout,
 ) -> Service:
+    """The gateway, with `token` as the admin's; with `runtime_token_file`, it writes there a runtime token for a
+    runtime on this host (`runtime_token` reads it), so that runtime never holds the admin's token."""
     command = node_entry("gateway") + ["--host", host, "--port", str(port), "--data", str(data)]
     if grpc_port is not None:
         command += ["--grpc-port", str(grpc_port)]
+    if runtime_token_file is not None:
+        command += ["--runtime-token-file", str(runtime_token_file)]
     return start_service("gateway", command, GATEWAY_READY, env={**os.environ, "KERNELHOP_TOKEN": token}, echo=echo)
+
+
+def runtime_token(file: Path) -> str:
+    """The runtime token a gateway started with `runtime_token_file` wrote (before it said it was ready)."""
+    return file.read_text(encoding="utf-8").strip()
 
 
 def start_runtime(
@@ -157,4 +199,5 @@ def start_runtime(
     if cache is not None:
         command += ["--cache", str(cache)]
     command += extra or []
+    # `token` is a runtime token; whatever KERNELHOP_TOKEN this process has (the admin's, say) is replaced by it.
     return start_service("runtime", command, RUNTIME_READY, env={**os.environ, "KERNELHOP_TOKEN": token}, echo=echo)

@@ -1,7 +1,8 @@
-"""`kernelhop snapshot ls|show|log|diff|export|import|rm|share|revoke|gc` and `kernelhop user add|token|rm|ls`.
+"""`kernelhop snapshot ls|show|log|diff|export|import|rm|share|revoke|gc`, `kernelhop user add|token|rm|ls` and
+`kernelhop runtime-token create|list|revoke`.
 
-They talk to the gateway over its WebSocket as the user whose token KERNELHOP_TOKEN holds (else the one in
-$KERNELHOP_HOME/gateway.json, which is the admin's). `add_subcommands` hangs them under the `kernelhop` command; what
+They talk to the gateway over its WebSocket as the user whose token KERNELHOP_TOKEN holds (else, on the gateway's
+host, the admin's, from $KERNELHOP_HOME/admin-token). `add_subcommands` hangs them under the `kernelhop` command; what
 they do lives in snapshot_commands.py, imported only when one runs.
 """
 
@@ -81,3 +82,15 @@ def add_subcommands(subparsers: Any) -> None:
     p.add_argument("name")
     p.set_defaults(run=_command("user_rm"))
     uc.add_parser("ls", help="users, what they hold and their quotas").set_defaults(run=_command("user_ls"))
+
+    tokens = subparsers.add_parser("runtime-token", help="(admin) credentials for runtimes: create, list, revoke")
+    tc = tokens.add_subparsers(dest="runtime_token_command", required=True)
+    p = tc.add_parser("create", help="a runtime token (printed as the last line, once)")
+    p.add_argument("--class", dest="gpu_class", metavar="C", help="the one GPU class a runtime with it may offer")
+    p.set_defaults(run=_command("runtime_token_create"))
+    tc.add_parser("list", help="runtime tokens, their class and whether revoked").set_defaults(
+        run=_command("runtime_token_list")
+    )
+    p = tc.add_parser("revoke", help="end a runtime token; runtimes using it are dropped")
+    p.add_argument("id", metavar="ID")
+    p.set_defaults(run=_command("runtime_token_revoke"))

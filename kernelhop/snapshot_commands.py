@@ -19,7 +19,7 @@ from .snapshot_client import Snapshots, diff_manifests, format_diff, format_list
 
 
 def _api() -> Snapshots:
-    cfg = discover()
+    cfg = discover(admin=True)
     return Snapshots(GatewayClient(cfg.url, cfg.token, source=cfg.source), MemoryBlobStore())
 
 
@@ -135,6 +135,26 @@ def user_ls(api: Snapshots, ns: argparse.Namespace) -> None:
         print(f"{u['name']:<20} {'admin ' if u['admin'] else ''}{human(u['used_bytes'])} used, {quota}")
 
 
+def runtime_token_create(api: Snapshots, ns: argparse.Namespace) -> None:
+    fields = {} if ns.gpu_class is None else {"gpu_class": ns.gpu_class}
+    reply = api.request("runtime_token_create", **fields)
+    scope = f"class {reply['gpu_class']}" if reply["gpu_class"] else "any class"
+    # The token is the last line, alone, so scripts can take it with `tail -n 1`.
+    print(f"runtime token {reply['id']} ({scope}); shown once, give it to the runtime as KERNELHOP_TOKEN or --token:")
+    print(reply["token"])
+
+
+def runtime_token_list(api: Snapshots, ns: argparse.Namespace) -> None:
+    for t in api.request("runtime_token_list")["tokens"]:
+        state = "revoked" if t["revoked_at"] else "live"
+        print(f"{t['id']:<16} {t['gpu_class'] or 'any class':<12} {state}")
+
+
+def runtime_token_revoke(api: Snapshots, ns: argparse.Namespace) -> None:
+    reply = api.request("runtime_token_revoke", token_id=ns.id)
+    print(f"runtime token {ns.id} revoked; {reply['runtimes_dropped']} runtime(s) using it dropped")
+
+
 COMMANDS: dict[str, Callable[[Snapshots, argparse.Namespace], None]] = {
     "ls": ls,
     "show": show,
@@ -151,4 +171,7 @@ COMMANDS: dict[str, Callable[[Snapshots, argparse.Namespace], None]] = {
     "user_quota": user_quota,
     "user_rm": user_rm,
     "user_ls": user_ls,
+    "runtime_token_create": runtime_token_create,
+    "runtime_token_list": runtime_token_list,
+    "runtime_token_revoke": runtime_token_revoke,
 }

@@ -4,7 +4,9 @@ jupyter_client: shared by the end-to-end tests and the benchmarks."""
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -12,7 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .services import Service, start_gateway, start_runtime
+from .services import Service, runtime_token, start_gateway, start_runtime, start_service
+
+# JupyterLab's address with its token, printed once it serves; `kernelhop up` starts it last, so all is up by then.
+LAB_READY = re.compile(r".*?(?P<lab>http://127\.0\.0\.1:\d+/)\S*\?token=(?P<lab_token>\w+)")
+UP_STARTED = re.compile(r"^kernelhop: gateway (?P<ws>\S+), runtime (?P<runtime>\S+) ")
 
 
 @dataclass
@@ -47,11 +53,14 @@ def launch_stack(
     """A gateway and one runtime under `root`; the runtime poses as h100 unless `classes` says otherwise ([] = its
     own GPUs, found with nvidia-smi)."""
     token = secrets.token_hex(16)
-    gateway = start_gateway(data=root / "gateway", token=token, port=0, grpc_port=0, echo=echo)
+    token_file = root / "runtime-token"
+    gateway = start_gateway(
+        data=root / "gateway", token=token, port=0, grpc_port=0, runtime_token_file=token_file, echo=echo
+    )
     try:
         runtime = start_runtime(
             gateway=gateway.ready["grpc"],
-            token=token,
+            token=runtime_token(token_file),
             classes=["h100"] if classes is None else classes,
             capacity=capacity,
             cache=root / "runtime-cache",
@@ -61,6 +70,30 @@ def launch_stack(
         gateway.stop()
         raise
     return Stack(gateway, runtime, token, root)
+
+
+def user_environment() -> dict[str, str]:
+    """This process's environment as a user has it who runs a venv's `kernelhop` without activating the venv: this
+    venv off PATH, and no KERNELHOP_* settings (a test harness sets them; `kernelhop up` must do without)."""
+    venv_bin = str(Path(sys.executable).parent)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNELHOP_") and k != "VIRTUAL_ENV"}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != venv_bin)
+    return env
+
+
+def launch_up(kernelhop: str | Path, data: Path, *, env: dict[str, str], timeout: float = 180) -> Service:
+    """`kernelhop up` as a user starts it (no browser; free ports; the runtime posing as h100, whatever the host's
+    GPUs), once its JupyterLab serves. Its `ready` holds the gateway's URL, the runtime's id, and JupyterLab's
+    address and token."""
+    command = [str(kernelhop), "up", "--no-browser", "--data", str(data), "--class", "h100"]
+    command += ["--port", "0", "--grpc-port", "0", "--lab-port", "0"]
+    up = start_service("kernelhop up", command, LAB_READY, env=env, timeout=timeout, echo=None)
+    started = next((m for m in map(UP_STARTED.match, up.lines) if m), None)
+    if started is None:
+        up.stop()
+        raise AssertionError("kernelhop up did not say where its gateway is:\n" + "\n".join(up.lines[-20:]))
+    up.ready.update(started.groupdict())
+    return up
 
 
 @dataclass

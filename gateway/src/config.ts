@@ -15,6 +15,8 @@ export interface GatewayConfig {
   tokenGenerated: boolean;
   /** The user the token belongs to: the gateway's admin (KERNELHOP_USER; default "admin"). */
   adminUser?: string;
+  /** Where to write a runtime token for a runtime started next to the gateway (--runtime-token-file). */
+  runtimeTokenFile?: string;
 }
 
 export class ConfigError extends Error {
@@ -30,15 +32,17 @@ export function defaultDataDir(env: NodeJS.ProcessEnv): string {
   return env.KERNELHOP_HOME && env.KERNELHOP_HOME !== '' ? env.KERNELHOP_HOME : path.join(os.homedir(), '.kernelhop');
 }
 
-export const USAGE = `usage: kernelhop gateway [--host H] [--port P] [--grpc-port G] [--data DIR]
+export const USAGE = `usage: kernelhop gateway [--host H] [--port P] [--grpc-port G] [--data DIR] [--runtime-token-file F]
 
   --host H         address to listen on (default ${DEFAULT_HOST}; 0.0.0.0 for runtimes on other hosts)
   --port P         WebSocket port for kernels and JupyterLab (default ${DEFAULT_WS_PORT}; 0 picks a free one)
   --grpc-port G    gRPC port for runtimes (default ${DEFAULT_GRPC_PORT})
-  --data DIR       blob store, SQLite database and gateway.json (default $KERNELHOP_HOME or ~/.kernelhop)
+  --data DIR       blob store, SQLite database, gateway.json and admin-token (default $KERNELHOP_HOME or ~/.kernelhop)
+  --runtime-token-file F
+                   write a runtime token to F (mode 0600; kept while it stays live) for a runtime on this host
 
 environment:
-  KERNELHOP_TOKEN  the admin's token (default: a new one, printed and written to DIR/gateway.json)
+  KERNELHOP_TOKEN  the admin's token (default: a new one, printed; also written to DIR/admin-token)
   KERNELHOP_USER   the admin's user name (default ${DEFAULT_ADMIN_USER})`;
 
 /** True when the command line asks for the usage text. */
@@ -47,7 +51,7 @@ export function wantsHelp(argv: string[]): boolean {
 }
 
 export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfig {
-  let values: { host?: string; port?: string; 'grpc-port'?: string; data?: string };
+  let values: { host?: string; port?: string; 'grpc-port'?: string; data?: string; 'runtime-token-file'?: string };
   try {
     ({ values } = parseArgs({
       args: argv,
@@ -56,6 +60,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfi
         port: { type: 'string' },
         'grpc-port': { type: 'string' },
         data: { type: 'string' },
+        'runtime-token-file': { type: 'string' },
       },
       strict: true,
       allowPositionals: false,
@@ -73,6 +78,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfi
     token: tokenGenerated ? randomBytes(32).toString('base64url') : (envToken as string),
     tokenGenerated,
     adminUser: parseUser(env.KERNELHOP_USER),
+    runtimeTokenFile: values['runtime-token-file'] === undefined ? undefined : path.resolve(values['runtime-token-file']),
   };
 }
 

@@ -3,9 +3,10 @@ import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { Digest, DigestError, formatDigest, makeDigest } from '@kernelhop/kernel-snapshot';
-import { TokenAuth } from './auth.js';
 import { BlobStore, PutCode } from './blobStore.js';
+import { RuntimeCredential, RuntimeTokenStore } from './runtimeTokens.js';
 import { DownMessage, RuntimeEvent, Scheduler, SchedulerError, WorkLink } from './scheduler.js';
+import { SnapshotStore } from './snapshotStore.js';
 
 // Compiled to gateway/dist/src/grpcApi.js; the proto lives at the repository root.
 export const PROTO_PATH = path.resolve(__dirname, '../../../proto/kernelhop/v1/runtime.proto');
@@ -39,7 +40,7 @@ interface PbCellEvent {
   stream?: { name: string; text: string };
   display?: { data_json: string; metadata_json: string };
   result?: { data_json: string; metadata_json: string };
-  error?: { ename: string; evalue: string; traceback: string[] };
+  error?: { ename: string; evalue: string; traceback: string[]; etype?: string };
   done?: { status: string; snapshot: PbDigest | null; timings_json: string };
   failed?: { code: string; message: string };
   progress?: { phase: string; done_bytes: number; total_bytes: number };
@@ -100,11 +101,32 @@ const PUT_STATUS: Record<PutCode, grpc.status> = {
 /** A request the caller got wrong as a whole: INVALID_ARGUMENT. */
 class RequestError extends Error {}
 
+/** A call refused for who makes it: its status and why. */
+class CallerError extends Error {
+  constructor(
+    readonly code: grpc.status,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const HOW_TO_GET_A_TOKEN =
+  'runtimes need a runtime token: an admin makes one with `kernelhop runtime-token create [--class C]`, ' +
+  'and the runtime takes it from KERNELHOP_TOKEN or --token';
+
+/** Who calls: a runtime token, and for calls that act for a runtime, that runtime (registered with the token). */
+interface Caller {
+  credential: RuntimeCredential;
+  runtimeId: string;
+}
+
 export class GrpcApi {
   readonly server: grpc.Server;
 
   constructor(
-    private readonly auth: TokenAuth,
+    private readonly tokens: RuntimeTokenStore,
+    private readonly users: SnapshotStore,
     private readonly store: BlobStore,
     private readonly scheduler: Scheduler,
     private readonly log: (line: string) => void,
@@ -115,15 +137,18 @@ export class GrpcApi {
     });
     const proto = loadProto();
     this.server.addService(serviceOf(proto, 'ContentAddressableStorage'), {
-      FindMissingBlobs: this.unary((req: { blob_digests: PbDigest[] }) => this.findMissing(req)),
-      BatchUpdateBlobs: this.unary((req: { requests: Array<{ digest: PbDigest | null; data: Buffer }> }) =>
-        this.batchUpdate(req),
+      FindMissingBlobs: this.unary(true, (req: { blob_digests: PbDigest[] }, caller) => this.findMissing(req, caller)),
+      BatchUpdateBlobs: this.unary(true, (req: { requests: Array<{ digest: PbDigest | null; data: Buffer }> }, caller) =>
+        this.batchUpdate(req, caller),
       ),
-      BatchReadBlobs: this.unary((req: { digests: PbDigest[] }) => this.batchRead(req)),
+      BatchReadBlobs: this.unary(true, (req: { digests: PbDigest[] }, caller) => this.batchRead(req, caller)),
     });
     this.server.addService(serviceOf(proto, 'Runtimes'), {
-      Register: this.unary((req: RegisterReq) => this.registerRuntime(req)),
-      Heartbeat: this.unary(async (req: { runtime_id: string }) => ({ known: this.scheduler.heartbeat(req.runtime_id) })),
+      Register: this.unary(false, (req: RegisterReq, caller) => this.registerRuntime(req, caller.credential)),
+      // A runtime id not registered with this token is as good as unknown: it must register (with its own token).
+      Heartbeat: this.unary(false, async (req: { runtime_id: string }, caller) => ({
+        known: this.scheduler.registeredWith(req.runtime_id, caller.credential.id) && this.scheduler.heartbeat(req.runtime_id),
+      })),
       Work: (call: grpc.ServerDuplexStream<PbRuntimeMessage, PbGatewayMessage>) => this.work(call),
     });
   }
@@ -148,22 +173,45 @@ export class GrpcApi {
     });
   }
 
-  private authorized(metadata: grpc.Metadata): boolean {
+  /**
+   * The runtime token the call carries, and with `forRuntime`, the runtime (metadata `runtime-id`) it acts for, which
+   * must be registered with that token. The admin's and users' tokens are refused: they never belong on a GPU host.
+   */
+  private async caller(metadata: grpc.Metadata, forRuntime: boolean): Promise<Caller> {
     const values = metadata.get('authorization');
-    return values.length === 1 && typeof values[0] === 'string' && this.auth.checkBearer(values[0]);
+    const bearer = values.length === 1 && typeof values[0] === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(values[0]) : null;
+    if (bearer === null) {
+      throw new CallerError(grpc.status.UNAUTHENTICATED, `missing token: send metadata "authorization: Bearer TOKEN"; ${HOW_TO_GET_A_TOKEN}`);
+    }
+    const credential = await this.tokens.authenticate(bearer[1]);
+    if (credential === undefined) {
+      const user = await this.users.authenticate(bearer[1]);
+      if (user !== undefined) {
+        const whose = user.admin ? "the gateway's admin token" : `user ${user.name}'s token`;
+        throw new CallerError(grpc.status.PERMISSION_DENIED, `${whose} is refused on gRPC; ${HOW_TO_GET_A_TOKEN}`);
+      }
+      throw new CallerError(grpc.status.UNAUTHENTICATED, `wrong or revoked token; ${HOW_TO_GET_A_TOKEN}`);
+    }
+    const ids = metadata.get('runtime-id');
+    const runtimeId = typeof ids[0] === 'string' ? ids[0] : '';
+    if (forRuntime && !this.scheduler.registeredWith(runtimeId, credential.id)) {
+      throw new CallerError(
+        grpc.status.PERMISSION_DENIED,
+        `runtime-id ${JSON.stringify(runtimeId)} is not a runtime registered with this token (or it was dropped); call Register again`,
+      );
+    }
+    return { credential, runtimeId };
   }
 
-  /** A unary handler with the token check and errors mapped to gRPC statuses. */
-  private unary<Req, Res>(fn: (req: Req) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
+  /** A unary handler with the caller's check and errors mapped to gRPC statuses. */
+  private unary<Req, Res>(forRuntime: boolean, fn: (req: Req, caller: Caller) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
     return (call, callback) => {
-      if (!this.authorized(call.metadata)) {
-        callback(statusError(grpc.status.UNAUTHENTICATED, 'missing or wrong token: send metadata "authorization: Bearer TOKEN"'));
-        return;
-      }
-      fn(call.request).then(
+      this.caller(call.metadata, forRuntime).then((caller) => fn(call.request, caller)).then(
         (res) => callback(null, res),
         (e: unknown) => {
-          if (e instanceof DigestError || e instanceof SchedulerError || e instanceof RequestError) {
+          if (e instanceof CallerError) {
+            callback(statusError(e.code, e.message));
+          } else if (e instanceof DigestError || e instanceof SchedulerError || e instanceof RequestError) {
             callback(statusError(grpc.status.INVALID_ARGUMENT, e.message));
           } else {
             this.log(`gRPC handler failed: ${String(e)}`);
@@ -174,14 +222,28 @@ export class GrpcApi {
     };
   }
 
-  private async findMissing(req: { blob_digests: PbDigest[] }): Promise<{ missing_blob_digests: PbDigest[] }> {
+  private async findMissing(req: { blob_digests: PbDigest[] }, caller: Caller): Promise<{ missing_blob_digests: PbDigest[] }> {
     const digests = req.blob_digests.map((d, i) => toDigest(d, `blob_digests[${i}]`));
-    return { missing_blob_digests: (await this.store.findMissing(digests)).map(toPb) };
+    // A blob outside the runtime's runs is "missing" whether stored or not: the answer reveals nothing of other
+    // users' content, and the runtime uploads the bytes, which proves it has them.
+    const mayRead = this.scheduler.readScope(caller.runtimeId);
+    const outside = digests.filter((d) => !mayRead(formatDigest(d)));
+    const inside = digests.filter((d) => mayRead(formatDigest(d)));
+    const absent = await this.store.findMissing(inside);
+    // What it was told is present it will not upload, so a result of any run it holds now may name it, even after
+    // the run that made it readable has ended.
+    const absentKeys = new Set(absent.map(formatDigest));
+    this.scheduler.proved(caller.runtimeId, inside.map(formatDigest).filter((d) => !absentKeys.has(d)));
+    return { missing_blob_digests: [...outside, ...absent].map(toPb) };
   }
 
-  private async batchUpdate(req: {
-    requests: Array<{ digest: PbDigest | null; data: Buffer }>;
-  }): Promise<{ responses: Array<{ digest: PbDigest | null; status: PbStatus }> }> {
+  private async batchUpdate(
+    req: { requests: Array<{ digest: PbDigest | null; data: Buffer }> },
+    caller: Caller,
+  ): Promise<{ responses: Array<{ digest: PbDigest | null; status: PbStatus }> }> {
+    if (!this.scheduler.holdsRuns(caller.runtimeId)) {
+      throw new CallerError(grpc.status.PERMISSION_DENIED, 'this runtime holds no run: it uploads only the results of runs assigned to it');
+    }
     const responses = await Promise.all(
       req.requests.map(async (r, i) => {
         let digest: Digest;
@@ -191,15 +253,17 @@ export class GrpcApi {
           return { digest: r.digest, status: { code: grpc.status.INVALID_ARGUMENT, message: (e as Error).message } };
         }
         const result = await this.store.put(digest, r.data);
+        if (result.code === 'ok') this.scheduler.proved(caller.runtimeId, [formatDigest(digest)]);
         return { digest: toPb(digest), status: { code: PUT_STATUS[result.code], message: result.message } };
       }),
     );
     return { responses };
   }
 
-  private async batchRead(req: {
-    digests: PbDigest[];
-  }): Promise<{ responses: Array<{ digest: PbDigest; data: Buffer; status: PbStatus }> }> {
+  private async batchRead(
+    req: { digests: PbDigest[] },
+    caller: Caller,
+  ): Promise<{ responses: Array<{ digest: PbDigest; data: Buffer; status: PbStatus }> }> {
     const digests = req.digests.map((d, i) => toDigest(d, `digests[${i}]`));
     const total = digests.reduce((n, d) => n + d.sizeBytes, 0);
     if (total > MAX_BATCH_READ_BYTES) {
@@ -207,8 +271,19 @@ export class GrpcApi {
         `BatchReadBlobs asks for ${total} bytes; at most ${MAX_BATCH_READ_BYTES} per call, split the batch`,
       );
     }
+    const mayRead = this.scheduler.readScope(caller.runtimeId);
     const responses = await Promise.all(
       digests.map(async (d) => {
+        if (!mayRead(formatDigest(d))) {
+          return {
+            digest: toPb(d),
+            data: Buffer.alloc(0),
+            status: {
+              code: grpc.status.PERMISSION_DENIED,
+              message: `blob ${formatDigest(d)} is not part of a run assigned to this runtime`,
+            },
+          };
+        }
         const data = await this.store.get(d);
         return data === undefined
           ? {
@@ -222,29 +297,55 @@ export class GrpcApi {
     return { responses };
   }
 
-  private async registerRuntime(req: RegisterReq): Promise<{ runtime_id: string; heartbeat_interval_ms: number }> {
+  private async registerRuntime(
+    req: RegisterReq,
+    credential: RuntimeCredential,
+  ): Promise<{ runtime_id: string; heartbeat_interval_ms: number }> {
+    const other = req.classes.find((c) => c.name !== credential.gpuClass);
+    if (credential.gpuClass !== null && other !== undefined) {
+      throw new CallerError(
+        grpc.status.PERMISSION_DENIED,
+        `this runtime token (${credential.id}) is for GPU class ${credential.gpuClass} only; it cannot offer ${JSON.stringify(other.name)}`,
+      );
+    }
     const runtimeId = this.scheduler.register({
       name: req.name,
       classes: req.classes.map((c) => ({ name: c.name, simulated: c.simulated })),
       capacity: req.capacity,
       version: req.version,
-    });
+    }, credential.id);
     return { runtime_id: runtimeId, heartbeat_interval_ms: this.scheduler.heartbeatIntervalMs };
   }
 
   private work(call: grpc.ServerDuplexStream<PbRuntimeMessage, PbGatewayMessage>): void {
-    if (!this.authorized(call.metadata)) {
-      call.emit('error', statusError(grpc.status.UNAUTHENTICATED, 'missing or wrong token: send metadata "authorization: Bearer TOKEN"'));
-      return;
-    }
-    const ids = call.metadata.get('runtime-id');
-    const runtimeId = typeof ids[0] === 'string' ? ids[0] : '';
+    // Messages that arrive before the token is checked wait in the stream (it is paused until then).
+    call.pause();
+    this.caller(call.metadata, false).then(
+      (caller) => {
+        const ids = call.metadata.get('runtime-id');
+        const runtimeId = typeof ids[0] === 'string' ? ids[0] : '';
+        // Another token's runtime is as unknown to this one as a dropped runtime.
+        this.attachWork(call, this.scheduler.registeredWith(runtimeId, caller.credential.id) ? runtimeId : '', runtimeId);
+        call.resume();
+      },
+      (e: unknown) => {
+        const err = e instanceof CallerError ? e : new CallerError(grpc.status.INTERNAL, `gateway error: ${String(e)}`);
+        call.emit('error', statusError(err.code, err.message));
+      },
+    );
+  }
+
+  /**
+   * Attaches the Work stream of `runtimeId` (empty: refused as unknown, named `asked` in the error). Events come
+   * only over this stream, so a run's result is accepted only from the runtime it was assigned to.
+   */
+  private attachWork(call: grpc.ServerDuplexStream<PbRuntimeMessage, PbGatewayMessage>, runtimeId: string, asked: string): void {
     const link = new StreamLink(call);
     const attached = this.scheduler.attachWork(runtimeId, link);
     if (attached !== 'ok') {
       const why =
         attached === 'unknown'
-          ? `runtime-id ${JSON.stringify(runtimeId)} is not registered (or was dropped); call Register again`
+          ? `runtime-id ${JSON.stringify(asked)} is not registered with this token (or was dropped); call Register again`
           : `runtime ${runtimeId} already has a Work stream open`;
       call.emit('error', statusError(attached === 'unknown' ? grpc.status.NOT_FOUND : grpc.status.ALREADY_EXISTS, why));
       return;
@@ -296,6 +397,7 @@ function decodeEvent(ev: PbCellEvent): RuntimeEvent {
         ename: ev.error?.ename ?? '',
         evalue: ev.error?.evalue ?? '',
         traceback: ev.error?.traceback ?? [],
+        etype: ev.error?.etype ?? '',
       };
     case 'progress':
       return {

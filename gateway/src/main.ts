@@ -16,7 +16,7 @@ async function main(): Promise<void> {
   // Test harnesses and `kernelhop` wait for exactly this line.
   console.log(`kernelhop gateway ready ws=${gateway.wsUrl} grpc=${gateway.grpcAddress}`);
   if (config.tokenGenerated) {
-    console.log(`kernelhop gateway token ${config.token} (set KERNELHOP_TOKEN to choose one; also in ${config.dataDir}/gateway.json)`);
+    console.log(`kernelhop gateway token ${config.token} (set KERNELHOP_TOKEN to choose one; also in ${config.dataDir}/admin-token)`);
   }
   const stop = (signal: string): void => {
     console.error(`kernelhop gateway: ${signal}, shutting down`);

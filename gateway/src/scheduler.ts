@@ -37,7 +37,7 @@ export type RuntimeEvent =
   | { kind: 'started'; worker: string; warm: boolean }
   | { kind: 'stream'; name: string; text: string }
   | { kind: 'display' | 'result'; dataJson: string; metadataJson: string }
-  | { kind: 'error'; ename: string; evalue: string; traceback: string[] }
+  | { kind: 'error'; ename: string; evalue: string; traceback: string[]; etype: string }
   | { kind: 'progress'; phase: string; doneBytes: number; totalBytes: number }
   | { kind: 'done'; status: string; snapshot: Digest; timingsJson: string }
   | { kind: 'failed'; code: string; message: string };
@@ -100,10 +100,16 @@ interface Run {
   position?: number;
   timer?: NodeJS.Timeout;
   graceTimer?: NodeJS.Timeout;
+  /** The input snapshot's manifest and chunks: what its runtime may read for it (formatted digests). */
+  readable?: ReadonlySet<string>;
+  /** Blobs its runtime uploaded (verified) or was told are present while holding it: what its result may name besides its input. */
+  proven: Set<string>;
 }
 
 interface RuntimeEntry {
   id: string;
+  /** The runtime token it registered with: only that token may act for it, and revoking it drops the runtime. */
+  credential: string;
   name: string;
   classes: Map<string, GpuClassOffer>;
   capacity: number;
@@ -140,7 +146,7 @@ export class Scheduler {
 
   // ---- runtimes ----
 
-  register(req: { name: string; classes: GpuClassOffer[]; capacity: number; version: string }): string {
+  register(req: { name: string; classes: GpuClassOffer[]; capacity: number; version: string }, credential: string): string {
     if (req.name.trim() === '') throw new SchedulerError('Register needs a runtime name (e.g. the host name)');
     if (req.classes.length === 0) throw new SchedulerError('Register needs at least one GPU class');
     for (const c of req.classes) {
@@ -154,6 +160,7 @@ export class Scheduler {
     const id = randomUUID();
     const rt: RuntimeEntry = {
       id,
+      credential,
       name: req.name,
       classes: new Map(req.classes.map((c) => [c.name, c])),
       capacity: req.capacity,
@@ -165,6 +172,37 @@ export class Scheduler {
     this.record(this.metadata.runtimeRegistered({ id, ...req }));
     this.log(`runtime ${req.name} (${id}) registered: ${[...rt.classes.keys()].join(',')} x${req.capacity}`);
     return id;
+  }
+
+  /** Whether `runtimeId` is a runtime registered with the runtime token `credential`. */
+  registeredWith(runtimeId: string, credential: string): boolean {
+    return this.runtimes.get(runtimeId)?.credential === credential;
+  }
+
+  /** Drops every runtime registered with `credential` (its token was revoked); their runs fail with runtime_lost. */
+  dropRuntimesOf(credential: string, reason: string): number {
+    const gone = [...this.runtimes.values()].filter((rt) => rt.credential === credential);
+    for (const rt of gone) this.dropRuntime(rt, reason);
+    return gone.length;
+  }
+
+  /**
+   * What the runtime may read now: the blobs of the input snapshots and the uploads of the runs it holds. The runtime
+   * is trusted with the state of the runs assigned to it, and with nothing else in the store.
+   */
+  readScope(runtimeId: string): (digest: string) => boolean {
+    const runs = [...(this.runtimes.get(runtimeId)?.slots.values() ?? [])];
+    return (digest) => inScope(runs, digest);
+  }
+
+  /** Records blobs the runtime uploaded, or was told are present, while holding its runs: their results may name them. */
+  proved(runtimeId: string, digests: readonly string[]): void {
+    for (const run of this.runtimes.get(runtimeId)?.slots.values() ?? []) for (const d of digests) run.proven.add(d);
+  }
+
+  /** Whether the runtime holds a run at all (may upload). */
+  holdsRuns(runtimeId: string): boolean {
+    return (this.runtimes.get(runtimeId)?.slots.size ?? 0) > 0;
   }
 
   /** False when the runtime is unknown (dropped or never registered): it must register again. */
@@ -202,11 +240,13 @@ export class Scheduler {
       return;
     }
     if (ev.kind === 'done' || ev.kind === 'failed') {
+      // What the runtime could read or proved, taken before the slot goes: its result may name nothing else.
+      const scope = [...rt.slots.values()];
       this.releaseSlot(run);
       if (ev.kind === 'failed') {
         this.finish(run, { ok: false, error: { code: ev.code || 'worker_died', message: ev.message } });
       } else {
-        this.finishDone(run, rt, ev);
+        this.finishDone(run, rt, ev, scope);
       }
       return;
     }
@@ -227,7 +267,7 @@ export class Scheduler {
 
   /** Starts a run and returns its id at once; everything else reaches `sink`, including errors. */
   submit(req: RunRequest, sink: RunSink, ticket = this.ticket()): string {
-    const run: Run = { id: randomUUID(), req, sink, seq: ticket, state: 'checking' };
+    const run: Run = { id: randomUUID(), req, sink, seq: ticket, state: 'checking', proven: new Set() };
     this.runs.set(run.id, run);
     if (!this.classOffered(req.gpuClass)) {
       this.finish(run, { ok: false, error: { code: 'unknown_class', message: this.unknownClassMessage(req.gpuClass) } });
@@ -314,6 +354,7 @@ export class Scheduler {
       this.finish(run, { ok: false, error: { code: 'missing_blobs', message: check.message } });
       return;
     }
+    run.readable = new Set([formatDigest(run.req.snapshot), ...check.chunks.map(formatDigest)]);
     if (!this.classOffered(run.req.gpuClass)) {
       this.finish(run, {
         ok: false,
@@ -396,7 +437,7 @@ export class Scheduler {
     if (run.runtime?.slots.delete(run.id)) this.pump();
   }
 
-  private finishDone(run: Run, rt: RuntimeEntry, ev: Extract<RuntimeEvent, { kind: 'done' }>): void {
+  private finishDone(run: Run, rt: RuntimeEntry, ev: Extract<RuntimeEvent, { kind: 'done' }>, scope: Run[]): void {
     if (run.state !== 'running') return;
     run.state = 'finishing';
     clearTimeout(run.timer);
@@ -409,6 +450,20 @@ export class Scheduler {
             error: {
               code: 'missing_blobs',
               message: `runtime ${rt.name} finished the cell but its snapshot is incomplete (${check.message}); your local state is unchanged`,
+            },
+          });
+          return;
+        }
+        // The user is about to hold every blob the result names: only those the runtime had for its runs or
+        // uploaded, never a digest of someone else's it merely learned.
+        const foreign = [ev.snapshot, ...check.chunks].map(formatDigest).filter((d) => !inScope(scope, d));
+        if (foreign.length > 0) {
+          this.log(`runtime ${rt.name} named ${foreign.length} blob(s) in the result of run ${run.id} it neither got nor uploaded`);
+          this.finish(run, {
+            ok: false,
+            error: {
+              code: 'bad_result',
+              message: `runtime ${rt.name} returned a snapshot naming ${foreign.length} blob(s) it was never given nor uploaded (first ${foreign[0]}); refused, your local state is unchanged`,
             },
           });
           return;
@@ -477,7 +532,7 @@ export class Scheduler {
       case 'result':
         return { event: ev.kind, data: parseObject(ev.dataJson), metadata: parseObject(ev.metadataJson) };
       case 'error':
-        return { event: 'error', ename: ev.ename, evalue: ev.evalue, traceback: ev.traceback };
+        return { event: 'error', ename: ev.ename, evalue: ev.evalue, traceback: ev.traceback, etype: ev.etype };
       case 'progress':
         return { event: 'progress', phase: ev.phase, done_bytes: ev.doneBytes, total_bytes: ev.totalBytes };
       default:
@@ -545,6 +600,10 @@ export class Scheduler {
   private record(p: Promise<void>): void {
     p.catch((e: unknown) => this.log(`metadata write failed: ${String(e)}`));
   }
+}
+
+function inScope(runs: readonly Run[], digest: string): boolean {
+  return runs.some((r) => r.readable?.has(digest) === true || r.proven.has(digest));
 }
 
 function parseObject(json: string): Record<string, unknown> {

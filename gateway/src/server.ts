@@ -1,18 +1,22 @@
 // Wires the stores, the scheduler and both APIs into one gateway; writes <data>/gateway.json for discovery.
+import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
-import { TokenAuth } from './auth.js';
 import { BlobStore, DiskBlobStore } from './blobStore.js';
 import { DEFAULT_ADMIN_USER, GatewayConfig } from './config.js';
 import { Collector, Mutex } from './gc.js';
 import { GrpcApi } from './grpcApi.js';
 import { MetadataStore, SqliteMetadataStore } from './metadataStore.js';
+import { RuntimeTokenStore, SqliteRuntimeTokens } from './runtimeTokens.js';
 import { Scheduler } from './scheduler.js';
 import { SnapshotApi } from './snapshotApi.js';
 import { SnapshotStore, SqliteSnapshotStore } from './snapshotStore.js';
 import { WS_PATH, WsApi } from './wsApi.js';
+
+/** Where a runtime that has the WebSocket URL asks for the gRPC port. */
+export const RUNTIMES_INFO_PATH = '/runtimes/v1';
 
 export interface GatewayTuning {
   heartbeatIntervalMs?: number;
@@ -30,6 +34,7 @@ export interface Gateway {
   snapshots: SnapshotStore;
   collector: Collector;
   scheduler: Scheduler;
+  runtimeTokens: RuntimeTokenStore;
   close(): Promise<void>;
 }
 
@@ -46,23 +51,31 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
     cancelGraceMs: tuning.cancelGraceMs,
     log,
   });
-  // Runtimes use gRPC with the gateway's own token; users reach the store only through the WebSocket, as themselves.
-  const auth = new TokenAuth(config.token);
+  // Runtimes use gRPC with runtime tokens; users (the admin too) reach the store only through the WebSocket.
+  const runtimeTokens = new SqliteRuntimeTokens(path.join(config.dataDir, 'kernelhop.db'));
   const snapshots = new SqliteSnapshotStore(path.join(config.dataDir, 'kernelhop.db'));
   await snapshots.ensureAdmin(config.adminUser ?? DEFAULT_ADMIN_USER, config.token);
   const collector = new Collector(store, snapshots, () => scheduler.activeSnapshots(), new Mutex());
   const api = new SnapshotApi(store, snapshots, collector);
 
-  const wsApi = new WsApi({ snapshots, api, store, scheduler, log, pingIntervalMs: tuning.pingIntervalMs });
-  const httpServer = http.createServer((_req, res) => {
+  // A new key per start: sessions do not outlive the gateway's runs anyway (a runtime's warm workers are per session).
+  const sessionKey = randomBytes(32);
+  const wsApi = new WsApi({ snapshots, api, store, scheduler, runtimeTokens, sessionKey, log, pingIntervalMs: tuning.pingIntervalMs });
+  let grpcPort = 0;
+  const httpServer = http.createServer((req, res) => {
+    if (req.method === 'GET' && req.url === RUNTIMES_INFO_PATH) {
+      // A runtime given the WebSocket URL learns here where to register (runtime/src/gatewayAddress.ts).
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.end(JSON.stringify({ grpc_port: grpcPort }));
+      return;
+    }
     res.writeHead(426, { 'Content-Type': 'text/plain; charset=utf-8', Upgrade: 'websocket' });
     res.end(`kernelhop gateway: connect a WebSocket to ${WS_PATH}\n`);
   });
   httpServer.on('upgrade', (req, socket, head) => wsApi.handleUpgrade(req, socket, head));
-  const grpcApi = new GrpcApi(auth, store, scheduler, log);
+  const grpcApi = new GrpcApi(runtimeTokens, snapshots, store, scheduler, log);
 
   let wsPort: number;
-  let grpcPort: number;
   try {
     wsPort = await listen(httpServer, config.host, config.port);
     grpcPort = await grpcApi.bind(config.host, config.grpcPort);
@@ -70,6 +83,7 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
     httpServer.close();
     await metadata.close();
     await snapshots.close();
+    await runtimeTokens.close();
     scheduler.close();
     throw e;
   }
@@ -77,12 +91,11 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
   const wsUrl = `ws://${host}:${wsPort}${WS_PATH}`;
   const grpcAddress = `${host}:${grpcPort}`;
-  const info = path.join(config.dataDir, 'gateway.json');
-  await fsp.writeFile(info, `${JSON.stringify({ url: wsUrl, grpc: grpcAddress, token: config.token }, null, 2)}\n`, {
-    mode: 0o600,
-  });
-  // writeFile's mode only applies when it creates the file; an older gateway.json may be wider.
-  await fsp.chmod(info, 0o600);
+  // Kernels read gateway.json for where the gateway is; the admin's token goes to a file of its own, read only by
+  // the `kernelhop` command's admin operations. Both are the gateway owner's alone.
+  await writePrivate(path.join(config.dataDir, 'gateway.json'), `${JSON.stringify({ url: wsUrl, grpc: grpcAddress }, null, 2)}\n`);
+  await writePrivate(path.join(config.dataDir, ADMIN_TOKEN_FILE), `${config.token}\n`);
+  if (config.runtimeTokenFile !== undefined) await writeRuntimeToken(runtimeTokens, config.runtimeTokenFile);
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> =>
@@ -93,9 +106,34 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
       httpServer.closeAllConnections();
       await metadata.close();
       await snapshots.close();
+      await runtimeTokens.close();
     })());
 
-  return { wsUrl, grpcAddress, store, metadata, snapshots, collector, scheduler, close };
+  return { wsUrl, grpcAddress, store, metadata, snapshots, collector, scheduler, runtimeTokens, close };
+}
+
+/** The admin's token, under the data directory: for `kernelhop` on this host, never for kernels. */
+export const ADMIN_TOKEN_FILE = 'admin-token';
+
+async function writePrivate(file: string, text: string): Promise<void> {
+  await fsp.writeFile(file, text, { mode: 0o600 });
+  // writeFile's mode only applies when it creates the file; an older one may be wider.
+  await fsp.chmod(file, 0o600);
+}
+
+/**
+ * For a runtime started next to this gateway (`kernelhop up`, binder): a runtime token in `file`, kept across starts
+ * while it stays live, so restarts do not pile up tokens.
+ */
+async function writeRuntimeToken(tokens: RuntimeTokenStore, file: string): Promise<void> {
+  const kept = await fsp.readFile(file, 'utf8').then(
+    (text) => text.trim(),
+    () => '',
+  );
+  if (kept !== '' && (await tokens.authenticate(kept)) !== undefined) return;
+  const { token } = await tokens.create(null, Date.now());
+  await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+  await writePrivate(file, `${token}\n`);
 }
 
 function listen(server: http.Server, host: string, port: number): Promise<number> {

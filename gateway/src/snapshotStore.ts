@@ -72,8 +72,11 @@ export interface SnapshotStore {
    * refused (and not recorded), the ones before it stay recorded.
    */
   reserveBlobs(user: string, blobs: ReadonlyArray<{ digest: string; size: number }>, now: number): Promise<Reserve[]>;
-  /** Records that `user` holds these blobs (results of its own runs), quota or not. */
-  holdBlobs(user: string, digests: Array<{ digest: string; size: number }>, now: number): Promise<void>;
+  /**
+   * Records that `user` holds these blobs (the result of its run), all of them or, when those it does not hold yet
+   * would take it over its quota, none; then the answer says how far over.
+   */
+  holdResult(user: string, digests: Array<{ digest: string; size: number }>, now: number): Promise<Reserve & { adding: number }>;
   /** Moves to `now` the time of those holds of `user` on `digests` taken before `before` (gc keeps recent holds). */
   refreshHolds(user: string, digests: readonly string[], before: number, now: number): Promise<void>;
   usedBytes(user: string): Promise<number>;
@@ -367,13 +370,27 @@ export class SqliteSnapshotStore implements SnapshotStore {
     })();
   }
 
-  async holdBlobs(user: string, digests: Array<{ digest: string; size: number }>, now: number): Promise<void> {
+  async holdResult(
+    user: string,
+    digests: Array<{ digest: string; size: number }>,
+    now: number,
+  ): Promise<Reserve & { adding: number }> {
+    const held = this.db.prepare('SELECT 1 FROM blob_holds WHERE user = ? AND digest = ?');
     const ins = this.db.prepare(
       `INSERT INTO blob_holds (user, digest, size, at) VALUES (?, ?, ?, ?)
        ON CONFLICT(user, digest) DO UPDATE SET at = excluded.at`,
     );
-    this.db.transaction(() => {
-      for (const d of digests) ins.run(user, d.digest, d.size, now);
+    return this.db.transaction((): Reserve & { adding: number } => {
+      const quota = (this.db.prepare('SELECT quota_bytes FROM users WHERE name = ?').get(user) as { quota_bytes: number } | undefined)
+        ?.quota_bytes ?? 0;
+      const unique = new Map(digests.map((d) => [d.digest, d.size]));
+      const adding = [...unique].filter(([d]) => held.get(user, d) === undefined).reduce((n, [, size]) => n + size, 0);
+      if (quota > 0 && adding > 0) {
+        const used = this.used(user);
+        if (used + adding > quota) return { ok: false, used, quota, adding };
+      }
+      for (const [d, size] of unique) ins.run(user, d, size, now);
+      return { ok: true, adding };
     })();
   }
 

@@ -1,12 +1,15 @@
 // The kernel/browser WebSocket API (ARCHITECTURE.md, "Kernel and browser ↔ gateway").
+import { createHmac } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { Digest, DigestError, formatDigest, parseDigest } from '@kernelhop/kernel-snapshot';
 import { RawData, WebSocket, WebSocketServer } from 'ws';
 import { UserBlobView } from './access.js';
 import { BlobStore } from './blobStore.js';
-import { CODECS, Codec, decodeBlob, isCodec } from './codecs.js';
+import { CODECS, Codec, closeDecoders, decodeBlob, isCodec } from './codecs.js';
+import { RUNTIME_TOKEN_OPS, RuntimeTokenStore, isRuntimeTokenOp, runtimeTokenOp } from './runtimeTokens.js';
 import { RunFinal, RunEvent, Scheduler } from './scheduler.js';
+import { quotaMessage } from './quota.js';
 import { checkSnapshot } from './snapshotCheck.js';
 import { OpError, SNAPSHOT_OPS, SnapshotApi } from './snapshotApi.js';
 import { SnapshotStore, User } from './snapshotStore.js';
@@ -17,7 +20,16 @@ export const MAX_PAYLOAD_BYTES = 64 * 1024 * 1024;
 export const MAX_GET_BYTES = 48 * 1024 * 1024;
 /** Above this many bytes queued on a socket, big replies wait. */
 const HIGH_WATER_BYTES = 8 * 1024 * 1024;
-const OPS = ['find_missing', 'put_blobs', 'get_blobs', 'classes', 'run', 'cancel', ...SNAPSHOT_OPS];
+/** Largest JSON a text frame or a binary frame's header may be: parsing it blocks the event loop. */
+export const MAX_JSON_BYTES = 8 * 1024 * 1024;
+/**
+ * Most digests one find_missing or get_blobs may name (the kernel asks 10,000 at a time): parsing, checking and
+ * answering 100,000 held the event loop for ~0.5 s, and every other user with it.
+ */
+export const MAX_DIGESTS = 10_000;
+/** Requests of one user handled at once, over all its sockets; the rest wait their turn, so no user stalls others. */
+export const PER_USER_REQUESTS = 8;
+const OPS = ['find_missing', 'put_blobs', 'get_blobs', 'classes', 'run', 'cancel', ...SNAPSHOT_OPS, ...RUNTIME_TOKEN_OPS];
 
 export interface WsApiOptions {
   /** Users and their tokens; each socket acts as the user whose token opened it. */
@@ -25,6 +37,9 @@ export interface WsApiOptions {
   api: SnapshotApi;
   store: BlobStore;
   scheduler: Scheduler;
+  runtimeTokens: RuntimeTokenStore;
+  /** Key of the HMAC that makes a user's session name into the session a runtime sees (see `run`). */
+  sessionKey: Buffer;
   log: (line: string) => void;
   pingIntervalMs?: number;
 }
@@ -41,6 +56,7 @@ export class WsApi {
   private readonly wss: WebSocketServer;
   private readonly heartbeat: NodeJS.Timeout;
   private readonly alive = new WeakMap<WebSocket, boolean>();
+  private readonly limits = new Map<string, Limiter>();
 
   constructor(private readonly opts: WsApiOptions) {
     this.wss = new WebSocketServer({ noServer: true, maxPayload: MAX_PAYLOAD_BYTES });
@@ -94,12 +110,18 @@ export class WsApi {
     clearInterval(this.heartbeat);
     for (const ws of this.wss.clients) ws.close(1001, 'gateway shutting down');
     this.wss.close();
+    void closeDecoders();
   }
 
   private connected(ws: WebSocket, user: User): void {
     this.alive.set(ws, true);
     ws.on('pong', () => this.alive.set(ws, true));
-    const conn = new Connection(ws, this.opts, user);
+    let limit = this.limits.get(user.name);
+    if (limit === undefined) {
+      limit = new Limiter(PER_USER_REQUESTS);
+      this.limits.set(user.name, limit);
+    }
+    const conn = new Connection(ws, this.opts, user, limit);
     ws.on('message', (data: RawData, isBinary: boolean) => conn.receive(toBuffer(data), isBinary));
     ws.on('close', () => conn.closed());
     ws.on('error', (e) => this.opts.log(`WebSocket error: ${e.message}`));
@@ -122,6 +144,7 @@ class Connection {
     private readonly ws: WebSocket,
     private readonly opts: WsApiOptions,
     private readonly user: User,
+    private readonly limit: Limiter,
   ) {
     this.blobs = new UserBlobView(opts.store, opts.snapshots, user.name);
   }
@@ -131,7 +154,8 @@ class Connection {
     try {
       const { header, payload } = isBinary ? splitBinary(data) : { header: parseJsonObject(data, 'text frame'), payload: null };
       id = requestId(header.id);
-      this.dispatch(id, header, payload).catch((e: unknown) => this.failed(id, e));
+      const rid = id;
+      this.limit.run(() => this.dispatch(rid, header, payload)).catch((e: unknown) => this.failed(rid, e));
     } catch (e) {
       this.failed(id, e);
     }
@@ -199,6 +223,12 @@ class Connection {
         return;
       }
       default: {
+        if (isRuntimeTokenOp(op)) {
+          const drop = (credential: string): number =>
+            this.opts.scheduler.dropRuntimesOf(credential, 'its runtime token was revoked');
+          this.send({ re: id, ok: true, ...(await runtimeTokenOp(this.opts.runtimeTokens, drop, this.user, op, req)) });
+          return;
+        }
         const reply = await this.opts.api.handle(this.user, op as (typeof SNAPSHOT_OPS)[number], req);
         this.send({ re: id, ok: true, ...reply });
       }
@@ -208,6 +238,10 @@ class Connection {
   private async putBlobs(id: RequestId, req: Json, payload: Buffer): Promise<void> {
     if (!Array.isArray(req.blobs)) throw new BadRequest('put_blobs needs "blobs": [{digest, offset, length}]');
     // Validate every entry before storing any, so a malformed request stores nothing.
+    const declared = req.blobs.reduce((n: number, b: unknown) => n + declaredSize(b), 0);
+    if (declared > MAX_PAYLOAD_BYTES) {
+      throw new BadRequest(`put_blobs declares ${declared} bytes of blobs; at most ${MAX_PAYLOAD_BYTES} per frame, split it`);
+    }
     const items = req.blobs.map((b: unknown, i: number) => {
       if (typeof b !== 'object' || b === null) throw new BadRequest(`blobs[${i}] must be an object`);
       const { digest, offset, length, codec } = b as Json;
@@ -225,17 +259,17 @@ class Connection {
     // Decoded per item: bytes that are not valid zstd fail that item alone, as a digest mismatch would.
     const results: Json[] = items.map((it) => ({ digest: formatDigest(it.digest) }));
     const decoded: { digest: Digest; data: Uint8Array; at: number }[] = [];
-    for (const [i, it] of items.entries()) {
-      if (it.codec === undefined) {
-        decoded.push({ digest: it.digest, data: it.data, at: i });
-        continue;
-      }
-      try {
-        decoded.push({ digest: it.digest, data: decodeBlob(it.codec, it.data, it.digest.sizeBytes), at: i });
-      } catch (e) {
-        Object.assign(results[i], { code: 'bad_encoding', message: `not valid ${it.codec} data: ${String(e)}` });
-      }
-    }
+    await Promise.all(
+      items.map(async (it, i) => {
+        try {
+          const data = it.codec === undefined ? it.data : await decodeBlob(it.codec, it.data, it.digest.sizeBytes);
+          decoded.push({ digest: it.digest, data, at: i });
+        } catch (e) {
+          Object.assign(results[i], { code: 'bad_encoding', message: `not valid ${it.codec} data: ${String(e)}` });
+        }
+      }),
+    );
+    decoded.sort((a, b) => a.at - b.at);
     const puts = await this.blobs.putMany(decoded);
     for (const [k, put] of puts.entries()) Object.assign(results[decoded[k].at], { code: put.code, message: put.message });
     this.send({ re: id, ok: true, results });
@@ -300,18 +334,23 @@ class Connection {
           this.send({ re: id, ...final });
           return;
         }
-        // The runtime made the result on this user's behalf: the user now holds its blobs (and can fetch them).
+        // The runtime made the result on this user's behalf: the user now holds its blobs (and can fetch them),
+        // charged to its quota like an upload.
         this.holdResult(parseDigest(final.snapshot), input).then(
-          (refresh) => {
+          (held) => {
+            if (!held.ok) {
+              this.send({ re: id, ok: false, error: { code: 'quota_exceeded', message: held.message } });
+              return;
+            }
             this.send({ re: id, ...final });
-            refresh().catch((e: unknown) => this.opts.log(`refreshing the holds of run ${key}: ${String(e)}`));
+            held.refresh().catch((e: unknown) => this.opts.log(`refreshing the holds of run ${key}: ${String(e)}`));
           },
           (e: unknown) => this.failed(id, e),
         );
       },
     };
     const runId = this.opts.scheduler.submit(
-      { session, gpuClass, code, snapshot, timeoutS: timeout, reach: reach as string[] | null },
+      { session: this.boundSession(session), gpuClass, code, snapshot, timeoutS: timeout, reach: reach as string[] | null },
       sink,
       ticket,
     );
@@ -319,20 +358,35 @@ class Connection {
   }
 
   /**
+   * The session the runtime sees for this user's session name: a keyed hash of both, so a run reaches a warm worker
+   * only of a session of its own user. Another user naming the same session gets a session of its own, and what a
+   * runtime or a worker sees does not name the kernel's session.
+   */
+  private boundSession(session: string): string {
+    return createHmac('sha256', this.opts.sessionKey).update(`${this.user.name}\0${session}`, 'utf8').digest('hex').slice(0, 32);
+  }
+
+  /**
    * Holds the result's new blobs (the kernel fetches those next), and returns what refreshes the holds of the
    * rest: the chunks the run started from, which this user held when it began. A warm hop so neither waits on an
    * upsert per chunk of the whole state before its reply (~9 ms at 3,700 chunks) nor writes them all again after.
    */
-  private async holdResult(snapshot: Digest, input: ReadonlySet<string>): Promise<() => Promise<void>> {
+  private async holdResult(
+    snapshot: Digest,
+    input: ReadonlySet<string>,
+  ): Promise<{ ok: true; refresh: () => Promise<void> } | { ok: false; message: string }> {
     const check = await checkSnapshot(this.opts.store, snapshot);
     const done = async (): Promise<void> => undefined;
-    if (!check.ok) return done; // the scheduler checked it a moment ago; gc does not remove fresh blobs
+    if (!check.ok) return { ok: true, refresh: done }; // the scheduler checked it a moment ago; gc does not remove fresh blobs
     const blobs = [snapshot, ...check.chunks].map((d) => ({ digest: formatDigest(d), size: d.sizeBytes }));
     const now = Date.now();
-    await this.opts.snapshots.holdBlobs(this.user.name, blobs.filter((b) => !input.has(b.digest)), now);
+    const held = await this.opts.snapshots.holdResult(this.user.name, blobs.filter((b) => !input.has(b.digest)), now);
+    if (!held.ok) {
+      return { ok: false, message: `the cell's result does not fit: ${quotaMessage(held.used, held.quota, held.adding)}; your local state is unchanged` };
+    }
     const kept = blobs.filter((b) => input.has(b.digest)).map((b) => b.digest);
-    if (kept.length === 0) return done;
-    return () => this.opts.snapshots.refreshHolds(this.user.name, kept, now - HOLD_REFRESH_MS, now);
+    if (kept.length === 0) return { ok: true, refresh: done };
+    return { ok: true, refresh: () => this.opts.snapshots.refreshHolds(this.user.name, kept, now - HOLD_REFRESH_MS, now) };
   }
 
   private failed(id: RequestId | null, e: unknown): void {
@@ -378,6 +432,9 @@ function splitBinary(data: Buffer): { header: Json; payload: Buffer } {
 }
 
 function parseJsonObject(bytes: Buffer, what: string): Json {
+  if (bytes.length > MAX_JSON_BYTES) {
+    throw new BadRequest(`${what} has ${bytes.length} bytes of JSON; at most ${MAX_JSON_BYTES}, split the request`);
+  }
   let v: unknown;
   try {
     v = JSON.parse(bytes.toString('utf8'));
@@ -395,6 +452,7 @@ function requestId(v: unknown): RequestId {
 
 function digestList(v: unknown, field: string): Digest[] {
   if (!Array.isArray(v)) throw new BadRequest(`"${field}" must be an array of "<64 hex>/<size>" digests`);
+  if (v.length > MAX_DIGESTS) throw new BadRequest(`"${field}" names ${v.length} digests; at most ${MAX_DIGESTS} per request, split it`);
   return v.map((d, i) => parseDigestField(d, `${field}[${i}]`));
 }
 
@@ -403,6 +461,33 @@ function parseDigestField(v: unknown, field: string): Digest {
     return parseDigest(v);
   } catch (e) {
     throw new BadRequest(`${field}: ${(e as Error).message}`);
+  }
+}
+
+/** The size a put_blobs entry's digest declares (0 when malformed: the entry is refused later, by name). */
+function declaredSize(b: unknown): number {
+  const digest = typeof b === 'object' && b !== null ? (b as Json).digest : undefined;
+  const size = typeof digest === 'string' ? Number(digest.slice(digest.indexOf('/') + 1)) : 0;
+  return Number.isSafeInteger(size) && size > 0 ? size : 0;
+}
+
+/** At most `limit` tasks at once; the others wait in arrival order. */
+class Limiter {
+  private active = 0;
+  private readonly waiting: Array<() => void> = [];
+
+  constructor(private readonly limit: number) {}
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.active >= this.limit) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.active += 1;
+    try {
+      return await task();
+    } finally {
+      const next = this.waiting.shift();
+      if (next !== undefined) next();
+      else this.active -= 1;
+    }
   }
 }
 

@@ -10,7 +10,7 @@ test('--help prints what each option and variable does and exits 0, starting not
   const run = spawnSync(process.execPath, [main, '--help'], { encoding: 'utf8', timeout: 10_000 });
   assert.equal(run.status, 0, run.stderr);
   assert.match(run.stdout, /^usage: kernelhop gateway /);
-  for (const word of ['--host', '--port', '--grpc-port', '--data', 'KERNELHOP_TOKEN', 'KERNELHOP_USER']) {
+  for (const word of ['--host', '--port', '--grpc-port', '--data', '--runtime-token-file', 'KERNELHOP_TOKEN', 'KERNELHOP_USER']) {
     assert.ok(run.stdout.includes(word), `usage names ${word}`);
   }
   assert.doesNotMatch(run.stdout, /ready/);

@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { digestOf } from '@kernelhop/kernel-snapshot';
-import { TestGateway, grpcClients, meta, pbDigest, startTestGateway, unary } from './helpers.js';
+import { TestGateway, grpcClients, meta, startTestGateway, unary } from './helpers.js';
 
 let t: TestGateway;
 let clients: ReturnType<typeof grpcClients>;
@@ -27,34 +26,6 @@ test('every gRPC call without the right token is UNAUTHENTICATED', async () => {
   const stream = clients.runtimes.Work(meta('wrong', 'whatever'));
   const err = await new Promise<grpc.ServiceError>((resolve) => stream.on('error', resolve));
   assert.equal(err.code, grpc.status.UNAUTHENTICATED);
-});
-
-test('CAS over gRPC: find missing, update with a status per item, read', async () => {
-  const good = Buffer.from('runtime chunk');
-  const d = digestOf(good);
-  const corrupt = digestOf(Buffer.from('something else'));
-  const missing = await unary<{ missing_blob_digests: unknown[] }>(clients.cas, 'FindMissingBlobs', { blob_digests: [pbDigest(d)] });
-  assert.deepEqual(missing.missing_blob_digests, [pbDigest(d)]);
-  const up = await unary<{ responses: Array<{ status: { code: number } }> }>(clients.cas, 'BatchUpdateBlobs', {
-    requests: [
-      { digest: pbDigest(d), data: good },
-      { digest: pbDigest(corrupt), data: good },
-    ],
-  });
-  assert.deepEqual(
-    up.responses.map((r) => r.status.code),
-    [grpc.status.OK, grpc.status.INVALID_ARGUMENT],
-  );
-  const read = await unary<{ responses: Array<{ data: Buffer; status: { code: number } }> }>(clients.cas, 'BatchReadBlobs', {
-    digests: [pbDigest(d), pbDigest(corrupt)],
-  });
-  assert.ok(read.responses[0].data.equals(good));
-  assert.equal(read.responses[0].status.code, grpc.status.OK);
-  assert.equal(read.responses[1].status.code, grpc.status.NOT_FOUND);
-  await assert.rejects(
-    unary(clients.cas, 'FindMissingBlobs', { blob_digests: [{ hash: 'xyz', size_bytes: 1 }] }),
-    { code: grpc.status.INVALID_ARGUMENT },
-  );
 });
 
 test('Register validates, Heartbeat knows, Work refuses an unknown runtime', async () => {

@@ -9,11 +9,15 @@ import { loadProto } from '../src/grpcApi.js';
 import { Gateway, startGateway } from '../src/server.js';
 
 export const TOKEN = 'test-token-0123456789';
+/** The runtime token of the gateway started last (each test file runs its own process and gateway). */
+let runtimeToken = '';
 
 export interface TestGateway {
   gw: Gateway;
   dataDir: string;
   grpcAddress: string;
+  /** A runtime token of any class, for the fake runtimes and gRPC calls of the tests. */
+  runtimeToken: string;
   stop(): Promise<void>;
 }
 
@@ -23,10 +27,12 @@ export async function startTestGateway(): Promise<TestGateway> {
     { host: '127.0.0.1', port: 0, grpcPort: 0, dataDir, token: TOKEN, tokenGenerated: false },
     { heartbeatIntervalMs: 200, missedHeartbeats: 3, cancelGraceMs: 400, log: () => undefined },
   );
+  runtimeToken = (await gw.runtimeTokens.create(null, Date.now())).token;
   return {
     gw,
     dataDir,
     grpcAddress: gw.grpcAddress,
+    runtimeToken,
     stop: async () => {
       await gw.close();
       rmSync(dataDir, { recursive: true, force: true });
@@ -190,7 +196,7 @@ export function grpcClients(address: string): {
   };
 }
 
-export function meta(token = TOKEN, runtimeId?: string): grpc.Metadata {
+export function meta(token = runtimeToken, runtimeId?: string): grpc.Metadata {
   const md = new grpc.Metadata();
   md.set('authorization', `Bearer ${token}`);
   if (runtimeId !== undefined) md.set('runtime-id', runtimeId);
@@ -212,8 +218,15 @@ export class FakeRuntime {
   private waiters: Array<() => void> = [];
   readonly clients: ReturnType<typeof grpcClients>;
 
-  constructor(address: string, private readonly opts: { name: string; classes: string[]; capacity: number }) {
+  constructor(
+    address: string,
+    private readonly opts: { name: string; classes: string[]; capacity: number; token?: string },
+  ) {
     this.clients = grpcClients(address);
+  }
+
+  private md(withId = false): grpc.Metadata {
+    return meta(this.opts.token ?? runtimeToken, withId ? this.id : undefined);
   }
 
   async start(): Promise<void> {
@@ -222,12 +235,12 @@ export class FakeRuntime {
       classes: this.opts.classes.map((name) => ({ name, simulated: true })),
       capacity: this.opts.capacity,
       version: 'test',
-    });
+    }, this.md());
     this.id = res.runtime_id;
     this.heartbeat = setInterval(() => {
-      unary(this.clients.runtimes, 'Heartbeat', { runtime_id: this.id, busy: 0, warm_workers: 0 }).catch(() => undefined);
+      unary(this.clients.runtimes, 'Heartbeat', { runtime_id: this.id, busy: 0, warm_workers: 0 }, this.md()).catch(() => undefined);
     }, 100);
-    this.stream = this.clients.runtimes.Work(meta(TOKEN, this.id));
+    this.stream = this.clients.runtimes.Work(this.md(true));
     this.stream.on('data', (m: GatewayMsg) => {
       this.received.push(m);
       for (const w of this.waiters.splice(0)) w();
@@ -235,8 +248,13 @@ export class FakeRuntime {
     this.stream.on('error', () => undefined);
     // The gateway attaches Work when its headers arrive; a heartbeat sent after them on the same connection
     // returns after that has happened.
-    await unary(this.clients.runtimes, 'Heartbeat', { runtime_id: this.id, busy: 0, warm_workers: 0 });
+    await unary(this.clients.runtimes, 'Heartbeat', { runtime_id: this.id, busy: 0, warm_workers: 0 }, this.md());
     await new Promise((r) => setTimeout(r, 20));
+  }
+
+  /** A CAS call as this runtime (its token and runtime-id). */
+  cas<Res = Msg>(method: string, req: Msg): Promise<Res> {
+    return unary<Res>(this.clients.cas, method, req, this.md(true));
   }
 
   /** The next message of the given kind (consumed). */

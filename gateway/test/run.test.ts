@@ -31,6 +31,11 @@ async function runtime(name: string, classes = ['h100'], capacity = 1): Promise<
   return rt;
 }
 
+function pbDigestOf(text: string): { hash: string; size_bytes: number } {
+  const [hash, size] = text.split('/');
+  return { hash, size_bytes: Number(size) };
+}
+
 function run(extra: Msg = {}): string {
   const id = c.id();
   c.send({ id, op: 'run', session: 'sess-1', gpu_class: 'h100', code: 'x = 1', snapshot, timeout_s: 0, ...extra });
@@ -49,11 +54,14 @@ async function queuedAt(re: string, position: number): Promise<void> {
   }
 }
 
-/** Uploads a fresh result snapshot and returns its digest, as a runtime would before Done. */
-async function uploadResult(text: string): Promise<{ hash: string; size_bytes: number; text: string }> {
+/** Uploads a fresh result snapshot as runtime `rt` does before Done (it must hold a run), and returns its digest. */
+async function uploadResult(rt: FakeRuntime, text: string): Promise<{ hash: string; size_bytes: number; text: string }> {
   const chunk = blob(text);
   const snap = snapshotOf([chunk]);
-  await c.putBlobs([chunk, snap]);
+  const up = await rt.cas<{ responses: Array<{ status: { code: number } }> }>('BatchUpdateBlobs', {
+    requests: [chunk, snap].map((b) => ({ digest: pbDigestOf(b.digest), data: b.data })),
+  });
+  assert.deepEqual(up.responses.map((r) => r.status.code), [0, 0]);
   const [hash, size] = snap.digest.split('/');
   return { hash, size_bytes: Number(size), text: snap.digest };
 }
@@ -63,11 +71,11 @@ test('a run reaches the runtime and its events come back in order, then done', a
   const id = run({ code: 'print("hi")' });
   const { assign } = await rt.nextMessage('assign');
   assert.equal(assign.code, 'print("hi")');
-  assert.equal(assign.session, 'sess-1');
+  assert.match(assign.session, /^[0-9a-f]{32}$/, "the runtime sees a session bound to the user, not the kernel's name");
   assert.equal(assign.gpu_class, 'h100');
   assert.equal(`${assign.snapshot.hash}/${assign.snapshot.size_bytes}`, snapshot);
   assert.equal(assign.lazy, false, 'no reach: the runtime restores the whole snapshot');
-  const result = await uploadResult('new state');
+  const result = await uploadResult(rt, 'new state');
   rt.event(assign.run_id, { started: { worker: 'w1', warm: true } });
   rt.event(assign.run_id, { stream: { name: 'stdout', text: 'hi\n' } });
   rt.event(assign.run_id, { display: { data_json: '{"text/plain":"<Figure>"}', metadata_json: '{}' } });
@@ -157,7 +165,7 @@ test('runs queue FIFO when capacity is full and start as slots free', async () =
   const { assign: a2 } = await rt.nextMessage('assign');
   assert.deepEqual(await c.next(third), { re: third, event: 'queued', position: 1 });
   // The second request was assigned: the third still waits.
-  const result = await uploadResult('after second');
+  const result = await uploadResult(rt, 'after second');
   rt.event(a2.run_id, { done: { status: 'error', snapshot: { hash: result.hash, size_bytes: result.size_bytes }, timings_json: '{}' } });
   const f2 = await c.untilFinal(second);
   assert.equal(f2.final.status, 'error');

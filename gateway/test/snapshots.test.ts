@@ -113,7 +113,8 @@ test("a user's token is refused on gRPC: the runtimes' API cannot read around th
   const clients = grpcClients(t.grpcAddress);
   try {
     await assert.rejects(unary(clients.cas, 'BatchReadBlobs', { digests: [] }, meta(users.alice.token)), {
-      code: grpc.status.UNAUTHENTICATED,
+      code: grpc.status.PERMISSION_DENIED,
+      details: /user alice's token is refused on gRPC; runtimes need a runtime token/,
     });
   } finally {
     clients.cas.close();

@@ -152,8 +152,8 @@ test("refreshHolds moves on only this user's holds older than the cutoff, so gc 
     await store.addUser('ana', 0);
     await store.addUser('ben', 0);
     const [a, b] = ['a'.repeat(64), 'b'.repeat(64)].map((h) => `${h}/10`);
-    await store.holdBlobs('ana', [{ digest: a, size: 10 }, { digest: b, size: 10 }], 1000);
-    await store.holdBlobs('ben', [{ digest: a, size: 10 }], 1000);
+    await store.holdResult('ana', [{ digest: a, size: 10 }, { digest: b, size: 10 }], 1000);
+    await store.holdResult('ben', [{ digest: a, size: 10 }], 1000);
     await store.refreshHolds('ana', [a], 2000, 3000); // taken at 1000, before the cutoff: moved to 3000
     await store.refreshHolds('ana', [b], 500, 3000); // taken after the cutoff: left alone
     assert.equal(await store.dropStaleHolds(2500), 2, "ana's b and ben's a are stale, ana's a is not");

@@ -34,12 +34,15 @@ function upgradeStatus(url: string, headers: Record<string, string> = {}): Promi
   });
 }
 
-test('gateway.json says where and how to connect, readable by its owner only', () => {
+test("gateway.json says where to connect and holds no token; the admin's token is in a file of its own; both owner-only", () => {
   const file = path.join(t.dataDir, 'gateway.json');
   assert.ok(existsSync(file));
   assert.equal(statSync(file).mode & 0o777, 0o600);
   const info = JSON.parse(readFileSync(file, 'utf8')) as Record<string, string>;
-  assert.deepEqual(info, { url: t.gw.wsUrl, grpc: t.gw.grpcAddress, token: TOKEN });
+  assert.deepEqual(info, { url: t.gw.wsUrl, grpc: t.gw.grpcAddress });
+  const admin = path.join(t.dataDir, 'admin-token');
+  assert.equal(statSync(admin).mode & 0o777, 0o600);
+  assert.equal(readFileSync(admin, 'utf8').trim(), TOKEN);
 });
 
 test('the upgrade is refused with 401 without the right token', async () => {

@@ -19,20 +19,22 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
-export const USAGE = `usage: node runtime/dist/src/main.js --gateway HOST:PORT [--class NAME ...] [--capacity N] [--warm N]
-                                   [--python PATH] [--cache DIR] [--name NAME] [--session-grace SECONDS]
+export const USAGE = `usage: node runtime/dist/src/main.js --gateway URL|HOST:PORT [--class NAME ...] [--capacity N] [--warm N]
+                                   [--python PATH] [--cache DIR] [--name NAME] [--session-grace SECONDS] [--token TOKEN]
 
-  --gateway HOST:PORT      the gateway's gRPC address for runtimes (default port 8732)
+  --gateway URL|HOST:PORT  the gateway: the ws:// or wss:// URL it prints (the runtime asks it for its gRPC port),
+                           or HOST:PORT of its gRPC port for runtimes (8732 by default)
   --class NAME             a GPU class this runtime offers (repeatable); overrides detection with nvidia-smi,
                            and a class the host lacks is registered as simulated
   --capacity N             cells run at once (default 1)
   --warm N                 Python workers kept started and ready (default 1)
-  --python PATH            interpreter for workers (default $KERNELHOP_PYTHON or python3)
+  --python PATH            interpreter for workers (default $KERNELHOP_PYTHON, which the kernelhop command sets
+                           to its own interpreter, else python3)
   --cache DIR              chunk cache (default $KERNELHOP_HOME/runtime-cache, KERNELHOP_HOME default ~/.kernelhop)
   --name NAME              name shown by the gateway (default the host name)
   --session-grace SECONDS  how long a session's worker stays warm for its next cell (default 60; 0 = never)
-
-The token comes from KERNELHOP_TOKEN.`;
+  --token TOKEN            a runtime token (default $KERNELHOP_TOKEN); an admin makes one with
+                           \`kernelhop runtime-token create [--class C]\`. The gateway refuses the admin's and users' tokens.`;
 
 export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): RuntimeConfig {
   const home = env.KERNELHOP_HOME || path.join(os.homedir(), '.kernelhop');
@@ -84,6 +86,9 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
       case '--session-grace':
         config.sessionGraceS = integer(flag, value(), 0);
         break;
+      case '--token':
+        config.token = value();
+        break;
       case '--help':
       case '-h':
         throw new ConfigError(USAGE);
@@ -91,11 +96,27 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
         throw new ConfigError(`unknown option ${JSON.stringify(flag)}\n\n${USAGE}`);
     }
   }
-  if (!config.gateway) throw new ConfigError(`--gateway HOST:PORT is required\n\n${USAGE}`);
-  if (!/^[^:\s]+:\d+$/.test(config.gateway) && !/^\[[0-9a-fA-F:]+\]:\d+$/.test(config.gateway)) {
-    throw new ConfigError(`--gateway ${JSON.stringify(config.gateway)}: expected HOST:PORT, e.g. 127.0.0.1:8732`);
+  if (!config.gateway) throw new ConfigError(`--gateway URL|HOST:PORT is required\n\n${USAGE}`);
+  if (!isGatewayUrl(config.gateway) && !isHostPort(config.gateway)) {
+    throw new ConfigError(
+      `--gateway ${JSON.stringify(config.gateway)}: expected the URL the gateway prints (ws://127.0.0.1:8731/ws/v1) ` +
+        'or HOST:PORT of its gRPC port (127.0.0.1:8732)',
+    );
   }
   return config;
+}
+
+export function isHostPort(text: string): boolean {
+  return /^[^:\s/]+:\d+$/.test(text) || /^\[[0-9a-fA-F:]+\]:\d+$/.test(text);
+}
+
+export function isGatewayUrl(text: string): boolean {
+  if (!/^wss?:\/\//i.test(text)) return false;
+  try {
+    return new URL(text).hostname !== '';
+  } catch {
+    return false;
+  }
 }
 
 function integer(flag: string, text: string, min: number): number {

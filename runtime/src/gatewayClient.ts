@@ -34,6 +34,8 @@ type Unary<Req, Res> = (
 export class GatewayClient {
   private readonly runtimes: grpc.Client;
   private readonly cas: grpc.Client;
+  /** Set once registered: the gateway lets a runtime read and upload only for the runs assigned to that id. */
+  private runtimeId = '';
 
   constructor(
     readonly address: string,
@@ -64,7 +66,7 @@ export class GatewayClient {
   private unary<Req, Res>(client: grpc.Client, method: string, req: Req, timeoutMs: number, waitForReady = false): Promise<Res> {
     const fn = (client as unknown as Record<string, Unary<Req, Res>>)[method] as Unary<Req, Res>;
     return new Promise((resolve, reject) => {
-      fn.call(client, req, this.metadata(), { deadline: Date.now() + timeoutMs, waitForReady }, (err, res) => {
+      fn.call(client, req, this.metadata(this.runtimeId), { deadline: Date.now() + timeoutMs, waitForReady }, (err, res) => {
         if (err) reject(err);
         else resolve(res as Res);
       });
@@ -72,8 +74,11 @@ export class GatewayClient {
   }
 
   /** waitForReady: keep trying to connect until the deadline instead of failing at the first refusal. */
-  register(req: RegisterRequest, timeoutMs = CONTROL_DEADLINE_MS, waitForReady = false): Promise<RegisterResponse> {
-    return this.unary(this.runtimes, 'register', req, timeoutMs, waitForReady);
+  async register(req: RegisterRequest, timeoutMs = CONTROL_DEADLINE_MS, waitForReady = false): Promise<RegisterResponse> {
+    this.runtimeId = '';
+    const res = await this.unary<RegisterRequest, RegisterResponse>(this.runtimes, 'register', req, timeoutMs, waitForReady);
+    this.runtimeId = res.runtimeId;
+    return res;
   }
 
   heartbeat(req: HeartbeatRequest): Promise<HeartbeatResponse> {

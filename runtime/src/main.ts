@@ -1,10 +1,11 @@
 #!/usr/bin/env node
-// `node runtime/dist/src/main.js --gateway HOST:PORT ...`: the runtime daemon of one compute host.
+// `node runtime/dist/src/main.js --gateway URL|HOST:PORT ...`: the runtime daemon of one compute host.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { ChunkCache } from './chunkCache.js';
 import { ConfigError, parseArgs } from './config.js';
+import { GatewayAddressError, grpcAddressOf } from './gatewayAddress.js';
 import { GatewayClient } from './gatewayClient.js';
 import { queryNvidiaSmi, resolveClasses } from './gpuClasses.js';
 import { loadKernelhopProto } from './proto.js';
@@ -34,6 +35,16 @@ async function main(): Promise<void> {
     throw err;
   }
 
+  let address: string;
+  try {
+    address = await grpcAddressOf(config.gateway);
+  } catch (err) {
+    if (!(err instanceof GatewayAddressError)) throw err;
+    log(err.message);
+    process.exit(1);
+  }
+  if (address !== config.gateway) log(`${config.gateway} takes runtimes on its gRPC port ${address}`);
+
   const classes = resolveClasses(config.classOverrides, await queryNvidiaSmi());
   const cache = new ChunkCache(config.cache);
   const pool = new WorkerPool({
@@ -42,7 +53,7 @@ async function main(): Promise<void> {
     sessionGraceMs: config.sessionGraceS * 1000,
     log,
   });
-  const gateway = new GatewayClient(config.gateway, config.token, loadKernelhopProto());
+  const gateway = new GatewayClient(address, config.token, loadKernelhopProto());
   const { name, capacity } = config;
   const runtime = new Runtime({ gateway, cache, pool, name, classes, capacity, version: version(), log });
 
@@ -57,6 +68,7 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGHUP', () => shutdown('SIGHUP'));
 
   // Workers import their modules while we register.
   pool.start();
@@ -69,13 +81,13 @@ async function main(): Promise<void> {
     const detail = e.details || e.message;
     if (e.code === grpc.status.UNAUTHENTICATED || e.code === grpc.status.PERMISSION_DENIED) {
       log(
-        `the gateway at ${config.gateway} refused our token (${detail}). Set KERNELHOP_TOKEN to the token ` +
-          `the gateway printed or wrote to $KERNELHOP_HOME/gateway.json.`,
+        `the gateway at ${address} refused our token (${detail}). Give the runtime a runtime token ` +
+          '(KERNELHOP_TOKEN or --token) made by `kernelhop runtime-token create`.',
       );
     } else {
       log(
-        `cannot reach a gateway at ${config.gateway} (${detail}). Start one with \`kernelhop gateway\` ` +
-          `(it listens for runtimes on port 8732), or pass --gateway HOST:PORT of a running gateway.`,
+        `cannot reach a gateway at ${address} (${detail}). Start one with \`kernelhop gateway\` ` +
+          `(it listens for runtimes on port 8732), or pass --gateway with the URL a running gateway prints.`,
       );
     }
     process.exit(1);
@@ -83,7 +95,7 @@ async function main(): Promise<void> {
   const simulated = classes.filter((c) => c.simulated).map((c) => c.name);
   if (simulated.length > 0) log(`simulated classes (this host lacks the device): ${simulated.join(', ')}`);
   process.stdout.write(
-    `kernelhop runtime ready id=${runtime.runtimeId} classes=${classes.map((c) => c.name).join(',')} capacity=${capacity}\n`,
+    `kernelhop runtime ready id=${runtime.runtimeId} classes=${classes.map((c) => c.name).join(',')} capacity=${capacity} gateway=${address}\n`,
   );
 }
 

@@ -67,7 +67,7 @@ export interface CellEvent {
   stream?: { name: string; text: string };
   display?: DisplayEvent;
   result?: DisplayEvent;
-  error?: { ename: string; evalue: string; traceback: string[] };
+  error?: { ename: string; evalue: string; traceback: string[]; etype: string };
   done?: { status: string; snapshot: PbDigest; timingsJson: string };
   failed?: { code: string; message: string };
   progress?: { phase: string; doneBytes: number; totalBytes: number };

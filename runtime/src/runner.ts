@@ -267,6 +267,7 @@ export function toCellEvent(e: WorkerEvent): Omit<CellEvent, 'runId'> | null {
           ename: String(e.ename),
           evalue: String(e.evalue),
           traceback: Array.isArray(e.traceback) ? e.traceback.map(String) : [],
+          etype: typeof e.etype === 'string' ? e.etype : '',
         },
       };
     default:

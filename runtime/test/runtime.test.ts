@@ -30,7 +30,7 @@ describe('runtime with a fake gateway', () => {
   });
 
   test('prints one ready line and registers', () => {
-    assert.match(runtime.readyLine, /^kernelhop runtime ready id=rt-\d+ classes=\S+ capacity=1$/);
+    assert.match(runtime.readyLine, /^kernelhop runtime ready id=rt-\d+ classes=\S+ capacity=1 gateway=127\.0\.0\.1:\d+$/);
     assert.equal(gateway.registrations[0]?.name, 'test-host');
   });
 
@@ -218,7 +218,7 @@ describe('classes', () => {
   test('no nvidia-smi on PATH → cpu', async () => {
     const rt = await startRuntime(['--gateway', gateway.address, '--warm', '0', '--cache', tempDir('cache')], { PATH: tempDir('emptypath') });
     try {
-      assert.match(rt.readyLine, / classes=cpu capacity=1$/);
+      assert.match(rt.readyLine, / classes=cpu capacity=1 gateway=/);
       assert.deepEqual(gateway.registrations.at(-1)?.classes, [{ name: 'cpu', simulated: false }]);
     } finally {
       await rt.stop();
@@ -247,7 +247,7 @@ describe('classes', () => {
       { PATH: tempDir('emptypath') },
     );
     try {
-      assert.match(rt.readyLine, / classes=h100,cpu capacity=2$/);
+      assert.match(rt.readyLine, / classes=h100,cpu capacity=2 gateway=/);
       assert.deepEqual(gateway.registrations.at(-1)?.classes, [
         { name: 'h100', simulated: true },
         { name: 'cpu', simulated: false },

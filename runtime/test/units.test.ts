@@ -35,8 +35,18 @@ test('options: defaults, repeats, and errors that name the option', () => {
   assert.equal(c.capacity, 1);
   assert.equal(c.sessionGraceS, 60);
   assert.equal(parseArgs(['--gateway', 'h:1'], {}).python, 'python3');
-  assert.throws(() => parseArgs([], {}), (e: Error) => e instanceof ConfigError && /--gateway HOST:PORT is required/.test(e.message));
-  assert.throws(() => parseArgs(['--gateway', 'nohost'], {}), /expected HOST:PORT/);
+  assert.throws(() => parseArgs([], {}), (e: Error) => e instanceof ConfigError && /--gateway URL\|HOST:PORT is required/.test(e.message));
+  assert.throws(() => parseArgs(['--gateway', 'nohost'], {}), /expected the URL the gateway prints .* or HOST:PORT/);
+  assert.throws(() => parseArgs(['--gateway', 'http://h:8731'], {}), /expected the URL the gateway prints/);
+  for (const gateway of ['ws://127.0.0.1:8731/ws/v1', 'wss://gw.example.org/ws/v1', 'ws://[::1]:8731', '[::1]:8732']) {
+    assert.equal(parseArgs(['--gateway', gateway], {}).gateway, gateway);
+  }
   assert.throws(() => parseArgs(['--gateway', 'h:1', '--warm', '-1'], {}), /--warm "-1": expected an integer ≥ 0/);
   assert.throws(() => parseArgs(['--gateway', 'h:1', '--bogus'], {}), /unknown option "--bogus"/);
+});
+
+test('the runtime token comes from --token, else KERNELHOP_TOKEN', () => {
+  assert.equal(parseArgs(['--gateway', 'h:1'], { KERNELHOP_TOKEN: 'khr_env' }).token, 'khr_env');
+  assert.equal(parseArgs(['--gateway', 'h:1', '--token', 'khr_flag'], { KERNELHOP_TOKEN: 'khr_env' }).token, 'khr_flag');
+  assert.throws(() => parseArgs(['--gateway', 'h:1', '--token'], {}), /--token needs a value/);
 });

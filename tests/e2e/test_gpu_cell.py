@@ -125,10 +125,11 @@ def test_timeout_leaves_state_unchanged(kernel: Kernel) -> None:
 def test_unpicklable_variable_is_named_and_stays_local(kernel: Kernel, tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     kernel.run(f"fh = open({str(path)!r}, 'w')\nn = 1")
-    execution = kernel.run("%%gpu h100\nn = n + 1")
+    # The cell reaches fh (its name in a string) without touching it; names out of its reach are not warned about.
+    execution = kernel.run("%%gpu h100\nn = n + 1\nlabel = 'fh'")
     assert execution.status == "ok", execution.error_text
     warning = execution.stream_text()
-    assert "fh" in warning and "TextIOWrapper" in warning
+    assert "'fh' stays local" in warning and "TextIOWrapper" in warning and "for writing ('w')" in warning
     assert kernel.value("(n, fh.closed)") == "(2, False)"
 
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from kernelhop.config import DEFAULT_URL, ConfigError, discover, normalize_url
+from kernelhop.config import DEFAULT_URL, ConfigError, discover, normalize_url, recipe_max_s
 
 
 @pytest.mark.parametrize(
@@ -79,3 +79,11 @@ def test_file_with_wrong_types(tmp_path):
     (tmp_path / "gateway.json").write_text(json.dumps({"url": 8731}))
     with pytest.raises(ConfigError, match="'url' must be a string"):
         discover({"KERNELHOP_HOME": str(tmp_path)})
+
+
+def test_the_recipe_cost_bound_is_a_setting():
+    assert recipe_max_s({}) == 1.0
+    assert recipe_max_s({"KERNELHOP_RECIPE_MAX_S": " 0.25 "}) == 0.25
+    for bad in ("soon", "-1", "nan"):
+        with pytest.raises(ConfigError, match="KERNELHOP_RECIPE_MAX_S must be a number of seconds, 0 or more"):
+            recipe_max_s({"KERNELHOP_RECIPE_MAX_S": bad})

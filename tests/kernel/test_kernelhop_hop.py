@@ -86,7 +86,8 @@ def test_unpicklable_stays_local_with_a_warning(shell, capsys, tmp_path):
     fh = open(tmp_path / "f.txt", "w")
     try:
         shell.user_ns.update(fh=fh, n=1)
-        hop(shell, "n = n + 1")
+        # The cell reaches fh (its name in a string) without touching it: warned about, as reached.
+        hop(shell, "n = n + 1\nlabel = 'fh'")
         assert shell.user_ns["fh"] is fh and shell.user_ns["n"] == 2
         err = capsys.readouterr().err
         assert "kernelhop: variable 'fh' stays local: cannot pickle '_io.TextIOWrapper' object" in err

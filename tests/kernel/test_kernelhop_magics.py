@@ -25,23 +25,29 @@ def calls(ip, monkeypatch):
 
 def test_cell_magic_help_shows_arguments(ip, calls):
     doc = ip.find_cell_magic("gpu").__doc__
-    assert "%%gpu [--timeout SECONDS] [-q] [--eager] [--no-files] CLASS" in doc
+    assert "%%gpu [--timeout SECONDS] [-q] [--eager] [--rebuild NAME] [--no-files] CLASS" in doc
     assert "--timeout SECONDS" in doc and "-q, --quiet" in doc and "--eager" in doc and "--no-files" in doc
     assert "Run this cell on a pooled GPU" in doc
     assert "(%gpu without a cell" in doc
+    # The rules a recipe follows, and the flag that forces one.
+    assert "--rebuild NAME" in doc and "KERNELHOP_RECIPE_MAX_S" in doc and "never one that writes files" in doc
 
 
 def test_parses_class_timeout_quiet_and_eager(ip, calls):
     ip.run_cell_magic("gpu", "h100 --timeout 90 -q", "x = 1\n")
-    assert calls == [(("h100", "x = 1\n"), {"timeout_s": 90.0, "quiet": True, "eager": False, "files": True})]
-    ip.run_cell_magic("gpu", "a100 --eager --no-files", "y = 2")
-    assert calls[-1] == (("a100", "y = 2"), {"timeout_s": None, "quiet": False, "eager": True, "files": False})
+    assert calls == [
+        (("h100", "x = 1\n"), {"timeout_s": 90.0, "quiet": True, "eager": False, "rebuild": (), "files": True})
+    ]
+    ip.run_cell_magic("gpu", "a100 --eager --rebuild fh --rebuild gen --rebuild fh --no-files", "y = 2")
+    options = {"timeout_s": None, "quiet": False, "eager": True, "rebuild": ("fh", "gen"), "files": False}
+    assert calls[-1] == (("a100", "y = 2"), options)
 
 
 @pytest.mark.parametrize(
     ("line", "cell", "message"),
     [
         ("", "x = 1", "CLASS"),
+        ("h100 --rebuild 2x", "x = 1", "--rebuild takes a variable name, got '2x'"),
         ("h100 --timeout soon", "x = 1", "invalid float value"),
         ("h100 --timeout -5", "x = 1", "--timeout must be a positive number"),
         ("h100 extra", "x = 1", "unrecognized arguments"),

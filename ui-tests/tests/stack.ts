@@ -1,5 +1,5 @@
 import { ChildProcess, spawn } from 'node:child_process';
-import { createWriteStream, mkdirSync, mkdtempSync } from 'node:fs';
+import { createWriteStream, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -68,10 +68,24 @@ export const test = base.extend<object, { stack: IStack }>({
       const env = { ...process.env, KERNELHOP_TOKEN: token, KERNELHOP_HOME: root, KERNELHOP_PYTHON: PYTHON };
       const gateway = await startService(
         'gateway',
-        [path.join(REPO, 'gateway', 'dist', 'src', 'main.js'), '--host', '127.0.0.1', '--port', '0', '--grpc-port', '0', '--data', path.join(root, 'gateway')],
+        [
+          path.join(REPO, 'gateway', 'dist', 'src', 'main.js'),
+          '--host',
+          '127.0.0.1',
+          '--port',
+          '0',
+          '--grpc-port',
+          '0',
+          '--data',
+          path.join(root, 'gateway'),
+          '--runtime-token-file',
+          path.join(root, 'runtime-token')
+        ],
         env,
         logDir
       );
+      // The runtime gets the runtime token the gateway wrote: gRPC refuses the admin's.
+      const runtimeEnv = { ...env, KERNELHOP_TOKEN: readFileSync(path.join(root, 'runtime-token'), 'utf8').trim() };
       try {
         const runtime = await startService(
           'runtime',
@@ -88,7 +102,7 @@ export const test = base.extend<object, { stack: IStack }>({
             '--python',
             PYTHON
           ],
-          env,
+          runtimeEnv,
           logDir
         );
         try {

@@ -55,8 +55,13 @@ class WorkerShell(InteractiveShell):
 
     def _showtraceback(self, etype, evalue, stb) -> None:  # type: ignore[override]
         # As ipykernel: the traceback is a side-channel event with IPython's formatted lines.
+        # etype ("module:qualname") lets the kernel raise the exception as its own class (kernelhop/hop.py).
         self._channel.emit(
-            "error", ename=getattr(etype, "__name__", str(etype)), evalue=str(evalue), traceback=list(stb)
+            "error",
+            ename=getattr(etype, "__name__", str(etype)),
+            evalue=str(evalue),
+            traceback=list(stb),
+            etype=f"{getattr(etype, '__module__', '')}:{getattr(etype, '__qualname__', '')}",
         )
 
     def init_virtualenv(self) -> None:

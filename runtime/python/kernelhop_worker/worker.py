@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import io
 import json
 import os
 import queue
@@ -26,7 +27,6 @@ from kernelhop_snapshot import (
     user_namespace,
 )
 from kernelhop_snapshot.capturer import type_name
-from kernelhop_snapshot.reach import identifiers
 
 from .channel import EventChannel, StreamWriter
 from .packages import EnvironmentCheck
@@ -171,7 +171,7 @@ class Worker:
                     "failed", code="restore_failed", message=f"could not restore snapshot {snapshot}: {_describe(exc)}"
                 )
                 return
-            self._rebuild(manifest)
+            rebuilt = self._rebuild(manifest)
             mismatch = self._environment.describe(manifest.meta)
             if mismatch:
                 print(mismatch, file=self._stderr, flush=True)
@@ -186,6 +186,7 @@ class Worker:
 
             started = time.perf_counter()
             self._current = None
+            self._stay_here(rebuilt, manifest)
             try:
                 namespace = user_namespace(self._shell)
                 self._hidden = self._hidden_to_keep(namespace)
@@ -303,9 +304,8 @@ class Worker:
 
     def _explain_hidden(self) -> None:
         """After a failed cell: if its error names variables kept out of the namespace, say why and what to do."""
-        text = f"{self._last_error}" if self._last_error is not None else ""
         hidden = {n for g, _ in self._hidden.values() for n in g.names}
-        named = sorted(hidden.intersection(identifiers(text)))
+        named = sorted(hidden.intersection(_missing_names(self._last_error)))
         if named:
             print(
                 f"kernelhop: {', '.join(named)} {'was' if len(named) == 1 else 'were'} not restored on the runtime: "
@@ -316,110 +316,97 @@ class Worker:
             )
             self._channel.flush()
 
-    def _rebuild(self, manifest: Manifest) -> None:
-        """Give each name the kernel could not pickle its object rebuilt by the kernel's recipe, else a placeholder.
+    def _rebuild(self, manifest: Manifest) -> dict[str, Any]:
+        """Give each name the kernel could not pickle its object rebuilt by the kernel's recipe, else a placeholder;
+        returns the rebuilt objects by name.
 
-        A recipe (manifest meta "recompute", made by kernelhop/recompute.py) is the statement that made the object
-        in the kernel. It runs here in the user namespace, after the recipes it needs, with the cell's output
-        streams and interrupt; a statement runs once for all the names it rebuilds, and whatever else it binds on
-        the way (a `with` block's body) is put back, so only those names change. On failure (an exception, the name
-        left unbound, another type than the kernel's) the name keeps a placeholder whose error names it, the code
-        and the cause, and the cell's stderr says so. A name without a recipe gets a placeholder even where this
-        warm worker holds an object of its own under it: that object is not the kernel's.
+        The recipes (manifest meta "recompute", made by kernelhop/recompute.py) are the kernel's statements that
+        made the objects and used them since: the steps run here in order, each once, in the user namespace, with
+        the cell's interrupt (what they print is dropped: it was shown when they ran), and a name is rebuilt when
+        every step it needs ran. Whatever else the steps bind on the way (a `with` block's body, a value a use returned) is put back, so only the rebuilt
+        names change. On failure (an exception, the name left unbound, another type than the kernel's) the name
+        keeps a placeholder whose error names it, the code and the cause, and the cell's stderr says so. A name
+        without a recipe gets a placeholder even where this warm worker holds an object of its own under it: that
+        object is not the kernel's.
         """
         user_ns = self._shell.user_ns
         for name, entry in manifest.unpicklable.items():
             user_ns[name] = Placeholder(name, entry["type"], entry["reason"])
-        recipes = manifest.meta.get("recompute")
-        if not isinstance(recipes, dict):
-            return
-        targets: dict[str, list[str]] = {}  # code -> the names it rebuilds
-        needs: dict[str, list[str]] = {}  # code -> the names it reads that must be rebuilt first
-        for name, recipe in sorted(recipes.items()):
-            if name in manifest.unpicklable and isinstance(recipe, dict) and isinstance(recipe.get("code"), str):
-                code = recipe["code"]
-                targets.setdefault(code, []).append(name)
-                wanted = recipe.get("needs")
-                deps = needs.setdefault(code, [])
-                if isinstance(wanted, list):
-                    deps.extend(n for n in wanted if isinstance(n, str))
-        code_of = {n: code for code, names in targets.items() for n in names}
-        order: list[str] = []
-        seen: set[str] = set()
-
-        def visit(code: str) -> None:
-            # Depth first, needs before the code; a cycle (never made by the kernel) just runs in some order and
-            # fails on a placeholder.
-            if code in seen:
-                return
-            seen.add(code)
-            for dep in needs[code]:
-                if dep in code_of:
-                    visit(code_of[dep])
-            order.append(code)
-
-        for code in targets:
-            visit(code)
-
-        rebuilt: set[str] = set()
+        steps, needs = _read_recipes(manifest.meta.get("recompute"), manifest.unpicklable)
+        if not needs:
+            return {}
+        before = dict(user_ns)
+        failed: dict[str, str] = {}  # name -> why it was not rebuilt
         saved = sys.stdout, sys.stderr
-        sys.stdout, sys.stderr = self._stdout, self._stderr
+        # What the replayed statements print was shown when they ran in the kernel: not again in this cell.
+        sys.stdout = sys.stderr = io.StringIO()
         try:
-            for code in order:
+            for index, code in enumerate(steps):
+                wanting = [n for n, wanted in needs.items() if index in wanted and n not in failed]
+                if not wanting:
+                    continue
                 if self._interrupts.pending:
-                    break  # cancelled: the cell will not start, so nothing more is rebuilt
-                names = targets[code]
-                missing = [d for d in needs[code] if d in manifest.unpicklable and d not in rebuilt]
-                why: str | None
-                if missing:
-                    why = f"it needs {missing[0]!r}, which could not be rebuilt"
+                    why = "the run was interrupted"  # cancelled: the cell will not start either
                 else:
-                    why = self._run_recipe(code, names, manifest)
+                    why = self._run_step(code)
                     if why is None:
-                        rebuilt.update(names)
                         continue
-                for name in names:
-                    entry = manifest.unpicklable[name]
-                    reason = f"{entry['reason']}; rebuilding it here by re-running `{code}` failed: {why}"
-                    user_ns[name] = Placeholder(name, entry["type"], reason)
-                    print(f"kernelhop: variable {name!r} could not be rebuilt on the runtime: {why}", file=sys.stderr)
+                    why = f"re-running `{code}` failed: {why}"
+                failed.update((n, why) for n in wanting)
+            rebuilt: dict[str, Any] = {}
+            for name in needs:
+                if name in failed:
+                    continue
+                value = user_ns.get(name)
+                made, held = type_name(value), manifest.unpicklable[name]["type"]
+                if name not in user_ns or type(value) is Placeholder:
+                    failed[name] = f"running its recipe did not bind {name!r}"
+                elif made != held:
+                    failed[name] = (
+                        f"its recipe made {name!r} a {made}, but the kernel's is a {held} (made another way since?)"
+                    )
+                else:
+                    rebuilt[name] = value
+            for key in before.keys() | user_ns.keys():
+                if key in rebuilt:
+                    continue
+                if key not in before:
+                    del user_ns[key]
+                elif user_ns.get(key, before) is not before[key]:
+                    user_ns[key] = before[key]
+            for name, why in sorted(failed.items()):
+                entry = manifest.unpicklable[name]
+                user_ns[name] = Placeholder(name, entry["type"], f"{entry['reason']}; rebuilding it here: {why}")
+                print(f"kernelhop: variable {name!r} could not be rebuilt on the runtime: {why}", file=self._stderr)
         finally:
             self._channel.flush()
             sys.stdout, sys.stderr = saved
+        return rebuilt
 
-    def _run_recipe(self, code: str, names: list[str], manifest: Manifest) -> str | None:
-        """Run one recipe in the user namespace; None when it rebuilt ``names`` as the kernel has them, else why not."""
-        user_ns = self._shell.user_ns
-        before = dict(user_ns)
-        why: str | None = None
+    def _run_step(self, code: str) -> str | None:
+        """Run one recipe step in the user namespace; None when it ran, else why not."""
         try:
             self._interrupts.in_user_code = True
             try:
-                exec(compile(code, "<kernelhop recipe>", "exec"), user_ns)
+                exec(compile(code, "<kernelhop recipe>", "exec"), self._shell.user_ns)
             finally:
                 self._interrupts.in_user_code = False
         except KeyboardInterrupt:
             self._interrupts.pending = True
-            why = "the run was interrupted"
+            return "the run was interrupted"
         except Exception as exc:
-            why = _describe(exc)
-        for key in before.keys() | user_ns.keys():
-            if key in names:
-                continue
-            if key not in before:
-                del user_ns[key]
-            elif user_ns.get(key, before) is not before[key]:
-                user_ns[key] = before[key]
-        if why is not None:
-            return why
-        for name in names:
-            value = user_ns.get(name)
-            if name not in user_ns or type(value) is Placeholder:
-                return f"running it did not bind {name!r}"
-            made, held = type_name(value), manifest.unpicklable[name]["type"]
-            if made != held:
-                return f"it made {name!r} a {made}, but the kernel's is a {held} (made another way since?)"
+            return _describe(exc)
         return None
+
+    def _stay_here(self, rebuilt: dict[str, Any], manifest: Manifest) -> None:
+        """Put the kernel's placeholders back over rebuilt objects the cell did not rebind, before the capture: a
+        rebuilt object is a stand-in for the kernel's own (a live widget, an open file), and the kernel keeps that
+        one even where the stand-in would pickle here."""
+        user_ns = self._shell.user_ns
+        for name, value in rebuilt.items():
+            if user_ns.get(name, None) is value:
+                entry = manifest.unpicklable[name]
+                user_ns[name] = Placeholder(name, entry["type"], entry["reason"])
 
     def _run_cell(self, code: str) -> bool:
         saved = sys.stdout, sys.stderr
@@ -453,8 +440,38 @@ class Worker:
             self._shell.showtraceback()
 
 
+def _read_recipes(meta: Any, unpicklable: dict[str, Any]) -> tuple[list[str], dict[str, set[int]]]:
+    """The steps of the kernel's recipes and, for each unpicklable name with one, the steps it needs (all of them
+    valid, else the name gets none: it keeps its placeholder)."""
+    steps = meta.get("steps") if isinstance(meta, dict) else None
+    names = meta.get("names") if isinstance(meta, dict) else None
+    if not isinstance(steps, list) or not all(isinstance(c, str) for c in steps) or not isinstance(names, dict):
+        return [], {}
+    needs = {}
+    for name, wanted in names.items():
+        if name in unpicklable and isinstance(wanted, list) and wanted:
+            if all(isinstance(i, int) and 0 <= i < len(steps) for i in wanted):
+                needs[name] = set(wanted)
+    return steps, needs
+
+
 class LazyRestoreError(Exception):
     """A capture cannot carry a lazily held group as it came, nor capture it: the group was never restored."""
+
+
+def _missing_names(error: BaseException | None) -> set[str]:
+    """The variable names a lookup that failed was for: a NameError's name, or a KeyError's key (a library
+    reading the notebook's globals by name), in the error or the ones it chained from. Never words of a message."""
+    names: set[str] = set()
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, NameError) and isinstance(error.name, str):
+            names.add(error.name)
+        elif isinstance(error, KeyError) and len(error.args) == 1 and isinstance(error.args[0], str):
+            names.add(error.args[0])
+        error = error.__cause__ or error.__context__
+    return names
 
 
 def _describe(exc: BaseException) -> str:

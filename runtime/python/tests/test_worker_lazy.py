@@ -74,6 +74,18 @@ def test_an_error_naming_a_lazy_variable_says_why_and_what_to_do(worker, snapsho
     assert "--eager" in stderr(events)
 
 
+def test_an_error_that_merely_mentions_a_lazy_variables_name_gives_no_hint(worker, snapshot_of):
+    # As a bokeh error saying "figure" in a notebook with a variable `figure`: no lookup of it failed.
+    events = worker.run("raise ValueError('the small print: a figure needs a renderer')", snapshot_of(SETUP), reach=[])
+    assert events[-1]["status"] == "error", events
+    assert "not restored" not in stderr(events) and "--eager" not in stderr(events), events
+
+
+def test_a_name_error_for_a_lazy_variable_gives_the_hint(worker, snapshot_of):
+    events = worker.run("exec('print(small)', {})", snapshot_of(SETUP), reach=[])
+    assert "small was not restored on the runtime" in stderr(events), events
+
+
 def test_rebinding_part_of_a_lazy_group_fails_the_capture_and_says_why(worker, snapshot_of, cache):
     events = worker.run("globals()['a'] = 'new'", snapshot_of(SETUP), reach=[])
     assert events[-1]["event"] == "failed" and events[-1]["code"] == "capture_failed", events
