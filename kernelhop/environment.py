@@ -46,9 +46,15 @@ def differences(recorded: Mapping[str, object]) -> list[tuple[str, str, str]]:
             here = metadata.version(dist)
         except metadata.PackageNotFoundError:
             here = "not installed"
-        if here != version:
+        if _public(here) != _public(str(version)):
             out.append((dist, here, str(version)))
     return out
+
+
+def _public(version: str) -> str:
+    """A version without its local label: torch 2.3.0+cpu and 2.3.0+cu121 are one release built for other devices,
+    which is a rule of where they run, not a mismatch."""
+    return version.partition("+")[0]
 
 
 def describe_differences(diffs: list[tuple[str, str, str]]) -> str:

@@ -31,6 +31,8 @@ from kernelhop_snapshot import (
 from kernelhop_snapshot.module_state import KernelModuleState
 
 from .config import discover, recipe_max_s
+from .environment import record_environment
+from .files import WorkingFiles
 from .gateway_client import GatewayClient, GatewayError, KernelhopError
 from .hop_display import HopDisplay
 from .hop_store import HopStore
@@ -149,6 +151,8 @@ class Hopper:
         self.cells = CellLog(shell)
         # Random generators, environment and library options: out with each hop, home with its changes.
         self.module_state = KernelModuleState()
+        # The working directory the hops carry and bring home (files.py).
+        self.files = WorkingFiles()
         self._client: GatewayClient | None = None
         # Seconds of the last hop's steps, here and on the runtime (its `done` timings): for the benchmarks and the
         # GPU check, which need the split and not only the status line.
@@ -212,16 +216,18 @@ class Hopper:
         quiet: bool = False,
         eager: bool = False,
         rebuild: tuple[str, ...] = (),
+        files: bool = True,
     ):
         """Run `code` on `gpu_class`; returns the cell's result (for Out) or None; raises on any failure. The
         runtime restores only what the cell can reach, or with `eager` the whole state; `rebuild` names
-        unpicklable variables to rebuild there whatever the recipe rules say but the safety rule (recompute.py)."""
+        unpicklable variables to rebuild there whatever the recipe rules say but the safety rule (recompute.py);
+        with `files` the cell runs in a copy of the working directory, and what it did there comes home."""
         # --quiet leaves out both the live display and the status line.
         self.display = HopDisplay(gpu_class, enabled=False) if quiet else HopDisplay.open(self.shell, gpu_class)
         try:
             client = self.client()
             self.capturer.store = store = self.new_store()
-            return self._hop(client, store, gpu_class, code, timeout_s, quiet, eager, rebuild)
+            return self._hop(client, store, gpu_class, code, timeout_s, quiet, eager, rebuild, files)
         except BaseException as e:
             self.display.failed(e)
             raise
@@ -239,9 +245,11 @@ class Hopper:
         quiet: bool,
         eager: bool,
         rebuild: tuple[str, ...],
+        files: bool,
     ):
         t0 = time.monotonic()
         plan = Plan()
+        tree = self.files.send(client, store) if files else None
         limit_s = recipe_max_s()
         namespace = user_namespace(self.shell)
         reach = None if eager else self._reach([code], namespace)
@@ -258,12 +266,15 @@ class Hopper:
                 plan = self.cells.plan(
                     unpicklable, limit_s=limit_s, targets=targets, forced=rebuild, namespace=namespace
                 )
-            return plan.meta()
+            # The runtime names what of this environment it lacks before the cell runs (kernelhop_worker/packages.py).
+            return {**plan.meta(), "environment": record_environment()}
 
         module_meta = self.module_state.outgoing()
 
         def capture(reach: frozenset[str] | None) -> Capture:
-            return self.capturer.capture(namespace, meta=lambda u: {**recipes(u), **module_meta}, reach=reach)
+            return self.capturer.capture(
+                namespace, meta=lambda u: {**recipes(u), **module_meta}, reach=reach, files=tree
+            )
 
         cap = capture(reach)
         if reach is not None:
@@ -289,11 +300,15 @@ class Hopper:
                 raise
             # The gateway lacks chunks we took it to hold (its store was wiped?): forget what we knew, send again.
             client.known.clear()
+            tree = self.files.send(client, store) if files else None
             cap = self._upload(client, store, cap, lambda: capture(None))
             outcome = self._run(client, gpu_class, code, str(cap.digest), timeout_s, quiet, reach)
         t3 = time.monotonic()
         self.display.phase("home")
         self._bring_home(client, store, cap, outcome.done["snapshot"])
+        if tree is not None and outcome.done["snapshot"] != str(cap.digest):
+            came = Manifest.from_bytes(store.get(Digest.parse(outcome.done["snapshot"])))
+            self.files.bring_home(client, came.files, gpu_class)
         t4 = time.monotonic()
         remote = outcome.done.get("timings")
         self.last_timings = {

@@ -41,6 +41,11 @@ class GpuMagics(Magics):
         "below refuse (not reached, dead, over the cost bound, not exact); never one that writes files, runs "
         "programs or uses the network. Repeatable",
     )
+    @argument(
+        "--no-files",
+        action="store_true",
+        help="do not send the working directory; the cell runs wherever the runtime's worker is, and no file comes home",
+    )
     @cell_magic("gpu")
     def gpu_cell(self, line: str, cell: str) -> RemoteResult | None:
         """Run this cell on a pooled GPU with the kernel's whole state, then bring home what it changed.
@@ -72,6 +77,11 @@ class GpuMagics(Magics):
         real object; what the runtime cannot unpickle (an object of the notebook's own modules) stays here, and
         using it in the cell raises an error saying so.
 
+        The cell runs in a copy of the kernel's working directory, so relative paths and the notebook's own
+        modules work there; files it writes or deletes there come home, unless the local file changed meanwhile
+        (then the cell's version is saved as NAME.kernelhop-remote and a warning says so). .kernelhopignore
+        (gitignore syntax) leaves files out; at most KERNELHOP_FILES_MAX_BYTES (1 GiB) travel; --no-files sends none.
+
         The runtime restores only the variables the cell can reach: those its code names, and those the
         notebook's functions and classes it reaches name in turn; the others stay in the snapshot, untouched,
         until a later cell reaches them. A cell that reaches the namespace itself (globals(), eval, a magic)
@@ -101,6 +111,7 @@ class GpuMagics(Magics):
             quiet=args.quiet,
             eager=args.eager,
             rebuild=tuple(dict.fromkeys(args.rebuild)),
+            files=not args.no_files,
         )
 
     @line_magic("gpu")

@@ -7,6 +7,7 @@ import os
 import re
 import secrets
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -126,12 +127,16 @@ class Execution:
 class Kernel:
     """A real ipykernel driven through jupyter_client, with kernelhop loaded."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], cwd: str | os.PathLike[str] | None = None) -> None:
         # Imported here: scripts/gpu_check.py uses launch_stack on GPU hosts that have no Jupyter.
         from jupyter_client.manager import KernelManager
 
         self.manager = KernelManager(kernel_name="python3")
-        self.manager.start_kernel(env=env)
+        # A directory of its own unless told: hops carry the kernel's working directory (files.py), and the
+        # test's own (the repository) is not what a cell should get.
+        self._own_cwd = None if cwd is not None else tempfile.TemporaryDirectory(prefix="kernelhop-kernel-")
+        self.cwd = os.fspath(cwd) if cwd is not None else self._own_cwd.name  # type: ignore[union-attr]
+        self.manager.start_kernel(env=env, cwd=self.cwd)
         self.client = self.manager.client()
         self.client.start_channels()
         self.client.wait_for_ready(timeout=60)
@@ -160,3 +165,5 @@ class Kernel:
     def shutdown(self) -> None:
         self.client.stop_channels()
         self.manager.shutdown_kernel(now=True)
+        if self._own_cwd is not None:
+            self._own_cwd.cleanup()

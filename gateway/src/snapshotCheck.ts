@@ -1,5 +1,15 @@
-// Whether a snapshot is complete in the store: its manifest and every chunk it names.
-import { Digest, ManifestError, formatDigest, manifestBlobDigests, parseManifestBytes } from '@kernelhop/kernel-snapshot';
+// Whether a snapshot is complete in the store: its manifest and every chunk it names, the blobs of the file tree
+// it carries included (ARCHITECTURE.md, "Files"): so runs, holds, quotas and gc cover a hop's files as its state.
+import {
+  Digest,
+  ManifestError,
+  TreeError,
+  formatDigest,
+  manifestBlobDigests,
+  manifestFilesTree,
+  parseManifestBytes,
+  treeBlobDigests,
+} from '@kernelhop/kernel-snapshot';
 import { LRUCache } from 'lru-cache';
 import { BlobStore } from './blobStore.js';
 
@@ -25,9 +35,17 @@ export async function checkSnapshot(store: BlobStore, manifestDigest: Digest): P
     const bytes = await store.get(manifestDigest);
     if (bytes === undefined) return Private.missingManifest(manifestDigest);
     try {
-      chunks = manifestBlobDigests(parseManifestBytes(bytes));
+      const manifest = parseManifestBytes(bytes);
+      chunks = manifestBlobDigests(manifest);
+      const tree = manifestFilesTree(manifest);
+      if (tree !== undefined) {
+        // Directory blobs are read from this store (in a user's view, only those the user holds).
+        const walk = await treeBlobDigests(tree, (ds) => Promise.all(ds.map((d) => store.get(d))));
+        if (!walk.ok) return Private.missing(manifestDigest, walk.missing, 'directory blob(s) of its file tree');
+        chunks = [...chunks, ...walk.blobs];
+      }
     } catch (e) {
-      if (!(e instanceof ManifestError)) throw e;
+      if (!(e instanceof ManifestError || e instanceof TreeError)) throw e;
       return { ok: false, code: 'bad_manifest', message: `snapshot ${key}: ${e.message}` };
     }
   } else if (!(await store.has(manifestDigest))) {
@@ -36,20 +54,22 @@ export async function checkSnapshot(store: BlobStore, manifestDigest: Digest): P
   }
   recentChunkLists.set(key, chunks);
   const missing = await store.findMissing(chunks);
-  if (missing.length > 0) {
+  if (missing.length > 0) return Private.missing(manifestDigest, missing, 'chunk(s)');
+  return { ok: true, chunkCount: chunks.length, chunks };
+}
+
+namespace Private {
+  export function missing(manifest: Digest, missing: Digest[], what: string): SnapshotCheck {
     const listed = missing.slice(0, LISTED).map(formatDigest).join(', ');
     const more = missing.length > LISTED ? ` and ${missing.length - LISTED} more` : '';
     return {
       ok: false,
       code: 'missing_blobs',
       missing: missing.slice(0, LISTED),
-      message: `snapshot ${formatDigest(manifestDigest)} names ${missing.length} chunk(s) not in the store: ${listed}${more}`,
+      message: `snapshot ${formatDigest(manifest)} names ${missing.length} ${what} not in the store: ${listed}${more}`,
     };
   }
-  return { ok: true, chunkCount: chunks.length, chunks };
-}
 
-namespace Private {
   export function missingManifest(manifest: Digest): SnapshotCheck {
     return {
       ok: false,

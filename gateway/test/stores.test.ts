@@ -163,3 +163,27 @@ test("refreshHolds moves on only this user's holds older than the cutoff, so gc 
     await store.close();
   }
 });
+
+test('a snapshot carrying files is complete only with its tree: directory blobs and file chunks', async () => {
+  const fx = JSON.parse(readFileSync(path.join(__dirname, '../../../kernel-snapshot/fixtures/files-tree.json'), 'utf8'));
+  const store = await DiskBlobStore.open(path.join(dir, 'cas-files'));
+  const manifest = Buffer.from(JSON.stringify(fx.manifest));
+  const manifestDigest = digestOf(manifest);
+  await store.put(manifestDigest, manifest);
+  const dirs = Object.entries(fx.blobs as Record<string, string>).map(([d, b]) => [parseDigest(d), Buffer.from(b, 'base64')] as const);
+  for (const [d, b] of dirs.slice(1)) await store.put(d, b);
+  const first = await checkSnapshot(store, manifestDigest);
+  assert.equal(first.ok, false);
+  assert.match((first as { message: string }).message, /names 1 directory blob\(s\) of its file tree not in the store/);
+  await store.put(dirs[0]![0], dirs[0]![1]);
+  const noChunks = await checkSnapshot(store, manifestDigest);
+  assert.match((noChunks as { message: string }).message, /names 2 chunk\(s\) not in the store/);
+  // The file chunks are those of the fixture: bytes[i] = (i*7 + seed) % 256.
+  for (const [seed, len] of [[5, 70000], [6, 20]] as const) {
+    const bytes = Buffer.from(Array.from({ length: len }, (_, i) => (i * 7 + seed) % 256));
+    assert.equal((await store.put(digestOf(bytes), bytes)).code, 'ok');
+  }
+  const check = await checkSnapshot(store, manifestDigest);
+  assert.ok(check.ok);
+  assert.deepEqual(check.chunks.map(formatDigest).sort(), [...fx.tree_blobs].sort());
+});

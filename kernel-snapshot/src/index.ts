@@ -6,12 +6,15 @@ export {
   MANIFEST_VERSION,
   Manifest,
   ManifestError,
+  ManifestFiles,
   ManifestGroup,
   Unpicklable,
   encodeManifest,
   manifestBlobDigests,
+  manifestFilesTree,
   reachedBlobDigests,
   manifestDigest,
   parseManifest,
   parseManifestBytes,
 } from './manifest.js';
+export { ReadBlobs, TREE_KIND, TREE_VERSION, TreeDirectory, TreeError, TreeWalk, parseTreeBytes, treeBlobDigests } from './tree.js';

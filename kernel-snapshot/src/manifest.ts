@@ -26,12 +26,19 @@ export interface Unpicklable {
   [extra: string]: unknown;
 }
 
+/** The working directory a hop carries: the root blob of its tree (tree.ts), and sys.path entries inside it. */
+export interface ManifestFiles {
+  tree: string;
+  sys_path: string[];
+}
+
 export interface Manifest {
   kind: typeof MANIFEST_KIND;
   version: typeof MANIFEST_VERSION;
   groups: ManifestGroup[];
   unpicklable?: Record<string, Unpicklable>;
   meta?: Record<string, unknown>;
+  files?: ManifestFiles;
   [extra: string]: unknown;
 }
 
@@ -64,6 +71,7 @@ export function parseManifest(value: unknown): Manifest {
     }
   }
   if (m.meta !== undefined) expectObject(m.meta, 'manifest.meta');
+  if (m.files !== undefined) checkFiles(m.files);
   // Refuse what has no canonical form (floats, lone surrogates) now rather than when it is re-encoded.
   try {
     canonicalJson(m);
@@ -116,6 +124,11 @@ function groupBlobDigests(groups: ManifestGroup[]): Digest[] {
   return out;
 }
 
+/** The root of the file tree the manifest names, if any; its blobs are found with tree.ts's treeBlobDigests. */
+export function manifestFilesTree(manifest: Manifest): Digest | undefined {
+  return manifest.files === undefined ? undefined : parseDigest(manifest.files.tree);
+}
+
 export function encodeManifest(manifest: Manifest): Buffer {
   return encodeCanonical(manifest);
 }
@@ -140,6 +153,21 @@ function checkGroup(value: unknown, path: string, seen: Set<string>): void {
   checkChunked(g.pickle, `${path}.pickle`);
   if (!Array.isArray(g.buffers)) throw new ManifestError(`${path}.buffers must be an array, got ${show(g.buffers)}`);
   g.buffers.forEach((b, k) => checkChunked(b, `${path}.buffers[${k}]`));
+}
+
+function checkFiles(value: unknown): void {
+  const f = expectObject(value, 'manifest.files');
+  try {
+    parseDigest(f.tree);
+  } catch (e) {
+    if (e instanceof DigestError) throw new ManifestError(`manifest.files.tree: ${e.message}`);
+    throw e;
+  }
+  const relative = (p: unknown): boolean =>
+    typeof p === 'string' && p !== '' && !p.startsWith('/') && !p.split('/').includes('..');
+  if (!Array.isArray(f.sys_path) || !f.sys_path.every(relative)) {
+    throw new ManifestError('manifest.files.sys_path must list relative paths inside the tree');
+  }
 }
 
 function checkChunked(value: unknown, path: string): void {

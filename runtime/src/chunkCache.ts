@@ -65,6 +65,11 @@ export class ChunkCache {
     return (await this.parsed(d)).chunks;
   }
 
+  /** A cached manifest, parsed. */
+  async manifest(d: Digest): Promise<Manifest> {
+    return (await this.parsed(d)).manifest;
+  }
+
   /** The chunks of a cached manifest's groups that hold one of `names` (lazy restore). */
   async reachedChunks(d: Digest, names: ReadonlySet<string>): Promise<Digest[]> {
     return reachedBlobDigests((await this.parsed(d)).manifest, names);

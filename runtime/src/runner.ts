@@ -7,6 +7,7 @@ import {
   parseDigest,
 } from '@kernelhop/kernel-snapshot';
 import { ChunkCache } from './chunkCache.js';
+import { treeBlobs } from './fileTree.js';
 import { GatewayClient } from './gatewayClient.js';
 import type { Assignment, CellEvent } from './proto.js';
 import { WorkerEvent, WorkerProcess } from './worker.js';
@@ -124,9 +125,11 @@ export class Run {
     };
     try {
       await cache.fetchMissing(gateway, [snapshot], undefined, this.abort.signal);
-      const chunks = await cache.manifestChunks(snapshot);
+      // The working directory's files are wanted whatever the cell reaches: they are laid out before it runs.
+      const files = await treeBlobs(cache, snapshot, gateway, this.abort.signal);
+      const chunks = [...(await cache.manifestChunks(snapshot)), ...files];
       this.inputChunks = new Set(chunks.map(formatDigest));
-      const wanted = lazy ? await cache.reachedChunks(snapshot, new Set(reach)) : chunks;
+      const wanted = lazy ? [...(await cache.reachedChunks(snapshot, new Set(reach))), ...files] : chunks;
       const bytes = await cache.fetchMissing(gateway, wanted, progress, this.abort.signal);
       return { seconds: (Date.now() - t0) / 1000, bytes };
     } catch (err) {
@@ -215,7 +218,7 @@ export class Run {
       // The chunks of the run's own snapshot need no asking: the gateway checked, before assigning the run, that
       // they are stored and readable by the run's user (and it checks the whole new snapshot again on Done). A warm
       // hop that changed little so asks about a few digests instead of every chunk of the state.
-      const all = await this.deps.cache.manifestChunks(snapshot);
+      const all = [...(await this.deps.cache.manifestChunks(snapshot)), ...(await treeBlobs(this.deps.cache, snapshot))];
       const chunks = all.filter((d) => !this.inputChunks.has(formatDigest(d)));
       await this.deps.cache.upload(this.deps.gateway, chunks, snapshot, progress);
     } catch (err) {

@@ -13,7 +13,9 @@ def gateway():
 
 @pytest.fixture
 def gateway_env(gateway, monkeypatch, tmp_path):
-    """Point discovery at the fake gateway, away from any real ~/.kernelhop."""
+    """Point discovery at the fake gateway, away from any real ~/.kernelhop; hops carry an empty working directory."""
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
     monkeypatch.setenv("KERNELHOP_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("KERNELHOP_GATEWAY", gateway.url)
     monkeypatch.setenv("KERNELHOP_TOKEN", TOKEN)

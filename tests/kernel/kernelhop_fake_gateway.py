@@ -134,11 +134,12 @@ class FakeGateway:
                     ),
                 )
                 return
+            # As the real gateway: the manifest and every chunk it names must be stored.
             missing = [d for d in [msg["snapshot"]] if d not in self.blobs]
             if not missing:
                 missing = self._missing_chunks(self.blobs[msg["snapshot"]])
             if missing:
-                send_json(conn, error_reply(rid, "missing_blobs", f"snapshot {missing[0]} is not in the store"))
+                send_json(conn, error_reply(rid, "missing_blobs", f"snapshot names {missing[0]}, not in the store"))
                 return
             assert self.runner is not None, "the test set no runner"
             threading.Thread(target=self.runner, args=(self, conn, msg), daemon=True).start()

@@ -8,7 +8,7 @@ from .capturer import Capture, Capturer, capture, restore
 from .diff import ManifestDiff, diff
 from .digest import Digest, digest_of
 from .errors import CorruptBlobError, MissingBlobError
-from .manifest import BlobRef, Group, Manifest, ManifestError
+from .manifest import BlobRef, FilesRef, Group, Manifest, ManifestError
 from .namespace import user_namespace
 from .placeholders import Placeholder, RemoteOnly, RemoteOnlyError, UnavailableVariableError
 from .reach import cell_reach
@@ -24,6 +24,7 @@ __all__ = [
     "DeviceMap",
     "Digest",
     "DirectoryBlobStore",
+    "FilesRef",
     "Group",
     "Manifest",
     "ManifestDiff",

@@ -159,20 +159,40 @@ class DirectoryBlobStore:
 
     def put_hashed(self, digest: Digest, data: Buffer) -> None:
         """``put`` for a caller that has just computed ``digest`` from these very bytes (no second hash)."""
-        directory = os.path.join(self.root, digest.hash[:2])
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{digest.hash}.", suffix=".tmp", dir=directory)
-        try:
-            with open(fd, "wb", buffering=0) as f:
-                view = memoryview(data)
+        os.makedirs(os.path.join(self.root, digest.hash[:2]), exist_ok=True)
+        write_atomically(self.path(digest), [data], durable=self.durable, suffix=".tmp")
+
+
+def write_atomically(
+    target: str,
+    pieces: Iterable[Buffer],
+    *,
+    durable: bool = True,
+    mode: int | None = None,
+    mtime_ns: int | None = None,
+    suffix: str = ".kernelhop-tmp",
+) -> None:
+    """Write ``pieces`` to a temporary name in ``target``'s directory (so the rename cannot cross file systems),
+    fsync unless not ``durable``, set ``mode`` and ``mtime_ns`` if given, then rename: a reader sees the old file or
+    the new one, whole, never a torn one."""
+    directory, name = os.path.split(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=suffix, dir=directory)
+    try:
+        with open(fd, "wb", buffering=0) as f:
+            for piece in pieces:
+                view = memoryview(piece)
                 while view:
                     view = view[f.write(view):]
-                if self.durable:
-                    os.fsync(f.fileno())
-            os.replace(tmp, self.path(digest))
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+            if durable:
+                os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        if mtime_ns is not None:
+            os.utime(tmp, ns=(mtime_ns, mtime_ns))
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

@@ -29,7 +29,7 @@ from .blobstore import BlobStore
 from .chunking import Chunked, ChunkWriter
 from .digest import Digest, digest_of
 from .grouping import group_names
-from .manifest import BlobRef, Group, Manifest
+from .manifest import BlobRef, FilesRef, Group, Manifest
 from .pickling import Pickled, dumps
 from .placeholders import Placeholder, RemoteOnly
 from .reducers import DeviceMap, TensorReducer
@@ -122,6 +122,7 @@ class Capturer:
         meta: dict[str, Any] | Callable[[Mapping[str, dict[str, str]]], dict[str, Any]] | None = None,
         keep: Iterable[Group] = (),
         reach: Collection[str] | None = None,
+        files: FilesRef | None = None,
     ) -> Capture:
         """Capture ``namespace``. ``meta`` adds keys to the manifest's meta; a callable gets the unpicklable names'
         entries (name -> {"type", "reason"}) once they are known and returns them, so what depends on them (the
@@ -134,7 +135,8 @@ class Capturer:
         exactly, but a group without a reached name whose pickle equals its last capture's keeps that capture's
         buffer chunks without reading its buffers: its bytes may have changed in place since, so such a group
         (``Capture.unverified``) is only for a reader that never exposes it. Its chunks may be missing from this
-        store; capture again without ``reach`` to get them."""
+        store; capture again without ``reach`` to get them. ``files``: the working directory the manifest names
+        (tree.py); its blobs are the caller's to store."""
         tensors = TensorReducer(self.devices)
         writer = ChunkWriter(self.store, self.tracker)
         unpicklable: dict[str, dict[str, str]] = {}
@@ -203,6 +205,7 @@ class Capturer:
                 "parent": None if parent is None else str(parent),
                 **((meta(unpicklable) if callable(meta) else meta) or {}),
             },
+            files=files,
         )
         # Write order: every chunk first, the manifest last, so a manifest in the store has all its chunks.
         new_blobs = writer.finish()

@@ -102,10 +102,41 @@ class Group:
 
 
 @dataclass(frozen=True, slots=True)
+class FilesRef:
+    """The working directory a hop carries (tree.py): its tree's root blob, and the sys.path entries inside it
+    (POSIX paths relative to its root, "." for the root itself), so the notebook's own modules import there."""
+
+    tree: Digest
+    sys_path: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"tree": str(self.tree), "sys_path": list(self.sys_path)}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> FilesRef:
+        if not isinstance(obj, dict) or set(obj) != {"tree", "sys_path"}:
+            raise ManifestError("manifest files must be an object with exactly 'tree' and 'sys_path'")
+        try:
+            tree = Digest.parse(obj["tree"])
+        except (TypeError, ValueError) as e:
+            raise ManifestError(f"files.tree: {e}") from None
+        paths = obj["sys_path"]
+        if not isinstance(paths, list) or not all(isinstance(p, str) and _relative(p) for p in paths):
+            raise ManifestError("files.sys_path must list relative paths inside the tree (no '..', not absolute)")
+        return cls(tree, tuple(paths))
+
+
+def _relative(path: str) -> bool:
+    return bool(path) and not path.startswith("/") and ".." not in path.split("/")
+
+
+@dataclass(frozen=True, slots=True)
 class Manifest:
     groups: tuple[Group, ...]
     unpicklable: dict[str, dict[str, str]]
     meta: dict[str, Any]
+    # The working directory the hop carries; absent (None) where files do not travel, as in saved snapshots.
+    files: FilesRef | None = None
 
     def names(self) -> list[str]:
         """Names carried in groups (not the unpicklable ones)."""
@@ -125,13 +156,16 @@ class Manifest:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "kind": KIND,
             "version": VERSION,
             "groups": [g.to_json() for g in self.groups],
             "unpicklable": {k: dict(v) for k, v in self.unpicklable.items()},
             "meta": self.meta,
         }
+        if self.files is not None:
+            out["files"] = self.files.to_json()
+        return out
 
     def to_bytes(self) -> bytes:
         return canonical_json(self.to_json())
@@ -141,8 +175,8 @@ class Manifest:
         if not isinstance(obj, dict):
             raise ManifestError("a manifest is a JSON object")
         expected = {"kind", "version", "groups", "unpicklable", "meta"}
-        if set(obj) != expected:
-            raise ManifestError(f"manifest keys must be {sorted(expected)}, got {sorted(obj)}")
+        if set(obj) - {"files"} != expected:
+            raise ManifestError(f"manifest keys must be {sorted(expected)} (and 'files' if any), got {sorted(obj)}")
         if obj["kind"] != KIND:
             raise ManifestError(f"manifest kind must be {KIND!r}, got {obj['kind']!r}")
         if obj["version"] != VERSION or type(obj["version"]) is not int:
@@ -170,7 +204,8 @@ class Manifest:
                 raise ManifestError(f"{name!r} is both in a group and unpicklable")
         if not isinstance(obj["meta"], dict):
             raise ManifestError("manifest meta must be an object")
-        return cls(groups, {k: dict(v) for k, v in unpicklable.items()}, obj["meta"])
+        files = FilesRef.from_json(obj["files"]) if "files" in obj else None
+        return cls(groups, {k: dict(v) for k, v in unpicklable.items()}, obj["meta"], files)
 
     @classmethod
     def from_bytes(cls, data: bytes | bytearray | memoryview) -> Manifest:

@@ -30,7 +30,9 @@ from kernelhop_snapshot.capturer import type_name
 from kernelhop_snapshot.module_state import WorkerModuleState
 
 from .channel import EventChannel, StreamWriter
+from .packages import EnvironmentCheck
 from .shell import WorkerShell
+from .workdir import WorkDir, remove_all
 
 EVENT_FD = 3
 # Imported while the worker waits for its first cell, so a restore does not pay for them (torch alone takes 1-2 s).
@@ -105,6 +107,7 @@ def _watch_commands(fd: int, commands: queue.Queue[dict[str, Any]], channel: Eve
                 continue
             commands.put(command)
     # The runtime closed our stdin (or died): nothing is left to serve, and no worker may outlive it.
+    remove_all()
     os._exit(0)
 
 
@@ -123,6 +126,9 @@ class Worker:
         # (objects None), or restored by an earlier run and hidden since, with their objects by name.
         self._hidden: dict[tuple[Any, ...], tuple[Group, dict[str, Any] | None]] = {}
         self._last_error: BaseException | None = None
+        # The kernel's working directory, laid out for this session's cells (workdir.py).
+        self._files = WorkDir()
+        self._environment = EnvironmentCheck()
         if "matplotlib" in sys.modules:
             self._enable_inline_figures()
         # Random generators, environment and library options: the kernel's before each cell, changes sent home.
@@ -172,6 +178,9 @@ class Worker:
             rebuilt = self._rebuild(manifest)
             self._module_state.before_cell(manifest.meta)  # last, so the recipes do not draw from the generators
             self._say_module_notes()
+            mismatch = self._environment.describe(manifest.meta)
+            if mismatch:
+                print(mismatch, file=self._stderr, flush=True)
             timings["restore_s"] = time.perf_counter() - started
             self._channel.emit("restored")
 
@@ -190,7 +199,11 @@ class Worker:
                 namespace = user_namespace(self._shell)
                 self._hidden = self._hidden_to_keep(namespace)
                 captured = self._capturer.capture(
-                    namespace, parent=parent, keep=[g for g, _ in self._hidden.values()], meta=module_meta
+                    namespace,
+                    parent=parent,
+                    keep=[g for g, _ in self._hidden.values()],
+                    meta=module_meta,
+                    files=self._files.capture(self._store, self._stderr),
                 )
             except Exception as exc:
                 self._channel.emit(
@@ -223,6 +236,8 @@ class Worker:
         it matters: the kernel may send a group out of reach as it was at an earlier hop, unread since
         (Capturer.capture's ``reach``), so its objects here may be stale, and no cell may see them."""
         manifest = Manifest.from_bytes(self._store.get(digest))
+        # Files first: the notebook's own modules, which unpickling may import, come with them.
+        self._files.enter(manifest.files, self._store.get)
         user_ns = self._shell.user_ns
         if self._current is None:
             self._shell.reset(new_session=False)
