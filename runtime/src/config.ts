@@ -13,6 +13,10 @@ export interface RuntimeConfig {
   name: string;
   sessionGraceS: number;
   token: string;
+  /** Serve one user only: workers may then run unsandboxed where this host cannot sandbox them. */
+  singleUser: boolean;
+  /** Only say whether workers can be sandboxed here (a JSON line) and exit: 0 when they can. */
+  probeSandbox: boolean;
 }
 
 export class ConfigError extends Error {
@@ -21,6 +25,7 @@ export class ConfigError extends Error {
 
 export const USAGE = `usage: node runtime/dist/src/main.js --gateway HOST:PORT [--class NAME ...] [--capacity N] [--warm N]
                                    [--python PATH] [--cache DIR] [--name NAME] [--session-grace SECONDS]
+                                   [--single-user] [--probe-sandbox]
 
   --gateway HOST:PORT      the gateway's gRPC address for runtimes (default port 8732)
   --class NAME             a GPU class this runtime offers (repeatable); overrides detection with nvidia-smi,
@@ -31,6 +36,9 @@ export const USAGE = `usage: node runtime/dist/src/main.js --gateway HOST:PORT [
   --cache DIR              chunk cache (default $KERNELHOP_HOME/runtime-cache, KERNELHOP_HOME default ~/.kernelhop)
   --name NAME              name shown by the gateway (default the host name)
   --session-grace SECONDS  how long a session's worker stays warm for its next cell (default 60; 0 = never)
+  --single-user            this runtime serves one user: where workers cannot be sandboxed here (no bubblewrap,
+                           no namespaces), run them unsandboxed instead of refusing to start
+  --probe-sandbox          print whether workers can be sandboxed here as one JSON line, and exit (0: they can)
 
 The token comes from KERNELHOP_TOKEN.`;
 
@@ -46,6 +54,8 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
     name: os.hostname(),
     sessionGraceS: 60,
     token: env.KERNELHOP_TOKEN ?? '',
+    singleUser: false,
+    probeSandbox: false,
   };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i] as string;
@@ -84,6 +94,12 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
       case '--session-grace':
         config.sessionGraceS = integer(flag, value(), 0);
         break;
+      case '--single-user':
+        config.singleUser = true;
+        break;
+      case '--probe-sandbox':
+        config.probeSandbox = true;
+        break;
       case '--help':
       case '-h':
         throw new ConfigError(USAGE);
@@ -91,7 +107,8 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
         throw new ConfigError(`unknown option ${JSON.stringify(flag)}\n\n${USAGE}`);
     }
   }
-  if (!config.gateway) throw new ConfigError(`--gateway HOST:PORT is required\n\n${USAGE}`);
+  if (!config.gateway && !config.probeSandbox) throw new ConfigError(`--gateway HOST:PORT is required\n\n${USAGE}`);
+  if (config.probeSandbox) return config;
   if (!/^[^:\s]+:\d+$/.test(config.gateway) && !/^\[[0-9a-fA-F:]+\]:\d+$/.test(config.gateway)) {
     throw new ConfigError(`--gateway ${JSON.stringify(config.gateway)}: expected HOST:PORT, e.g. 127.0.0.1:8732`);
   }
