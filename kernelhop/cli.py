@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .services import ServiceError, node_entry, project_root, start_gateway, start_runtime
+from .services import ServiceError, node_entry, project_root, runtime_sandbox, start_gateway, start_runtime
 from .snapshot_cli import add_subcommands
 
 EXAMPLE = "hello-gpu.ipynb"
@@ -64,8 +64,16 @@ def cmd_up(ns: argparse.Namespace) -> int:
         grpc_port = ns.grpc_port if ns.grpc_port is not None else ns.port + 1
         gateway = start_gateway(data=home, token=token, host=ns.host, port=ns.port, grpc_port=grpc_port)
         services.append(gateway)
+        # One user: the runtime may run its workers unsandboxed, but only where this host cannot sandbox them.
+        sandbox = runtime_sandbox(cache=home / "runtime-cache")
+        if sandbox["sandbox"] == "none":
+            print(f"kernelhop: the local runtime's workers run unsandboxed (one user only): {sandbox['detail']}")
         runtime = start_runtime(
-            gateway=gateway.ready["grpc"], token=token, classes=classes, cache=home / "runtime-cache"
+            gateway=gateway.ready["grpc"],
+            token=token,
+            classes=classes,
+            cache=home / "runtime-cache",
+            extra=["--single-user"] if sandbox["sandbox"] == "none" else [],
         )
         services.append(runtime)
         env = {
