@@ -107,6 +107,8 @@ for pid in sorted(visible | set(TARGETS)):
         found.append(f"read /proc/{pid}/environ" + (" (with a token)" if any(t.encode() in env for t in tokens) else ""))
     except OSError:
         pass
+# Touched only: the runtime and its workers (unsandboxed, every process of the host would be in reach here).
+for pid in TARGETS:
     try:
         with open(f"/proc/{pid}/maps") as fh:
             start = int(fh.readline().split("-")[0], 16)
@@ -118,6 +120,7 @@ for pid in sorted(visible | set(TARGETS)):
         pass
     if libc.ptrace(16, pid, None, None) == 0:  # PTRACE_ATTACH
         found.append(f"ptrace-attached pid {pid}")
+        os.waitpid(pid, 0x40000000)  # __WALL: until it is stopped, so that the detach resumes it
         libc.ptrace(17, pid, None, None)  # PTRACE_DETACH
     try:
         os.kill(pid, 0)  # the permission check of kill(), without the kill
