@@ -16,6 +16,7 @@ from .services import (
     ends_with_this_process,
     node_entry,
     project_root,
+    runtime_sandbox,
     runtime_token,
     start_gateway,
     start_runtime,
@@ -101,8 +102,16 @@ def _up(ns: argparse.Namespace) -> int:
         )
         services.append(gateway)
         # The local runtime gets a runtime token of its own: the admin's never reaches a runtime or its workers.
+        # One user: the runtime may run its workers unsandboxed, but only where this host cannot sandbox them.
+        sandbox = runtime_sandbox(cache=home / "runtime-cache")
+        if sandbox["sandbox"] == "none":
+            print(f"kernelhop: the local runtime's workers run unsandboxed (one user only): {sandbox['detail']}")
         runtime = start_runtime(
-            gateway=gateway.ready["grpc"], token=runtime_token(token_file), classes=classes, cache=home / "runtime-cache"
+            gateway=gateway.ready["grpc"],
+            token=runtime_token(token_file),
+            classes=classes,
+            cache=home / "runtime-cache",
+            extra=["--single-user"] if sandbox["sandbox"] == "none" else [],
         )
         services.append(runtime)
         env = {

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import re
 import shutil
@@ -201,3 +202,13 @@ def start_runtime(
     command += extra or []
     # `token` is a runtime token; whatever KERNELHOP_TOKEN this process has (the admin's, say) is replaced by it.
     return start_service("runtime", command, RUNTIME_READY, env={**os.environ, "KERNELHOP_TOKEN": token}, echo=echo)
+
+
+def runtime_sandbox(*, cache: Path, python: str = sys.executable) -> dict[str, str]:
+    """Whether a runtime could sandbox its workers here: {"sandbox": "uid" | "userns" | "none", "detail": why}."""
+    command = node_entry("runtime") + ["--probe-sandbox", "--python", python, "--cache", str(cache)]
+    probe = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    try:
+        return dict(json.loads(probe.stdout))
+    except ValueError:
+        return {"sandbox": "none", "detail": f"the runtime's sandbox probe failed: {probe.stderr.strip()}"}

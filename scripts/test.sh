@@ -10,6 +10,14 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "Debian's chromium is needed for the browser tests: sudo apt-get install -y chromium" >&2; exit 1
   fi
 fi
+# bubblewrap sandboxes the runtime's workers (one per session); the runtime refuses to serve unsandboxed otherwise.
+if ! command -v bwrap >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null
+  else
+    echo "Debian's bubblewrap sandboxes the runtime's workers: sudo apt-get install -y bubblewrap" >&2; exit 1
+  fi
+fi
 bash scripts/install.sh --test
 
 export PATH="$PWD/.venv/bin:$PATH" KERNELHOP_PYTHON="$PWD/.venv/bin/python"

@@ -1,5 +1,6 @@
 // The runtime's local blob cache: <root>/<hash[0:2]>/<hash>, the layout of the gateway's store and of
-// kernelhop_snapshot.DirectoryBlobStore, so the worker reads what the runtime fetched.
+// kernelhop_snapshot.DirectoryBlobStore. Workers never see it: a run's blobs are handed to its worker (hard links
+// into the worker's read-only `given` directory), and what the worker captured is verified before it enters.
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -16,9 +17,21 @@ import {
 } from '@kernelhop/kernel-snapshot';
 import { GatewayClient, MAX_BATCH_BYTES } from './gatewayClient.js';
 import type { PbDigest } from './proto.js';
+import type { WorkerSpace } from './sandbox.js';
 
 export class BlobError extends Error {
   override name = 'BlobError';
+}
+
+/** A cached blob whose bytes no longer match its digest (a damaged disk, or someone wrote it); it was dropped. */
+export class CorruptCacheEntry extends BlobError {
+  override name = 'CorruptCacheEntry';
+  constructor(
+    readonly digest: Digest,
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 export type ProgressFn = (doneBytes: number, totalBytes: number) => void;
@@ -42,7 +55,9 @@ export class ChunkCache {
   });
 
   constructor(readonly root: string) {
-    fs.mkdirSync(root, { recursive: true });
+    // Only the runtime's user enters: a sandboxed worker has another uid, and this is not in its view anyway.
+    fs.mkdirSync(root, { recursive: true, mode: 0o700 });
+    fs.chmodSync(root, 0o700);
   }
 
   pathOf(d: Digest): string {
@@ -86,12 +101,82 @@ export class ChunkCache {
     return entry;
   }
 
+  /** A blob's verified bytes; a corrupt entry is dropped (so the next fetchMissing gets it again) and throws. */
   async read(d: Digest): Promise<Buffer> {
     const bytes = await fs.promises.readFile(this.pathOf(d));
     if (!digestEquals(digestOf(bytes), d)) {
-      throw new BlobError(`cached blob ${formatDigest(d)} at ${this.pathOf(d)} is corrupt (its bytes hash differently)`);
+      this.drop(d);
+      throw new CorruptCacheEntry(d, `cached blob ${formatDigest(d)} at ${this.pathOf(d)} was corrupt (its bytes hash differently); dropped`);
     }
     return bytes;
+  }
+
+  /** Forget a blob and remove its file: the next fetchMissing fetches it again. */
+  drop(d: Digest): void {
+    this.present.delete(d.hash);
+    this.recentManifests.delete(formatDigest(d));
+    fs.rmSync(this.pathOf(d), { force: true });
+  }
+
+  /** Of `digests`, those whose cached bytes do not hash to their name (read again from disk), dropped. */
+  async dropCorrupt(digests: Digest[]): Promise<Digest[]> {
+    const corrupt: Digest[] = [];
+    for (const d of unique(digests)) {
+      try {
+        await this.read(d);
+      } catch (err) {
+        if (err instanceof CorruptCacheEntry) corrupt.push(d);
+        else if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+    }
+    return corrupt;
+  }
+
+  /**
+   * Hand `digests` to a worker: hard links into its read-only `given` directory (no copy; the worker cannot write
+   * them, and sees no other blob of the cache). `relink` replaces links made before (a blob fetched again).
+   */
+  async give(space: WorkerSpace, digests: Digest[], relink = false): Promise<void> {
+    for (const d of unique(digests)) {
+      if (space.linked.has(d.hash) && !relink) continue;
+      const dir = path.join(space.given, d.hash.slice(0, 2));
+      await fs.promises.mkdir(dir, { recursive: true, mode: 0o755 });
+      const target = path.join(dir, d.hash);
+      await fs.promises.rm(target, { force: true });
+      await fs.promises.link(this.pathOf(d), target);
+      space.linked.add(d.hash);
+    }
+  }
+
+  /**
+   * Take a blob the worker wrote (<out>/<hash>) into the cache: read without following links or blocking on a
+   * fifo, only a regular file of the right size, verified by digest; then removed from the worker's reach and
+   * handed back to it as a link to the cache's copy. What a worker wrote is never served as it is.
+   */
+  async take(space: WorkerSpace, d: Digest): Promise<void> {
+    if (space.linked.has(d.hash) && this.has(d)) return;
+    const source = path.join(space.out, d.hash);
+    let bytes: Buffer;
+    try {
+      const fh = await fs.promises.open(source, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+      try {
+        const st = await fh.stat();
+        if (!st.isFile() || st.size !== d.sizeBytes) {
+          throw new BlobError(`the worker's blob ${formatDigest(d)} is not a regular file of ${d.sizeBytes} bytes`);
+        }
+        bytes = await fh.readFile();
+      } finally {
+        await fh.close();
+      }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        throw new BlobError(`the worker's snapshot names blob ${formatDigest(d)}, which it neither wrote nor was given`);
+      }
+      throw err;
+    }
+    await this.write(d, bytes);
+    await fs.promises.rm(source, { force: true });
+    await this.give(space, [d], true);
   }
 
   /**

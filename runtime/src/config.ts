@@ -13,6 +13,10 @@ export interface RuntimeConfig {
   name: string;
   sessionGraceS: number;
   token: string;
+  /** Serve one user only: workers may then run unsandboxed where this host cannot sandbox them. */
+  singleUser: boolean;
+  /** Only say whether workers can be sandboxed here (a JSON line) and exit: 0 when they can. */
+  probeSandbox: boolean;
 }
 
 export class ConfigError extends Error {
@@ -21,6 +25,7 @@ export class ConfigError extends Error {
 
 export const USAGE = `usage: node runtime/dist/src/main.js --gateway URL|HOST:PORT [--class NAME ...] [--capacity N] [--warm N]
                                    [--python PATH] [--cache DIR] [--name NAME] [--session-grace SECONDS] [--token TOKEN]
+                                   [--single-user] [--probe-sandbox]
 
   --gateway URL|HOST:PORT  the gateway: the ws:// or wss:// URL it prints (the runtime asks it for its gRPC port),
                            or HOST:PORT of its gRPC port for runtimes (8732 by default)
@@ -34,7 +39,10 @@ export const USAGE = `usage: node runtime/dist/src/main.js --gateway URL|HOST:PO
   --name NAME              name shown by the gateway (default the host name)
   --session-grace SECONDS  how long a session's worker stays warm for its next cell (default 60; 0 = never)
   --token TOKEN            a runtime token (default $KERNELHOP_TOKEN); an admin makes one with
-                           \`kernelhop runtime-token create [--class C]\`. The gateway refuses the admin's and users' tokens.`;
+                           \`kernelhop runtime-token create [--class C]\`. The gateway refuses the admin's and users' tokens.
+  --single-user            this runtime serves one user: where workers cannot be sandboxed here (no bubblewrap,
+                           no namespaces), run them unsandboxed instead of refusing to start
+  --probe-sandbox          print whether workers can be sandboxed here as one JSON line, and exit (0: they can)`;
 
 export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): RuntimeConfig {
   const home = env.KERNELHOP_HOME || path.join(os.homedir(), '.kernelhop');
@@ -48,6 +56,8 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
     name: os.hostname(),
     sessionGraceS: 60,
     token: env.KERNELHOP_TOKEN ?? '',
+    singleUser: false,
+    probeSandbox: false,
   };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i] as string;
@@ -89,6 +99,12 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
       case '--token':
         config.token = value();
         break;
+      case '--single-user':
+        config.singleUser = true;
+        break;
+      case '--probe-sandbox':
+        config.probeSandbox = true;
+        break;
       case '--help':
       case '-h':
         throw new ConfigError(USAGE);
@@ -96,6 +112,7 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
         throw new ConfigError(`unknown option ${JSON.stringify(flag)}\n\n${USAGE}`);
     }
   }
+  if (config.probeSandbox) return config;
   if (!config.gateway) throw new ConfigError(`--gateway URL|HOST:PORT is required\n\n${USAGE}`);
   if (!isGatewayUrl(config.gateway) && !isHostPort(config.gateway)) {
     throw new ConfigError(

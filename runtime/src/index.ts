@@ -6,5 +6,6 @@ export { classOfDeviceName, queryNvidiaSmi, resolveClasses } from './gpuClasses.
 export { PROTO_PATH, loadKernelhopProto } from './proto.js';
 export { EventSink, Run, RunnerDeps, toCellEvent } from './runner.js';
 export { Runtime, RuntimeOptions } from './runtime.js';
+export { Sandbox, SandboxKind, WorkerSpace, withoutCredentials } from './sandbox.js';
 export { RunCommand, WorkerEvent, WorkerOptions, WorkerProcess } from './worker.js';
 export { PoolOptions, WorkerPool } from './workerPool.js';

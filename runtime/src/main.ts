@@ -10,6 +10,7 @@ import { GatewayClient } from './gatewayClient.js';
 import { queryNvidiaSmi, resolveClasses } from './gpuClasses.js';
 import { loadKernelhopProto } from './proto.js';
 import { Runtime } from './runtime.js';
+import { Sandbox } from './sandbox.js';
 import { WorkerPool } from './workerPool.js';
 
 const REGISTER_TIMEOUT_MS = 10_000;
@@ -35,6 +36,22 @@ async function main(): Promise<void> {
     throw err;
   }
 
+  // Workers' spaces sit in the cache's directory, on its file system: handed-over blobs are hard links into them.
+  const sandbox = Sandbox.detect(config.python, path.join(config.cache, 'workers'));
+  if (config.probeSandbox) {
+    process.stdout.write(`${JSON.stringify({ sandbox: sandbox.kind, detail: sandbox.detail })}\n`);
+    process.exit(sandbox.kind === 'none' ? 1 : 0);
+  }
+  if (sandbox.kind === 'none' && !config.singleUser) {
+    log(
+      `cannot sandbox workers on this host: ${sandbox.detail}. Without a sandbox one user's cells could read ` +
+        `another's state and credentials, so this runtime serves nobody. Install bubblewrap (and run as root or ` +
+        `allow unprivileged user namespaces), or start it with --single-user if only one user will use it.`,
+    );
+    process.exit(1);
+  }
+  log(sandbox.kind === 'none' ? `workers run unsandboxed (--single-user): ${sandbox.detail}` : `workers sandboxed: ${sandbox.detail}`);
+
   let address: string;
   try {
     address = await grpcAddressOf(config.gateway);
@@ -48,7 +65,7 @@ async function main(): Promise<void> {
   const classes = resolveClasses(config.classOverrides, await queryNvidiaSmi());
   const cache = new ChunkCache(config.cache);
   const pool = new WorkerPool({
-    worker: { python: config.python, cache: cache.root },
+    worker: { python: config.python, sandbox },
     warm: config.warm,
     sessionGraceMs: config.sessionGraceS * 1000,
     log,

@@ -6,7 +6,7 @@ import {
   makeDigest,
   parseDigest,
 } from '@kernelhop/kernel-snapshot';
-import { ChunkCache } from './chunkCache.js';
+import { ChunkCache, CorruptCacheEntry } from './chunkCache.js';
 import { treeBlobs } from './fileTree.js';
 import { GatewayClient } from './gatewayClient.js';
 import type { Assignment, CellEvent } from './proto.js';
@@ -28,9 +28,11 @@ export interface RunnerDeps {
 }
 
 type StopCode = 'cancelled' | 'timeout';
-type Fetched = { seconds: number; bytes: number };
+/** What a run fetched: the blobs its worker is handed (the manifest and the chunks it restores). */
+type Fetched = { seconds: number; bytes: number; given: Digest[] };
 type Final = { code: string; message: string };
-type Outcome = { done?: WorkerEvent; final?: Final };
+/** done: the worker's Done, with `upload` the new blobs of its snapshot, already taken into the cache. */
+type Outcome = { done?: WorkerEvent; upload?: Digest[]; final?: Final };
 
 // After SIGINT, a cell that has not stopped in this time (a C call that ignores signals) is killed.
 const INTERRUPT_GRACE_MS = 1_500;
@@ -101,11 +103,16 @@ export class Run {
         this.deps.pool.release(worker, this.assignment.session, true);
         return await this.fail(this.stop.code, this.stop.message);
       }
+      try {
+        await this.deps.cache.give(worker.space, fetched.given);
+      } catch (err) {
+        this.deps.pool.release(worker, this.assignment.session, false);
+        throw err;
+      }
       await this.emit({ started: { worker: `${this.deps.runtimeName}/${worker.pid}`, warm } });
-      const outcome = await this.runOnWorker(worker, snapshot);
+      const outcome = await this.runOnWorker(worker, snapshot, fetched);
       if (outcome.final) return await this.fail(outcome.final.code, outcome.final.message);
-      const done = outcome.done as WorkerEvent;
-      await this.finishDone(done, fetched, started);
+      await this.finishDone(outcome.done as WorkerEvent, outcome.upload ?? [], fetched, started);
     } catch (err) {
       if (this.stop) return await this.fail(this.stop.code, this.stop.message);
       await this.fail('restore_failed', (err as Error).message);
@@ -125,13 +132,22 @@ export class Run {
     };
     try {
       await cache.fetchMissing(gateway, [snapshot], undefined, this.abort.signal);
+      let chunks: Digest[];
+      try {
+        chunks = await cache.manifestChunks(snapshot);
+      } catch (err) {
+        // A cached manifest found corrupt was dropped: fetched again, the hop goes on.
+        if (!(err instanceof CorruptCacheEntry)) throw err;
+        await cache.fetchMissing(gateway, [snapshot], undefined, this.abort.signal);
+        chunks = await cache.manifestChunks(snapshot);
+      }
       // The working directory's files are wanted whatever the cell reaches: they are laid out before it runs.
-      const files = await treeBlobs(cache, snapshot, gateway, this.abort.signal);
-      const chunks = [...(await cache.manifestChunks(snapshot)), ...files];
+      const files = await treeBlobs(cache, snapshot, (level) => cache.fetchMissing(gateway, level, undefined, this.abort.signal));
+      chunks = [...chunks, ...files];
       this.inputChunks = new Set(chunks.map(formatDigest));
       const wanted = lazy ? [...(await cache.reachedChunks(snapshot, new Set(reach))), ...files] : chunks;
       const bytes = await cache.fetchMissing(gateway, wanted, progress, this.abort.signal);
-      return { seconds: (Date.now() - t0) / 1000, bytes };
+      return { seconds: (Date.now() - t0) / 1000, bytes, given: [snapshot, ...wanted] };
     } catch (err) {
       const why = (err as Error).message;
       throw new Error(`could not fetch snapshot ${formatDigest(snapshot)} into the runtime's cache: ${why}`);
@@ -143,10 +159,11 @@ export class Run {
    * worker's done, or the final failure; on a cancel that as soon as the cell has stopped (the KeyboardInterrupt
    * error), without waiting for the worker to capture a state nobody will fetch.
    */
-  private runOnWorker(worker: WorkerProcess, snapshot: Digest): Promise<Outcome> {
+  private runOnWorker(worker: WorkerProcess, snapshot: Digest, fetched: Fetched): Promise<Outcome> {
     const session = this.assignment.session;
     return new Promise((resolve) => {
       let settled = false;
+      let healed = false;
       const settle = (outcome: Outcome): void => {
         if (settled) return;
         settled = true;
@@ -154,15 +171,31 @@ export class Run {
       };
       const onEvent = (e: WorkerEvent): void => {
         if (e.run_id !== this.runId) return;
+        if (e.event === 'failed' && typeof e.corrupt_blob === 'string' && !healed && !this.stop) {
+          healed = true;
+          void this.heal(worker, parseDigest(e.corrupt_blob), fetched).then(
+            () => send(),
+            (err: Error) => onEvent({ ...e, message: `${String(e.message)}; fetching it again failed: ${err.message}` }),
+          );
+          return;
+        }
         if (e.event === 'done' || e.event === 'failed') {
           cleanup();
-          this.deps.pool.release(worker, session, true);
           // A cell that caught the interrupt and finished still ends with Done, as it would locally.
-          if (this.stop && !(e.event === 'done' && e.status === 'ok')) return settle({ final: this.stop });
-          if (e.event === 'failed') {
-            return settle({ final: { code: String(e.code ?? 'worker_failed'), message: String(e.message ?? '') } });
+          if (e.event === 'done' && !(this.stop && e.status !== 'ok')) {
+            // Taken while the worker's space still exists: the pool may end the worker once it is released.
+            void this.takeResult(worker, e).then(
+              (upload) => settle({ done: e, upload }),
+              (err: Error) => {
+                const message = `could not upload the snapshot the cell left: ${err.message}`;
+                settle({ final: { code: 'upload_failed', message } });
+              },
+            ).finally(() => this.deps.pool.release(worker, session, true));
+            return;
           }
-          return settle({ done: e });
+          this.deps.pool.release(worker, session, true);
+          if (this.stop) return settle({ final: this.stop });
+          return settle({ final: { code: String(e.code ?? 'worker_failed'), message: String(e.message ?? '') } });
         }
         if (settled) return;
         if (e.event === 'restored') return this.deps.pool.replenish();
@@ -192,10 +225,24 @@ export class Run {
       if (!worker.alive) return onExit('had exited');
       worker.runId = this.runId;
       const { code, lazy, reach } = this.assignment;
-      worker.send({ op: 'run', run_id: this.runId, code, snapshot: formatDigest(snapshot), reach: lazy ? reach : null });
+      const send = (): void =>
+        worker.send({ op: 'run', run_id: this.runId, code, snapshot: formatDigest(snapshot), reach: lazy ? reach : null });
+      send();
       // Cancelled while the run was being handed over: the worker holds the SIGINT until its cell starts.
       if (this.stop) this.interrupt(worker);
     });
+  }
+
+  /**
+   * The worker found a handed-over blob corrupt (the cache entry behind it was damaged): drop every corrupt entry
+   * of the run's blobs, fetch them again and hand them over anew, so the run is retried once on sound bytes.
+   */
+  private async heal(worker: WorkerProcess, reported: Digest, fetched: Fetched): Promise<void> {
+    const { cache, gateway } = this.deps;
+    const corrupt = await cache.dropCorrupt(fetched.given);
+    const again = corrupt.some((d) => formatDigest(d) === formatDigest(reported)) ? corrupt : [...corrupt, reported];
+    await cache.fetchMissing(gateway, again, undefined, this.abort.signal);
+    await cache.give(worker.space, again, true);
   }
 
   /** Pass one event on; while the gateway stream is backed up, stop reading the worker (it blocks on fd 3). */
@@ -207,7 +254,30 @@ export class Run {
     }
   }
 
-  private async finishDone(done: WorkerEvent, fetched: Fetched, started: number): Promise<void> {
+  /**
+   * What the worker wrote enters the cache only verified, its manifest first (then parsed from the verified copy);
+   * returns the blobs to upload. The chunks of the run's own snapshot need no asking: the gateway checked, before
+   * assigning the run, that they are stored and readable by the run's user (and it checks the whole new snapshot
+   * again on Done). A warm hop that changed little so asks about a few digests instead of every chunk of the state.
+   */
+  private async takeResult(worker: WorkerProcess, done: WorkerEvent): Promise<Digest[]> {
+    const { cache } = this.deps;
+    const snapshot = parseDigest(done.snapshot);
+    await cache.take(worker.space, snapshot);
+    const fresh = (ds: Digest[]): Digest[] => ds.filter((d) => !this.inputChunks.has(formatDigest(d)));
+    const chunks = fresh(await cache.manifestChunks(snapshot));
+    for (const d of chunks) await cache.take(worker.space, d);
+    // The file tree is read level by level from verified copies: each directory blob is taken before it is parsed.
+    const files = fresh(
+      await treeBlobs(cache, snapshot, async (level) => {
+        for (const d of fresh(level)) await cache.take(worker.space, d);
+      }),
+    );
+    for (const d of files) await cache.take(worker.space, d);
+    return [...chunks, ...files];
+  }
+
+  private async finishDone(done: WorkerEvent, chunks: Digest[], fetched: Fetched, started: number): Promise<void> {
     let snapshot: Digest;
     const t0 = Date.now();
     try {
@@ -215,11 +285,6 @@ export class Run {
       const progress = (d: number, total: number): void => {
         void this.emit({ progress: { phase: 'upload', doneBytes: d, totalBytes: total } });
       };
-      // The chunks of the run's own snapshot need no asking: the gateway checked, before assigning the run, that
-      // they are stored and readable by the run's user (and it checks the whole new snapshot again on Done). A warm
-      // hop that changed little so asks about a few digests instead of every chunk of the state.
-      const all = [...(await this.deps.cache.manifestChunks(snapshot)), ...(await treeBlobs(this.deps.cache, snapshot))];
-      const chunks = all.filter((d) => !this.inputChunks.has(formatDigest(d)));
       await this.deps.cache.upload(this.deps.gateway, chunks, snapshot, progress);
     } catch (err) {
       return this.fail('upload_failed', `could not upload the snapshot the cell left: ${(err as Error).message}`);

@@ -1,9 +1,10 @@
-// One Python worker process (`python -m kernelhop_worker --cache DIR`): JSON-line commands on stdin,
-// JSON-line events on fd 3, its raw stdout/stderr relayed as text, SIGINT to interrupt.
+// One Python worker process (`python -m kernelhop_worker --given DIR --out DIR`) in a sandbox of its own:
+// JSON-line commands on stdin, JSON-line events on fd 3, its raw stdout/stderr relayed as text, SIGINT to interrupt.
 import { ChildProcess, spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import * as readline from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
+import { Sandbox, WorkerSpace } from './sandbox.js';
 
 /** An event the worker wrote on fd 3; `event` names its kind (ready, stream, display, result, error, done, failed). */
 export interface WorkerEvent {
@@ -23,7 +24,7 @@ export interface RunCommand {
 
 export interface WorkerOptions {
   python: string;
-  cache: string;
+  sandbox: Sandbox;
   env?: NodeJS.ProcessEnv;
   /** How long a worker may take to import its modules and say ready. */
   startTimeoutMs?: number;
@@ -40,18 +41,32 @@ export class WorkerProcess extends EventEmitter {
   /** The run it serves now, if any: output outside a run belongs to the runtime's log. */
   runId: string | null = null;
   isReady = false;
+  /** Its own directories: blobs handed to it, blobs it wrote, home and /tmp. */
+  readonly space: WorkerSpace;
   private readonly child: ChildProcess;
+  /** The worker's own pid (outside its pid namespace): bwrap passes signals on to nobody. */
+  private workerPid: number | null = null;
   private readonly events: Readable;
   private stderrTail = '';
   private exitDescription: string | null = null;
 
   constructor(opts: WorkerOptions) {
     super();
-    this.child = spawn(opts.python, ['-m', 'kernelhop_worker', '--cache', opts.cache], {
-      stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
-      env: { ...process.env, PYTHONUNBUFFERED: '1', ...opts.env },
+    this.space = opts.sandbox.open();
+    const view = opts.sandbox.view(this.space);
+    const cmd = opts.sandbox.command(
+      this.space,
+      opts.python,
+      ['-m', 'kernelhop_worker', '--given', view.given, '--out', view.out],
+      opts.env,
+    );
+    this.child = spawn(cmd.file, cmd.args, {
+      stdio: ['pipe', 'pipe', 'pipe', 'pipe', cmd.infoFd ? 'pipe' : 'ignore'],
+      env: cmd.env,
     });
     this.events = this.child.stdio[3] as Readable;
+    const pidKnown = cmd.infoFd ? this.readChildPid(this.child.stdio[4] as Readable) : Promise.resolve();
+    this.once('exit', () => opts.sandbox.close(this.space));
     const lines = readline.createInterface({ input: this.events, crlfDelay: Infinity });
     lines.on('line', (line) => this.onLine(line));
     let eventsEnded = false;
@@ -76,8 +91,11 @@ export class WorkerProcess extends EventEmitter {
         if (e.event !== 'ready') return;
         clearTimeout(timer);
         this.off('event', onEvent);
-        this.isReady = true;
-        resolve();
+        // bwrap wrote the pid before starting the worker, so it is there by now, or the process is gone.
+        void pidKnown.then(() => {
+          this.isReady = this.alive;
+          resolve();
+        });
       };
       this.on('event', onEvent);
       this.once('exit', (why: string) => {
@@ -103,7 +121,7 @@ export class WorkerProcess extends EventEmitter {
   }
 
   get pid(): number {
-    return this.child.pid ?? -1;
+    return this.workerPid ?? this.child.pid ?? -1;
   }
 
   get alive(): boolean {
@@ -124,14 +142,42 @@ export class WorkerProcess extends EventEmitter {
   }
 
   interrupt(): void {
-    if (this.alive) this.child.kill('SIGINT');
+    if (this.alive) this.signal('SIGINT');
   }
 
-  /** Closing stdin makes the worker exit; SIGKILL makes sure of it. */
+  /** Closing stdin makes the worker exit; SIGKILL makes sure of it (bwrap then exits with it). */
   kill(): void {
     if (!this.alive) return;
     this.child.stdin?.end();
+    this.signal('SIGKILL');
     this.child.kill('SIGKILL');
+  }
+
+  private signal(name: NodeJS.Signals): void {
+    try {
+      process.kill(this.pid, name);
+    } catch {
+      // Already gone: its exit is on its way.
+    }
+  }
+
+  /** bwrap's --info-fd: one JSON object whose "child-pid" is the sandboxed worker's pid as this runtime sees it. */
+  private readChildPid(info: Readable): Promise<void> {
+    return new Promise((resolve) => {
+      let text = '';
+      info.setEncoding('utf8');
+      info.on('data', (chunk: string) => {
+        text += chunk;
+        const match = /"child-pid"\s*:\s*(\d+)/.exec(text);
+        // Read on to the end, never closed early: bwrap writes more after the pid, and a closed pipe kills it.
+        // The worker holds this pipe too; nothing after the first pid counts.
+        if (match && this.workerPid === null) {
+          this.workerPid = Number(match[1]);
+          resolve();
+        }
+      });
+      info.once('close', () => resolve());
+    });
   }
 
   stderrHint(): string {

@@ -17,11 +17,12 @@ function kinds(events: CellEvent[]): string[] {
 
 describe('runtime with a fake gateway', () => {
   const gateway = new FakeGateway();
+  const cache = tempDir('cache');
   let runtime: RuntimeProcess;
 
   before(async () => {
     await gateway.start();
-    runtime = await startRuntime(['--gateway', gateway.address, '--cache', tempDir('cache'), '--name', 'test-host', '--warm', '1']);
+    runtime = await startRuntime(['--gateway', gateway.address, '--cache', cache, '--name', 'test-host', '--warm', '1']);
   });
 
   after(async () => {
@@ -173,6 +174,24 @@ describe('runtime with a fake gateway', () => {
     assert.ok(bigChunks.length > 10 && bigChunks.every((d) => gateway.store.has(d.hash)));
   });
 
+  test('a corrupt cache entry is dropped and fetched again: the hop heals itself', async () => {
+    const snapshot = makeSnapshot(gateway, 'import numpy as np\nheal = np.arange(100_000)');
+    await gateway.assign(runtime.runtimeId, { runId: 'run-heal-1', code: 'n = 1', snapshot, session: 'sess-heal-1' });
+    assert.equal((await gateway.finished('run-heal-1')).at(-1)?.done?.status, 'ok');
+    // Every cached blob of the snapshot zeroed in place, as a damaged disk (or a writer of the cache) would leave it.
+    const blobs = [snapshot, ...manifestBlobDigests(parseManifestBytes(gateway.store.get(snapshot.hash) as Buffer))];
+    for (const d of blobs) fs.writeFileSync(path.join(cache, d.hash.slice(0, 2), d.hash), Buffer.alloc(Number(d.sizeBytes)));
+    // Another session: a fresh worker, which reads every blob.
+    await gateway.assign(runtime.runtimeId, { runId: 'run-heal-2', code: 'print(int(heal.sum()))', snapshot, session: 'sess-heal-2' });
+    const events = await gateway.finished('run-heal-2');
+    assert.equal(events.at(-1)?.done?.status, 'ok', JSON.stringify(events));
+    assert.equal(events.find((e) => e.stream)?.stream?.text, '4999950000\n');
+    for (const d of blobs) {
+      const bytes = fs.readFileSync(path.join(cache, d.hash.slice(0, 2), d.hash));
+      assert.ok(bytes.equals(gateway.store.get(d.hash) as Buffer), `cached blob ${d.hash} holds its bytes again`);
+    }
+  });
+
   test('a chunk missing from the gateway fails the run with restore_failed naming it', async () => {
     const snapshot = makeSnapshot(gateway, 'import numpy as np\nbig = np.ones(100)');
     const manifest = parseManifestBytes(gateway.store.get(snapshot.hash) as Buffer);
@@ -263,6 +282,21 @@ describe('classes', () => {
       /refused our token.*KERNELHOP_TOKEN/s,
     );
   });
+});
+
+test('where workers cannot be sandboxed it serves nobody unless --single-user, and says why', async () => {
+  const gateway = new FakeGateway();
+  await gateway.start();
+  try {
+    // An interpreter that cannot start is one way a host cannot sandbox its workers; the refusal is the same.
+    const args = ['--gateway', gateway.address, '--warm', '0', '--cache', tempDir('cache'), '--python', '/nonexistent/python3'];
+    await assert.rejects(startRuntime(args), /cannot sandbox workers on this host: .*\/nonexistent\/python3.*--single-user/s);
+    const rt = await startRuntime([...args, '--single-user']);
+    await rt.stop();
+    assert.match(rt.stderr(), /workers run unsandboxed \(--single-user\)/);
+  } finally {
+    gateway.stop();
+  }
 });
 
 test('no gateway at the address: exits 1 naming the address and how to start one', async () => {

@@ -13,10 +13,12 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from kernelhop_snapshot import (
     Capturer,
+    CorruptBlobError,
     Digest,
     DirectoryBlobStore,
     Group,
@@ -26,8 +28,10 @@ from kernelhop_snapshot import (
     diff,
     user_namespace,
 )
+from kernelhop_snapshot.blobstore import Buffer
 from kernelhop_snapshot.capturer import type_name
 from kernelhop_snapshot.module_state import WorkerModuleState
+from kernelhop_snapshot.errors import MissingBlobError
 
 from .channel import EventChannel, StreamWriter
 from .packages import EnvironmentCheck
@@ -111,10 +115,54 @@ def _watch_commands(fd: int, commands: queue.Queue[dict[str, Any]], channel: Eve
     os._exit(0)
 
 
+class HandedOverStore:
+    """The blobs the runtime handed this worker (read-only to it), and the ones it writes for the runtime to take.
+
+    The worker never sees the runtime's cache: the runtime links the verified blobs a run needs into ``given`` and,
+    after the run, verifies what the worker wrote to ``out`` before anything of it enters the cache."""
+
+    def __init__(self, given: str, out: str) -> None:
+        self._given = DirectoryBlobStore(given, durable=False)
+        self._out = _FlatBlobStore(out, durable=False)
+
+    def has(self, digest: Digest) -> bool:
+        return self._given.has(digest) or self._out.has(digest)
+
+    def missing(self, digests: Iterable[Digest]) -> list[Digest]:
+        return [d for d in dict.fromkeys(digests) if not self.has(d)]
+
+    def get(self, digest: Digest) -> bytes:
+        try:
+            return self._given.get(digest)
+        except MissingBlobError:
+            return self._out.get(digest)
+
+    def read_into(self, digest: Digest, out: memoryview) -> None:
+        try:
+            self._given.read_into(digest, out)
+        except MissingBlobError:
+            self._out.read_into(digest, out)
+
+    def put(self, digest: Digest, data: Buffer) -> None:
+        if not self.has(digest):
+            self._out.put(digest, data)
+
+    def put_hashed(self, digest: Digest, data: Buffer) -> None:
+        self._out.put_hashed(digest, data)
+
+
+class _FlatBlobStore(DirectoryBlobStore):
+    """Blobs as ``<root>/<hash>``: the runtime opens what the worker wrote by a name with no directory the worker
+    could have swapped for a link elsewhere. (Temporary files still go to a fan-out directory, then move here.)"""
+
+    def path(self, digest: Digest) -> str:
+        return os.path.join(self.root, digest.hash)
+
+
 class Worker:
-    def __init__(self, cache_dir: str, channel: EventChannel) -> None:
+    def __init__(self, store: HandedOverStore, channel: EventChannel) -> None:
         self._channel = channel
-        self._store = DirectoryBlobStore(cache_dir, durable=False)
+        self._store = store
         self._capturer = Capturer(self._store, track_writes=True)
         self._interrupts = Interrupts(channel)
         self._stdout = StreamWriter(channel, "stdout")
@@ -171,8 +219,13 @@ class Worker:
             except Exception as exc:
                 # Whatever part of the namespace was replaced no longer matches any manifest.
                 self._current = None
+                corrupt = _corrupt_blob(exc)
                 self._channel.emit(
-                    "failed", code="restore_failed", message=f"could not restore snapshot {snapshot}: {_describe(exc)}"
+                    "failed",
+                    code="restore_failed",
+                    message=f"could not restore snapshot {snapshot}: {_describe(exc)}",
+                    # The runtime drops that cache entry, fetches it again and retries the run once.
+                    corrupt_blob=None if corrupt is None else str(corrupt),
                 )
                 return
             rebuilt = self._rebuild(manifest)
@@ -492,9 +545,21 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _corrupt_blob(exc: BaseException | None) -> Digest | None:
+    """The blob whose bytes failed their digest somewhere in the chain of ``exc``, if one did."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, CorruptBlobError):
+            return exc.digest
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m kernelhop_worker", description=__doc__)
-    parser.add_argument("--cache", required=True, help="the runtime's chunk cache: <cache>/<hash[0:2]>/<hash>")
+    parser.add_argument("--given", required=True, help="blobs the runtime handed over: <dir>/<hash[0:2]>/<hash>")
+    parser.add_argument("--out", required=True, help="where captured blobs go for the runtime to verify and take")
     args = parser.parse_args(argv)
 
     command_fd, event_fd = _isolate_fds()
@@ -503,7 +568,7 @@ def main(argv: list[str] | None = None) -> None:
     # preloading), and the backend registers a post-execute hook that displays open figures after each cell.
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     _preload(os.environ.get("KERNELHOP_PRELOAD"))
-    worker = Worker(args.cache, channel)
+    worker = Worker(HandedOverStore(args.given, args.out), channel)
     commands: queue.Queue[dict[str, Any]] = queue.Queue()
     threading.Thread(
         target=_watch_commands, args=(command_fd, commands, channel), name="kernelhop-stdin", daemon=True

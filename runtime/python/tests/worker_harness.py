@@ -18,10 +18,14 @@ from typing import Any
 
 class WorkerUnderTest:
     def __init__(self, cache: str, env: dict[str, str] | None = None) -> None:
+        # Blobs the worker writes land in `out`; after each run they move into `cache`, as the runtime takes them.
+        self._cache = cache
+        self._out = cache.rstrip("/") + "-out"
+        os.makedirs(self._out, exist_ok=True)
         read_fd, write_fd = os.pipe()
         # The worker expects its event pipe on fd 3 exactly.
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kernelhop_worker", "--cache", cache],
+            [sys.executable, "-m", "kernelhop_worker", "--given", cache, "--out", self._out],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -57,8 +61,17 @@ class WorkerUnderTest:
                 self._pending += data
             line, self._pending = self._pending.split(b"\n", 1)
             event = json.loads(line)
+            if event["event"] == "done":
+                self._take_blobs()
             if restored or event["event"] != "restored":
                 return event
+
+    def _take_blobs(self) -> None:
+        for name in os.listdir(self._out):
+            source = os.path.join(self._out, name)
+            if os.path.isfile(source):
+                os.makedirs(os.path.join(self._cache, name[:2]), exist_ok=True)
+                os.replace(source, os.path.join(self._cache, name[:2], name))
 
     def run(
         self, code: str, snapshot: str, run_id: str = "r1", timeout: float = 60, reach: list[str] | None = None
