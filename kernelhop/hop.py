@@ -77,13 +77,15 @@ def remote_cell_error(gpu_class: str, error: Mapping[str, Any]) -> RemoteCellErr
     etype = str(error.get("etype", ""))  # "module:qualname", as pkgutil.resolve_name reads it
     try:
         cls = _remote_class(etype)
-        # The remote class's own __new__/__init__ may want other arguments: build it through BaseException's only.
+        # The remote class's own __new__/__init__ may want other arguments: build it through the nearest builtin's
+        # __new__ (BaseException's, or OSError's, which CPython requires for its subclasses) and BaseException's init.
         typed = type(
             cls.__name__,
             (RemoteCellError, cls),
             {"__module__": cls.__module__, "__qualname__": cls.__qualname__, "__str__": lambda self: self.evalue},
         )
-        typed_error = BaseException.__new__(typed, evalue)
+        builtin = next(b for b in typed.__mro__ if "__new__" in vars(b) and b.__module__ == "builtins")
+        typed_error = builtin.__new__(typed, evalue)
         BaseException.__init__(typed_error, evalue)
         typed_error.gpu_class, typed_error.ename, typed_error.evalue = gpu_class, ename, evalue
         typed_error.traceback = traceback

@@ -93,13 +93,23 @@ def test_a_file_changed_here_while_the_cell_ran_is_a_conflict_not_overwritten(
 ) -> None:
     target = notebook / "notes.txt"
     target.write_text("v1")
-    # The cell changes the file on the runtime while the kernel's side changes too (another process here).
-    remote = ok(
+    # The cell changes the file on the runtime while it changes here too: the kernel's side writes it once the
+    # tree has been sent, as another process would while the cell runs (the sandboxed cell cannot reach this disk).
+    ok(
         nb_kernel,
-        "%%gpu h100\n"
-        f"import pathlib\npathlib.Path({str(target)!r}).write_text('local edit')\n"
-        "open('notes.txt', 'w').write('remote edit')",
+        "import kernelhop.hop as _h\n"
+        "_h.Hopper._test_run = _h.Hopper._run\n"
+        "def _edit_then_run(self, *a, **k):\n"
+        "    import pathlib\n"
+        f"    pathlib.Path({str(target)!r}).write_text('local edit')\n"
+        "    return self._test_run(*a, **k)\n"
+        "_h.Hopper._run = _edit_then_run\n"
+        "del _h, _edit_then_run",
     )
+    try:
+        remote = ok(nb_kernel, "%%gpu h100\nopen('notes.txt', 'w').write('remote edit')")
+    finally:
+        ok(nb_kernel, "import kernelhop.hop as _h\n_h.Hopper._run = _h.Hopper._test_run\ndel _h")
     assert target.read_text() == "local edit"
     assert (notebook / "notes.txt.kernelhop-remote").read_text() == "remote edit"
     assert "conflict: notes.txt changed here while the cell ran on h100" in remote.stream_text("stderr")

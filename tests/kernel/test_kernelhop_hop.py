@@ -1,6 +1,7 @@
 """A hop against the fake gateway and worker, in a real IPython shell: what comes home, and what never changes."""
 
 import os
+import pkgutil
 import signal
 import socket
 import threading
@@ -259,3 +260,16 @@ def test_stderr_and_display_events_are_relayed_in_order(shell, gateway_env, caps
     assert out.index("one") < out.index("<Figure two>")
     assert "three\n" in err and "[kernelhop] h100 on runtime rt ·" in err
     assert shell.user_ns["x"] == 1
+
+
+@pytest.mark.parametrize(
+    "etype", ["builtins:FileNotFoundError", "builtins:PermissionError", "builtins:UnicodeDecodeError", "builtins:KeyError"]
+)
+def test_a_remote_exception_of_a_builtin_with_its_own_constructor_keeps_its_class(etype: str) -> None:
+    # OSError's subclasses refuse BaseException.__new__: they once came home as a bare RemoteCellError.
+    from kernelhop.hop import RemoteCellError, remote_cell_error
+
+    cls = pkgutil.resolve_name(etype)
+    error = remote_cell_error("h100", {"ename": cls.__name__, "evalue": "why", "traceback": ["tb"], "etype": etype})
+    assert isinstance(error, cls) and isinstance(error, RemoteCellError)
+    assert str(error) == "why" and error.traceback == ["tb"]
