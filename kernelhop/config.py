@@ -82,9 +82,10 @@ def read_gateway_file(path: Path) -> dict[str, str]:
 ADMIN_TOKEN_FILE = "admin-token"
 
 
-def discover(environ: Mapping[str, str] = os.environ, *, admin: bool = False) -> GatewayConfig:
-    """Where the gateway is and the token to give it. `admin`: for the `kernelhop` command on the gateway's host, which
-    falls back to the admin's token the gateway wrote to `admin-token`; kernels never read that file."""
+def discover(environ: Mapping[str, str] = os.environ) -> GatewayConfig:
+    """Where the gateway is and the token to give it. Without KERNELHOP_TOKEN, on the gateway's own host, the token is
+    the admin's that the gateway wrote to `admin-token` (0600): whoever can read that file runs the gateway, as with
+    `kernelhop up`, so a headless run there (nbclient, papermill, the `kernelhop` command) needs no token by hand."""
     home = kernelhop_home(environ)
     file_path = home / "gateway.json"
     written = read_gateway_file(file_path)
@@ -104,7 +105,7 @@ def discover(environ: Mapping[str, str] = os.environ, *, admin: bool = False) ->
     elif file_url == url and written.get("token"):
         # Only hand the file's token to the gateway that wrote it: never send a local secret to another host.
         token, token_source = written["token"], f"from {file_path}"
-    elif admin and file_url == url and (home / ADMIN_TOKEN_FILE).is_file():
+    elif file_url == url and (home / ADMIN_TOKEN_FILE).is_file():
         admin_file = home / ADMIN_TOKEN_FILE
         try:
             token = admin_file.read_text(encoding="utf-8").strip() or None

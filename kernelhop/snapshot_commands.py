@@ -19,7 +19,7 @@ from .snapshot_client import Snapshots, diff_manifests, format_diff, format_list
 
 
 def _api() -> Snapshots:
-    cfg = discover(admin=True)
+    cfg = discover()
     return Snapshots(GatewayClient(cfg.url, cfg.token, source=cfg.source), MemoryBlobStore())
 
 

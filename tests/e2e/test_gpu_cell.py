@@ -133,10 +133,14 @@ def test_unpicklable_variable_is_named_and_stays_local(kernel: Kernel, tmp_path:
     assert kernel.value("(n, fh.closed)") == "(2, False)"
 
 
-def test_what_only_the_runtime_can_rebuild_stays_there_and_goes_back(kernel: Kernel, tmp_path: Path) -> None:
-    # A module on the runtime's path only, as a GPU-only package (cupy, flash-attn) is on a GPU host only.
-    (tmp_path / "kh_e2e_gpu_only.py").write_text("class Model:\n    def __init__(self, w):\n        self.w = w\n")
-    path = f"import sys\nsys.path.insert(0, {str(tmp_path)!r})"
+def test_what_only_the_runtime_can_rebuild_stays_there_and_goes_back(kernel: Kernel) -> None:
+    # A module on the runtime's path only, as a GPU-only package (cupy, flash-attn) is on a GPU host only: the cell
+    # writes it where only its worker sees it (a sandboxed worker sees nothing of this host's /tmp).
+    path = (
+        "import pathlib, sys, tempfile\nsite = pathlib.Path(tempfile.mkdtemp())\n"
+        "(site / 'kh_e2e_gpu_only.py').write_text('class Model:\\n    def __init__(self, w):\\n        self.w = w\\n')\n"
+        "sys.path.insert(0, str(site))\ndel site"
+    )
     execution = kernel.run(f"%%gpu h100\n{path}\nfrom kh_e2e_gpu_only import Model\nmodel = Model(41)\ny = 2")
     assert execution.status == "ok", execution.error_text
     assert "variable 'model' stays on the runtime" in execution.stream_text()
