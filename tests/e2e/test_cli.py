@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from kernelhop.services import RUNTIME_READY, ServiceError, start_gateway, start_service
+from kernelhop.services import RUNTIME_READY, ServiceError, runtime_token, start_gateway, start_service
 from kernelhop.testing import launch_up, user_environment
 
 KERNELHOP = Path(sys.executable).with_name("kernelhop")
@@ -28,13 +28,16 @@ def test_runtime_takes_the_gateway_url_and_this_installation_python(tmp_path: Pa
     )
     assert probe.returncode != 0, "python3 on the user's PATH must lack kernelhop for this test to mean anything"
     token = "firsthour-token"
-    gateway = start_gateway(data=tmp_path / "gateway", token=token, port=0, grpc_port=0, echo=None)
+    token_file = tmp_path / "runtime-token"
+    gateway = start_gateway(
+        data=tmp_path / "gateway", token=token, port=0, grpc_port=0, runtime_token_file=token_file, echo=None
+    )
     try:
         # The URL exactly as the gateway prints it; the runtime learns the gRPC port from the gateway.
         command = [str(KERNELHOP), "runtime", "--gateway", gateway.ready["ws"], "--class", "firsthour"]
         command += ["--cache", str(tmp_path / "cache")]
         runtime = start_service(
-            "runtime", command, RUNTIME_READY, env={**user_env, "KERNELHOP_TOKEN": token}, echo=None
+            "runtime", command, RUNTIME_READY, env={**user_env, "KERNELHOP_TOKEN": runtime_token(token_file)}, echo=None
         )
         try:
             assert runtime.ready["gateway"] == gateway.ready["grpc"]

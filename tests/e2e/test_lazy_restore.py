@@ -6,6 +6,8 @@ Real ipykernel → gateway → runtime (posing as h100; the GPU is the one part 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from kernelhop.testing import Kernel
 
 TIMINGS = "get_ipython().magics_manager.registry['GpuMagics'].hopper.last_timings"
@@ -57,13 +59,14 @@ def test_a_cell_reaching_the_namespace_itself_gets_everything(kernel: Kernel) ->
     assert fetched(kernel) >= BIG_BYTES
 
 
-def test_a_library_reading_a_global_the_cell_does_not_name_is_told_to_use_eager(kernel: Kernel, tmp_path) -> None:
-    # A module that reads its caller's globals by name: no code of the notebook names `secret`.
-    (tmp_path / "kh_e2e_peek.py").write_text(
+def test_a_library_reading_a_global_the_cell_does_not_name_is_told_to_use_eager(kernel: Kernel) -> None:
+    # A module that reads its caller's globals by name: no code of the notebook names `secret`. It lies in the
+    # kernel's working directory, which the hop carries, so the worker imports it too.
+    (Path(kernel.cwd) / "kh_e2e_peek.py").write_text(
         "import inspect\ndef peek(name):\n    return inspect.stack()[1].frame.f_globals[name]\n"
     )
-    kernel.run(f"import sys\nsys.path.insert(0, {str(tmp_path)!r})\nsecret = 41\nwhich = 'sec' + 'ret'")
-    cell = f"import sys\nsys.path.insert(0, {str(tmp_path)!r})\nimport kh_e2e_peek\nv = kh_e2e_peek.peek(which) + 1"
+    kernel.run("secret = 41\nwhich = 'sec' + 'ret'")
+    cell = "import kh_e2e_peek\nv = kh_e2e_peek.peek(which) + 1"
     lazy = kernel.run("%%gpu h100 --quiet\n" + cell)
     assert lazy.status == "error"
     assert "secret was not restored on the runtime" in lazy.stream_text("stderr")

@@ -1,6 +1,7 @@
 """Unpicklable variables rebuilt on the runtime by re-running the statement that made them (kernelhop/recompute.py),
-end to end: real ipykernel, gateway, runtime and worker. The runtime shares this machine's files, so a recipe that
-opens a path opens the same file here."""
+end to end: real ipykernel, gateway, runtime and worker. A recipe that opens a file of the kernel's working directory
+opens it on the runtime in the copy of that directory the hop carries (the sandboxed worker sees nothing else of this
+host), so these tests keep their files there, by relative path."""
 
 from __future__ import annotations
 
@@ -33,25 +34,24 @@ def test_a_generator_is_rebuilt_remotely_and_the_local_one_is_untouched(kernel: 
     assert kernel.value("(id(gen) == before, next(gen))") == "(True, 0)"
 
 
-def test_an_open_file_is_reopened_remotely(kernel: Kernel, tmp_path: Path) -> None:
-    path = tmp_path / "lines.txt"
-    path.write_text("first\nsecond\n")
-    ok(kernel, f"fh = open({str(path)!r})\nkept = id(fh)")
+def test_an_open_file_is_reopened_remotely(kernel: Kernel) -> None:
+    (Path(kernel.cwd) / "lines.txt").write_text("first\nsecond\n")
+    ok(kernel, "fh = open('lines.txt')\nkept = id(fh)")
     remote = ok(kernel, "%%gpu h100\nprint(fh.readline().strip())\nprint(fh.readline().strip())\nname = fh.name")
     assert remote.stream_text("stdout").split() == ["first", "second"]
-    assert kernel.value("name") == repr(str(path))  # what the cell made from it came home
+    assert kernel.value("name") == repr("lines.txt")  # what the cell made from it came home
     assert kernel.value("(id(fh) == kept, fh.readline())") == "(True, 'first\\n')"
 
 
-def test_a_with_blocks_other_names_are_left_alone(kernel: Kernel, tmp_path: Path) -> None:
-    path = tmp_path / "head.txt"
-    path.write_text("head line\n")
+def test_a_with_blocks_other_names_are_left_alone(kernel: Kernel) -> None:
+    path = "head.txt"
+    (Path(kernel.cwd) / path).write_text("head line\n")
     ok(kernel, "import threading\nlock = threading.Lock()")
-    ok(kernel, f"with lock, open({str(path)!r}) as src:\n    head = src.readline()\nsrc = open({str(path)!r})")
+    ok(kernel, f"with lock, open({path!r}) as src:\n    head = src.readline()\nsrc = open({path!r})")
     ok(kernel, "head = 'changed here'")
     remote = ok(kernel, "%%gpu h100\nwith lock:\n    held = lock.locked()\nprint(head)\nprint(src.readline())")
     err = remote.stream_text("stderr")
-    assert f"    with lock, open({str(path)!r}) as src:\n        head = src.readline()" in err
+    assert f"    with lock, open({path!r}) as src:\n        head = src.readline()" in err
     # Replaying the `with` (a use of the lock) did not bring back its `head`: it stayed what the kernel sent.
     assert remote.stream_text("stdout").split() == ["changed", "here", "head", "line"]
     assert kernel.value("(held, lock.locked(), head)") == "(True, False, 'changed here')"
@@ -123,10 +123,11 @@ def test_a_recipe_runs_only_for_a_name_the_cell_reaches(kernel: Kernel) -> None:
     assert kernel.value("x") == "1"
 
 
-def test_a_closed_file_is_never_rebuilt_and_its_file_never_rewritten(kernel: Kernel, tmp_path: Path) -> None:
-    # The seen case: the recipe of `f` re-ran the `with` on the runtime and wrote the current `data` over the file.
-    path = tmp_path / "data.pickle"
-    ok(kernel, f"import pickle\ndata = {{'v': 1}}\nwith open({str(path)!r}, 'wb') as f:\n    pickle.dump(data, f)")
+def test_a_closed_file_is_never_rebuilt_and_its_file_never_rewritten(kernel: Kernel) -> None:
+    # The seen case: the recipe of `f` re-ran the `with` on the runtime and wrote the current `data` over the file
+    # (here, in the copy of the working directory, whose changes come home).
+    path = Path(kernel.cwd) / "data.pickle"
+    ok(kernel, "import pickle\ndata = {'v': 1}\nwith open('data.pickle', 'wb') as f:\n    pickle.dump(data, f)")
     ok(kernel, "data = {'v': 2}")
     written = path.read_bytes()
     hop = kernel.run(f"%%gpu h100\nprint(f.closed)")
@@ -136,7 +137,7 @@ def test_a_closed_file_is_never_rebuilt_and_its_file_never_rewritten(kernel: Ker
     forced = kernel.run(f"%%gpu h100 --rebuild f\nprint(f.closed)")
     assert forced.status == "error"
     assert "opens a file for writing ('wb'): a hop never does that on its own" in forced.stream_text("stderr")
-    loaded = ok(kernel, f"%%gpu h100\nwith open({str(path)!r}, 'rb') as g:\n    print(pickle.load(g))")
+    loaded = ok(kernel, "%%gpu h100\nwith open('data.pickle', 'rb') as g:\n    print(pickle.load(g))")
     assert loaded.stream_text("stdout") == "{'v': 1}\n"
     assert path.read_bytes() == written == pickle.dumps({"v": 1})
 
