@@ -46,6 +46,11 @@ class GpuMagics(Magics):
         action="store_true",
         help="do not send the working directory; the cell runs wherever the runtime's worker is, and no file comes home",
     )
+    @argument(
+        "--no-packages",
+        action="store_true",
+        help="do not send this kernel's package versions; the runtime installs nothing and names no difference",
+    )
     @cell_magic("gpu")
     def gpu_cell(self, line: str, cell: str) -> RemoteResult | None:
         """Run this cell on a pooled GPU with the kernel's whole state, then bring home what it changed.
@@ -82,6 +87,10 @@ class GpuMagics(Magics):
         (then the cell's version is saved as NAME.kernelhop-remote and a warning says so). .kernelhopignore
         (gitignore syntax) leaves files out; at most KERNELHOP_FILES_MAX_BYTES (1 GiB) travel; --no-files sends none.
 
+        The packages this kernel imported that the runtime's workers lack, or have at another version, are installed
+        there from the runtime's index or wheelhouse (once per set, shared by sessions) before the restore; what
+        cannot be (another Python, no wheel) is named before the cell runs. --no-packages turns this off.
+
         The runtime restores only the variables the cell can reach: those its code names, and those the
         notebook's functions and classes it reaches name in turn; the others stay in the snapshot, untouched,
         until a later cell reaches them. A cell that reaches the namespace itself (globals(), eval, a magic)
@@ -112,6 +121,7 @@ class GpuMagics(Magics):
             eager=args.eager,
             rebuild=tuple(dict.fromkeys(args.rebuild)),
             files=not args.no_files,
+            packages=not args.no_packages,
         )
 
     @line_magic("gpu")
