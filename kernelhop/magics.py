@@ -128,11 +128,21 @@ class GpuMagics(Magics):
     def gpu_line(self, line: str) -> None:
         """List the GPU classes the kernelhop gateway serves now: runtimes, capacity, busy and queued cells.
 
+        `%gpu env CLASS` shows which of this kernel's packages a runtime of CLASS installs for its cells (and what
+        it cannot), by a hop that runs nothing of the notebook (the runtime prepares them then, as for the next cell).
         To run a cell on one of them, start the cell with `%%gpu CLASS`.
         """
-        if line.strip():
+        words = line.split()
+        if words[:1] == ["env"]:
+            if len(words) != 2:
+                raise UsageError("%gpu env takes one GPU class: %gpu env CLASS (`%gpu` lists them)")
+            # No assignment: nothing of this cell comes home. The runtime has prepared the overlay before it runs.
+            code = "print(__import__('kernelhop_worker.overlay', fromlist=['report']).report())"
+            self.hopper.hop(words[1], code, quiet=True, files=False)
+            return
+        if words:
             raise UsageError(
-                f"%gpu takes no arguments (got {line.strip()!r}); it lists the GPU classes. "
+                f"%gpu takes no arguments but env CLASS (got {line.strip()!r}); it lists the GPU classes. "
                 "To run a cell on a GPU, start the cell with %%gpu CLASS."
             )
         print(self.hopper.describe_classes())

@@ -1,7 +1,7 @@
 """The kernel's packages on a runtime whose workers lack them (docs/ARCHITECTURE.md, "Packages"): a runtime whose
 workers run a second venv without `termcolor`, serving a wheelhouse this test makes with `pip download` (from pip's
-cache or configured index); the kernel has termcolor (on a path of its own). The runtime installs it into an overlay once, a second session reuses it, what the wheelhouse
-lacks is named, and --no-packages turns it all off."""
+cache or configured index); the kernel has termcolor (on a path of its own). The runtime installs it into an overlay
+once, a second session reuses it, what the wheelhouse lacks is named, and --no-packages turns it all off."""
 
 from __future__ import annotations
 
@@ -105,6 +105,10 @@ def test_a_package_the_wheelhouse_lacks_is_named_and_the_cell_runs(
     assert "termcolor" not in err
     both = remote.stream_text()
     assert both.index("kh-absent-pkg") < both.index("ran termcolor")
+    # %gpu env: what the runtime installs for this kernel, and what it cannot.
+    env = ok(kernel, "%gpu env h100").stream_text("stdout")
+    assert "install, from /kernelhop/packages/" in env
+    assert "  termcolor==3.3.0\nand cannot install:\n  kh-absent-pkg: 1.0 is not installable" in env
 
 
 def test_no_packages_installs_nothing_and_names_nothing(setting: tuple[Stack, Path], kernels: list[Kernel]) -> None:

@@ -109,6 +109,21 @@ def prepare(root: Path, recorded: dict[str, Any], pip_options: list[str]) -> dic
     return {"overlay": str(final / "site"), "built": built, "notes": {**notes, **record["notes"]}}
 
 
+def report() -> str:
+    """What the runtime installed for this run's kernel, and what it could not: `%gpu env` runs this in a worker."""
+    here = f"Python {platform.python_version()} at {sys.executable}"
+    for entry in sys.path:
+        record = Path(entry).parent / RECORD
+        if entry and record.is_file():
+            built = json.loads(record.read_text())
+            notes = built["notes"]
+            lines = [f"kernelhop: for this kernel's packages the runtime's workers ({here}) install, from {entry}:"]
+            lines += [f"  {req}" for req in built["requirements"] if req.partition("==")[0] not in notes]
+            lines += ["and cannot install:"] * bool(notes) + [f"  {name}: {why}" for name, why in notes.items()]
+            return "\n".join(lines)
+    return f"kernelhop: the runtime's workers ({here}) have every package this kernel imported; nothing to install"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m kernelhop_worker.overlay")
     parser.add_argument("--root", required=True, type=Path)
