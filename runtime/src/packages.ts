@@ -64,7 +64,12 @@ export class PackageOverlays {
       child.on('error', reject);
       child.on('exit', (code) => {
         if (code !== 0) return reject(new Error(`${python} ${args.join(' ')} exited with code ${code}: ${err.trim().slice(-2000)}`));
-        const result = JSON.parse(out) as Prepared & { built: boolean };
+        let result: Prepared & { built: boolean };
+        try {
+          result = JSON.parse(out) as Prepared & { built: boolean };
+        } catch {
+          return reject(new Error(`${python} -m kernelhop_worker.overlay printed no result: ${out.slice(0, 200)}`));
+        }
         const names = Object.keys(result.notes);
         if (result.built) log(`built package overlay ${result.overlay}${names.length ? ` (not matched: ${names.join(', ')})` : ''}`);
         resolve({ overlay: result.overlay, notes: result.notes });

@@ -213,7 +213,8 @@ class Worker:
         try:
             timings: dict[str, float] = {}
             started = time.perf_counter()
-            packages = command.get("packages") or {}
+            packages = command.get("packages")
+            packages = packages if isinstance(packages, dict) else {}
             # Before the restore: unpickling imports the kernel's packages.
             self._environment.use_overlay(packages.get("overlay"))
             try:
