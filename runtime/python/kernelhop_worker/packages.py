@@ -46,7 +46,9 @@ class EnvironmentCheck:
         for name, here, kernel in diffs:
             why = notes.get(name) or self._loaded_before(name)
             lines.append(f"  {name}: kernel {kernel}, runtime {here}" + (f"\n    {why}" if why else ""))
-        if any(name == "python" for name, _, _ in diffs):
+        named = {name for name, _, _ in diffs}
+        lines += [f"  {why}" for key, why in notes.items() if key not in named]
+        if "python" in named:
             lines.append("  objects pickled by one Python minor version may not load in another.")
         return "\n".join(lines)
 
