@@ -80,6 +80,19 @@ def launch_stack(
     return Stack(gateway, runtime, token, root)
 
 
+def local_distribution(site: Path, name: str, version: str) -> Path:
+    """An installed distribution `name` of one empty module, in `site` (a directory for sys.path): one a kernel can
+    import and record that no index has."""
+    module = name.replace("-", "_")
+    (site / module).mkdir(parents=True)
+    (site / module / "__init__.py").write_text("")
+    info = site / f"{module}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "top_level.txt").write_text(f"{module}\n")
+    return site
+
+
 def user_environment() -> dict[str, str]:
     """This process's environment as a user has it who runs a venv's `kernelhop` without activating the venv: this
     venv off PATH, and no KERNELHOP_* settings (a test harness sets them; `kernelhop up` must do without)."""

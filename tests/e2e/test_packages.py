@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from kernelhop.testing import Kernel, Stack, launch_stack
+from kernelhop.testing import Kernel, Stack, launch_stack, local_distribution
 
 BUILT = "built package overlay"
 
@@ -90,13 +90,7 @@ def test_a_package_the_wheelhouse_lacks_is_named_and_the_cell_runs(
     setting: tuple[Stack, Path], kernels: list[Kernel], tmp_path: Path
 ) -> None:
     kernel = with_termcolor(kernels, setting)
-    site = tmp_path / "absent-site"
-    (site / "kh_absent_pkg").mkdir(parents=True)
-    (site / "kh_absent_pkg" / "__init__.py").write_text("")
-    info = site / "kh_absent_pkg-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: kh-absent-pkg\nVersion: 1.0\n")
-    (info / "top_level.txt").write_text("kh_absent_pkg\n")
+    site = local_distribution(tmp_path / "absent-site", "kh-absent-pkg", "1.0")
     ok(kernel, f"sys.path.insert(0, {str(site)!r})\nimport kh_absent_pkg")
     remote = ok(kernel, "%%gpu h100\nimport termcolor\nprint('ran', termcolor.__name__)")
     err = remote.stream_text("stderr")
