@@ -14,7 +14,7 @@ export interface Prepared {
 
 export interface OverlayOptions {
   python: string;
-  /** Where overlays live (<cache>/packages): readable by every worker, written only by the runtime. */
+  /** Where overlays live (<cache>/packages): read by workers, written only by the runtime. */
   root: string;
   /** --index-url / --find-links as pip options; empty: pip's own configuration. */
   pipOptions: string[];
@@ -28,8 +28,10 @@ export class PackageOverlays {
   private readonly prepared = new LRUCache<string, Promise<Prepared>>({ max: REMEMBERED });
 
   constructor(private readonly opts: OverlayOptions) {
-    fs.mkdirSync(opts.root, { recursive: true, mode: 0o755 });
-    fs.chmodSync(opts.root, 0o755);
+    // Enterable, not listable: a worker reaches the overlay it is given, but cannot list which sets other
+    // sessions use (as root, where workers run as uids of their own).
+    fs.mkdirSync(opts.root, { recursive: true, mode: 0o711 });
+    fs.chmodSync(opts.root, 0o711);
   }
 
   get root(): string {

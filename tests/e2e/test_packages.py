@@ -5,6 +5,7 @@ once, a second session reuses it, what the wheelhouse lacks is named, and --no-p
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -113,3 +114,15 @@ def test_no_packages_installs_nothing_and_names_nothing(setting: tuple[Stack, Pa
     )
     assert remote.stream_text("stdout").strip() == "no termcolor here"
     assert "differs" not in remote.stream_text("stderr")
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="workers run as uids of their own only under a root runtime")
+def test_a_cell_cannot_list_the_overlays_other_sessions_use(
+    setting: tuple[Stack, Path], kernels: list[Kernel]
+) -> None:
+    remote = ok(
+        with_termcolor(kernels, setting),
+        "%%gpu h100\nimport os, termcolor\ntry:\n    os.listdir('/kernelhop/packages')\n    print('listed')\n"
+        "except PermissionError:\n    print('refused')",
+    )
+    assert remote.stream_text("stdout").strip() == "refused"
