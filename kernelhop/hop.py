@@ -219,17 +219,19 @@ class Hopper:
         eager: bool = False,
         rebuild: tuple[str, ...] = (),
         files: bool = True,
+        packages: bool = True,
     ):
         """Run `code` on `gpu_class`; returns the cell's result (for Out) or None; raises on any failure. The
         runtime restores only what the cell can reach, or with `eager` the whole state; `rebuild` names
         unpicklable variables to rebuild there whatever the recipe rules say but the safety rule (recompute.py);
-        with `files` the cell runs in a copy of the working directory, and what it did there comes home."""
+        with `files` the cell runs in a copy of the working directory, and what it did there comes home; with
+        `packages` the runtime installs the packages of this kernel its workers lack."""
         # --quiet leaves out both the live display and the status line.
         self.display = HopDisplay(gpu_class, enabled=False) if quiet else HopDisplay.open(self.shell, gpu_class)
         try:
             client = self.client()
             self.capturer.store = store = self.new_store()
-            return self._hop(client, store, gpu_class, code, timeout_s, quiet, eager, rebuild, files)
+            return self._hop(client, store, gpu_class, code, timeout_s, quiet, eager, rebuild, files, packages)
         except BaseException as e:
             self.display.failed(e)
             raise
@@ -248,6 +250,7 @@ class Hopper:
         eager: bool,
         rebuild: tuple[str, ...],
         files: bool,
+        packages: bool,
     ):
         t0 = time.monotonic()
         plan = Plan()
@@ -268,8 +271,9 @@ class Hopper:
                 plan = self.cells.plan(
                     unpicklable, limit_s=limit_s, targets=targets, forced=rebuild, namespace=namespace
                 )
-            # The runtime names what of this environment it lacks before the cell runs (kernelhop_worker/packages.py).
-            return {**plan.meta(), "environment": record_environment()}
+            # The runtime installs what of this environment it lacks, and names what it cannot, before the cell runs
+            # (runtime/src/packages.ts); without it the runtime leaves its workers' packages as they are.
+            return {**plan.meta(), **({"environment": record_environment()} if packages else {})}
 
         module_meta = self.module_state.outgoing()
 

@@ -46,6 +46,11 @@ class GpuMagics(Magics):
         action="store_true",
         help="do not send the working directory; the cell runs wherever the runtime's worker is, and no file comes home",
     )
+    @argument(
+        "--no-packages",
+        action="store_true",
+        help="do not send this kernel's package versions; the runtime installs nothing and names no difference",
+    )
     @cell_magic("gpu")
     def gpu_cell(self, line: str, cell: str) -> RemoteResult | None:
         """Run this cell on a pooled GPU with the kernel's whole state, then bring home what it changed.
@@ -82,6 +87,10 @@ class GpuMagics(Magics):
         (then the cell's version is saved as NAME.kernelhop-remote and a warning says so). .kernelhopignore
         (gitignore syntax) leaves files out; at most KERNELHOP_FILES_MAX_BYTES (1 GiB) travel; --no-files sends none.
 
+        The packages this kernel imported that the runtime's workers lack, or have at another version, are installed
+        there from the runtime's index or wheelhouse (once per set, shared by sessions) before the restore; what
+        cannot be (another Python, no wheel) is named before the cell runs. --no-packages turns this off.
+
         The runtime restores only the variables the cell can reach: those its code names, and those the
         notebook's functions and classes it reaches name in turn; the others stay in the snapshot, untouched,
         until a later cell reaches them. A cell that reaches the namespace itself (globals(), eval, a magic)
@@ -112,17 +121,28 @@ class GpuMagics(Magics):
             eager=args.eager,
             rebuild=tuple(dict.fromkeys(args.rebuild)),
             files=not args.no_files,
+            packages=not args.no_packages,
         )
 
     @line_magic("gpu")
     def gpu_line(self, line: str) -> None:
         """List the GPU classes the kernelhop gateway serves now: runtimes, capacity, busy and queued cells.
 
+        `%gpu env CLASS` shows which of this kernel's packages a runtime of CLASS installs for its cells (and what
+        it cannot), by a hop that runs nothing of the notebook (the runtime prepares them then, as for the next cell).
         To run a cell on one of them, start the cell with `%%gpu CLASS`.
         """
-        if line.strip():
+        words = line.split()
+        if words[:1] == ["env"]:
+            if len(words) != 2:
+                raise UsageError("%gpu env takes one GPU class: %gpu env CLASS (`%gpu` lists them)")
+            # No assignment: nothing of this cell comes home. The runtime has prepared the overlay before it runs.
+            code = "print(__import__('kernelhop_worker.overlay', fromlist=['report']).report())"
+            self.hopper.hop(words[1], code, quiet=True, files=False)
+            return
+        if words:
             raise UsageError(
-                f"%gpu takes no arguments (got {line.strip()!r}); it lists the GPU classes. "
+                f"%gpu takes no arguments but env CLASS (got {line.strip()!r}); it lists the GPU classes. "
                 "To run a cell on a GPU, start the cell with %%gpu CLASS."
             )
         print(self.hopper.describe_classes())

@@ -48,10 +48,16 @@ class Stack:
 
 
 def launch_stack(
-    root: Path, *, capacity: int = 2, classes: list[str] | None = None, echo: IO[str] | None = None
+    root: Path,
+    *,
+    capacity: int = 2,
+    classes: list[str] | None = None,
+    echo: IO[str] | None = None,
+    python: str = sys.executable,
+    runtime_extra: list[str] | None = None,
 ) -> Stack:
     """A gateway and one runtime under `root`; the runtime poses as h100 unless `classes` says otherwise ([] = its
-    own GPUs, found with nvidia-smi)."""
+    own GPUs, found with nvidia-smi), its workers run `python`, and `runtime_extra` are more runtime options."""
     token = secrets.token_hex(16)
     token_file = root / "runtime-token"
     gateway = start_gateway(
@@ -64,12 +70,27 @@ def launch_stack(
             classes=["h100"] if classes is None else classes,
             capacity=capacity,
             cache=root / "runtime-cache",
+            python=python,
+            extra=runtime_extra,
             echo=echo,
         )
     except BaseException:
         gateway.stop()
         raise
     return Stack(gateway, runtime, token, root)
+
+
+def local_distribution(site: Path, name: str, version: str) -> Path:
+    """An installed distribution `name` of one empty module, in `site` (a directory for sys.path): one a kernel can
+    import and record that no index has."""
+    module = name.replace("-", "_")
+    (site / module).mkdir(parents=True)
+    (site / module / "__init__.py").write_text("")
+    info = site / f"{module}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "top_level.txt").write_text(f"{module}\n")
+    return site
 
 
 def user_environment() -> dict[str, str]:

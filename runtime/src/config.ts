@@ -17,6 +17,9 @@ export interface RuntimeConfig {
   singleUser: boolean;
   /** Only say whether workers can be sandboxed here (a JSON line) and exit: 0 when they can. */
   probeSandbox: boolean;
+  /** Where the kernel's missing packages come from (packages.ts); none: pip's own configuration. */
+  indexUrl: string | null;
+  findLinks: string[];
 }
 
 export class ConfigError extends Error {
@@ -25,7 +28,7 @@ export class ConfigError extends Error {
 
 export const USAGE = `usage: node runtime/dist/src/main.js --gateway URL|HOST:PORT [--class NAME ...] [--capacity N] [--warm N]
                                    [--python PATH] [--cache DIR] [--name NAME] [--session-grace SECONDS] [--token TOKEN]
-                                   [--single-user] [--probe-sandbox]
+                                   [--single-user] [--probe-sandbox] [--index-url URL] [--find-links DIR ...]
 
   --gateway URL|HOST:PORT  the gateway: the ws:// or wss:// URL it prints (the runtime asks it for its gRPC port),
                            or HOST:PORT of its gRPC port for runtimes (8732 by default)
@@ -42,7 +45,10 @@ export const USAGE = `usage: node runtime/dist/src/main.js --gateway URL|HOST:PO
                            \`kernelhop runtime-token create [--class C]\`. The gateway refuses the admin's and users' tokens.
   --single-user            this runtime serves one user: where workers cannot be sandboxed here (no bubblewrap,
                            no namespaces), run them unsandboxed instead of refusing to start
-  --probe-sandbox          print whether workers can be sandboxed here as one JSON line, and exit (0: they can)`;
+  --probe-sandbox          print whether workers can be sandboxed here as one JSON line, and exit (0: they can)
+  --index-url URL          the package index the kernel's missing packages are installed from (default pip's own
+                           configuration)
+  --find-links DIR         a wheelhouse to install them from (repeatable); without --index-url it is the only source`;
 
 export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): RuntimeConfig {
   const home = env.KERNELHOP_HOME || path.join(os.homedir(), '.kernelhop');
@@ -58,6 +64,8 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
     token: env.KERNELHOP_TOKEN ?? '',
     singleUser: false,
     probeSandbox: false,
+    indexUrl: null,
+    findLinks: [],
   };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i] as string;
@@ -105,6 +113,12 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
       case '--probe-sandbox':
         config.probeSandbox = true;
         break;
+      case '--index-url':
+        config.indexUrl = value();
+        break;
+      case '--find-links':
+        config.findLinks.push(path.resolve(value()));
+        break;
       case '--help':
       case '-h':
         throw new ConfigError(USAGE);
@@ -121,6 +135,13 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
     );
   }
   return config;
+}
+
+/** pip's options for the configured package source: a wheelhouse alone is the only source (an offline GPU host). */
+export function pipSourceOptions(config: Pick<RuntimeConfig, 'indexUrl' | 'findLinks'>): string[] {
+  const links = config.findLinks.flatMap((dir) => ['--find-links', dir]);
+  if (config.indexUrl !== null) return ['--index-url', config.indexUrl, ...links];
+  return links.length > 0 ? ['--no-index', ...links] : [];
 }
 
 export function isHostPort(text: string): boolean {

@@ -4,10 +4,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { ChunkCache } from './chunkCache.js';
-import { ConfigError, parseArgs } from './config.js';
+import { ConfigError, parseArgs, pipSourceOptions } from './config.js';
 import { GatewayAddressError, grpcAddressOf } from './gatewayAddress.js';
 import { GatewayClient } from './gatewayClient.js';
 import { queryNvidiaSmi, resolveClasses } from './gpuClasses.js';
+import { PackageOverlays } from './packages.js';
 import { loadKernelhopProto } from './proto.js';
 import { Runtime } from './runtime.js';
 import { Sandbox } from './sandbox.js';
@@ -64,6 +65,13 @@ async function main(): Promise<void> {
 
   const classes = resolveClasses(config.classOverrides, await queryNvidiaSmi());
   const cache = new ChunkCache(config.cache);
+  const overlays = new PackageOverlays({
+    python: config.python,
+    root: path.join(config.cache, 'packages'),
+    pipOptions: pipSourceOptions(config),
+    log,
+  });
+  sandbox.sharePackages(overlays.root);
   const pool = new WorkerPool({
     worker: { python: config.python, sandbox },
     warm: config.warm,
@@ -72,7 +80,7 @@ async function main(): Promise<void> {
   });
   const gateway = new GatewayClient(address, config.token, loadKernelhopProto());
   const { name, capacity } = config;
-  const runtime = new Runtime({ gateway, cache, pool, name, classes, capacity, version: version(), log });
+  const runtime = new Runtime({ gateway, cache, overlays, sandbox, pool, name, classes, capacity, version: version(), log });
 
   let stopping = false;
   const shutdown = (signal: string): void => {

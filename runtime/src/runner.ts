@@ -9,7 +9,9 @@ import {
 import { ChunkCache, CorruptCacheEntry } from './chunkCache.js';
 import { treeBlobs } from './fileTree.js';
 import { GatewayClient } from './gatewayClient.js';
+import type { PackageOverlays, Prepared } from './packages.js';
 import type { Assignment, CellEvent } from './proto.js';
+import type { Sandbox } from './sandbox.js';
 import { WorkerEvent, WorkerProcess } from './worker.js';
 import { WorkerPool } from './workerPool.js';
 
@@ -23,6 +25,8 @@ export interface EventSink {
 export interface RunnerDeps {
   gateway: GatewayClient;
   cache: ChunkCache;
+  overlays: PackageOverlays;
+  sandbox: Sandbox;
   pool: WorkerPool;
   runtimeName: string;
 }
@@ -83,8 +87,10 @@ export class Run {
       const snapshot = makeDigest(this.assignment.snapshot?.hash, Number(this.assignment.snapshot?.sizeBytes ?? -1));
       const acquiring = this.deps.pool.acquire(this.assignment.session);
       let fetched: Fetched;
+      let packages: Prepared;
       try {
         fetched = await this.fetch(snapshot);
+        packages = await this.preparePackages(snapshot);
       } catch (err) {
         acquiring
           .then(({ worker }) => this.deps.pool.release(worker, this.assignment.session, true))
@@ -110,7 +116,7 @@ export class Run {
         throw err;
       }
       await this.emit({ started: { worker: `${this.deps.runtimeName}/${worker.pid}`, warm } });
-      const outcome = await this.runOnWorker(worker, snapshot, fetched);
+      const outcome = await this.runOnWorker(worker, snapshot, fetched, packages);
       if (outcome.final) return await this.fail(outcome.final.code, outcome.final.message);
       await this.finishDone(outcome.done as WorkerEvent, outcome.upload ?? [], fetched, started);
     } catch (err) {
@@ -120,6 +126,14 @@ export class Run {
       if (this.timeoutTimer) clearTimeout(this.timeoutTimer);
       if (this.killTimer) clearTimeout(this.killTimer);
     }
+  }
+
+  /** The overlay of the packages the kernel has and the workers lack: built before the worker restores anything. */
+  private async preparePackages(snapshot: Digest): Promise<Prepared> {
+    const environment = (await this.deps.cache.manifest(snapshot)).meta?.environment;
+    // --no-packages: the kernel sent no environment.
+    if (environment === undefined) return { overlay: null, notes: {} };
+    return this.deps.overlays.prepare(environment);
   }
 
   /** The snapshot's manifest and the chunks the worker will read into the cache: all, or a lazy restore's. */
@@ -159,7 +173,7 @@ export class Run {
    * worker's done, or the final failure; on a cancel that as soon as the cell has stopped (the KeyboardInterrupt
    * error), without waiting for the worker to capture a state nobody will fetch.
    */
-  private runOnWorker(worker: WorkerProcess, snapshot: Digest, fetched: Fetched): Promise<Outcome> {
+  private runOnWorker(worker: WorkerProcess, snapshot: Digest, fetched: Fetched, packages: Prepared): Promise<Outcome> {
     const session = this.assignment.session;
     return new Promise((resolve) => {
       let settled = false;
@@ -225,8 +239,16 @@ export class Run {
       if (!worker.alive) return onExit('had exited');
       worker.runId = this.runId;
       const { code, lazy, reach } = this.assignment;
+      const overlay = packages.overlay === null ? null : this.deps.sandbox.packagesView(packages.overlay);
       const send = (): void =>
-        worker.send({ op: 'run', run_id: this.runId, code, snapshot: formatDigest(snapshot), reach: lazy ? reach : null });
+        worker.send({
+          op: 'run',
+          run_id: this.runId,
+          code,
+          snapshot: formatDigest(snapshot),
+          reach: lazy ? reach : null,
+          packages: { overlay, notes: packages.notes },
+        });
       send();
       // Cancelled while the run was being handed over: the worker holds the SIGINT until its cell starts.
       if (this.stop) this.interrupt(worker);

@@ -4,12 +4,16 @@ import * as grpc from '@grpc/grpc-js';
 import { ChunkCache } from './chunkCache.js';
 import { GatewayClient, WorkStream } from './gatewayClient.js';
 import type { GatewayMessage, PbGpuClass } from './proto.js';
+import type { PackageOverlays } from './packages.js';
 import { Run } from './runner.js';
+import type { Sandbox } from './sandbox.js';
 import { WorkerPool } from './workerPool.js';
 
 export interface RuntimeOptions {
   gateway: GatewayClient;
   cache: ChunkCache;
+  overlays: PackageOverlays;
+  sandbox: Sandbox;
   pool: WorkerPool;
   name: string;
   classes: PbGpuClass[];
@@ -69,8 +73,8 @@ export class Runtime {
     if (msg.assign) {
       const assignment = msg.assign;
       if (this.runs.has(assignment.runId)) return;
-      const { gateway, cache, pool, name } = this.opts;
-      const run = new Run(assignment, { gateway, cache, pool, runtimeName: name }, stream);
+      const { gateway, cache, overlays, sandbox, pool, name } = this.opts;
+      const run = new Run(assignment, { gateway, cache, overlays, sandbox, pool, runtimeName: name }, stream);
       this.runs.set(assignment.runId, run);
       void run.execute().finally(() => this.runs.delete(assignment.runId));
     } else if (msg.cancel) {

@@ -15,7 +15,7 @@ export const UID_BASE = 61_000;
 const UID_COUNT = 1_000;
 
 /** Where a worker's space appears inside its sandbox. */
-const INSIDE = { home: '/home/kernelhop', tmp: '/tmp', given: '/kernelhop/given', out: '/kernelhop/out' };
+const INSIDE = { home: '/home/kernelhop', tmp: '/tmp', given: '/kernelhop/given', out: '/kernelhop/out', packages: '/kernelhop/packages' };
 
 /** System trees every worker sees read-only (symlinks, as on merged-/usr Debian, are recreated as symlinks). */
 const SYSTEM_PATHS = ['/usr', '/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32', '/etc'];
@@ -61,6 +61,8 @@ export class Sandbox {
   private readonly uidsInUse = new Set<number>();
   private readonly gpuUse = new Map<number, number>();
   private serial = 0;
+  /** The package overlays (packages.ts), read-only to every worker: built from public wheels, shared on purpose. */
+  private packagesRoot: string | null = null;
 
   private constructor(
     readonly kind: SandboxKind,
@@ -114,6 +116,17 @@ export class Sandbox {
     const gpu = gpus.length > 0 ? `, each worker only its own /dev/nvidiaN of ${gpus.length}` : '';
     const detail = `bubblewrap: ${who}, own pid/mount/ipc namespaces, private /tmp and home${gpu}`;
     return new Sandbox(kind, detail, root, binds, gpus, { bwrap, setpriv: setpriv ?? '' });
+  }
+
+  /** Every worker started from now on sees `root` (the package overlays) read-only. */
+  sharePackages(root: string): void {
+    this.packagesRoot = root;
+  }
+
+  /** Where the worker sees `hostPath`, a path under the shared package overlays. */
+  packagesView(hostPath: string): string {
+    if (this.kind === 'none' || this.packagesRoot === null) return hostPath;
+    return path.join(INSIDE.packages, path.relative(this.packagesRoot, hostPath));
   }
 
   /** A fresh space for one worker: its directories, its uid, its GPU. */
@@ -186,6 +199,7 @@ export class Sandbox {
       '--bind',
       space.out,
       INSIDE.out,
+      ...(this.packagesRoot === null ? [] : ['--ro-bind', this.packagesRoot, INSIDE.packages]),
       '--chdir',
       INSIDE.home,
       '--',

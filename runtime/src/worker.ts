@@ -20,6 +20,8 @@ export interface RunCommand {
   snapshot: string;
   /** Lazy restore: the names to restore before the cell; null = all. */
   reach: string[] | null;
+  /** The package overlay to put on sys.path before the restore (as the worker sees it), and what is not matched. */
+  packages: { overlay: string | null; notes: Record<string, string> };
 }
 
 export interface WorkerOptions {

@@ -1,7 +1,7 @@
 // Pure functions: device names → classes, options.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ConfigError, parseArgs } from '../src/config.js';
+import { ConfigError, parseArgs, pipSourceOptions } from '../src/config.js';
 import { classOfDeviceName, resolveClasses } from '../src/gpuClasses.js';
 
 test('nvidia-smi device names map to class names', () => {
@@ -43,6 +43,14 @@ test('options: defaults, repeats, and errors that name the option', () => {
   }
   assert.throws(() => parseArgs(['--gateway', 'h:1', '--warm', '-1'], {}), /--warm "-1": expected an integer ≥ 0/);
   assert.throws(() => parseArgs(['--gateway', 'h:1', '--bogus'], {}), /unknown option "--bogus"/);
+});
+
+test('package sources: pip\'s own by default, a wheelhouse alone is the only source, an index keeps its wheelhouses', () => {
+  const opts = (...argv: string[]): string[] => pipSourceOptions(parseArgs(['--gateway', 'h:1', ...argv], {}));
+  assert.deepEqual(opts(), []);
+  assert.deepEqual(opts('--find-links', '/w1', '--find-links', '/w2'), ['--no-index', '--find-links', '/w1', '--find-links', '/w2']);
+  assert.deepEqual(opts('--index-url', 'https://i/simple', '--find-links', '/w'), ['--index-url', 'https://i/simple', '--find-links', '/w']);
+  assert.throws(() => parseArgs(['--gateway', 'h:1', '--index-url'], {}), /--index-url needs a value/);
 });
 
 test('the runtime token comes from --token, else KERNELHOP_TOKEN', () => {

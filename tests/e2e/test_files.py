@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kernelhop.testing import Kernel, Stack
+from kernelhop.testing import Kernel, Stack, local_distribution
 
 
 def ok(kernel: Kernel, code: str):
@@ -160,13 +160,7 @@ def test_a_cell_cannot_make_the_kernel_write_through_a_link_out_of_the_directory
 
 def test_a_package_the_runtime_lacks_is_named_before_the_cell_runs(nb_kernel: Kernel, tmp_path: Path) -> None:
     # A distribution on the kernel's sys.path only (outside the working directory, so nothing of it travels).
-    site = tmp_path / "kernel-only-site"
-    (site / "kh_only_pkg").mkdir(parents=True)
-    (site / "kh_only_pkg" / "__init__.py").write_text("VALUE = 7\n")
-    info = site / "kh_only_pkg-1.2.3.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: kh-only-pkg\nVersion: 1.2.3\n")
-    (info / "top_level.txt").write_text("kh_only_pkg\n")
+    site = local_distribution(tmp_path / "kernel-only-site", "kh-only-pkg", "1.2.3")
     ok(nb_kernel, f"import sys\nsys.path.insert(0, {str(site)!r})\nimport kh_only_pkg")
     remote = ok(nb_kernel, "%%gpu h100\nprint('ran')")
     err = remote.stream_text("stderr")

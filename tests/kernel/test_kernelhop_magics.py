@@ -27,6 +27,7 @@ def test_cell_magic_help_shows_arguments(ip, calls):
     doc = ip.find_cell_magic("gpu").__doc__
     assert "%%gpu [--timeout SECONDS] [-q] [--eager] [--rebuild NAME] [--no-files]" in doc
     assert "--timeout SECONDS" in doc and "-q, --quiet" in doc and "--eager" in doc and "--no-files" in doc
+    assert "--no-packages" in doc
     assert "Run this cell on a pooled GPU" in doc
     assert "(%gpu without a cell" in doc
     # The rules a recipe follows, and the flag that forces one.
@@ -35,11 +36,12 @@ def test_cell_magic_help_shows_arguments(ip, calls):
 
 def test_parses_class_timeout_quiet_and_eager(ip, calls):
     ip.run_cell_magic("gpu", "h100 --timeout 90 -q", "x = 1\n")
-    assert calls == [
-        (("h100", "x = 1\n"), {"timeout_s": 90.0, "quiet": True, "eager": False, "rebuild": (), "files": True})
-    ]
-    ip.run_cell_magic("gpu", "a100 --eager --rebuild fh --rebuild gen --rebuild fh --no-files", "y = 2")
+    defaults = {"timeout_s": 90.0, "quiet": True, "eager": False, "rebuild": (), "files": True, "packages": True}
+    assert calls == [(("h100", "x = 1\n"), defaults)]
+    line = "a100 --eager --rebuild fh --rebuild gen --rebuild fh --no-files --no-packages"
+    ip.run_cell_magic("gpu", line, "y = 2")
     options = {"timeout_s": None, "quiet": False, "eager": True, "rebuild": ("fh", "gen"), "files": False}
+    options["packages"] = False
     assert calls[-1] == (("a100", "y = 2"), options)
 
 

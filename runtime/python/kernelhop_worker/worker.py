@@ -213,6 +213,10 @@ class Worker:
         try:
             timings: dict[str, float] = {}
             started = time.perf_counter()
+            packages = command.get("packages")
+            packages = packages if isinstance(packages, dict) else {}
+            # Before the restore: unpickling imports the kernel's packages.
+            self._environment.use_overlay(packages.get("overlay"))
             try:
                 parent = Digest.parse(snapshot)
                 manifest = self._restore(parent, None if reach is None else frozenset(reach))
@@ -231,7 +235,7 @@ class Worker:
             rebuilt = self._rebuild(manifest)
             self._module_state.before_cell(manifest.meta)  # last, so the recipes do not draw from the generators
             self._say_module_notes()
-            mismatch = self._environment.describe(manifest.meta)
+            mismatch = self._environment.describe(manifest.meta, packages.get("notes") or {})
             if mismatch:
                 print(mismatch, file=self._stderr, flush=True)
             timings["restore_s"] = time.perf_counter() - started
