@@ -1,0 +1,118 @@
+"""Fuzzing the Python parsers of bytes from outside: manifests, tree blobs, the worker's command lines.
+
+Whatever they are given, they return a value or raise their own error (ManifestError, TreeError, ValueError for a
+command line); never a RecursionError, KeyError, TypeError or a hang."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+from fuzzing import BOUNDED, json_values, mutated, run_property
+from hypothesis import given
+from hypothesis import strategies as st
+from kernelhop_snapshot import Capturer, Manifest, ManifestError, MemoryBlobStore
+from kernelhop_snapshot.tree import TreeError, parse_tree_blob
+from kernelhop_worker.worker import parse_command_line
+
+FIXTURES = Path(__file__).parents[2] / "kernel-snapshot" / "fixtures"
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+def _valid_manifest() -> bytes:
+    store = MemoryBlobStore()
+    return store.get(Capturer(store).capture({"x": [1, 2, 3], "s": "é"}).digest)
+
+
+def _valid_tree() -> bytes:
+    fixture = json.loads((FIXTURES / "files-tree.json").read_text())
+    return base64.b64decode(fixture["blobs"][fixture["tree_blobs"][0]])
+
+
+def _replaced(valid: object) -> st.SearchStrategy[object]:
+    """`valid` with one value inside it replaced by an arbitrary JSON value."""
+
+    def apply(args: tuple[int, object]) -> object:
+        pick, replacement = args
+        copy = json.loads(json.dumps(valid))
+        slots: list[tuple[dict | list, object]] = []
+
+        def visit(v: object) -> None:
+            items = v.items() if isinstance(v, dict) else enumerate(v) if isinstance(v, list) else ()
+            for k, child in list(items):
+                slots.append((v, k))  # type: ignore[arg-type]
+                visit(child)
+
+        visit(copy)
+        if not slots:
+            return replacement
+        holder, key = slots[pick % len(slots)]
+        holder[key] = replacement  # type: ignore[index]
+        return copy
+
+    return st.tuples(st.integers(0, 1 << 16), json_values).map(apply)
+
+
+MANIFEST = _valid_manifest()
+TREE = _valid_tree()
+
+
+def test_fuzz_manifest_from_bytes_raises_only_manifest_error():
+    Manifest.from_bytes(MANIFEST)
+
+    @BOUNDED
+    @given(st.binary(max_size=512) | mutated(MANIFEST) | _replaced(json.loads(MANIFEST)).map(lambda v: json.dumps(v).encode()))
+    def prop(data: bytes) -> None:
+        try:
+            Manifest.from_bytes(data)
+        except ManifestError:
+            pass
+
+    run_property(prop)
+
+
+def test_fuzz_tree_blob_raises_only_tree_error():
+    parse_tree_blob(TREE, "seed")
+
+    @BOUNDED
+    @given(st.binary(max_size=512) | mutated(TREE) | _replaced(json.loads(TREE)).map(lambda v: json.dumps(v).encode()))
+    def prop(data: bytes) -> None:
+        try:
+            parse_tree_blob(data, "fuzzed")
+        except TreeError:
+            pass
+
+    run_property(prop)
+
+
+def test_fuzz_worker_command_line_raises_only_value_error():
+    valid = b'{"op":"run","run_id":"r1","code":"x = 1","snapshot":"' + b"0" * 64 + b'/0","reach":null}\n'
+    assert parse_command_line(valid)["op"] == "run"
+
+    @BOUNDED
+    @given(st.binary(max_size=512) | mutated(valid))
+    def prop(line: bytes) -> None:
+        try:
+            assert isinstance(parse_command_line(line), dict)
+        except ValueError:
+            pass
+
+    run_property(prop)
+
+
+@pytest.mark.parametrize(
+    "parse, error",
+    [
+        (Manifest.from_bytes, ManifestError),
+        (lambda b: parse_tree_blob(b, "deep"), TreeError),
+        (parse_command_line, ValueError),
+    ],
+    ids=["manifest", "tree", "worker-command"],
+)
+def test_deeply_nested_json_is_refused_with_the_parsers_own_error(parse, error):
+    # Found by the fuzzer: json.loads raised RecursionError, which escaped every parser (and killed the worker's
+    # command thread, leaving it deaf to the runtime).
+    with pytest.raises(error):
+        parse(DEEP)
