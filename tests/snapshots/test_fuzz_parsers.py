@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import select
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,3 +120,34 @@ def test_deeply_nested_json_is_refused_with_the_parsers_own_error(parse, error):
     # command thread, leaving it deaf to the runtime).
     with pytest.raises(error):
         parse(DEEP)
+
+
+def test_a_real_worker_answers_commands_after_a_deeply_nested_line(tmp_path):
+    # Before the fix the RecursionError ended the thread reading commands: the worker never answered again.
+    events_r, events_w = os.pipe()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "kernelhop_worker", "--given", str(tmp_path), "--out", str(tmp_path)],
+        stdin=subprocess.PIPE,
+        close_fds=False,  # the event pipe becomes fd 3, where the runtime puts it
+        env={**os.environ, "KERNELHOP_PRELOAD": ""},
+        preexec_fn=lambda: os.dup2(events_w, 3),
+    )
+    os.close(events_w)
+    events = os.fdopen(events_r, "rb", buffering=0)  # unbuffered, so select() sees every line not yet read
+    try:
+        assert json.loads(events.readline())["event"] == "ready"
+        assert worker.stdin is not None
+        worker.stdin.write(DEEP + b"\n" + b'{"op": "frobnicate"}\n')
+        worker.stdin.flush()
+        ready = select.select([events], [], [], 30)[0]
+        assert ready, "the worker did not answer the deeply nested line"
+        first = json.loads(events.readline())
+        assert (first["event"], first["code"]) == ("failed", "bad_command")
+        assert "nests too deeply" in first["message"]
+        assert select.select([events], [], [], 30)[0], "the worker stopped reading commands"
+        second = json.loads(events.readline())
+        assert second["code"] == "bad_command" and "unknown op" in second["message"]
+    finally:
+        worker.kill()
+        worker.wait()
+        events.close()
