@@ -12,7 +12,7 @@ import fc from 'fast-check';
 import { WebSocket } from 'ws';
 import { decodeBlob } from '../src/codecs.js';
 import { RecordError, parseRecord, recordBytes, verifyRecord } from '../src/signatures.js';
-import { Msg, TestClient, TestGateway, binaryFrame, blob, meta, startTestGateway } from './helpers.js';
+import { FakeRuntime, Msg, TestClient, TestGateway, binaryFrame, blob, meta, snapshotOf, startTestGateway } from './helpers.js';
 
 let t: TestGateway;
 let c: TestClient;
@@ -215,6 +215,49 @@ test('fuzz: gRPC calls with arbitrary message bytes get a status, never a handle
   } finally {
     raw.close();
   }
+});
+
+test("fuzz: a run fed a runtime's fuzzed Work events ends with a final reply, and the gateway keeps serving", async () => {
+  const rt = new FakeRuntime(t.grpcAddress, { name: 'fuzz-runtime', classes: ['fuzz'], capacity: 1 });
+  await rt.start();
+  const chunk = blob('fuzzed run state');
+  const snap = snapshotOf([chunk]);
+  await c.putBlobs([chunk, snap]);
+  const [hash, size] = snap.digest.split('/');
+  const str = fc.string({ maxLength: 40 });
+  const event = fc.oneof(
+    fc.record({ started: fc.record({ worker: str, warm: fc.boolean() }) }),
+    fc.record({ stream: fc.record({ name: fc.oneof(str, fc.constantFrom('stdout', 'stderr')), text: str }) }),
+    fc.record({ display: fc.record({ data_json: fc.oneof(str, fc.jsonValue().map((v) => JSON.stringify(v) ?? '')), metadata_json: str }) }),
+    fc.record({ result: fc.record({ data_json: str, metadata_json: str }) }),
+    fc.record({ error: fc.record({ ename: str, evalue: str, traceback: fc.array(str, { maxLength: 3 }), etype: str }) }),
+    fc.record({ progress: fc.record({ phase: str, done_bytes: fc.nat(), total_bytes: fc.nat() }) }),
+  );
+  const digest = fc.oneof(fc.record({ hash: str, size_bytes: fc.nat() }), fc.constant({ hash, size_bytes: Number(size) }));
+  const ending = fc.oneof(
+    fc.record({ done: fc.record({ status: str, snapshot: digest, timings_json: str }) }),
+    fc.record({ failed: fc.record({ code: str, message: str }) }),
+  );
+  try {
+    await fc.assert(
+      fc.asyncProperty(fc.array(event, { maxLength: 5 }), ending, async (events, end) => {
+        const id = c.id();
+        c.send({ id, op: 'run', session: 'fuzz', gpu_class: 'fuzz', code: 'x = 1', snapshot: snap.digest });
+        const { assign } = await rt.nextMessage('assign');
+        for (const ev of events) rt.event(assign.run_id, ev);
+        rt.event(assign.run_id, end);
+        const { final } = await c.untilFinal(id);
+        if (final.ok === true) return;
+        const error = final.error as { code: unknown; message: unknown };
+        assert.ok(typeof error.code === 'string' && typeof error.message === 'string', JSON.stringify(final));
+        assert.doesNotMatch(error.message, /^gateway error/, JSON.stringify(final));
+      }),
+      { ...params, numRuns: Math.min(params.numRuns ?? 100, 100) },
+    );
+  } finally {
+    rt.close();
+  }
+  assert.equal((await c.call({ op: 'classes' })).ok, true);
 });
 
 test('fuzz: parseRecord of mutated record bytes (that are still JSON) throws only RecordError', () => {
