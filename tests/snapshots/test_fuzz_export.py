@@ -26,7 +26,8 @@ def test_fuzz_import_refuses_mangled_files_with_tampered_snapshot(users, tmp_pat
     api = users["alice"].api()
     api.store = HopStore()
     cap = Capturer(api.store).capture({"x": list(range(50)), "s": "é"})
-    sid = api.save(cap.manifest, cap.digest, parents=[], message="m", notebook=None, cells=[], environment={"python": "3.11.7", "packages": {}})
+    environment = {"python": "3.11.7", "packages": {}}
+    sid = api.save(cap.manifest, cap.digest, parents=[], message="m", notebook=None, cells=[], environment=environment)
     valid = tmp_path / "valid.khsnap"
     export_snapshot(api, sid, valid)
     assert import_snapshot(api, valid) == sid

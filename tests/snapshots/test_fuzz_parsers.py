@@ -59,6 +59,10 @@ def _replaced(valid: object) -> st.SearchStrategy[object]:
     return st.tuples(st.integers(0, 1 << 16), json_values).map(apply)
 
 
+def _encoded(value: object) -> bytes:
+    return json.dumps(value).encode()
+
+
 MANIFEST = _valid_manifest()
 TREE = _valid_tree()
 
@@ -67,7 +71,7 @@ def test_fuzz_manifest_from_bytes_raises_only_manifest_error():
     Manifest.from_bytes(MANIFEST)
 
     @BOUNDED
-    @given(st.binary(max_size=512) | mutated(MANIFEST) | _replaced(json.loads(MANIFEST)).map(lambda v: json.dumps(v).encode()))
+    @given(st.binary(max_size=512) | mutated(MANIFEST) | _replaced(json.loads(MANIFEST)).map(_encoded))
     def prop(data: bytes) -> None:
         try:
             Manifest.from_bytes(data)
@@ -81,7 +85,7 @@ def test_fuzz_tree_blob_raises_only_tree_error():
     parse_tree_blob(TREE, "seed")
 
     @BOUNDED
-    @given(st.binary(max_size=512) | mutated(TREE) | _replaced(json.loads(TREE)).map(lambda v: json.dumps(v).encode()))
+    @given(st.binary(max_size=512) | mutated(TREE) | _replaced(json.loads(TREE)).map(_encoded))
     def prop(data: bytes) -> None:
         try:
             parse_tree_blob(data, "fuzzed")
