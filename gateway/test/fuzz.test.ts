@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { after, before, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { mutated, onlyDomainErrors, params, replacedInside } from '@kernelhop/kernel-snapshot/dist/test/fuzzing.js';
+import { mutated, onlyDomainErrors, params, replacedInside, runsOf } from '@kernelhop/kernel-snapshot/dist/test/fuzzing.js';
 import fc from 'fast-check';
 import { WebSocket } from 'ws';
 import { decodeBlob } from '../src/codecs.js';
@@ -77,7 +77,7 @@ test('fuzz: decodeBlob of arbitrary and mutated zstd frames yields at most the c
         assert.ok(e instanceof Error, `rejected with ${String(e)}`);
       }
     }),
-    { ...params, numRuns: Math.min(params.numRuns ?? 300, 300) },
+    runsOf(300),
   );
 });
 
@@ -147,7 +147,7 @@ test('fuzz: a live gateway answers every fuzzed text frame and op with a result 
       c.sendRaw(text, false);
       await answered(expectedRe(text));
     }),
-    { ...params, numRuns: Math.min(params.numRuns ?? 300, 300) },
+    runsOf(300),
   );
   assert.equal(c.ws.readyState, WebSocket.OPEN);
   const b = blob('still serving');
@@ -173,7 +173,7 @@ test('fuzz: a live gateway answers every fuzzed binary frame (put_blobs) with a 
       c.sendRaw(Buffer.from(bytes), true);
       await answered(binaryRe(bytes));
     }),
-    { ...params, numRuns: Math.min(params.numRuns ?? 300, 300) },
+    runsOf(300),
   );
   assert.equal(c.ws.readyState, WebSocket.OPEN);
   assert.equal((await c.call({ op: 'classes' })).ok, true);
@@ -210,7 +210,7 @@ test('fuzz: gRPC calls with arbitrary message bytes get a status, never a handle
         assert.notEqual(e.code, grpc.status.DEADLINE_EXCEEDED, `${method} hung`);
         assert.doesNotMatch(e.details, /gateway error/, `${method}: the handler failed: ${e.details}`);
       }),
-      { ...params, numRuns: Math.min(params.numRuns ?? 300, 300) },
+      runsOf(300),
     );
   } finally {
     raw.close();
@@ -252,7 +252,7 @@ test("fuzz: a run fed a runtime's fuzzed Work events ends with a final reply, an
         assert.ok(typeof error.code === 'string' && typeof error.message === 'string', JSON.stringify(final));
         assert.doesNotMatch(error.message, /^gateway error/, JSON.stringify(final));
       }),
-      { ...params, numRuns: Math.min(params.numRuns ?? 100, 100) },
+      runsOf(100),
     );
   } finally {
     rt.close();

@@ -2,9 +2,14 @@
 import fc from 'fast-check';
 
 const seconds = Number(process.env.KERNELHOP_FUZZ_SECONDS ?? 0);
-/** Bounded runs for the test command; KERNELHOP_FUZZ_SECONDS (benchmarks/fuzz.py) runs each property that long. */
-export const params: fc.Parameters<unknown> =
-  seconds > 0 ? { numRuns: Number.MAX_SAFE_INTEGER, interruptAfterTimeLimit: seconds * 1000 } : { numRuns: 2000 };
+/**
+ * `numRuns` runs for the test command; under KERNELHOP_FUZZ_SECONDS (benchmarks/fuzz.py), as many as fit in that time.
+ */
+export function runsOf(numRuns: number): fc.Parameters<unknown> {
+  return seconds > 0 ? { numRuns: Number.MAX_SAFE_INTEGER, interruptAfterTimeLimit: seconds * 1000 } : { numRuns };
+}
+
+export const params = runsOf(2000);
 
 /** Runs `parse`; passes when it returns or throws `domain`, fails on any other exception. */
 export function onlyDomainErrors(parse: () => unknown, domain: new (...a: never[]) => Error): void {
