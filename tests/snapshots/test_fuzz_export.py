@@ -34,6 +34,11 @@ def test_fuzz_import_refuses_mangled_files_with_tampered_snapshot(users, tmp_pat
     seed = valid.read_bytes()
     header = json.loads(seed[12 : 12 + struct.unpack(">I", seed[8:12])[0]])
     target = tmp_path / "fuzzed.khsnap"
+    # Found by the fuzzer: a signed header whose blobs are not a list escaped as KeyError and TypeError.
+    for blobs in ({"a": 1}, 7):
+        target.write_bytes(_file({**header, "blobs": blobs}))
+        with pytest.raises(TamperedSnapshot):
+            import_snapshot(api, target)
 
     @BOUNDED
     @given(
