@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from kernelhop_snapshot import Digest, Manifest, ManifestError, digest_of
 from kernelhop_snapshot.manifest import canonical_json
 
 from .gateway_client import BATCH_BYTES, GatewayError
-from .signing import record_id, verify
+from .signing import record_bytes, record_id, verify
 from .snapshot_client import Snapshots, TamperedSnapshot, short
 
 MAGIC = b"KHSNAP1\n"
@@ -71,6 +71,33 @@ def _read_exact(f: BinaryIO, n: int, what: str) -> bytes:
     return data
 
 
+def _parse_header(data: bytes, path: Path) -> tuple[str, dict[str, Any], str, list[str]]:
+    """The header's id, record, signature and blob digests, each of its type, or TamperedSnapshot."""
+    try:
+        header = json.loads(data)
+    except (ValueError, RecursionError) as e:
+        raise TamperedSnapshot(f"{path}: the header is not JSON ({e})") from None
+    shape = "{id: str, record: object, signature: str, blobs: [digest, ...]}"
+    if not isinstance(header, dict):
+        raise TamperedSnapshot(f"{path}: the header is not valid (it must be {shape})")
+    sid, record, signature, blobs = (header.get(k) for k in ("id", "record", "signature", "blobs"))
+    if not (
+        isinstance(sid, str)
+        and isinstance(record, dict)
+        and isinstance(signature, str)
+        and isinstance(blobs, list)
+        and all(isinstance(b, str) for b in blobs)
+    ):
+        raise TamperedSnapshot(f"{path}: the header is not valid (it must be {shape})")
+    try:
+        record_bytes(record)  # a record with no canonical form (NaN) has no id either
+        for b in blobs:
+            Digest.parse(b)
+    except ValueError as e:
+        raise TamperedSnapshot(f"{path}: the header is not valid ({e})") from None
+    return sid, record, signature, blobs
+
+
 def import_snapshot(api: Snapshots, path: Path, *, name: str | None = None) -> str:
     """Verify the file, upload what the gateway lacks (chunks, then the manifest) and save it; returns the id."""
     with open(path, "rb") as f:
@@ -79,11 +106,7 @@ def import_snapshot(api: Snapshots, path: Path, *, name: str | None = None) -> s
         (n,) = struct.unpack(">I", _read_exact(f, 4, "the header length"))
         if n > MAX_HEADER:
             raise TamperedSnapshot(f"{path}: header of {n} bytes is implausibly large")
-        try:
-            header = json.loads(_read_exact(f, n, "the header"))
-            sid, record, signature, blobs = header["id"], header["record"], header["signature"], header["blobs"]
-        except (ValueError, KeyError, TypeError) as e:
-            raise TamperedSnapshot(f"{path}: the header is not valid ({e})") from None
+        sid, record, signature, blobs = _parse_header(_read_exact(f, n, "the header"), path)
         if record_id(record) != sid or not verify(record, signature):
             raise TamperedSnapshot(f"{path}: the record does not match its id or its signature; refused")
         if not blobs or blobs[0] != record.get("manifest"):

@@ -213,6 +213,8 @@ class Manifest:
             obj = json.loads(bytes(data).decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ManifestError(f"manifest is not UTF-8 JSON: {e}") from None
+        except RecursionError:
+            raise ManifestError("manifest nests deeper than any manifest does") from None
         return cls.from_json(obj)
 
 

@@ -130,6 +130,8 @@ def parse_tree_blob(data: bytes | bytearray | memoryview, where: str) -> dict[st
         obj = json.loads(bytes(data).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise TreeError(f"{where}: a tree blob is UTF-8 JSON ({e})") from None
+    except RecursionError:
+        raise TreeError(f"{where}: a tree blob nests deeper than any tree blob does") from None
     if not isinstance(obj, dict) or set(obj) != {"kind", "version", "entries"} or obj["kind"] != KIND:
         raise TreeError(f"{where}: a tree blob is {{kind: {KIND!r}, version, entries}}")
     if obj["version"] != VERSION:

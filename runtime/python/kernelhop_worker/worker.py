@@ -96,15 +96,25 @@ def _isolate_fds() -> tuple[int, int]:
     return commands, events
 
 
+def parse_command_line(line: bytes) -> dict[str, Any]:
+    """One command of the runtime's (a JSON object on a line); anything else raises ValueError."""
+    try:
+        command = json.loads(line)
+    except RecursionError:
+        # Nesting deeper than the interpreter's stack: escaping this would end the thread that reads commands.
+        raise ValueError("a command nests too deeply") from None
+    if not isinstance(command, dict):
+        raise ValueError("a command is a JSON object")
+    return command
+
+
 def _watch_commands(fd: int, commands: queue.Queue[dict[str, Any]], channel: EventChannel) -> None:
     with os.fdopen(fd, "rb", buffering=0) as raw:
         for line in iter(raw.readline, b""):
             if not line.strip():
                 continue
             try:
-                command = json.loads(line)
-                if not isinstance(command, dict):
-                    raise ValueError("a command is a JSON object")
+                command = parse_command_line(line)
             except ValueError as exc:
                 # run_id null: this belongs to no run, even while one is going on.
                 channel.emit("failed", run_id=None, code="bad_command", message=f"unreadable command line: {exc}")
