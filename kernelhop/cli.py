@@ -26,8 +26,10 @@ from .snapshot_cli import add_subcommands
 
 EXAMPLE = "hello-gpu.ipynb"
 NODE_SERVICES = ("gateway", "runtime")
-# What stops `kernelhop up` besides Ctrl-C (KeyboardInterrupt): `kill`, `systemctl stop`, a closed terminal.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+# What stops `kernelhop up`: Ctrl-C, `kill`, `systemctl stop`, a closed terminal.
+# SIGINT too: a process started in the background by a non-interactive shell inherits SIGINT ignored, and Python
+# then raises no KeyboardInterrupt, so `kill -INT` would leave everything running.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
 
 class StopRequested(Exception):
@@ -66,7 +68,7 @@ def exec_node(package: str, args: list[str]) -> int:
 
 
 def cmd_up(ns: argparse.Namespace) -> int:
-    previous = {s: signal.getsignal(s) for s in (*STOP_SIGNALS, signal.SIGINT)}
+    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
     for stop_signal in STOP_SIGNALS:
         signal.signal(stop_signal, _stop_requested)
     try:
@@ -147,7 +149,7 @@ def _up(ns: argparse.Namespace) -> int:
         return 1
     finally:
         # A second signal must not cut the stopping short and leave children behind; each stop is bounded.
-        for stop_signal in (*STOP_SIGNALS, signal.SIGINT):
+        for stop_signal in STOP_SIGNALS:
             signal.signal(stop_signal, signal.SIG_IGN)
         if lab is not None:
             stop_process(lab)  # JupyterLab shuts its kernels down on SIGTERM
