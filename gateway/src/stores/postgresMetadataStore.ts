@@ -4,7 +4,7 @@ import { Digest, formatDigest } from '@kernelhop/kernel-snapshot';
 import { BlobStore } from '../blobStore.js';
 import { MetadataStore, RefError, RefRecord, RefRow, RunEnd, RunRow, RuntimeInfo, RunRecord, toRunRecord } from '../metadataStore.js';
 import { checkSnapshot } from '../snapshotCheck.js';
-import { POSTGRES_MIGRATIONS, SCHEMA_VERSION_TABLE, pendingMigrations } from './migrations/index.js';
+import { Migration, POSTGRES_MIGRATIONS, SCHEMA_VERSION_TABLE, pendingMigrations } from './migrations/index.js';
 import { redact } from './storeUrl.js';
 
 /** Any number that fits: every BIGINT here is milliseconds since the epoch, far below 2^53. */

@@ -5,6 +5,7 @@ import {
   CopyObjectCommand,
   DeleteObjectCommand,
   GetObjectCommand,
+  HeadBucketCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
   NoSuchKey,
@@ -77,13 +78,12 @@ export class S3BlobStore implements SweepableBlobStore, PresigningBlobStore {
   static async open(opts: S3StoreOptions): Promise<S3BlobStore> {
     const store = new S3BlobStore(opts);
     try {
-      await store.client.send(new HeadObjectCommand({ Bucket: store.bucket, Key: `${store.prefix}cas/.probe` }));
+      await store.client.send(new HeadBucketCommand({ Bucket: store.bucket }));
     } catch (e) {
-      if (!isNotFound(e)) {
-        store.client.destroy();
-        const where = `s3://${store.bucket}/${store.prefix}${opts.endpoint === undefined ? '' : ` at ${opts.endpoint}`}`;
-        throw new Error(`the blob store ${where} did not answer: ${describe(e)} (check the bucket, AWS_* credentials and --s3-endpoint)`);
-      }
+      store.client.destroy();
+      const where = `s3://${store.bucket}/${store.prefix}${opts.endpoint === undefined ? '' : ` at ${opts.endpoint}`}`;
+      const why = isNotFound(e) ? 'no such bucket (create it first)' : describe(e);
+      throw new Error(`the blob store ${where} did not answer: ${why} (check the bucket, AWS_* credentials and --s3-endpoint)`);
     }
     return store;
   }
