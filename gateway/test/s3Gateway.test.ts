@@ -1,8 +1,12 @@
-// Presigned reads: a gateway on an S3-compatible store (moto, behind the counting proxy) signs GET URLs for the
-// chunks of runs assigned to the asking runtime, and for nothing else; a gateway on the directory store says it cannot.
+// A gateway on an S3-compatible store (moto, behind the counting proxy). Presigned reads: it signs GET URLs for the
+// chunks of runs assigned to the asking runtime, and for nothing else; a gateway on the directory store says it
+// cannot. gc: the same Collector sweeps the bucket.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
+import { HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { parseDigest } from '@kernelhop/kernel-snapshot';
+import { S3BlobStore } from '../src/stores/s3BlobStore.js';
 import { FakeRuntime, TestClient, TestGateway, blob, snapshotOf, startTestGateway } from './helpers.js';
 import { S3TestServer, startS3Server } from './s3Server.js';
 
@@ -76,4 +80,31 @@ test('a gateway on the directory store refuses GetBlobUrls as a whole, so runtim
   });
   await finish();
   rt.close();
+});
+
+test('gc on the bucket removes what nothing names or holds, and keeps the snapshot of a run in flight', async () => {
+  const raw = new S3Client({ endpoint: s3.motoEndpoint, forcePathStyle: true, region: 'us-east-1' });
+  const store = onS3.gw.store as S3BlobStore;
+  const stored = (digest: string): Promise<boolean> =>
+    raw.send(new HeadObjectCommand({ Bucket: 'presigned', Key: store.keyOf(parseDigest(digest)) })).then(
+      () => true,
+      () => false,
+    );
+  const admin = await TestClient.connect(onS3.gw.wsUrl);
+  try {
+    const orphan = blob('orphan bytes in the bucket');
+    assert.equal((await admin.putBlobs([orphan])).ok, true);
+    const { rt, chunk, snap, finish } = await assignedRun(onS3, 'the state of a run in flight');
+    assert.equal(((await admin.call({ op: 'gc', grace_s: 60 })).report as { blobs_removed: number }).blobs_removed, 0);
+    assert.ok(await stored(orphan.digest), 'within the grace nothing goes');
+    const report = (await admin.call({ op: 'gc', grace_s: 0 })).report as { blobs_removed: number; bytes_freed: number };
+    assert.ok(report.blobs_removed >= 1, JSON.stringify(report));
+    assert.equal(await stored(orphan.digest), false, 'the orphan is gone from the bucket');
+    assert.ok((await stored(chunk.digest)) && (await stored(snap.digest)), "the run's snapshot stays");
+    await finish();
+    rt.close();
+  } finally {
+    admin.close();
+    raw.destroy();
+  }
 });
