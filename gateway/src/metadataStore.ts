@@ -121,13 +121,19 @@ export class SqliteMetadataStore implements MetadataStore {
 
   /** Applies the migrations this database lacks, each with its schema_version row in one transaction. */
   private migrate(file: string): void {
+    // Only exec, prepare, all and run: the calls every SQLite driver has.
     this.db.exec(SCHEMA_VERSION_TABLE);
-    const applied = this.db.prepare('SELECT version FROM schema_version').pluck().all() as number[];
+    const applied = (this.db.prepare('SELECT version FROM schema_version').all() as Array<{ version: number }>).map((r) => r.version);
     for (const m of pendingMigrations(SQLITE_MIGRATIONS, applied, file)) {
-      this.db.transaction(() => {
+      this.db.exec('BEGIN IMMEDIATE');
+      try {
         this.db.exec(m.sql);
         this.db.prepare('INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)').run(m.version, m.name, Date.now());
-      }).immediate();
+        this.db.exec('COMMIT');
+      } catch (e) {
+        this.db.exec('ROLLBACK');
+        throw e;
+      }
     }
   }
 

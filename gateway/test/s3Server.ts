@@ -1,5 +1,8 @@
 // A real S3-compatible server for the tests: moto's standalone server (moto[server], from the test extra) on
-// loopback, behind a counting proxy of ours that can also inject faults (a 503, a HEAD that misses).
+// loopback, behind a counting proxy of ours that can also inject faults (a 503, a HEAD that misses). moto rather
+// than s3rver: moto is maintained and implements what the store relies on (If-None-Match: * on PutObject and
+// CompleteMultipartUpload, multipart, ListMultipartUploads, SigV4 presigned GETs); s3rver's last release (2021)
+// predates S3's conditional writes. MinIO does not install here.
 import { ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import * as http from 'node:http';
