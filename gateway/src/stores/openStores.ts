@@ -3,8 +3,6 @@ import * as path from 'node:path';
 import { DiskBlobStore, SweepableBlobStore } from '../blobStore.js';
 import { GatewayConfig } from '../config.js';
 import { MetadataStore, SqliteMetadataStore } from '../metadataStore.js';
-import { PostgresMetadataStore } from './postgresMetadataStore.js';
-import { S3BlobStore } from './s3BlobStore.js';
 
 export interface OpenedStores {
   store: SweepableBlobStore;
@@ -13,20 +11,29 @@ export interface OpenedStores {
   close(): Promise<void>;
 }
 
+/** The AWS SDK and node-postgres are loaded only when chosen: the embedded default starts without them. */
 export async function openStores(config: GatewayConfig): Promise<OpenedStores> {
   const choice = config.blobStore ?? { kind: 'disk' };
-  const store =
-    choice.kind === 's3'
-      ? await S3BlobStore.open({ location: choice.location, endpoint: choice.endpoint })
-      : await DiskBlobStore.open(path.join(config.dataDir, 'cas'));
+  let store: SweepableBlobStore;
+  let closeStore = (): void => undefined;
+  if (choice.kind === 's3') {
+    const { S3BlobStore } = await import('./s3BlobStore.js');
+    const s3 = await S3BlobStore.open({ location: choice.location, endpoint: choice.endpoint });
+    closeStore = () => s3.close();
+    store = s3;
+  } else {
+    store = await DiskBlobStore.open(path.join(config.dataDir, 'cas'));
+  }
   let metadata: MetadataStore;
   try {
-    metadata =
-      config.metadataStore?.kind === 'postgres'
-        ? await PostgresMetadataStore.open(config.metadataStore.url, store)
-        : new SqliteMetadataStore(path.join(config.dataDir, 'kernelhop.db'), store);
+    if (config.metadataStore?.kind === 'postgres') {
+      const { PostgresMetadataStore } = await import('./postgresMetadataStore.js');
+      metadata = await PostgresMetadataStore.open(config.metadataStore.url, store);
+    } else {
+      metadata = new SqliteMetadataStore(path.join(config.dataDir, 'kernelhop.db'), store);
+    }
   } catch (e) {
-    if (store instanceof S3BlobStore) store.close();
+    closeStore();
     throw e;
   }
   return {
@@ -34,7 +41,7 @@ export async function openStores(config: GatewayConfig): Promise<OpenedStores> {
     metadata,
     close: async () => {
       await metadata.close();
-      if (store instanceof S3BlobStore) store.close();
+      closeStore();
     },
   };
 }

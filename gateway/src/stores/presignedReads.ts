@@ -3,7 +3,15 @@
 import * as grpc from '@grpc/grpc-js';
 import { Digest, formatDigest } from '@kernelhop/kernel-snapshot';
 import { BlobStore } from '../blobStore.js';
-import { canPresign } from './s3BlobStore.js';
+
+/** A store whose blobs a runtime can fetch itself, by URLs the gateway signs (S3BlobStore). */
+export interface PresigningBlobStore {
+  presignGet(digest: Digest): Promise<string>;
+}
+
+export function canPresign(store: object): store is PresigningBlobStore {
+  return typeof (store as Partial<PresigningBlobStore>).presignGet === 'function';
+}
 
 /** URLs per call, as BatchReadBlobs' byte limit bounds its batches: signing is local, but answers stay small. */
 export const MAX_URLS_PER_CALL = 1024;

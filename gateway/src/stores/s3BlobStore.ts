@@ -19,6 +19,7 @@ import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { LRUCache } from 'lru-cache';
 import { Digest, formatDigest } from '@kernelhop/kernel-snapshot';
 import { PutResult, SweepableBlobStore, verifyBlob } from '../blobStore.js';
+import type { PresigningBlobStore } from './presignedReads.js';
 import { S3Location } from './storeUrl.js';
 
 /** Blobs at least this big go up in parts (lib-storage), so a large manifest is not one long request to retry whole. */
@@ -40,15 +41,6 @@ export interface S3StoreOptions {
   /** Defaults to AWS_REGION / AWS_DEFAULT_REGION, else us-east-1 (S3-compatibles ignore it but SigV4 needs one). */
   region?: string;
   multipartThreshold?: number;
-}
-
-/** A store whose blobs a runtime can fetch itself, by URLs the gateway signs. */
-export interface PresigningBlobStore {
-  presignGet(digest: Digest): Promise<string>;
-}
-
-export function canPresign(store: object): store is PresigningBlobStore {
-  return typeof (store as Partial<PresigningBlobStore>).presignGet === 'function';
 }
 
 export class S3BlobStore implements SweepableBlobStore, PresigningBlobStore {
