@@ -22,8 +22,8 @@ from pathlib import Path
 
 from kernelhop_snapshot import digest_of
 
-from kernelhop.gateway_client import GatewayClient
-from kernelhop.services import project_root, start_gateway
+from kernelhop.cli.services import project_root, start_gateway
+from kernelhop.client.gateway import GatewayClient
 
 CHUNK = 256 * 1024
 

@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 from kernelhop_snapshot import Capturer
 
+from kernelhop.cli.services import start_gateway
+from kernelhop.client.gateway import GatewayClient
+from kernelhop.client.hop_store import HopStore
+from kernelhop.client.snapshots import Snapshots, diff_manifests
 from kernelhop.environment import record_environment
-from kernelhop.gateway_client import GatewayClient
-from kernelhop.hop_store import HopStore
-from kernelhop.services import start_gateway
 from kernelhop.signing import Keyring
-from kernelhop.snapshot_client import Snapshots, diff_manifests
 
 MiB = 1024 * 1024
 VARIABLES = 8

@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import secrets
 import statistics
 import struct
 import tempfile
-import multiprocessing
 import time
 from pathlib import Path
 
 import zstandard
 from websockets.sync.client import connect
 
-from kernelhop.gateway_client import GatewayClient
-from kernelhop.services import start_gateway
+from kernelhop.cli.services import start_gateway
+from kernelhop.client.gateway import GatewayClient
 
 BOMB_BYTES = 48 * 1024 * 1024
 

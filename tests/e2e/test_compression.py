@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from kernelhop.gateway_client import GatewayClient, blob_digest
+from kernelhop.client.gateway import GatewayClient, blob_digest
 from kernelhop.testing import Stack
 
 

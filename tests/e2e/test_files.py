@@ -97,7 +97,7 @@ def test_a_file_changed_here_while_the_cell_ran_is_a_conflict_not_overwritten(
     # tree has been sent, as another process would while the cell runs (the sandboxed cell cannot reach this disk).
     ok(
         nb_kernel,
-        "import kernelhop.hop as _h\n"
+        "import kernelhop.client.hop as _h\n"
         "_h.Hopper._test_run = _h.Hopper._run\n"
         "def _edit_then_run(self, *a, **k):\n"
         "    import pathlib\n"
@@ -109,7 +109,7 @@ def test_a_file_changed_here_while_the_cell_ran_is_a_conflict_not_overwritten(
     try:
         remote = ok(nb_kernel, "%%gpu h100\nopen('notes.txt', 'w').write('remote edit')")
     finally:
-        ok(nb_kernel, "import kernelhop.hop as _h\n_h.Hopper._run = _h.Hopper._test_run\ndel _h")
+        ok(nb_kernel, "import kernelhop.client.hop as _h\n_h.Hopper._run = _h.Hopper._test_run\ndel _h")
     assert target.read_text() == "local edit"
     assert (notebook / "notes.txt.kernelhop-remote").read_text() == "remote edit"
     assert "conflict: notes.txt changed here while the cell ran on h100" in remote.stream_text("stderr")

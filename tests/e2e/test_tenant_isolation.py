@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from kernelhop_snapshot import MemoryBlobStore
 
-from kernelhop.gateway_client import GatewayClient
-from kernelhop.snapshot_client import Snapshots
+from kernelhop.client.gateway import GatewayClient
+from kernelhop.client.snapshots import Snapshots
 from kernelhop.testing import Kernel, Stack, launch_stack
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import zstandard
 
-from kernelhop.compression import MIN_SIZE, compress_if_it_pays, compression_wanted
+from kernelhop.client.compression import MIN_SIZE, compress_if_it_pays, compression_wanted
 
 FIXTURES = Path(__file__).resolve().parents[2] / "kernel-snapshot" / "fixtures"
 

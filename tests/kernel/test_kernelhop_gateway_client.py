@@ -4,8 +4,8 @@ import time
 import pytest
 from kernelhop_fake_gateway import TOKEN, FakeGateway, digest_of_bytes, error_reply, send_json
 
-from kernelhop import gateway_client
-from kernelhop.gateway_client import (
+from kernelhop.client import gateway as gateway_client
+from kernelhop.client.gateway import (
     GatewayAuthError,
     GatewayClient,
     GatewayError,

@@ -1,7 +1,7 @@
 """The hop display's numbers and text (kernelhop/hop_display.py), and what it publishes."""
 
-from kernelhop import hop_display
-from kernelhop.hop_display import MIME_TYPE, HopDisplay, eta_s, plain_text, split_of
+from kernelhop.magics import hop_display
+from kernelhop.magics.hop_display import MIME_TYPE, HopDisplay, eta_s, plain_text, split_of
 
 TIMINGS = {
     "capture_s": 0.1,
@@ -85,7 +85,7 @@ def test_outside_a_kernel_nothing_is_published(monkeypatch):
 def test_put_blobs_reports_the_bytes_sent_after_each_frame(gateway, monkeypatch):
     from test_kernelhop_gateway_client import TOKEN, blob
 
-    from kernelhop import gateway_client
+    from kernelhop.client import gateway as gateway_client
 
     monkeypatch.setattr(gateway_client, "PUT_FRAME_BYTES", 10)
     client = gateway_client.GatewayClient(gateway.url, TOKEN, open_timeout=5, reply_timeout=10)

@@ -4,7 +4,7 @@ import pytest
 from IPython.core.inputtransformer2 import TransformerManager
 from IPython.core.interactiveshell import InteractiveShell
 
-from kernelhop.recompute import CellLog, find_recipes
+from kernelhop.client.recompute import CellLog, find_recipes
 
 
 def recipes(cells, *names, stopped_at=None, durations=None, limit_s=1.0, **options):

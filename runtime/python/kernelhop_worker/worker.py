@@ -30,8 +30,8 @@ from kernelhop_snapshot import (
 )
 from kernelhop_snapshot.blobstore import Buffer
 from kernelhop_snapshot.capturer import type_name
-from kernelhop_snapshot.module_state import WorkerModuleState
 from kernelhop_snapshot.errors import MissingBlobError
+from kernelhop_snapshot.module_state import WorkerModuleState
 
 from .channel import EventChannel, StreamWriter
 from .packages import EnvironmentCheck

@@ -8,7 +8,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from .hop import Hopper, RemoteResult
+from ..client.hop import Hopper, RemoteResult
 
 
 @magics_class

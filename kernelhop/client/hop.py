@@ -30,11 +30,11 @@ from kernelhop_snapshot import (
 )
 from kernelhop_snapshot.module_state import KernelModuleState
 
-from .config import discover, recipe_max_s
-from .environment import record_environment
+from ..config import discover, recipe_max_s
+from ..environment import record_environment
+from ..magics.hop_display import HopDisplay
 from .files import WorkingFiles
-from .gateway_client import GatewayClient, GatewayError, KernelhopError
-from .hop_display import HopDisplay
+from .gateway import GatewayClient, GatewayError, KernelhopError
 from .hop_store import HopStore
 from .recompute import META_KEY, CellLog, Plan
 

@@ -23,7 +23,7 @@ from kernelhop_snapshot import Digest, FilesRef
 from kernelhop_snapshot.blobstore import write_atomically
 from kernelhop_snapshot.tree import FileEntry, Listing, Scan, TreeError, TreeScanner, is_inside, read_tree
 
-from .gateway_client import GatewayClient, KernelhopError
+from .gateway import GatewayClient, KernelhopError
 from .hop_store import HopStore
 
 MAX_BYTES_SETTING = "KERNELHOP_FILES_MAX_BYTES"

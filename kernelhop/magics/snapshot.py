@@ -2,7 +2,7 @@
 "Snapshots, users and trust").
 
 Uses the kernel's Hopper: its capturer (so saving after a cell moves only the chunks that changed), its chunk store and
-its gateway connection. Load with `%load_ext kernelhop.snapshots`, or through `%load_ext kernelhop` once the package
+its gateway connection. Load with `%load_ext kernelhop.magics.snapshot`, or through `%load_ext kernelhop` once the package
 registers it.
 """
 
@@ -22,12 +22,10 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from kernelhop_snapshot import user_namespace
 
-from .config import kernelhop_home
-from .environment import describe_differences, differences, record_environment
-from .gateway_client import KernelhopError
-from .hop import Hopper, _sigint_deferred
-from .hop_store import HopStore
-from .snapshot_client import (
+from ..client.gateway import KernelhopError
+from ..client.hop import Hopper, _sigint_deferred
+from ..client.hop_store import HopStore
+from ..client.snapshots import (
     Opened,
     SnapshotError,
     Snapshots,
@@ -37,6 +35,8 @@ from .snapshot_client import (
     format_log,
     short,
 )
+from ..config import kernelhop_home
+from ..environment import describe_differences, differences, record_environment
 
 # How long `%snapshot fork` waits for the new kernel to start and restore.
 FORK_TIMEOUT_S = 120.0
@@ -268,7 +268,7 @@ class SnapshotMagics(Magics):
         try:
             client.wait_for_ready(timeout=FORK_TIMEOUT_S)
             # The fork is this user's own snapshot, signed just now: the new kernel trusts it as its own.
-            code = f"%load_ext kernelhop.snapshots\n%snapshot restore {snapshot_id}"
+            code = f"%load_ext kernelhop.magics.snapshot\n%snapshot restore {snapshot_id}"
             reply = client.execute_interactive(code, timeout=FORK_TIMEOUT_S, output_hook=hook, allow_stdin=False)
             if reply["content"]["status"] != "ok":
                 raise KernelhopError(f"the forked kernel could not restore {short(snapshot_id)}: {' '.join(errors)}")

@@ -15,8 +15,8 @@ from typing import Any
 
 from kernelhop_snapshot import Digest, Group, Manifest, ManifestError
 
-from .gateway_client import GatewayClient, GatewayError, KernelhopError
-from .signing import RECORD_KIND, RECORD_VERSION, Keyring, fingerprint, record_id, verify
+from ..signing import RECORD_KIND, RECORD_VERSION, Keyring, fingerprint, record_id, verify
+from .gateway import GatewayClient, GatewayError, KernelhopError
 
 
 class SnapshotError(KernelhopError):

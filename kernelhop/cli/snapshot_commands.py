@@ -11,11 +11,11 @@ from pathlib import Path
 
 from kernelhop_snapshot import MemoryBlobStore
 
-from .config import ConfigError, discover
-from .export import export_snapshot, import_snapshot
-from .gateway_client import GatewayClient, KernelhopError
-from .signing import SigningError
-from .snapshot_client import Snapshots, diff_manifests, format_diff, format_list, format_log, human, short
+from ..client.export import export_snapshot, import_snapshot
+from ..client.gateway import GatewayClient, KernelhopError
+from ..client.snapshots import Snapshots, diff_manifests, format_diff, format_list, format_log, human, short
+from ..config import ConfigError, discover
+from ..signing import SigningError
 
 
 def _api() -> Snapshots:
