@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from kernelhop_testing import Stack
 
 from kernelhop.client.gateway import GatewayClient, blob_digest
-from kernelhop.testing import Stack
 
 
 def test_compressed_and_raw_blobs_round_trip(stack: Stack) -> None:

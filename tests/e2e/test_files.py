@@ -9,8 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-from kernelhop.testing import Kernel, Stack, local_distribution
+from kernelhop_testing import Kernel, Stack, local_distribution
 
 
 def ok(kernel: Kernel, code: str):

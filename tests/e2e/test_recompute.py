@@ -9,7 +9,7 @@ import hashlib
 import pickle
 from pathlib import Path
 
-from kernelhop.testing import Kernel
+from kernelhop_testing import Kernel
 
 
 def ok(kernel: Kernel, code: str):

@@ -7,10 +7,9 @@ import re
 
 import nbformat
 import pytest
+from kernelhop_testing import Kernel, Stack
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
-
-from kernelhop.testing import Kernel, Stack
 
 
 def test_except_clause_catches_the_remote_class(kernel: Kernel) -> None:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 from kernelhop_snapshot.digest import digest_of
+from kernelhop_testing import Kernel, Stack
 
 from kernelhop.client.gateway import GatewayClient
-from kernelhop.testing import Kernel, Stack
 
 ROGUE = Path(__file__).with_name("rogue_runtime.js")
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 from kernelhop_snapshot import MemoryBlobStore
+from kernelhop_testing import Kernel, Stack, launch_stack
 
 from kernelhop.client.gateway import GatewayClient
 from kernelhop.client.snapshots import Snapshots
-from kernelhop.testing import Kernel, Stack, launch_stack
 
 
 @dataclass

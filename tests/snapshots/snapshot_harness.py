@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kernelhop_snapshot import MemoryBlobStore
+from kernelhop_testing import Kernel
 
 from kernelhop.cli.services import Service, start_gateway
 from kernelhop.client.gateway import GatewayClient
 from kernelhop.client.snapshots import Snapshots
 from kernelhop.signing import Keyring
-from kernelhop.testing import Kernel
 
 
 @dataclass

@@ -12,7 +12,7 @@ import zstandard
 
 from kernelhop.client.compression import MIN_SIZE, compress_if_it_pays, compression_wanted
 
-FIXTURES = Path(__file__).resolve().parents[2] / "kernel-snapshot" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[3] / "kernel-snapshot" / "fixtures"
 
 
 def test_compressible_chunks_shrink_and_decode_to_the_same_bytes() -> None:
