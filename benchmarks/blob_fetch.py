@@ -2,7 +2,7 @@
 the gateway's own directory (the page cache: what a local restore like dill's reads at).
 
 Starts a real gateway, uploads random 256 KiB chunks through the kernel's client, then runs benchmarks/blob_fetch.js
-(the runtime's own GatewayClient and ChunkCache): the transport alone (nothing verified or written) and the fetch into
+(the runtime's own GatewayConnection and ChunkCache): the transport alone (nothing verified or written) and the fetch into
 a cache, three times each; the baseline runs here in the same run.
 
     .venv/bin/python benchmarks/blob_fetch.py [--mib 256]
@@ -23,7 +23,7 @@ from pathlib import Path
 from kernelhop_snapshot import digest_of
 
 from kernelhop.cli.services import project_root, start_gateway
-from kernelhop.client.gateway import GatewayClient
+from kernelhop.client.gateway import GatewayConnection
 
 CHUNK = 256 * 1024
 
@@ -41,7 +41,7 @@ def main() -> None:
             for _ in range(args.mib * 1024 * 1024 // CHUNK):
                 data = os.urandom(CHUNK)
                 blobs[str(digest_of(data))] = data
-            GatewayClient(gateway.ready["ws"], token).put_blobs(blobs)
+            GatewayConnection(gateway.ready["ws"], token).put_blobs(blobs)
             listing = root / "digests"
             listing.write_text("\n".join(blobs))
             script = project_root() / "benchmarks" / "blob_fetch.js"

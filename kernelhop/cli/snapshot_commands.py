@@ -12,7 +12,7 @@ from pathlib import Path
 from kernelhop_snapshot import MemoryBlobStore
 
 from ..client.export import export_snapshot, import_snapshot
-from ..client.gateway import GatewayClient, KernelhopError
+from ..client.gateway import GatewayConnection, KernelhopError
 from ..client.snapshots import Snapshots, diff_manifests, format_diff, format_list, format_log, human, short
 from ..config import ConfigError, discover
 from ..signing import SigningError
@@ -20,7 +20,7 @@ from ..signing import SigningError
 
 def _api() -> Snapshots:
     cfg = discover()
-    return Snapshots(GatewayClient(cfg.url, cfg.token, source=cfg.source), MemoryBlobStore())
+    return Snapshots(GatewayConnection(cfg.url, cfg.token, source=cfg.source), MemoryBlobStore())
 
 
 def run(name: str, ns: argparse.Namespace) -> int:

@@ -34,7 +34,7 @@ from ..config import discover, recipe_max_s
 from ..environment import record_environment
 from ..magics.hop_display import HopDisplay
 from .files import WorkingFiles
-from .gateway import GatewayClient, GatewayError, KernelhopError
+from .gateway import GatewayConnection, GatewayError, KernelhopError
 from .hop_store import HopStore
 from .recompute import META_KEY, CellLog, Plan
 
@@ -155,7 +155,7 @@ class Hopper:
         self.module_state = KernelModuleState()
         # The working directory the hops carry and bring home (files.py).
         self.files = WorkingFiles()
-        self._client: GatewayClient | None = None
+        self._client: GatewayConnection | None = None
         # Seconds of the last hop's steps, here and on the runtime (its `done` timings): for the benchmarks and the
         # GPU check, which need the split and not only the status line.
         self.last_timings: dict[str, float] = {}
@@ -170,12 +170,12 @@ class Hopper:
             self._client.close()
             self._client = None
 
-    def client(self) -> GatewayClient:
+    def client(self) -> GatewayConnection:
         """The connection to the gateway the settings name now; a new one when they changed since the last hop."""
         cfg = discover()
         if self._client is None or (self._client.url, self._client.token) != (cfg.url, cfg.token):
             self.close()
-            self._client = GatewayClient(cfg.url, cfg.token, source=cfg.source)
+            self._client = GatewayConnection(cfg.url, cfg.token, source=cfg.source)
         return self._client
 
     def new_store(self) -> HopStore:
@@ -241,7 +241,7 @@ class Hopper:
 
     def _hop(
         self,
-        client: GatewayClient,
+        client: GatewayConnection,
         store: HopStore,
         gpu_class: str,
         code: str,
@@ -341,7 +341,7 @@ class Hopper:
     # -- steps ------------------------------------------------------------------------------------------------
 
     def _upload(
-        self, client: GatewayClient, store: HopStore, cap: Capture, read_all: Callable[[], Capture]
+        self, client: GatewayConnection, store: HopStore, cap: Capture, read_all: Callable[[], Capture]
     ) -> Capture:
         """Send the chunks the gateway lacks, then the manifest: nothing may name what is not there yet. Returns
         the capture sent: ``cap``, or, where the gateway lacks chunks ``cap`` took unread from an earlier capture
@@ -378,10 +378,10 @@ class Hopper:
 
     def _run(
         self,
-        client: GatewayClient,
+        client: GatewayConnection,
         gpu_class: str,
         code: str,
-        snapshot: str,
+        manifest: str,
         timeout_s: float | None,
         quiet: bool,
         reach: frozenset[str] | None,
@@ -391,7 +391,7 @@ class Hopper:
             session=self.session,
             gpu_class=gpu_class,
             code=code,
-            snapshot=snapshot,
+            manifest=manifest,
             timeout_s=timeout_s or 0,
             reach=reach,
         )
@@ -451,13 +451,13 @@ class Hopper:
             raise GatewayError("bad_reply", "the gateway's `done` reply names no snapshot")
         return out
 
-    def _bring_home(self, client: GatewayClient, store: HopStore, cap: Capture, snapshot: str) -> None:
-        if snapshot == str(cap.digest):
+    def _bring_home(self, client: GatewayConnection, store: HopStore, cap: Capture, manifest: str) -> None:
+        if manifest == str(cap.digest):
             return  # the cell changed nothing a snapshot holds
         try:
-            digest = Digest.parse(snapshot)
+            digest = Digest.parse(manifest)
             if not store.has(digest):
-                store.put(digest, client.get_blobs([snapshot])[snapshot])
+                store.put(digest, client.get_blobs([manifest])[manifest])
             new = Manifest.from_bytes(store.get(digest))
             changes = diff(cap.manifest, new)
             wanted = {d for g in changes.changed_groups for d in g.blob_digests()}

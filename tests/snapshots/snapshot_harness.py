@@ -10,7 +10,7 @@ from kernelhop_snapshot import MemoryBlobStore
 from kernelhop_testing import Kernel
 
 from kernelhop.cli.services import Service, start_gateway
-from kernelhop.client.gateway import GatewayClient
+from kernelhop.client.gateway import GatewayConnection
 from kernelhop.client.snapshots import Snapshots
 from kernelhop.signing import Keyring
 
@@ -27,7 +27,7 @@ class Gateway:
 
     def api(self, token: str | None = None, home: Path | None = None) -> Snapshots:
         return Snapshots(
-            GatewayClient(self.url, token or self.token), MemoryBlobStore(), Keyring(home) if home else None
+            GatewayConnection(self.url, token or self.token), MemoryBlobStore(), Keyring(home) if home else None
         )
 
 

@@ -88,7 +88,7 @@ def test_put_blobs_reports_the_bytes_sent_after_each_frame(gateway, monkeypatch)
     from kernelhop.client import gateway as gateway_client
 
     monkeypatch.setattr(gateway_client, "PUT_FRAME_BYTES", 10)
-    client = gateway_client.GatewayClient(gateway.url, TOKEN, open_timeout=5, reply_timeout=10)
+    client = gateway_client.GatewayConnection(gateway.url, TOKEN, open_timeout=5, reply_timeout=10)
     try:
         seen: list[int] = []
         blobs = dict(blob(t) for t in ["aaaaaa", "bbbbbb", "cc", "dddddddddddddddd"])
