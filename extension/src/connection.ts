@@ -8,7 +8,7 @@ import { IGatewayClient } from './tokens';
 /**
  * Provides the gateway link.
  *
- * The browser talks to the gateway through the Jupyter server (`/kernelhop/ws`, kernelhop/labserver.py) rather than
+ * The browser talks to the gateway through the Jupyter server (`/kernelhop/ws`, kernelhop/lab/server.py) rather than
  * at the gateway's own address: that address is the kernel's view (often 127.0.0.1), which a remote browser (Binder,
  * JupyterHub) cannot reach, and the token then never has to leave the server.
  */

@@ -211,7 +211,7 @@ export namespace GatewayClient {
   }
 
   /**
-   * Close codes the Jupyter server's proxy (kernelhop/labserver.py) sends, because a browser cannot see the HTTP
+   * Close codes the Jupyter server's proxy (kernelhop/lab/server.py) sends, because a browser cannot see the HTTP
    * status of a refused upgrade.
    */
   export const CLOSE_TOKEN_REFUSED = 4401;

@@ -1,4 +1,4 @@
-"""The kernel's working directory travels with a hop and what the cell does there comes home (kernelhop/files.py,
+"""The kernel's working directory travels with a hop and what the cell does there comes home (kernelhop/client/files.py,
 kernelhop_worker/workdir.py), end to end: a real ipykernel in a notebook directory, gateway, runtime and worker.
 The worker runs in a directory of its own, laid out from the runtime's cache, so these cells see the notebook's files
 only because they travelled."""

@@ -1,4 +1,4 @@
-"""The hop display's numbers and text (kernelhop/hop_display.py), and what it publishes."""
+"""The hop display's numbers and text (kernelhop/magics/hop_display.py), and what it publishes."""
 
 from kernelhop.magics import hop_display
 from kernelhop.magics.hop_display import MIME_TYPE, HopDisplay, eta_s, plain_text, split_of
