@@ -1,4 +1,5 @@
-"""What `kernelhop snapshot ...` and `kernelhop user ...` do; snapshot_cli.py builds their parser and imports this
+"""What `kernelhop snapshot ...` and `kernelhop user ...` do (and `%snapshot list|diff|log|revoke`, which run the same
+functions); snapshot_parser.py builds their parser and imports this
 only when one of them runs (so `kernelhop up` and `kernelhop gateway` start without the snapshot engine)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The recipe finder (kernelhop/client/recompute.py): which statement rebuilds an unpicklable variable on the runtime."""
+"""The recipe finder (client/recompute.py): which statement rebuilds an unpicklable variable on the runtime."""
 
 import pytest
 from IPython.core.inputtransformer2 import TransformerManager

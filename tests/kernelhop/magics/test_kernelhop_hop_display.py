@@ -83,7 +83,7 @@ def test_outside_a_kernel_nothing_is_published(monkeypatch):
 
 
 def test_put_blobs_reports_the_bytes_sent_after_each_frame(gateway, monkeypatch):
-    from test_kernelhop_gateway_client import TOKEN, blob
+    from kernelhop_fake_gateway import TOKEN, digest_of_bytes
 
     from kernelhop.client import gateway as gateway_client
 
@@ -91,7 +91,7 @@ def test_put_blobs_reports_the_bytes_sent_after_each_frame(gateway, monkeypatch)
     client = gateway_client.GatewayConnection(gateway.url, TOKEN, open_timeout=5, reply_timeout=10)
     try:
         seen: list[int] = []
-        blobs = dict(blob(t) for t in ["aaaaaa", "bbbbbb", "cc", "dddddddddddddddd"])
+        blobs = {digest_of_bytes(t.encode()): t.encode() for t in ["aaaaaa", "bbbbbb", "cc", "dddddddddddddddd"]}
         assert client.put_blobs(blobs, seen.append) == 30
         assert seen == [6, 14, 30]
     finally:
