@@ -35,6 +35,7 @@ from ..client.snapshots import (
 )
 from ..config import kernelhop_home
 from ..environment import describe_differences, differences, record_environment
+from .hop_presenter import presenters_for
 
 # How long `%snapshot fork` waits for the new kernel to start and restore.
 FORK_TIMEOUT_S = 120.0
@@ -336,7 +337,7 @@ class SnapshotMagics(Magics):
 def load_ipython_extension(ip: Any) -> None:
     """Registers %snapshot on the kernel's Hopper (the one %%gpu uses, when kernelhop is loaded)."""
     gpu = ip.magics_manager.registry.get("GpuMagics")
-    hopper = gpu.hopper if gpu is not None else Hopper(ip)
+    hopper = gpu.hopper if gpu is not None else Hopper(ip, presenters_for(ip))
     ip.register_magics(SnapshotMagics(ip, hopper))
 
 
