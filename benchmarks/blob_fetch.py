@@ -2,7 +2,7 @@
 the gateway's own directory (the page cache: what a local restore like dill's reads at).
 
 Starts a real gateway, uploads random 256 KiB chunks through the kernel's client, then runs benchmarks/blob_fetch.js
-(the runtime's own GatewayConnection and ChunkCache): the transport alone (nothing verified or written) and the fetch into
+(the runtime's own GatewayClient and ChunkCache): the transport alone (nothing verified or written) and the fetch into
 a cache, three times each; the baseline runs here in the same run.
 
     .venv/bin/python benchmarks/blob_fetch.py [--mib 256]

@@ -58,7 +58,9 @@ class WorkingFiles:
         self._sent: tuple[str, Scan] | None = None
         self._told_ignored: list[str] = []
 
-    def send(self, client: GatewayConnection, store: HopStore, progress: Callable[[int], None] | None = None) -> FilesRef:
+    def send(
+        self, client: GatewayConnection, store: HopStore, progress: Callable[[int], None] | None = None
+    ) -> FilesRef:
         """Read the working directory into a tree and upload what the gateway lacks of it; returns its ref."""
         root = os.getcwd()
         self._sent = None
