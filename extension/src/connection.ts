@@ -2,8 +2,8 @@ import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application'
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-import { GatewayClient } from './gatewayClient';
-import { IGatewayClient } from './tokens';
+import { GatewayLink } from './gatewayLink';
+import { IGatewayLink } from './tokens';
 
 /**
  * Provides the gateway link.
@@ -12,14 +12,14 @@ import { IGatewayClient } from './tokens';
  * at the gateway's own address: that address is the kernel's view (often 127.0.0.1), which a remote browser (Binder,
  * JupyterHub) cannot reach, and the token then never has to leave the server.
  */
-export const gatewayPlugin: JupyterFrontEndPlugin<IGatewayClient> = {
+export const gatewayPlugin: JupyterFrontEndPlugin<IGatewayLink> = {
   id: 'kernelhop-labextension:gateway',
   description: 'Connects the browser to the kernelhop gateway through the Jupyter server.',
   autoStart: true,
-  provides: IGatewayClient,
-  activate: (app: JupyterFrontEnd): IGatewayClient => {
+  provides: IGatewayLink,
+  activate: (app: JupyterFrontEnd): IGatewayLink => {
     const settings = app.serviceManager.serverSettings;
-    return new GatewayClient({ url: () => Private.proxyUrl(settings), WebSocket: settings.WebSocket });
+    return new GatewayLink({ url: () => Private.proxyUrl(settings), WebSocket: settings.WebSocket });
   }
 };
 
