@@ -8,7 +8,8 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from .hop import Hopper, RemoteResult
+from ..client.hop import Hopper, RemoteResult
+from .hop_presenter import presenters_for
 
 
 @magics_class
@@ -16,7 +17,7 @@ class GpuMagics(Magics):
     def __init__(self, shell: Any):
         super().__init__(shell)
         # One per kernel: its session id and capturer outlive single cells, so later hops move only what changed.
-        self.hopper = Hopper(shell)
+        self.hopper = Hopper(shell, presenters_for(shell))
 
     @magic_arguments("%gpu")  # usage reads `%%gpu ...`: a cell magic
     @argument("gpu_class", metavar="CLASS", help="the GPU class to run on, e.g. h100 (%%gpu without a cell lists them)")
