@@ -279,6 +279,13 @@ class GatewayClient:
 
     # -- operations -------------------------------------------------------------------------------------------
 
+    def usage(self, *, user: str | None = None, since: int | None = None) -> dict[str, Any]:
+        """GPU-seconds per user, notebook, cell, class and runtime (the gateway's report); `since` in ms since the
+        epoch. A user's report is its own; only the admin may name another user."""
+        fields = {k: v for k, v in (("user", user), ("since", since)) if v is not None}
+        reply, _ = self._op("usage", **fields)
+        return reply["usage"]
+
     def find_missing(self, digests: Iterable[str]) -> list[str]:
         """The digests the gateway lacks, asking only about those not known to be there."""
         ask = [d for d in dict.fromkeys(digests) if d not in self.known]
@@ -420,6 +427,8 @@ class GatewayClient:
         snapshot: str,
         timeout_s: float,
         reach: Iterable[str] | None = None,
+        notebook: str = "",
+        cell: str = "",
     ) -> Run:
         """Start a cell; read its events from the returned Run. ``reach``: the names the cell can reach, for a
         lazy restore of only those on the runtime; None restores the whole snapshot."""
@@ -434,6 +443,8 @@ class GatewayClient:
                 "snapshot": snapshot,
                 "timeout_s": timeout_s,
                 "reach": None if reach is None else sorted(reach),
+                "notebook": notebook,
+                "cell": cell,
             }
         )
         return Run(self, rid)

@@ -37,6 +37,7 @@ from .gateway_client import GatewayClient, GatewayError, KernelhopError
 from .hop_display import HopDisplay
 from .hop_store import HopStore
 from .recompute import META_KEY, CellLog, Plan
+from .usage import run_labels
 
 # How long a cell may wait for a GPU before the kernel says it is queued.
 QUEUED_NOTICE_S = 2.0
@@ -387,6 +388,7 @@ class Hopper:
         reach: frozenset[str] | None,
     ) -> Outcome:
         # timeout_s 0 means none, as in the runtime protocol's Assignment.
+        notebook, cell = run_labels(self.shell)
         run = client.run(
             session=self.session,
             gpu_class=gpu_class,
@@ -394,6 +396,8 @@ class Hopper:
             snapshot=snapshot,
             timeout_s=timeout_s or 0,
             reach=reach,
+            notebook=notebook,
+            cell=cell,
         )
         self.display.phase("queued")
         out = Outcome()

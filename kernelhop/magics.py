@@ -9,6 +9,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from .hop import Hopper, RemoteResult
+from .usage import format_report, parse_since
 
 
 @magics_class
@@ -130,6 +131,7 @@ class GpuMagics(Magics):
 
         `%gpu env CLASS` shows which of this kernel's packages a runtime of CLASS installs for its cells (and what
         it cannot), by a hop that runs nothing of the notebook (the runtime prepares them then, as for the next cell).
+        `%gpu usage [SINCE]` shows your GPU-seconds per notebook, cell, class and runtime (SINCE: 24h, 7d, a date).
         To run a cell on one of them, start the cell with `%%gpu CLASS`.
         """
         words = line.split()
@@ -140,9 +142,18 @@ class GpuMagics(Magics):
             code = "print(__import__('kernelhop_worker.overlay', fromlist=['report']).report())"
             self.hopper.hop(words[1], code, quiet=True, files=False)
             return
+        if words[:1] == ["usage"]:
+            if len(words) > 2:
+                raise UsageError("%gpu usage takes at most a span or date: %gpu usage [24h|7d|2026-12-01]")
+            try:
+                fields = {"since": parse_since(words[1])} if len(words) == 2 else {}
+            except ValueError as e:
+                raise UsageError(f"%gpu usage: {e}") from None
+            print(format_report(self.hopper.client.usage(**fields)))
+            return
         if words:
             raise UsageError(
-                f"%gpu takes no arguments but env CLASS (got {line.strip()!r}); it lists the GPU classes. "
+                f"%gpu takes no arguments but env CLASS or usage [SINCE] (got {line.strip()!r}); it lists the GPU classes. "
                 "To run a cell on a GPU, start the cell with %%gpu CLASS."
             )
         print(self.hopper.describe_classes())

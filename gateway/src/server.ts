@@ -8,11 +8,15 @@ import { BlobStore, DiskBlobStore } from './blobStore.js';
 import { DEFAULT_ADMIN_USER, GatewayConfig } from './config.js';
 import { Collector, Mutex } from './gc.js';
 import { GrpcApi } from './grpcApi.js';
+import { Log, jsonLog } from './log.js';
+import { GatewayMetrics } from './metrics.js';
+import { METRICS_PATH, serveMetrics } from './metricsHttp.js';
 import { MetadataStore, SqliteMetadataStore } from './metadataStore.js';
 import { RuntimeTokenStore, SqliteRuntimeTokens } from './runtimeTokens.js';
 import { Scheduler } from './scheduler.js';
 import { SnapshotApi } from './snapshotApi.js';
 import { SnapshotStore, SqliteSnapshotStore } from './snapshotStore.js';
+import { SqliteUsageLedger, UsageLedger } from './usage.js';
 import { WS_PATH, WsApi } from './wsApi.js';
 
 /** Where a runtime that has the WebSocket URL asks for the gRPC port. */
@@ -23,7 +27,7 @@ export interface GatewayTuning {
   missedHeartbeats?: number;
   cancelGraceMs?: number;
   pingIntervalMs?: number;
-  log?: (line: string) => void;
+  log?: Log;
 }
 
 export interface Gateway {
@@ -35,21 +39,47 @@ export interface Gateway {
   collector: Collector;
   scheduler: Scheduler;
   runtimeTokens: RuntimeTokenStore;
+  usage: UsageLedger;
+  metrics: GatewayMetrics;
   close(): Promise<void>;
 }
 
 export async function startGateway(config: GatewayConfig, tuning: GatewayTuning = {}): Promise<Gateway> {
-  const log = tuning.log ?? ((line: string) => console.error(`kernelhop gateway: ${line}`));
+  const log = tuning.log ?? jsonLog('kernelhop-gateway');
   await fsp.mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   const store = await DiskBlobStore.open(path.join(config.dataDir, 'cas'));
   const metadata = new SqliteMetadataStore(path.join(config.dataDir, 'kernelhop.db'), store);
-  const scheduler = new Scheduler({
+  const usage = new SqliteUsageLedger(path.join(config.dataDir, 'kernelhop.db'));
+  // The scheduler is made below; its classes are read at scrape time only.
+  const metrics = new GatewayMetrics(() => scheduler.classes());
+  const scheduler: Scheduler = new Scheduler({
     store,
     metadata,
     heartbeatIntervalMs: tuning.heartbeatIntervalMs,
     missedHeartbeats: tuning.missedHeartbeats,
     cancelGraceMs: tuning.cancelGraceMs,
     log,
+    observer: {
+      started: ({ runId, req, runtime, waitedSeconds }) => {
+        metrics.runStarted(req.gpuClass, waitedSeconds);
+        log(`run started on ${runtime} after ${waitedSeconds.toFixed(3)} s in the queue`, { run: runId, runtime, user: req.user, gpu_class: req.gpuClass });
+      },
+      released: (use) => {
+        const gpuSeconds = (use.endedAt - use.startedAt) / 1000;
+        log(`run ended (${use.outcome}) after ${gpuSeconds.toFixed(3)} GPU-seconds`, {
+          run: use.runId,
+          runtime: use.runtime,
+          user: use.req.user,
+          gpu_class: use.req.gpuClass,
+          outcome: use.outcome,
+          gpu_seconds: gpuSeconds,
+        });
+        metrics.runEnded({ user: use.req.user, gpuClass: use.req.gpuClass, outcome: use.outcome, gpuSeconds, timings: use.timings });
+        const { user, notebook, cell, gpuClass } = use.req;
+        const entry = { runId: use.runId, user, notebook, cell, gpuClass, runtime: use.runtime, startedAt: use.startedAt, endedAt: use.endedAt, outcome: use.outcome };
+        usage.record(entry).catch((e: unknown) => log(`counting the GPU-seconds failed: ${String(e)}`, { run: use.runId }));
+      },
+    },
   });
   // Runtimes use gRPC with runtime tokens; users (the admin too) reach the store only through the WebSocket.
   const runtimeTokens = new SqliteRuntimeTokens(path.join(config.dataDir, 'kernelhop.db'));
@@ -60,7 +90,18 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
 
   // A new key per start: sessions do not outlive the gateway's runs anyway (a runtime's warm workers are per session).
   const sessionKey = randomBytes(32);
-  const wsApi = new WsApi({ snapshots, api, store, scheduler, runtimeTokens, sessionKey, log, pingIntervalMs: tuning.pingIntervalMs });
+  const wsApi = new WsApi({
+    snapshots,
+    api,
+    store,
+    scheduler,
+    runtimeTokens,
+    usage,
+    metrics,
+    sessionKey,
+    log,
+    pingIntervalMs: tuning.pingIntervalMs,
+  });
   let grpcPort = 0;
   const httpServer = http.createServer((req, res) => {
     if (req.method === 'GET' && req.url === RUNTIMES_INFO_PATH) {
@@ -69,11 +110,15 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
       res.end(JSON.stringify({ grpc_port: grpcPort }));
       return;
     }
+    if (req.method === 'GET' && req.url === METRICS_PATH) {
+      serveMetrics(req, res, metrics, snapshots, log);
+      return;
+    }
     res.writeHead(426, { 'Content-Type': 'text/plain; charset=utf-8', Upgrade: 'websocket' });
     res.end(`kernelhop gateway: connect a WebSocket to ${WS_PATH}\n`);
   });
   httpServer.on('upgrade', (req, socket, head) => wsApi.handleUpgrade(req, socket, head));
-  const grpcApi = new GrpcApi(runtimeTokens, snapshots, store, scheduler, log);
+  const grpcApi = new GrpcApi(runtimeTokens, snapshots, store, scheduler, log, metrics);
 
   let wsPort: number;
   try {
@@ -84,6 +129,7 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
     await metadata.close();
     await snapshots.close();
     await runtimeTokens.close();
+    await usage.close();
     scheduler.close();
     throw e;
   }
@@ -107,9 +153,10 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
       await metadata.close();
       await snapshots.close();
       await runtimeTokens.close();
+      await usage.close();
     })());
 
-  return { wsUrl, grpcAddress, store, metadata, snapshots, collector, scheduler, runtimeTokens, close };
+  return { wsUrl, grpcAddress, store, metadata, snapshots, collector, scheduler, runtimeTokens, usage, metrics, close };
 }
 
 /** The admin's token, under the data directory: for `kernelhop` on this host, never for kernels. */
