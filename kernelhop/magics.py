@@ -149,7 +149,7 @@ class GpuMagics(Magics):
                 fields = {"since": parse_since(words[1])} if len(words) == 2 else {}
             except ValueError as e:
                 raise UsageError(f"%gpu usage: {e}") from None
-            print(format_report(self.hopper.client.usage(**fields)))
+            print(format_report(self.hopper.client().usage(**fields)))
             return
         if words:
             raise UsageError(
