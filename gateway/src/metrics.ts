@@ -102,6 +102,20 @@ export class GatewayMetrics {
     });
   }
 
+  /** Provided runtimes (elastic/), per class and state, read at scrape time. */
+  watchElastic(counts: () => Array<{ gpuClass: string; state: string; n: number }>): void {
+    new Gauge({
+      name: 'kernelhop_elastic_runtimes',
+      help: 'Runtimes the provider started, per GPU class and state (starting: not registered yet; up).',
+      labelNames: ['gpu_class', 'state'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const c of counts()) this.set({ gpu_class: c.gpuClass, state: c.state }, c.n);
+      },
+    });
+  }
+
   runStarted(gpuClass: string, waitedSeconds: number): void {
     this.queueWait.observe({ gpu_class: gpuClass }, waitedSeconds);
   }

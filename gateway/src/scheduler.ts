@@ -108,6 +108,20 @@ export interface SchedulerOptions {
   cancelGraceMs?: number;
   log?: Log;
   observer?: RunObserver;
+  /** Classes no runtime may offer now that a provider can start one of (elastic/): their runs wait, not fail. */
+  provisionable?: readonly string[];
+  /** Asked before a runtime registers with a runtime token: a reason to refuse it, or null (elastic's one-time tokens). */
+  admitRegistration?: (credentialId: string) => string | null;
+}
+
+/** A runtime as the autoscaler sees it. */
+export interface RuntimeLoad {
+  id: string;
+  name: string;
+  credential: string;
+  busy: number;
+  /** Since when it has held no run (ms since the epoch); null while it holds one. */
+  idleSince: number | null;
 }
 
 export class SchedulerError extends Error {
@@ -147,6 +161,7 @@ interface RuntimeEntry {
   /** Runs holding a slot: assigned and not yet confirmed finished by the runtime. */
   slots: Map<string, Run>;
   lastSeen: number;
+  idleSince: number;
 }
 
 export class Scheduler {
@@ -157,6 +172,8 @@ export class Scheduler {
   private readonly metadata: MetadataStore;
   private readonly log: Log;
   private readonly observer?: RunObserver;
+  private readonly provisionable: ReadonlySet<string>;
+  private readonly admitRegistration: (credentialId: string) => string | null;
   private readonly runtimes = new Map<string, RuntimeEntry>();
   private readonly runs = new Map<string, Run>();
   private readonly queues = new Map<string, Run[]>();
@@ -171,6 +188,8 @@ export class Scheduler {
     this.cancelGraceMs = opts.cancelGraceMs ?? 5000;
     this.log = opts.log ?? ((line) => console.error(`kernelhop gateway: ${line}`));
     this.observer = opts.observer;
+    this.provisionable = new Set(opts.provisionable ?? []);
+    this.admitRegistration = opts.admitRegistration ?? (() => null);
     this.livenessTimer = setInterval(() => this.dropSilentRuntimes(), this.heartbeatIntervalMs);
     this.livenessTimer.unref();
   }
@@ -188,6 +207,8 @@ export class Scheduler {
     if (!Number.isInteger(req.capacity) || req.capacity < 1) {
       throw new SchedulerError(`capacity must be at least 1 cell at once, got ${req.capacity}`);
     }
+    const refused = this.admitRegistration(credential);
+    if (refused !== null) throw new SchedulerError(refused);
     const id = randomUUID();
     const rt: RuntimeEntry = {
       id,
@@ -198,6 +219,7 @@ export class Scheduler {
       seq: this.seq++,
       slots: new Map(),
       lastSeen: Date.now(),
+      idleSince: Date.now(),
     };
     this.runtimes.set(id, rt);
     this.record(this.metadata.runtimeRegistered({ id, ...req }));
@@ -337,6 +359,20 @@ export class Scheduler {
     }
   }
 
+  /** When each waiting run of each class was submitted (ms since the epoch), oldest first: for the autoscaler. */
+  waiting(): Map<string, number[]> {
+    const out = new Map<string, number[]>();
+    for (const [name, q] of this.queues) out.set(name, q.map((r) => r.submittedAt).sort((a, b) => a - b));
+    return out;
+  }
+
+  /** The runtimes registered with runtime token `credential`, and what they hold. */
+  runtimesOf(credential: string): RuntimeLoad[] {
+    return [...this.runtimes.values()]
+      .filter((rt) => rt.credential === credential)
+      .map((rt) => ({ id: rt.id, name: rt.name, credential, busy: rt.slots.size, idleSince: rt.slots.size === 0 ? rt.idleSince : null }));
+  }
+
   /** Input snapshots of the runs not yet finished, for gc. */
   activeSnapshots(): Digest[] {
     return [...this.runs.values()].filter((r) => r.state !== 'finished').map((r) => r.req.snapshot);
@@ -354,6 +390,8 @@ export class Scheduler {
         info.simulated &&= c.simulated;
       }
     }
+    // A class a provider starts runtimes of is served even with none up (scaled to zero).
+    for (const name of this.provisionable) out[name] ??= { runtimes: 0, capacity: 0, busy: 0, queued: 0, simulated: false };
     for (const [name, q] of this.queues) if (out[name] !== undefined) out[name].queued = q.length;
     return out;
   }
@@ -469,6 +507,7 @@ export class Scheduler {
     run.graceTimer = undefined;
     if (run.state === 'finished') this.runs.delete(run.id);
     if (run.runtime?.slots.delete(run.id)) {
+      if (run.runtime.slots.size === 0) run.runtime.idleSince = Date.now();
       this.released(run, run.runtime, outcome, timings);
       this.pump();
     }
@@ -637,9 +676,10 @@ export class Scheduler {
     }
   }
 
+  /** Whether a run of class `name` can be served: a runtime offers it, or a provider can start one that does. */
   private classOffered(name: string): boolean {
     for (const rt of this.runtimes.values()) if (rt.classes.has(name)) return true;
-    return false;
+    return this.provisionable.has(name);
   }
 
   private unknownClassMessage(name: string): string {

@@ -5,7 +5,11 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { BlobStore, DiskBlobStore } from './blobStore.js';
-import { DEFAULT_ADMIN_USER, GatewayConfig } from './config.js';
+import { DEFAULT_ADMIN_USER, ElasticConfig, GatewayConfig } from './config.js';
+import { Autoscaler } from './elastic/autoscaler.js';
+import { CommandProvider } from './elastic/commandProvider.js';
+import { KubernetesProvider } from './elastic/kubernetesProvider.js';
+import { RuntimeProvider } from './elastic/provider.js';
 import { Collector, Mutex } from './gc.js';
 import { GrpcApi } from './grpcApi.js';
 import { Log, jsonLog } from './log.js';
@@ -28,6 +32,9 @@ export interface GatewayTuning {
   cancelGraceMs?: number;
   pingIntervalMs?: number;
   log?: Log;
+  /** Replaces the provider --provider names (tests: runtimes in this process). */
+  provider?: RuntimeProvider;
+  autoscaleTickMs?: number;
 }
 
 export interface Gateway {
@@ -52,6 +59,8 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
   const usage = new SqliteUsageLedger(path.join(config.dataDir, 'kernelhop.db'));
   // The scheduler is made below; its classes are read at scrape time only.
   const metrics = new GatewayMetrics(() => scheduler.classes());
+  // Made once the gRPC port is known (provided runtimes are told it); registrations before that are not its.
+  let autoscaler: Autoscaler | undefined;
   const scheduler: Scheduler = new Scheduler({
     store,
     metadata,
@@ -59,6 +68,8 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
     missedHeartbeats: tuning.missedHeartbeats,
     cancelGraceMs: tuning.cancelGraceMs,
     log,
+    provisionable: config.elastic?.classes ?? [],
+    admitRegistration: (credential) => autoscaler?.admitRegistration(credential) ?? null,
     observer: {
       started: ({ runId, req, runtime, waitedSeconds }) => {
         metrics.runStarted(req.gpuClass, waitedSeconds);
@@ -142,10 +153,21 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
   await writePrivate(path.join(config.dataDir, 'gateway.json'), `${JSON.stringify({ url: wsUrl, grpc: grpcAddress }, null, 2)}\n`);
   await writePrivate(path.join(config.dataDir, ADMIN_TOKEN_FILE), `${config.token}\n`);
   if (config.runtimeTokenFile !== undefined) await writeRuntimeToken(runtimeTokens, config.runtimeTokenFile);
+  if (config.elastic !== undefined) {
+    const e = config.elastic;
+    autoscaler = new Autoscaler(
+      { ...e, provider: tuning.provider ?? (await openProvider(e, log)), gateway: e.runtimeGateway ?? grpcAddress, tickMs: tuning.autoscaleTickMs },
+      scheduler,
+      runtimeTokens,
+      log,
+    );
+    metrics.watchElastic(() => autoscaler?.counts() ?? []);
+  }
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> =>
     (closing ??= (async () => {
+      await autoscaler?.close();
       scheduler.close();
       wsApi.close();
       await Promise.all([new Promise<void>((r) => httpServer.close(() => r())), grpcApi.close()]);
@@ -157,6 +179,14 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
     })());
 
   return { wsUrl, grpcAddress, store, metadata, snapshots, collector, scheduler, runtimeTokens, usage, metrics, close };
+}
+
+function openProvider(e: ElasticConfig, log: Log): Promise<RuntimeProvider> {
+  if (e.provider.kind === 'command') return Promise.resolve(new CommandProvider(e.provider.command, log));
+  return KubernetesProvider.open(
+    { templateFile: e.provider.template, namespace: e.provider.namespace, kubeconfig: e.provider.kubeconfig },
+    log,
+  );
 }
 
 /** The admin's token, under the data directory: for `kernelhop` on this host, never for kernels. */

@@ -6,7 +6,8 @@ import * as grpc from '@grpc/grpc-js';
 import { Digest, digestOf, encodeManifest, formatDigest, parseManifest } from '@kernelhop/kernel-snapshot';
 import { WebSocket } from 'ws';
 import { loadProto } from '../src/grpcApi.js';
-import { Gateway, startGateway } from '../src/server.js';
+import type { GatewayConfig } from '../src/config.js';
+import { Gateway, GatewayTuning, startGateway } from '../src/server.js';
 
 export const TOKEN = 'test-token-0123456789';
 /** The runtime token of the gateway started last (each test file runs its own process and gateway). */
@@ -21,11 +22,11 @@ export interface TestGateway {
   stop(): Promise<void>;
 }
 
-export async function startTestGateway(): Promise<TestGateway> {
+export async function startTestGateway(more: { config?: Partial<GatewayConfig>; tuning?: GatewayTuning } = {}): Promise<TestGateway> {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'kernelhop-gw-'));
   const gw = await startGateway(
-    { host: '127.0.0.1', port: 0, grpcPort: 0, dataDir, token: TOKEN, tokenGenerated: false },
-    { heartbeatIntervalMs: 200, missedHeartbeats: 3, cancelGraceMs: 400, log: () => undefined },
+    { host: '127.0.0.1', port: 0, grpcPort: 0, dataDir, token: TOKEN, tokenGenerated: false, ...more.config },
+    { heartbeatIntervalMs: 200, missedHeartbeats: 3, cancelGraceMs: 400, log: () => undefined, ...more.tuning },
   );
   runtimeToken = (await gw.runtimeTokens.create(null, Date.now())).token;
   return {
