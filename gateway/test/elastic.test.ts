@@ -206,3 +206,40 @@ test('the Kubernetes provider makes a Secret and a Pod from the template, and de
     api.close();
   }
 });
+
+test('a provider whose runtimes never come up is asked again only after a back-off', async () => {
+  let asked = 0;
+  const failing: RuntimeProvider = {
+    kind: 'test',
+    provide: async () => {
+      asked += 1;
+      return { ended: Promise.resolve(), release: async () => undefined };
+    },
+  };
+  const t = await startTestGateway({
+    config: {
+      elastic: {
+        provider: { kind: 'command', command: 'unused' },
+        classes: ['h100'],
+        scaleUpAfterMs: 0,
+        idleReleaseMs: 60_000,
+        maxPerClass: 4,
+        registerTimeoutMs: 10_000,
+      },
+    },
+    tuning: { provider: failing, autoscaleTickMs: 20 },
+  });
+  const c = await TestClient.connect(t.gw.wsUrl);
+  try {
+    const chunk = blob('never runs');
+    const snap = snapshotOf([chunk]);
+    await c.putBlobs([chunk, snap]);
+    c.send({ id: c.id(), op: 'run', session: 's', gpu_class: 'h100', code: 'pass', snapshot: snap.digest, timeout_s: 0 });
+    await until('the provider asked', () => asked >= 1);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(asked, 1, 'one runtime that ended at once; no retry within the back-off');
+  } finally {
+    c.close();
+    await t.stop();
+  }
+});

@@ -7,6 +7,9 @@ import type { RuntimeTokenStore } from '../runtimeTokens.js';
 import type { RuntimeLoad } from '../scheduler.js';
 import { ProvidedRuntime, RuntimeProvider } from './provider.js';
 
+/** After a provided runtime failed to come up, the provider is asked again for its class only this much later. */
+const DEFAULT_RETRY_MS = 30_000;
+
 export interface AutoscalerOptions {
   provider: RuntimeProvider;
   /** The classes the provider can start runtimes of. */
@@ -139,7 +142,6 @@ export class Autoscaler {
       p.provided = await this.opts.provider.provide({ gpuClass, name, gateway: this.opts.gateway, enrollmentToken: token });
     } catch (e) {
       this.log(`the ${this.opts.provider.kind} provider could not start a runtime of class ${gpuClass}: ${String(e)}`, { runtime: name });
-      this.retryAt.set(gpuClass, this.now() + (this.opts.retryAfterMs ?? 30_000));
       await this.release(p, 'the provider failed');
       return;
     }
@@ -156,6 +158,8 @@ export class Autoscaler {
   private release(p: Provisioned, why: string): Promise<void> {
     return (p.releasing ??= (async () => {
       this.log(`releasing provided runtime: ${why}`, { runtime: p.name });
+      // One that never came up would be asked for again at once, and fail again: back off.
+      if (!p.up) this.retryAt.set(p.gpuClass, this.now() + (this.opts.retryAfterMs ?? DEFAULT_RETRY_MS));
       this.pool.dropRuntimesOf(p.credentialId, `released by the autoscaler: ${why}`);
       await this.tokens.revoke(p.credentialId, this.now()).catch(() => false);
       await p.provided?.release().catch((e: unknown) => this.log(`releasing failed: ${String(e)}`, { runtime: p.name }));
