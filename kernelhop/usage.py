@@ -24,7 +24,13 @@ def run_labels(shell: Any) -> tuple[str, str]:
     return notebook, cell
 
 
-_GROUPS = (("user", "user"), ("notebook", "notebook"), ("cell", "cell"), ("gpu_class", "GPU class"), ("runtime", "runtime"))
+_GROUPS = (
+    ("user", "user"),
+    ("notebook", "notebook"),
+    ("cell", "cell"),
+    ("gpu_class", "GPU class"),
+    ("runtime", "runtime"),
+)
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -71,7 +77,9 @@ def parse_since(text: str, now: float | None = None) -> int:
     try:
         when = datetime.datetime.fromisoformat(text.strip())
     except ValueError:
-        raise ValueError(f"--since {text!r}: give a span back from now (30m, 24h, 7d) or an ISO date (2026-12-01)") from None
+        raise ValueError(
+            f"--since {text!r}: give a span back from now (30m, 24h, 7d) or an ISO date (2026-12-01)"
+        ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=datetime.UTC)
     return int(when.timestamp() * 1000)

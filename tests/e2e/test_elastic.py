@@ -48,10 +48,11 @@ def runtimes_of(gateway: Service, token: str) -> int:
 def test_a_cell_brings_a_runtime_up_from_zero_and_idle_releases_it(elastic_gateway, tmp_path: Path) -> None:
     gateway, token = elastic_gateway
     assert runtimes_of(gateway, token) == 0
-    kernel = Kernel({"KERNELHOP_GATEWAY": gateway.ready["ws"], "KERNELHOP_TOKEN": token, "KERNELHOP_HOME": str(tmp_path)} | _base_env())
+    env = {"KERNELHOP_GATEWAY": gateway.ready["ws"], "KERNELHOP_TOKEN": token, "KERNELHOP_HOME": str(tmp_path)}
+    kernel = Kernel(_base_env() | env)
     try:
         for round_ in (1, 2):
-            execution = kernel.run(f"%%gpu h100\nx = {round_} * 21\nprint('on', __import__('socket').gethostname())", timeout=180)
+            execution = kernel.run(f"%%gpu h100\nx = {round_} * 21", timeout=180)
             assert execution.status == "ok", execution.error_text
             assert kernel.value("x") == str(round_ * 21)
             deadline = time.monotonic() + 60

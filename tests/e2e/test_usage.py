@@ -80,7 +80,8 @@ def test_each_hop_is_counted_for_its_user_notebook_and_cell(
     assert refused_metrics.value.code == 403
     with urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"Bearer {stack.token}"})) as r:
         metrics = r.read().decode()
-    line = next(x for x in metrics.splitlines() if x.startswith('kernelhop_gpu_seconds_total{user="uma",gpu_class="h100"}'))
+    series = 'kernelhop_gpu_seconds_total{user="uma",gpu_class="h100"}'
+    line = next(x for x in metrics.splitlines() if x.startswith(series))
     assert abs(float(line.split()[-1]) - counted) < 0.01
 
     # The gateway's log: JSON lines, each run's start and end carrying its run id.
@@ -89,3 +90,4 @@ def test_each_hop_is_counted_for_its_user_notebook_and_cell(
     started = {e["run"] for e in entries if e.get("user") == "uma" and e["msg"].startswith("run started")}
     assert len(ended) == 2 and {e["run"] for e in ended} == started
     assert abs(sum(e["gpu_seconds"] for e in ended) - counted) < 0.01
+
