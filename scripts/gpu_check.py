@@ -25,8 +25,7 @@ from typing import Any
 
 import torch
 from IPython.core.interactiveshell import InteractiveShell
-
-from kernelhop.testing import launch_stack
+from kernelhop_testing import launch_stack
 
 MiB = 1 << 20
 TENSOR_MIB = 256

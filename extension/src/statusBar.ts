@@ -10,7 +10,7 @@ import { statusText, statusTitle } from './format';
 import { gpuSecondsText, summaryText, whereText } from './hop';
 import { IHopTracker } from './hopTracker';
 import { gpuClassOf } from './magic';
-import { IGatewayClient, IGatewayStatus } from './tokens';
+import { IGatewayLink, IGatewayStatus } from './tokens';
 import { IUsageSummary, parseUsage, startOfToday, usageText } from './usage';
 
 /**
@@ -21,11 +21,11 @@ export const statusBarPlugin: JupyterFrontEndPlugin<void> = {
   id: 'kernelhop-labextension:status-bar',
   description: 'Shows where the current notebook runs and the GPU classes free now.',
   autoStart: true,
-  requires: [IGatewayClient, IStatusBar],
+  requires: [IGatewayLink, IStatusBar],
   optional: [INotebookTracker, IHopTracker],
   activate: (
     app: JupyterFrontEnd,
-    client: IGatewayClient,
+    client: IGatewayLink,
     statusBar: IStatusBar,
     tracker: INotebookTracker | null,
     hops: IHopTracker | null
@@ -45,7 +45,7 @@ interface IServerConfig {
 
 class KernelhopStatus extends Widget {
   constructor(
-    client: IGatewayClient,
+    client: IGatewayLink,
     tracker: INotebookTracker | null,
     hops: IHopTracker | null,
     settings: ServerConnection.ISettings
@@ -79,7 +79,7 @@ class KernelhopStatus extends Widget {
     super.dispose();
   }
 
-  private _onStatus(_: IGatewayClient, status: IGatewayStatus): void {
+  private _onStatus(_: IGatewayLink, status: IGatewayStatus): void {
     this._serverConfig = null;
     this._render();
     if (status.state === 'connected') {
@@ -171,7 +171,7 @@ class KernelhopStatus extends Widget {
     this.node.setAttribute('aria-label', text);
   }
 
-  private readonly _client: IGatewayClient;
+  private readonly _client: IGatewayLink;
   private readonly _tracker: INotebookTracker | null;
   private readonly _hops: IHopTracker | null;
   private readonly _settings: ServerConnection.ISettings;

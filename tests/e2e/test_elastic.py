@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from kernelhop.gateway_client import GatewayClient
-from kernelhop.services import Service, start_gateway
-from kernelhop.testing import Kernel
+from kernelhop.client.gateway import GatewayConnection
+from kernelhop.cli.services import Service, start_gateway
+from kernelhop_testing import Kernel
 
 IDLE_RELEASE_S = 2
 
@@ -37,7 +37,7 @@ def elastic_gateway(tmp_path: Path) -> Iterator[tuple[Service, str]]:
 
 
 def runtimes_of(gateway: Service, token: str) -> int:
-    client = GatewayClient(gateway.ready["ws"], token, source="the test's admin token")
+    client = GatewayConnection(gateway.ready["ws"], token, source="the test's admin token")
     try:
         reply, _ = client._op("classes")
         return reply["classes"]["h100"]["runtimes"]
@@ -64,7 +64,7 @@ def test_a_cell_brings_a_runtime_up_from_zero_and_idle_releases_it(elastic_gatew
         assert log.count("releasing provided runtime: idle for") == 2
     finally:
         kernel.shutdown()
-    tokens = GatewayClient(gateway.ready["ws"], token, source="admin")
+    tokens = GatewayConnection(gateway.ready["ws"], token, source="admin")
     try:
         listed, _ = tokens._op("runtime_token_list")
     finally:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kernelhop.testing import Kernel
+from kernelhop_testing import Kernel
 
 
 def test_gpu_class_line_magic_runs_every_cell_there_until_off(kernel: Kernel) -> None:

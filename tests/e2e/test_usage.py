@@ -12,14 +12,14 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from kernelhop.gateway_client import GatewayClient
-from kernelhop.testing import Kernel, Stack
+from kernelhop.client.gateway import GatewayConnection
+from kernelhop_testing import Kernel, Stack
 
 TIMINGS = "json.dumps(get_ipython().magics_manager.registry['GpuMagics'].hopper.last_timings)"
 
 
 def admin_op(stack: Stack, op: str, **fields: object) -> dict:
-    client = GatewayClient(stack.ws_url, stack.token, source="the test's admin token")
+    client = GatewayConnection(stack.ws_url, stack.token, source="the test's admin token")
     try:
         reply, _ = client._op(op, **fields)
         return reply

@@ -126,9 +126,9 @@ class Capturer:
     ) -> Capture:
         """Capture ``namespace``. ``meta`` adds keys to the manifest's meta; a callable gets the unpicklable names'
         entries (name -> {"type", "reason"}) once they are known and returns them, so what depends on them (the
-        kernel's recipes, kernelhop/recompute.py) goes into the one manifest written. ``keep``: groups that go into
-        the manifest as they are, for names ``namespace`` lacks (a worker's groups it never restored: lazy restore);
-        their chunks need not be in this store.
+        kernel's recipes, kernelhop/client/recompute.py) goes into the one manifest written. ``keep``: groups that go
+        into the manifest as they are, for names ``namespace`` lacks (a worker's groups it never restored: lazy
+        restore); their chunks need not be in this store.
 
         ``reach``: the names whoever reads this capture will expose (a hop's worker hides every group out of it, see
         docs/ARCHITECTURE.md, "Lazy restore"). Every name is still pickled, so groups follow shared references

@@ -4,10 +4,10 @@ import time
 import pytest
 from kernelhop_fake_gateway import TOKEN, FakeGateway, digest_of_bytes, error_reply, send_json
 
-from kernelhop import gateway_client
-from kernelhop.gateway_client import (
+from kernelhop.client import gateway as gateway_client
+from kernelhop.client.gateway import (
     GatewayAuthError,
-    GatewayClient,
+    GatewayConnection,
     GatewayError,
     GatewayUnreachable,
     decode_binary,
@@ -17,7 +17,7 @@ from kernelhop.gateway_client import (
 
 @pytest.fixture
 def client(gateway):
-    c = GatewayClient(gateway.url, TOKEN, open_timeout=5, reply_timeout=10)
+    c = GatewayConnection(gateway.url, TOKEN, open_timeout=5, reply_timeout=10)
     yield c
     c.close()
 
@@ -103,7 +103,7 @@ def test_get_blobs_reports_missing(gateway, client):
 
 
 def test_wrong_token_is_an_auth_error(gateway):
-    c = GatewayClient(gateway.url, "wrong", source="token from KERNELHOP_TOKEN")
+    c = GatewayConnection(gateway.url, "wrong", source="token from KERNELHOP_TOKEN")
     with pytest.raises(GatewayAuthError) as e:
         c.classes()
     msg = str(e.value)
@@ -113,7 +113,7 @@ def test_wrong_token_is_an_auth_error(gateway):
 
 def test_missing_token_is_an_auth_error(gateway):
     with pytest.raises(GatewayAuthError, match="needs a token and none is set"):
-        GatewayClient(gateway.url, None).classes()
+        GatewayConnection(gateway.url, None).classes()
 
 
 def free_port() -> int:
@@ -125,7 +125,7 @@ def free_port() -> int:
 def test_refused_connection_says_how_to_start_a_gateway():
     url = f"ws://127.0.0.1:{free_port()}/ws/v1"
     with pytest.raises(GatewayUnreachable) as e:
-        GatewayClient(url, TOKEN).classes()
+        GatewayConnection(url, TOKEN).classes()
     msg = str(e.value)
     assert f"cannot reach the kernelhop gateway at {url}: connection refused" in msg
     assert "`kernelhop up`" in msg and "`kernelhop gateway`" in msg and "KERNELHOP_GATEWAY" in msg
@@ -137,7 +137,7 @@ def test_classes(gateway, client):
 
 def test_error_reply_carries_code_and_message(gateway, client):
     with pytest.raises(GatewayError) as e:
-        client.run(session="s", gpu_class="a100", code="1", snapshot="x/1", timeout_s=0).next_event(5)
+        client.run(session="s", gpu_class="a100", code="1", manifest="x/1", timeout_s=0).next_event(5)
     assert e.value.code == "unknown_class"
     assert "available now: h100" in str(e.value)
 
@@ -149,7 +149,7 @@ def test_bad_request_without_re_fails_the_pending_request(gateway, client):
     gateway.runner = reply_without_re
     d, data = blob("m")
     gateway.blobs[d] = data
-    run = client.run(session="s", gpu_class="h100", code="1", snapshot=d, timeout_s=0)
+    run = client.run(session="s", gpu_class="h100", code="1", manifest=d, timeout_s=0)
     with pytest.raises(GatewayError, match="frame is not JSON"):
         while run.next_event(5) is None:
             pass
@@ -165,7 +165,7 @@ def test_run_yields_events_then_done(gateway, client):
     gateway.runner = runner
     d, data = blob("m")
     gateway.blobs[d] = data
-    run = client.run(session="s", gpu_class="h100", code="print('hi')", snapshot=d, timeout_s=3)
+    run = client.run(session="s", gpu_class="h100", code="print('hi')", manifest=d, timeout_s=3)
     events = []
     while not events or events[-1]["event"] != "done":
         ev = run.next_event(5)
@@ -191,7 +191,7 @@ def test_cancel_waits_for_the_final_reply(gateway, client):
     gateway.runner = runner
     d, data = blob("m")
     gateway.blobs[d] = data
-    run = client.run(session="s", gpu_class="h100", code="x", snapshot=d, timeout_s=0)
+    run = client.run(session="s", gpu_class="h100", code="x", manifest=d, timeout_s=0)
     assert run.next_event(5)["event"] == "started"
     final = run.cancel(2.0)
     assert final["error"]["code"] == "cancelled"
@@ -220,8 +220,8 @@ def test_connection_lost_mid_run_is_a_gateway_error():
         gw.runner = runner
         d, data = blob("m")
         gw.blobs[d] = data
-        c = GatewayClient(gw.url, TOKEN)
-        run = c.run(session="s", gpu_class="h100", code="x", snapshot=d, timeout_s=0)
+        c = GatewayConnection(gw.url, TOKEN)
+        run = c.run(session="s", gpu_class="h100", code="x", manifest=d, timeout_s=0)
         with pytest.raises(GatewayError, match="closed") as e:
             while True:
                 run.next_event(5)

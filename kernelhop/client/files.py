@@ -23,7 +23,7 @@ from kernelhop_snapshot import Digest, FilesRef
 from kernelhop_snapshot.blobstore import write_atomically
 from kernelhop_snapshot.tree import FileEntry, Listing, Scan, TreeError, TreeScanner, is_inside, read_tree
 
-from .gateway_client import GatewayClient, KernelhopError
+from .gateway import GatewayConnection, KernelhopError
 from .hop_store import HopStore
 
 MAX_BYTES_SETTING = "KERNELHOP_FILES_MAX_BYTES"
@@ -58,7 +58,9 @@ class WorkingFiles:
         self._sent: tuple[str, Scan] | None = None
         self._told_ignored: list[str] = []
 
-    def send(self, client: GatewayClient, store: HopStore, progress: Callable[[int], None] | None = None) -> FilesRef:
+    def send(
+        self, client: GatewayConnection, store: HopStore, progress: Callable[[int], None] | None = None
+    ) -> FilesRef:
         """Read the working directory into a tree and upload what the gateway lacks of it; returns its ref."""
         root = os.getcwd()
         self._sent = None
@@ -84,7 +86,7 @@ class WorkingFiles:
         self._sent = (root, scan)
         return FilesRef(listing.root, _sys_path_inside(root, listing))
 
-    def bring_home(self, client: GatewayClient, files: FilesRef | None, gpu_class: str) -> None:
+    def bring_home(self, client: GatewayConnection, files: FilesRef | None, gpu_class: str) -> None:
         """Apply what the cell did to the working directory, as the module docstring says."""
         if self._sent is None or files is None:
             return

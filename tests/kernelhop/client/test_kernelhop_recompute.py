@@ -1,10 +1,10 @@
-"""The recipe finder (kernelhop/recompute.py): which statement rebuilds an unpicklable variable on the runtime."""
+"""The recipe finder (client/recompute.py): which statement rebuilds an unpicklable variable on the runtime."""
 
 import pytest
 from IPython.core.inputtransformer2 import TransformerManager
 from IPython.core.interactiveshell import InteractiveShell
 
-from kernelhop.recompute import CellLog, find_recipes
+from kernelhop.client.recompute import CellLog, find_recipes
 
 
 def recipes(cells, *names, stopped_at=None, durations=None, limit_s=1.0, **options):

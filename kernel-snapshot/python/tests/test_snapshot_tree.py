@@ -10,7 +10,7 @@ from pathlib import Path
 from kernelhop_snapshot import Digest, Manifest, MemoryBlobStore
 from kernelhop_snapshot.tree import TreeScanner, read_tree
 
-FIXTURES = Path(__file__).resolve().parents[2] / "kernel-snapshot" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
 
 def test_the_fixture_tree_reads_back_as_written() -> None:

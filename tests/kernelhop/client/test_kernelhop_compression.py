@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import zstandard
 
-from kernelhop.compression import MIN_SIZE, compress_if_it_pays, compression_wanted
+from kernelhop.client.compression import MIN_SIZE, compress_if_it_pays, compression_wanted
 
-FIXTURES = Path(__file__).resolve().parents[2] / "kernel-snapshot" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[3] / "kernel-snapshot" / "fixtures"
 
 
 def test_compressible_chunks_shrink_and_decode_to_the_same_bytes() -> None:

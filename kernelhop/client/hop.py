@@ -1,5 +1,7 @@
 """One hop: capture the namespace, send what the gateway lacks, run the cell remotely, bring home what changed.
 
+This is the engine: it reports what happens to a presenter (hop_events.py) and shows nothing itself.
+
 The local namespace changes in one step at the very end (`_bring_home`), after everything that can fail has succeeded:
 a hop that fails or is interrupted earlier leaves it exactly as it was (ARCHITECTURE.md, "The path of one %%gpu cell").
 """
@@ -9,15 +11,13 @@ from __future__ import annotations
 import pkgutil
 import secrets
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from IPython.display import publish_display_data
 from kernelhop_snapshot import (
     Capture,
     Capturer,
@@ -30,11 +30,11 @@ from kernelhop_snapshot import (
 )
 from kernelhop_snapshot.module_state import KernelModuleState
 
-from .config import discover, recipe_max_s
-from .environment import record_environment
+from ..config import discover, recipe_max_s
+from ..environment import record_environment
 from .files import WorkingFiles
-from .gateway_client import GatewayClient, GatewayError, KernelhopError
-from .hop_display import HopDisplay
+from .gateway import GatewayConnection, GatewayError, KernelhopError
+from .hop_events import HopPresenter
 from .hop_store import HopStore
 from .recompute import META_KEY, CellLog, Plan
 from .usage import run_labels
@@ -130,7 +130,6 @@ class Outcome:
     done: dict[str, Any] | None = None
     result: RemoteResult | None = None
     error: dict[str, Any] | None = None
-    started: dict[str, Any] = field(default_factory=dict)
     queue_s: float = 0.0
     remote_s: float = 0.0
 
@@ -142,8 +141,10 @@ class Hopper:
     holds is remembered by the client, so a later hop still sends only what changed.
     """
 
-    def __init__(self, shell: Any):
+    def __init__(self, shell: Any, present: Callable[[str, bool], HopPresenter]):
+        """``present(gpu_class, quiet)`` makes the presenter of one hop (magics: CellPresenter.open)."""
         self.shell = shell
+        self.present = present
         # Random 128 bits: the gateway binds a session to its user anyway, and nobody should guess it either.
         self.session = secrets.token_hex(16)
         self.capturer = Capturer(HopStore())
@@ -156,12 +157,12 @@ class Hopper:
         self.module_state = KernelModuleState()
         # The working directory the hops carry and bring home (files.py).
         self.files = WorkingFiles()
-        self._client: GatewayClient | None = None
+        self._client: GatewayConnection | None = None
         # Seconds of the last hop's steps, here and on the runtime (its `done` timings): for the benchmarks and the
         # GPU check, which need the split and not only the status line.
         self.last_timings: dict[str, float] = {}
-        # The live display of the hop under way (hop_display.py): progress for the cell, the split when it ends.
-        self.display = HopDisplay("", enabled=False)
+        # Who shows the hop under way (hop_events.py): progress, output and warnings for the cell.
+        self.presenter = present("", True)
         # Names a cell made on the runtime that could not come home (unpicklable there): warned about once, and
         # again only once one has come home or gone and then been made again.
         self._left_on_runtime: set[str] = set()
@@ -171,12 +172,12 @@ class Hopper:
             self._client.close()
             self._client = None
 
-    def client(self) -> GatewayClient:
+    def client(self) -> GatewayConnection:
         """The connection to the gateway the settings name now; a new one when they changed since the last hop."""
         cfg = discover()
         if self._client is None or (self._client.url, self._client.token) != (cfg.url, cfg.token):
             self.close()
-            self._client = GatewayClient(cfg.url, cfg.token, source=cfg.source)
+            self._client = GatewayConnection(cfg.url, cfg.token, source=cfg.source)
         return self._client
 
     def new_store(self) -> HopStore:
@@ -228,13 +229,13 @@ class Hopper:
         with `files` the cell runs in a copy of the working directory, and what it did there comes home; with
         `packages` the runtime installs the packages of this kernel its workers lack."""
         # --quiet leaves out both the live display and the status line.
-        self.display = HopDisplay(gpu_class, enabled=False) if quiet else HopDisplay.open(self.shell, gpu_class)
+        self.presenter = self.present(gpu_class, quiet)
         try:
             client = self.client()
             self.capturer.store = store = self.new_store()
-            return self._hop(client, store, gpu_class, code, timeout_s, quiet, eager, rebuild, files, packages)
+            return self._hop(client, store, gpu_class, code, timeout_s, eager, rebuild, files, packages)
         except BaseException as e:
-            self.display.failed(e)
+            self.presenter.failed(e)
             raise
         finally:
             # Drop this hop's chunks (views of the user's objects, and what came home) with the store.
@@ -242,12 +243,11 @@ class Hopper:
 
     def _hop(
         self,
-        client: GatewayClient,
+        client: GatewayConnection,
         store: HopStore,
         gpu_class: str,
         code: str,
         timeout_s: float | None,
-        quiet: bool,
         eager: bool,
         rebuild: tuple[str, ...],
         files: bool,
@@ -293,15 +293,17 @@ class Hopper:
             reach = full
         self._keep_remote_blobs(store)
         for line in [*plan.warnings(cap.unpicklable), *self.module_state.take_notes()]:
-            _warn(line)
+            self.presenter.warn(line)
         for name in rebuild:
             if name not in cap.unpicklable:
-                _warn(f"kernelhop: --rebuild {name!r} does nothing: no variable of that name here fails to pickle")
+                self.presenter.warn(
+                    f"kernelhop: --rebuild {name!r} does nothing: no variable of that name here fails to pickle"
+                )
         t1 = time.monotonic()
         cap = self._upload(client, store, cap, lambda: capture(None))
         t2 = time.monotonic()
         try:
-            outcome = self._run(client, gpu_class, code, str(cap.digest), timeout_s, quiet, reach)
+            outcome = self._run(client, gpu_class, code, str(cap.digest), timeout_s, reach)
         except GatewayError as e:
             if e.code != "missing_blobs":
                 raise
@@ -309,9 +311,9 @@ class Hopper:
             client.known.clear()
             tree = self.files.send(client, store) if files else None
             cap = self._upload(client, store, cap, lambda: capture(None))
-            outcome = self._run(client, gpu_class, code, str(cap.digest), timeout_s, quiet, reach)
+            outcome = self._run(client, gpu_class, code, str(cap.digest), timeout_s, reach)
         t3 = time.monotonic()
-        self.display.phase("home")
+        self.presenter.phase("home")
         self._bring_home(client, store, cap, outcome.done["snapshot"])
         if tree is not None and outcome.done["snapshot"] != str(cap.digest):
             came = Manifest.from_bytes(store.get(Digest.parse(outcome.done["snapshot"])))
@@ -332,9 +334,7 @@ class Hopper:
             "total_s": t4 - t0,
         }
         raised = outcome.error is not None or outcome.done.get("status") == "error"
-        self.display.finished(self.last_timings, "error" if raised else "ok")
-        if not quiet and not self.display.live:
-            _warn(_status_line(gpu_class, outcome, t4 - t0, t1 - t0, t2 - t1, t4 - t3))
+        self.presenter.finished(self.last_timings, "error" if raised else "ok")
         if raised:
             raise remote_cell_error(gpu_class, outcome.error or {})
         return outcome.result
@@ -342,7 +342,7 @@ class Hopper:
     # -- steps ------------------------------------------------------------------------------------------------
 
     def _upload(
-        self, client: GatewayClient, store: HopStore, cap: Capture, read_all: Callable[[], Capture]
+        self, client: GatewayConnection, store: HopStore, cap: Capture, read_all: Callable[[], Capture]
     ) -> Capture:
         """Send the chunks the gateway lacks, then the manifest: nothing may name what is not there yet. Returns
         the capture sent: ``cap``, or, where the gateway lacks chunks ``cap`` took unread from an earlier capture
@@ -355,8 +355,8 @@ class Hopper:
             chunks = sorted(str(d) for d in cap.manifest.blob_digests())
             manifest = str(cap.digest)
             lacking = set(client.find_missing([*chunks, manifest]))
-        self.display.phase("upload", total_bytes=sum(Digest.parse(d).size for d in chunks if d in lacking))
-        client.put_blobs({d: store.get(Digest.parse(d)) for d in chunks if d in lacking}, self.display.progress)
+        self.presenter.phase("upload", total_bytes=sum(Digest.parse(d).size for d in chunks if d in lacking))
+        client.put_blobs({d: store.get(Digest.parse(d)) for d in chunks if d in lacking}, self.presenter.progress)
         if manifest in lacking:
             client.put_blobs({manifest: store.get(cap.digest)})
         return cap
@@ -379,12 +379,11 @@ class Hopper:
 
     def _run(
         self,
-        client: GatewayClient,
+        client: GatewayConnection,
         gpu_class: str,
         code: str,
-        snapshot: str,
+        manifest: str,
         timeout_s: float | None,
-        quiet: bool,
         reach: frozenset[str] | None,
     ) -> Outcome:
         # timeout_s 0 means none, as in the runtime protocol's Assignment.
@@ -393,13 +392,13 @@ class Hopper:
             session=self.session,
             gpu_class=gpu_class,
             code=code,
-            snapshot=snapshot,
+            manifest=manifest,
             timeout_s=timeout_s or 0,
             reach=reach,
             notebook=notebook,
             cell=cell,
         )
-        self.display.phase("queued")
+        self.presenter.phase("queued")
         out = Outcome()
         sent = time.monotonic()
         started_at: float | None = None
@@ -409,10 +408,10 @@ class Hopper:
                 ev = run.next_event()
                 now = time.monotonic()
                 if ev is None:
-                    self.display.tick()
-                    if started_at is None and not noticed and not quiet and now - sent > QUEUED_NOTICE_S:
+                    self.presenter.tick()
+                    if started_at is None and not noticed and now - sent > QUEUED_NOTICE_S:
                         noticed = True
-                        _warn(f"[kernelhop] waiting for a free {gpu_class}…")
+                        self.presenter.waiting()
                     if timeout_s and started_at is not None and now - started_at > timeout_s + TIMEOUT_SLACK_S:
                         run.cancel(CANCEL_WAIT_S)
                         raise GatewayError(
@@ -427,26 +426,18 @@ class Hopper:
                     break
                 if kind == "started":
                     started_at = now
-                    self.display.started(ev)
-                    out.started = ev
+                    self.presenter.started(ev)
                     out.queue_s = now - sent
-                elif kind == "stream":
-                    stream = sys.stderr if ev.get("name") == "stderr" else sys.stdout
-                    stream.write(str(ev.get("text", "")))
-                    # Flushing each piece keeps the kernel's stdout and stderr messages in the order they happened.
-                    stream.flush()
-                elif kind == "display":
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                    publish_display_data(ev.get("data") or {}, ev.get("metadata") or {})
+                elif kind in ("stream", "display"):
+                    self.presenter.output(ev)
                 elif kind == "result":
                     out.result = RemoteResult(ev.get("data") or {}, ev.get("metadata") or {})
                 elif kind == "error":
                     out.error = ev
                 elif kind == "queued":
-                    self.display.queued(ev.get("position"))
+                    self.presenter.queued(ev.get("position"))
                 elif kind == "progress":
-                    self.display.remote_progress(ev)
+                    self.presenter.remote_progress(ev)
         except KeyboardInterrupt:
             run.cancel(CANCEL_WAIT_S)
             raise
@@ -455,13 +446,13 @@ class Hopper:
             raise GatewayError("bad_reply", "the gateway's `done` reply names no snapshot")
         return out
 
-    def _bring_home(self, client: GatewayClient, store: HopStore, cap: Capture, snapshot: str) -> None:
-        if snapshot == str(cap.digest):
+    def _bring_home(self, client: GatewayConnection, store: HopStore, cap: Capture, manifest: str) -> None:
+        if manifest == str(cap.digest):
             return  # the cell changed nothing a snapshot holds
         try:
-            digest = Digest.parse(snapshot)
+            digest = Digest.parse(manifest)
             if not store.has(digest):
-                store.put(digest, client.get_blobs([snapshot])[snapshot])
+                store.put(digest, client.get_blobs([manifest])[manifest])
             new = Manifest.from_bytes(store.get(digest))
             changes = diff(cap.manifest, new)
             wanted = {d for g in changes.changed_groups for d in g.blob_digests()}
@@ -489,17 +480,17 @@ class Hopper:
                 self.shell.user_ns.pop(name, None)
             apply_module_state()
         for line in self.module_state.take_notes():
-            _warn(line)
+            self.presenter.warn(line)
         left = {n for n in new.unpicklable if n not in cap.unpicklable}
         for name in sorted(left - self._left_on_runtime):
-            _warn(
+            self.presenter.warn(
                 f"kernelhop: variable {name!r} did not come home: {new.unpicklable[name]['reason']}; it stays on "
                 "the runtime for the next %%gpu cells of this session (delete it there to end it)"
             )
         self._left_on_runtime = left
         for name, value in sorted(restored.items()):
             if isinstance(value, RemoteOnly):
-                _warn(
+                self.presenter.warn(
                     f"kernelhop: variable {name!r} stays on the runtime: this kernel cannot rebuild it "
                     f"({value.entry['reason']}); %%gpu cells still get it, using it here raises an error"
                 )
@@ -517,22 +508,6 @@ def _recipe_code(manifest: Manifest) -> list[str]:
     recipes = manifest.meta.get(META_KEY)
     steps = recipes.get("steps") if isinstance(recipes, dict) else None
     return [code for code in steps if isinstance(code, str)] if isinstance(steps, list) else []
-
-
-def _warn(text: str) -> None:
-    sys.stdout.flush()
-    print(text, file=sys.stderr, flush=True)
-
-
-def _status_line(gpu_class: str, o: Outcome, total: float, capture: float, upload: float, home: float) -> str:
-    runtime = o.started.get("runtime")
-    where = f"{gpu_class} on runtime {runtime}" if runtime else gpu_class
-    if o.started.get("simulated"):
-        where += " (simulated on CPU)"
-    return (
-        f"[kernelhop] {where} · {total:.2f} s (capture {capture:.2f}, upload {upload:.2f}, "
-        f"queue {o.queue_s:.2f}, remote {o.remote_s:.2f}, home {home:.2f})"
-    )
 
 
 @contextmanager

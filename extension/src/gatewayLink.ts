@@ -1,6 +1,6 @@
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { ConnectionState, IGatewayClient, IGatewayReply, IGatewayStatus, IGpuClass } from './tokens';
+import { ConnectionState, IGatewayLink, IGatewayReply, IGatewayStatus, IGpuClass } from './tokens';
 
 /**
  * The browser's WebSocket link to the gateway.
@@ -8,8 +8,8 @@ import { ConnectionState, IGatewayClient, IGatewayReply, IGatewayStatus, IGpuCla
  * JSON text frames only: the browser asks for state (`classes`); moving blobs is the kernel's job. It reconnects
  * with exponential backoff for as long as it lives, so starting the gateway after JupyterLab needs no reload.
  */
-export class GatewayClient implements IGatewayClient {
-  constructor(options: GatewayClient.IOptions) {
+export class GatewayLink implements IGatewayLink {
+  constructor(options: GatewayLink.IOptions) {
     this._url = options.url;
     this._WebSocket = options.WebSocket ?? WebSocket;
     this._pollMs = options.pollIntervalMs ?? 5000;
@@ -23,7 +23,7 @@ export class GatewayClient implements IGatewayClient {
     return this._status;
   }
 
-  get statusChanged(): ISignal<IGatewayClient, IGatewayStatus> {
+  get statusChanged(): ISignal<IGatewayLink, IGatewayStatus> {
     return this._statusChanged;
   }
 
@@ -102,7 +102,7 @@ export class GatewayClient implements IGatewayClient {
         return;
       }
       this._socket = null;
-      if (event.code === GatewayClient.CLOSE_TOKEN_REFUSED) {
+      if (event.code === GatewayLink.CLOSE_TOKEN_REFUSED) {
         this._onLost('refused', event.reason || 'the gateway refused the token');
       } else {
         this._onLost('down', event.reason || 'no connection to the gateway');
@@ -179,13 +179,13 @@ export class GatewayClient implements IGatewayClient {
   }
 
   private readonly _url: () => string | Promise<string>;
-  private readonly _WebSocket: GatewayClient.WebSocketConstructor;
+  private readonly _WebSocket: GatewayLink.WebSocketConstructor;
   private readonly _pollMs: number;
   private readonly _initialBackoffMs: number;
   private readonly _maxBackoffMs: number;
   private readonly _requestTimeoutMs: number;
   private readonly _pending = new Map<string, Private.IPending>();
-  private readonly _statusChanged = new Signal<IGatewayClient, IGatewayStatus>(this);
+  private readonly _statusChanged = new Signal<IGatewayLink, IGatewayStatus>(this);
   private _status: IGatewayStatus = { state: 'connecting', classes: [], detail: 'connecting to the gateway' };
   private _socket: WebSocket | null = null;
   private _attempt = 0;
@@ -195,7 +195,7 @@ export class GatewayClient implements IGatewayClient {
   private _isDisposed = false;
 }
 
-export namespace GatewayClient {
+export namespace GatewayLink {
   /** What a WebSocket needs to be for the client: the browser's, or `ws` in Node tests. */
   export type WebSocketConstructor = new (url: string) => WebSocket;
 
@@ -211,7 +211,7 @@ export namespace GatewayClient {
   }
 
   /**
-   * Close codes the Jupyter server's proxy (kernelhop/labserver.py) sends, because a browser cannot see the HTTP
+   * Close codes the Jupyter server's proxy (kernelhop/lab/server.py) sends, because a browser cannot see the HTTP
    * status of a refused upgrade.
    */
   export const CLOSE_TOKEN_REFUSED = 4401;

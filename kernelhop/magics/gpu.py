@@ -9,9 +9,10 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from .hop import Hopper, RemoteResult
+from ..client.hop import Hopper, RemoteResult
+from ..client.usage import format_report, parse_since
+from .hop_presenter import presenters_for
 from .sticky import StickyGpu
-from .usage import format_report, parse_since
 
 
 @magics_class
@@ -19,7 +20,7 @@ class GpuMagics(Magics):
     def __init__(self, shell: Any):
         super().__init__(shell)
         # One per kernel: its session id and capturer outlive single cells, so later hops move only what changed.
-        self.hopper = Hopper(shell)
+        self.hopper = Hopper(shell, presenters_for(shell))
         self.sticky = StickyGpu(shell)
 
     @magic_arguments("%gpu")  # usage reads `%%gpu ...`: a cell magic

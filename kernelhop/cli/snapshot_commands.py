@@ -1,4 +1,5 @@
-"""What `kernelhop snapshot ...` and `kernelhop user ...` do; snapshot_cli.py builds their parser and imports this
+"""What `kernelhop snapshot ...` and `kernelhop user ...` do (and `%snapshot list|diff|log|revoke`, which run the same
+functions); snapshot_parser.py builds their parser and imports this
 only when one of them runs (so `kernelhop up` and `kernelhop gateway` start without the snapshot engine)."""
 
 from __future__ import annotations
@@ -11,17 +12,17 @@ from pathlib import Path
 
 from kernelhop_snapshot import MemoryBlobStore
 
-from .config import ConfigError, discover
-from .export import export_snapshot, import_snapshot
-from .gateway_client import GatewayClient, KernelhopError
-from .signing import SigningError
-from .snapshot_client import Snapshots, diff_manifests, format_diff, format_list, format_log, human, short
-from .usage import format_report, parse_since
+from ..client.export import export_snapshot, import_snapshot
+from ..client.gateway import GatewayConnection, KernelhopError
+from ..client.snapshots import Snapshots, diff_manifests, format_diff, format_list, format_log, human, short
+from ..config import ConfigError, discover
+from ..signing import SigningError
+from ..client.usage import format_report, parse_since
 
 
 def _api() -> Snapshots:
     cfg = discover()
-    return Snapshots(GatewayClient(cfg.url, cfg.token, source=cfg.source), MemoryBlobStore())
+    return Snapshots(GatewayConnection(cfg.url, cfg.token, source=cfg.source), MemoryBlobStore())
 
 
 def run(name: str, ns: argparse.Namespace) -> int:

@@ -64,7 +64,7 @@ from typing import Any
 from kernelhop_snapshot import cell_reach
 from kernelhop_snapshot.reach import DYNAMIC_NAMES, identifiers
 
-# The key of the manifest's `meta` that carries the recipes (docs/ARCHITECTURE.md, "Snapshot format").
+# The key of the manifest's `meta` that carries the recipes (docs/FORMAT.md).
 META_KEY = "recompute"
 
 # Calls that open a file: the mode is their second argument (or `mode=`); a Path's `.open` takes it first.

@@ -2,15 +2,15 @@
 "Snapshots, users and trust").
 
 Uses the kernel's Hopper: its capturer (so saving after a cell moves only the chunks that changed), its chunk store and
-its gateway connection. Load with `%load_ext kernelhop.snapshots`, or through `%load_ext kernelhop` once the package
-registers it.
+its gateway connection. Load with `%load_ext kernelhop.magics.snapshot`, or through `%load_ext kernelhop` once
+the package registers it. Each command has its own magic_arguments; list, diff, log and revoke run what the
+`kernelhop snapshot` command runs (cli/snapshot_commands.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 import time
 from collections.abc import Iterator
@@ -20,76 +20,29 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from kernelhop_snapshot import user_namespace
 
-from .config import kernelhop_home
-from .environment import describe_differences, differences, record_environment
-from .gateway_client import KernelhopError
-from .hop import Hopper, _sigint_deferred
-from .hop_store import HopStore
-from .snapshot_client import (
+from ..cli import snapshot_commands
+from ..client.gateway import KernelhopError
+from ..client.hop import Hopper, _sigint_deferred
+from ..client.hop_store import HopStore
+from ..client.snapshots import (
     Opened,
     SnapshotError,
     Snapshots,
-    diff_manifests,
-    format_diff,
-    format_list,
-    format_log,
     short,
 )
+from ..config import kernelhop_home
+from ..environment import describe_differences, differences, record_environment
+from .hop_presenter import presenters_for
 
 # How long `%snapshot fork` waits for the new kernel to start and restore.
 FORK_TIMEOUT_S = 120.0
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error to IPython instead of exiting the kernel."""
-
-    def error(self, message: str) -> Any:
-        raise UsageError(f"%snapshot: {message}\n{self.format_usage()}")
-
-    def exit(self, status: int = 0, message: str | None = None) -> Any:
-        if message:
-            raise UsageError(message)
-        raise UsageError(self.format_help())
-
-
-def _parser() -> _Parser:
-    p = _Parser(prog="%snapshot", add_help=True)
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    s = sub.add_parser("save", help="save the kernel's state (signed by you)")
-    s.add_argument("name", nargs="?", help="a ref name for it (optional)")
-    s.add_argument("-m", "--message", default="", help="what this state is")
-    sub.add_parser("list", help="your snapshots, and those shared with you")
-    r = sub.add_parser("restore", help="make this kernel's state the snapshot's")
-    r.add_argument("ref", metavar="REF", help="a ref name, a snapshot id (or 6+ of its first digits), or a link")
-    r.add_argument("--trust", action="store_true", help="trust the snapshot's signer (after seeing who it is)")
-    f = sub.add_parser("fork", help="a new kernel holding the snapshot's state")
-    f.add_argument("ref", metavar="REF")
-    f.add_argument("--trust", action="store_true", help="trust the snapshot's signer (after seeing who it is)")
-    f.add_argument("--name", help="a ref name for the fork")
-    f.add_argument(
-        "--here",
-        action="store_true",
-        help="restore the fork into this kernel instead of starting one (for a frontend that made a new kernel)",
-    )
-    d = sub.add_parser("diff", help="names added, changed and removed between two snapshots")
-    d.add_argument("a", metavar="A")
-    d.add_argument("b", metavar="B")
-    a = sub.add_parser("auto", help="save after every cell, for undo and time travel")
-    a.add_argument("state", choices=["on", "off"])
-    lg = sub.add_parser("log", help="the history of a snapshot (default: this kernel's last)")
-    lg.add_argument("ref", metavar="REF", nargs="?")
-    lg.add_argument("-n", type=int, default=20, help="at most this many entries")
-    sh = sub.add_parser("share", help="let another user (or anyone with a link) read a snapshot")
-    sh.add_argument("ref", metavar="REF")
-    who = sh.add_mutually_exclusive_group(required=True)
-    who.add_argument("--with", dest="with_user", metavar="USER")
-    who.add_argument("--link", action="store_true", help="a link anyone on this gateway can open")
-    sh.add_argument("--expires", type=float, metavar="SECONDS", help="the share ends after this long")
-    rv = sub.add_parser("revoke", help="end a share")
-    rv.add_argument("share", metavar="SHARE", help="the share id `%%snapshot share` printed")
-    return p
+# The subcommands of %snapshot, each a `_cmd_NAME` method with its own magic_arguments.
+COMMANDS = ("save", "list", "restore", "fork", "diff", "log", "share", "revoke", "auto")
 
 
 def notebook_path() -> str | None:
@@ -108,7 +61,6 @@ class SnapshotMagics(Magics):
         # Index into In of the first cell not yet recorded in a snapshot.
         self.mark = len(self._inputs())
         self.auto = False
-        self.parser = _parser()
         # Forked kernels started from here; kept so their process handles live as long as this kernel.
         self.forks: list[Any] = []
 
@@ -144,8 +96,19 @@ class SnapshotMagics(Magics):
         REF is a ref name, a snapshot id (or 6+ of its first digits), or a link. Restoring runs the pickles inside,
         so a snapshot signed by someone you have not trusted needs --trust, after it says whose it is.
         """
-        args = self.parser.parse_args(shlex.split(line))
-        handler = getattr(self, f"_cmd_{args.command}")
+        command, _, rest = line.strip().partition(" ")
+        if command not in COMMANDS:
+            given = f"unknown command {command!r}" if command else "no command"
+            raise UsageError(f"%snapshot: {given}; use one of {', '.join(COMMANDS)} (%snapshot? says what each does)")
+        handler = getattr(self, f"_cmd_{command}")
+        # IPython's help formatter writes reST (`::` and an indent before the usage); an error reads plainer.
+        usage = handler.parser.format_usage().replace("::", "").strip()
+        if {"-h", "--help"} & set(rest.split()):
+            raise UsageError(handler.parser.format_help())
+        try:
+            args = parse_argstring(handler, rest)
+        except UsageError as e:
+            raise UsageError(f"%{handler.parser.prog}: {e}\nusage: {usage}") from None
         try:
             handler(args)
         except SnapshotError:
@@ -155,6 +118,9 @@ class SnapshotMagics(Magics):
 
     # -- commands ---------------------------------------------------------------------------------------------
 
+    @magic_arguments("snapshot save")
+    @argument("name", nargs="?", help="a ref name for it (optional)")
+    @argument("-m", "--message", default="", help="what this state is")
     def _cmd_save(self, args: argparse.Namespace) -> None:
         # The running cell (the %snapshot line itself) is the last entry of In: it is not part of the state.
         sid = self.save(name=args.name, message=args.message, cells=self._inputs()[self.mark : -1])
@@ -187,10 +153,14 @@ class SnapshotMagics(Magics):
         self.head, self.head_manifest = sid, manifest
         self.mark = len(self._inputs())
 
+    @magic_arguments("snapshot list")
     def _cmd_list(self, args: argparse.Namespace) -> None:
         with self.api() as api:
-            print(format_list(api.request("snapshot_list")))
+            snapshot_commands.ls(api, args)
 
+    @magic_arguments("snapshot restore")
+    @argument("ref", metavar="REF", help="a ref name, a snapshot id (or 6+ of its first digits), or a link")
+    @argument("--trust", action="store_true", help="trust the snapshot's signer (after seeing who it is)")
     def _cmd_restore(self, args: argparse.Namespace) -> None:
         with self.api() as api:
             opened = api.open(args.ref, trust=args.trust)
@@ -222,6 +192,15 @@ class SnapshotMagics(Magics):
                 del self.shell.user_ns[name]
         self._moved_to(opened.id, str(opened.record["manifest"]))
 
+    @magic_arguments("snapshot fork")
+    @argument("ref", metavar="REF", help="a ref name, a snapshot id (or 6+ of its first digits), or a link")
+    @argument("--trust", action="store_true", help="trust the snapshot's signer (after seeing who it is)")
+    @argument("--name", help="a ref name for the fork")
+    @argument(
+        "--here",
+        action="store_true",
+        help="restore the fork into this kernel instead of starting one (for a frontend that made a new kernel)",
+    )
     def _cmd_fork(self, args: argparse.Namespace) -> None:
         with self.api() as api:
             opened = api.open(args.ref, trust=args.trust)
@@ -268,7 +247,7 @@ class SnapshotMagics(Magics):
         try:
             client.wait_for_ready(timeout=FORK_TIMEOUT_S)
             # The fork is this user's own snapshot, signed just now: the new kernel trusts it as its own.
-            code = f"%load_ext kernelhop.snapshots\n%snapshot restore {snapshot_id}"
+            code = f"%load_ext kernelhop.magics.snapshot\n%snapshot restore {snapshot_id}"
             reply = client.execute_interactive(code, timeout=FORK_TIMEOUT_S, output_hook=hook, allow_stdin=False)
             if reply["content"]["status"] != "ok":
                 raise KernelhopError(f"the forked kernel could not restore {short(snapshot_id)}: {' '.join(errors)}")
@@ -282,20 +261,31 @@ class SnapshotMagics(Magics):
             client.stop_channels()
         return connection_file
 
+    @magic_arguments("snapshot diff")
+    @argument("a", metavar="A")
+    @argument("b", metavar="B")
     def _cmd_diff(self, args: argparse.Namespace) -> None:
         with self.api() as api:
-            a_id, a = api.manifest_of(args.a)
-            b_id, b = api.manifest_of(args.b)
-        print(format_diff(a_id, b_id, diff_manifests(a, b)))
+            snapshot_commands.diff(api, args)
 
+    @magic_arguments("snapshot log")
+    @argument("ref", metavar="REF", nargs="?", help="the snapshot (default: this kernel's last)")
+    @argument("-n", type=int, default=20, help="at most this many entries")
     def _cmd_log(self, args: argparse.Namespace) -> None:
-        ref = args.ref or self.head
-        if ref is None:
+        args.ref = args.ref or self.head
+        if args.ref is None:
             raise UsageError("%snapshot log: this kernel has no snapshot yet; give REF or save one first")
         with self.api() as api:
-            print(format_log(api.request("snapshot_log", ref=ref, limit=args.n)["log"]))
+            snapshot_commands.log(api, args)
 
+    @magic_arguments("snapshot share")
+    @argument("ref", metavar="REF")
+    @argument("--with", dest="with_user", metavar="USER", help="the user to share with")
+    @argument("--link", action="store_true", help="a link anyone on this gateway can open")
+    @argument("--expires", type=float, metavar="SECONDS", help="the share ends after this long")
     def _cmd_share(self, args: argparse.Namespace) -> None:
+        if (args.with_user is None) == (not args.link):
+            raise UsageError("%snapshot share: give one of --with USER or --link")
         with self.api() as api:
             reply = api.share(args.ref, with_user=args.with_user, link=args.link, expires_s=args.expires)
         target = f"link {reply['link']}" if reply.get("link") else f"user {reply['with']}"
@@ -309,11 +299,14 @@ class SnapshotMagics(Magics):
             f"end it with %snapshot revoke {reply['share']})"
         )
 
+    @magic_arguments("snapshot revoke")
+    @argument("share", metavar="SHARE", help="the share id `%%snapshot share` printed")
     def _cmd_revoke(self, args: argparse.Namespace) -> None:
         with self.api() as api:
-            api.request("snapshot_revoke", share=args.share)
-        print(f"share {args.share} revoked")
+            snapshot_commands.revoke(api, args)
 
+    @magic_arguments("snapshot auto")
+    @argument("state", choices=["on", "off"])
     def _cmd_auto(self, args: argparse.Namespace) -> None:
         on = args.state == "on"
         if on and not self.auto:
@@ -344,7 +337,7 @@ class SnapshotMagics(Magics):
 def load_ipython_extension(ip: Any) -> None:
     """Registers %snapshot on the kernel's Hopper (the one %%gpu uses, when kernelhop is loaded)."""
     gpu = ip.magics_manager.registry.get("GpuMagics")
-    hopper = gpu.hopper if gpu is not None else Hopper(ip)
+    hopper = gpu.hopper if gpu is not None else Hopper(ip, presenters_for(ip))
     ip.register_magics(SnapshotMagics(ip, hopper))
 
 

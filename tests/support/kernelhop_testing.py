@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .services import Service, runtime_token, start_gateway, start_runtime, start_service
+from kernelhop.cli.services import Service, runtime_token, start_gateway, start_runtime, start_service
 
 # JupyterLab's address with its token, printed once it serves; `kernelhop up` starts it last, so all is up by then.
 LAB_READY = re.compile(r".*?(?P<lab>http://127\.0\.0\.1:\d+/)\S*\?token=(?P<lab_token>\w+)")

@@ -65,7 +65,7 @@ class ServiceError(RuntimeError):
 def project_root() -> Path:
     """The checkout holding the Node packages: KERNELHOP_ROOT, or the folder above this package."""
     env = os.environ.get("KERNELHOP_ROOT")
-    root = Path(env) if env else Path(__file__).resolve().parent.parent
+    root = Path(env) if env else Path(__file__).resolve().parents[2]
     if not (root / "gateway" / "package.json").exists():
         raise ServiceError(
             f"kernelhop's Node services are not in {root}. Run kernelhop from a checkout installed as the README "

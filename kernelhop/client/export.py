@@ -16,9 +16,9 @@ from typing import Any, BinaryIO
 from kernelhop_snapshot import Digest, Manifest, ManifestError, digest_of
 from kernelhop_snapshot.manifest import canonical_json
 
-from .gateway_client import BATCH_BYTES, GatewayError
-from .signing import record_bytes, record_id, verify
-from .snapshot_client import Snapshots, TamperedSnapshot, short
+from ..signing import record_bytes, record_id, verify
+from .gateway import BATCH_BYTES, GatewayError
+from .snapshots import Snapshots, TamperedSnapshot, short
 
 MAGIC = b"KHSNAP1\n"
 # The header holds one digest (~75 bytes) per chunk: 64 MiB is ~900k chunks, over 200 GiB of state.

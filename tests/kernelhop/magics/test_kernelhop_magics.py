@@ -3,7 +3,7 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 import kernelhop
-from kernelhop.magics import GpuMagics
+from kernelhop.magics.gpu import GpuMagics
 
 
 @pytest.fixture

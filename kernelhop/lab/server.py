@@ -23,7 +23,7 @@ from jupyter_server.base.websocket import WebSocketMixin
 from jupyter_server.utils import ensure_async, url_path_join
 from tornado.httpclient import HTTPClientError, HTTPRequest
 
-from .config import ConfigError, discover
+from ..config import ConfigError, discover
 
 CLOSE_TOKEN_REFUSED = 4401
 CLOSE_GATEWAY_DOWN = 4502
@@ -150,7 +150,7 @@ def _clip(reason: str) -> str:
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
-    return [{"module": "kernelhop.labserver"}]
+    return [{"module": "kernelhop.lab.server"}]
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:

@@ -1,7 +1,7 @@
-"""The hop display's numbers and text (kernelhop/hop_display.py), and what it publishes."""
+"""The hop display's numbers and text (kernelhop/magics/hop_display.py), and what it publishes."""
 
-from kernelhop import hop_display
-from kernelhop.hop_display import MIME_TYPE, HopDisplay, eta_s, plain_text, split_of
+from kernelhop.magics import hop_display
+from kernelhop.magics.hop_display import MIME_TYPE, HopDisplay, eta_s, plain_text, split_of
 
 TIMINGS = {
     "capture_s": 0.1,
@@ -83,15 +83,15 @@ def test_outside_a_kernel_nothing_is_published(monkeypatch):
 
 
 def test_put_blobs_reports_the_bytes_sent_after_each_frame(gateway, monkeypatch):
-    from test_kernelhop_gateway_client import TOKEN, blob
+    from kernelhop_fake_gateway import TOKEN, digest_of_bytes
 
-    from kernelhop import gateway_client
+    from kernelhop.client import gateway as gateway_client
 
     monkeypatch.setattr(gateway_client, "PUT_FRAME_BYTES", 10)
-    client = gateway_client.GatewayClient(gateway.url, TOKEN, open_timeout=5, reply_timeout=10)
+    client = gateway_client.GatewayConnection(gateway.url, TOKEN, open_timeout=5, reply_timeout=10)
     try:
         seen: list[int] = []
-        blobs = dict(blob(t) for t in ["aaaaaa", "bbbbbb", "cc", "dddddddddddddddd"])
+        blobs = {digest_of_bytes(t.encode()): t.encode() for t in ["aaaaaa", "bbbbbb", "cc", "dddddddddddddddd"]}
         assert client.put_blobs(blobs, seen.append) == 30
         assert seen == [6, 14, 30]
     finally:

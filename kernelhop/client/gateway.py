@@ -110,7 +110,7 @@ def _batches(items: Iterable[tuple[str, int]], limit: int) -> Iterator[list[str]
         yield batch
 
 
-class GatewayClient:
+class GatewayConnection:
     """One connection to one gateway, opened on first use and again after it drops.
 
     `known` holds digests the gateway is known to have (it told us, or we put them), so later hops ask less.
@@ -424,14 +424,15 @@ class GatewayClient:
         session: str,
         gpu_class: str,
         code: str,
-        snapshot: str,
+        manifest: str,
         timeout_s: float,
         reach: Iterable[str] | None = None,
         notebook: str = "",
         cell: str = "",
-    ) -> Run:
-        """Start a cell; read its events from the returned Run. ``reach``: the names the cell can reach, for a
-        lazy restore of only those on the runtime; None restores the whole snapshot."""
+    ) -> RunHandle:
+        """Start a cell; read its events from the returned RunHandle. ``reach``: the names the cell can reach, for a
+        lazy restore of only those on the runtime; None restores the whole snapshot. ``manifest``: the digest of the
+        captured state's manifest (the wire calls it `snapshot`). ``notebook`` and ``cell`` label its GPU-seconds."""
         rid = self._next_id()
         self._send(
             {
@@ -440,20 +441,20 @@ class GatewayClient:
                 "session": session,
                 "gpu_class": gpu_class,
                 "code": code,
-                "snapshot": snapshot,
+                "snapshot": manifest,
                 "timeout_s": timeout_s,
                 "reach": None if reach is None else sorted(reach),
                 "notebook": notebook,
                 "cell": cell,
             }
         )
-        return Run(self, rid)
+        return RunHandle(self, rid)
 
 
-class Run:
-    """The events of one `run` request, read as they arrive."""
+class RunHandle:
+    """The kernel's hold on one run: its events as they arrive, and `cancel`."""
 
-    def __init__(self, client: GatewayClient, rid: str):
+    def __init__(self, client: GatewayConnection, rid: str):
         self.client = client
         self.id = rid
         self.final: dict[str, Any] | None = None

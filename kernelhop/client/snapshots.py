@@ -1,9 +1,9 @@
 """Snapshots at the gateway, for the `%snapshot` magics, the `kernelhop snapshot` command and export/import.
 
-Built on the kernel's own GatewayClient and chunk store (the Hopper's), so a snapshot moves only chunks the gateway
+Built on the kernel's own GatewayConnection and chunk store (the Hopper's), so a snapshot moves only chunks the gateway
 lacks and a restore fetches only chunks this kernel lacks. Every read is verified here, whatever the gateway says:
 the record must hash to the snapshot's id and carry a valid signature of its key, the manifest and every chunk must
-hash to their digests (GatewayClient.get_blobs checks each), and the key must be trusted before a pickle runs.
+hash to their digests (GatewayConnection.get_blobs checks each), and the key must be trusted before a pickle runs.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 
 from kernelhop_snapshot import Digest, Group, Manifest, ManifestError
 
-from .gateway_client import GatewayClient, GatewayError, KernelhopError
-from .signing import RECORD_KIND, RECORD_VERSION, Keyring, fingerprint, record_id, verify
+from ..signing import RECORD_KIND, RECORD_VERSION, Keyring, fingerprint, record_id, verify
+from .gateway import GatewayConnection, GatewayError, KernelhopError
 
 
 class SnapshotError(KernelhopError):
@@ -62,7 +62,7 @@ def short(snapshot_id: str) -> str:
 class Snapshots:
     """Snapshot operations over one gateway connection and one local chunk store."""
 
-    def __init__(self, client: GatewayClient, store: Any, keyring: Keyring | None = None):
+    def __init__(self, client: GatewayConnection, store: Any, keyring: Keyring | None = None):
         self.client = client
         self.store = store
         self.keyring = keyring or Keyring()

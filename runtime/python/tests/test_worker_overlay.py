@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from kernelhop_worker.overlay import prepare
 
 

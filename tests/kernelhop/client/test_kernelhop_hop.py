@@ -12,9 +12,9 @@ from IPython.core.interactiveshell import InteractiveShell
 from kernelhop_fake_gateway import send_json
 from kernelhop_snapshot import RemoteOnly, RemoteOnlyError, user_namespace
 
-from kernelhop.gateway_client import GatewayError, GatewayUnreachable
-from kernelhop.hop import RemoteCellError, RemoteResult
-from kernelhop.magics import GpuMagics
+from kernelhop.client.gateway import GatewayError, GatewayUnreachable
+from kernelhop.client.hop import RemoteCellError, RemoteResult
+from kernelhop.magics.gpu import GpuMagics
 
 
 @pytest.fixture
@@ -267,7 +267,7 @@ def test_stderr_and_display_events_are_relayed_in_order(shell, gateway_env, caps
 )
 def test_a_remote_exception_of_a_builtin_with_its_own_constructor_keeps_its_class(etype: str) -> None:
     # OSError's subclasses refuse BaseException.__new__: they once came home as a bare RemoteCellError.
-    from kernelhop.hop import RemoteCellError, remote_cell_error
+    from kernelhop.client.hop import RemoteCellError, remote_cell_error
 
     cls = pkgutil.resolve_name(etype)
     error = remote_cell_error("h100", {"ename": cls.__name__, "evalue": "why", "traceback": ["tb"], "etype": etype})

@@ -4,8 +4,8 @@ import { after, describe, it } from 'node:test';
 
 import WebSocket, { WebSocketServer } from 'ws';
 
-import { GatewayClient, GatewayError } from '../src/gatewayClient';
-import { IGatewayClient, IGatewayStatus } from '../src/tokens';
+import { GatewayLink, GatewayError } from '../src/gatewayLink';
+import { IGatewayLink, IGatewayStatus } from '../src/tokens';
 
 const CLASSES = {
   h100: { runtimes: 1, capacity: 1, busy: 0, queued: 0, simulated: true },
@@ -39,13 +39,13 @@ function close(server: WebSocketServer): Promise<void> {
   return new Promise(resolve => server.close(() => resolve()));
 }
 
-function until(client: IGatewayClient, predicate: (s: IGatewayStatus) => boolean, ms = 5000): Promise<IGatewayStatus> {
+function until(client: IGatewayLink, predicate: (s: IGatewayStatus) => boolean, ms = 5000): Promise<IGatewayStatus> {
   if (predicate(client.status)) {
     return Promise.resolve(client.status);
   }
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`status stayed ${JSON.stringify(client.status)}`)), ms);
-    const listener = (_: IGatewayClient, status: IGatewayStatus): void => {
+    const listener = (_: IGatewayLink, status: IGatewayStatus): void => {
       if (predicate(status)) {
         clearTimeout(timer);
         client.statusChanged.disconnect(listener);
@@ -56,11 +56,11 @@ function until(client: IGatewayClient, predicate: (s: IGatewayStatus) => boolean
   });
 }
 
-const clients: GatewayClient[] = [];
-function connect(url: string, options: Partial<GatewayClient.IOptions> = {}): GatewayClient {
-  const client = new GatewayClient({
+const clients: GatewayLink[] = [];
+function connect(url: string, options: Partial<GatewayLink.IOptions> = {}): GatewayLink {
+  const client = new GatewayLink({
     url: () => url,
-    WebSocket: WebSocket as unknown as GatewayClient.WebSocketConstructor,
+    WebSocket: WebSocket as unknown as GatewayLink.WebSocketConstructor,
     initialBackoffMs: 20,
     maxBackoffMs: 100,
     ...options
@@ -70,7 +70,7 @@ function connect(url: string, options: Partial<GatewayClient.IOptions> = {}): Ga
 }
 after(() => clients.forEach(c => c.dispose()));
 
-describe('GatewayClient', () => {
+describe('GatewayLink', () => {
   it('connects, asks for the classes and lists them sorted', async () => {
     const { server, url } = await fakeGateway();
     const client = connect(url);
@@ -90,7 +90,7 @@ describe('GatewayClient', () => {
 
   it('says the token was refused when the relay closes with 4401', async () => {
     const { server, url } = await fakeGateway();
-    server.on('connection', socket => socket.close(GatewayClient.CLOSE_TOKEN_REFUSED, 'the gateway refused the token'));
+    server.on('connection', socket => socket.close(GatewayLink.CLOSE_TOKEN_REFUSED, 'the gateway refused the token'));
     const client = connect(url);
     const status = await until(client, s => s.state === 'refused');
     assert.equal(status.detail, 'the gateway refused the token');

@@ -22,7 +22,7 @@ from .services import (
     start_runtime,
     stop_process,
 )
-from .snapshot_cli import add_subcommands
+from .snapshot_parser import add_subcommands
 
 EXAMPLE = "hello-gpu.ipynb"
 NODE_SERVICES = ("gateway", "runtime")
