@@ -22,8 +22,8 @@ describe('the cost meter', () => {
   it("reads the gateway's count and names this notebook's share", () => {
     const summary = parseUsage(reply);
     assert.ok(summary);
-    assert.equal(usageText(summary, 'lab/train.ipynb'), 'Today you used 12 GPU-s over 3 runs, 10 GPU-s in this notebook (as the gateway counts it).');
-    assert.equal(usageText(summary, 'other.ipynb'), 'Today you used 12 GPU-s over 3 runs (as the gateway counts it).');
+    assert.equal(usageText(summary, 'lab/train.ipynb'), 'Today you used 13 GPU-s over 3 runs, 10 GPU-s in this notebook (as the gateway counts it).');
+    assert.equal(usageText(summary, 'other.ipynb'), 'Today you used 13 GPU-s over 3 runs (as the gateway counts it).');
   });
 
   it('ignores what is not a usage reply', () => {
