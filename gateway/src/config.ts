@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
+import { BlobStoreChoice, MetadataChoice, StoreUrlError, parseMetadata, parseStore } from './stores/storeUrl.js';
 
 export interface GatewayConfig {
   host: string;
@@ -19,6 +20,10 @@ export interface GatewayConfig {
   runtimeTokenFile?: string;
   /** Runtimes started on demand (--provider); undefined = only the runtimes that register by themselves. */
   elastic?: ElasticConfig;
+  /** --store / --s3-endpoint: the directory under --data when absent. */
+  blobStore?: BlobStoreChoice;
+  /** --metadata: SQLite under --data when absent. */
+  metadataStore?: MetadataChoice;
 }
 
 export interface ElasticConfig {
@@ -50,6 +55,7 @@ export function defaultDataDir(env: NodeJS.ProcessEnv): string {
 }
 
 export const USAGE = `usage: kernelhop gateway [--host H] [--port P] [--grpc-port G] [--data DIR] [--runtime-token-file F]
+                         [--store s3://BUCKET/PREFIX [--s3-endpoint URL]] [--metadata postgres://...]
 
   --host H         address to listen on (default ${DEFAULT_HOST}; 0.0.0.0 for runtimes on other hosts)
   --port P         WebSocket port for kernels and JupyterLab (default ${DEFAULT_WS_PORT}; 0 picks a free one)
@@ -57,6 +63,13 @@ export const USAGE = `usage: kernelhop gateway [--host H] [--port P] [--grpc-por
   --data DIR       blob store, SQLite database, gateway.json and admin-token (default $KERNELHOP_HOME or ~/.kernelhop)
   --runtime-token-file F
                    write a runtime token to F (mode 0600; kept while it stays live) for a runtime on this host
+  --store s3://BUCKET/PREFIX
+                   keep blobs in an S3-compatible bucket (credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+                   AWS_REGION, or any source the AWS SDK reads); default: DIR/cas
+  --s3-endpoint URL
+                   a MinIO, Ceph, R2 or other S3-compatible server (path-style), e.g. http://127.0.0.1:9000
+  --metadata postgres://USER:PASSWORD@HOST:PORT/DB
+                   keep runs, runtimes and refs in PostgreSQL (migrated on start); default: SQLite in DIR
 
 elastic runtimes, started when runs wait and released when idle (scale to zero):
   --provider command|kubernetes
@@ -103,6 +116,9 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfi
         'idle-release': { type: 'string' },
         'max-runtimes': { type: 'string' },
         'register-timeout': { type: 'string' },
+        store: { type: 'string' },
+        's3-endpoint': { type: 'string' },
+        metadata: { type: 'string' },
       },
       strict: true,
       allowPositionals: false,
@@ -124,6 +140,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfi
     adminUser: parseUser(env.KERNELHOP_USER),
     runtimeTokenFile: tokenFile === undefined ? undefined : path.resolve(tokenFile),
     elastic: parseElastic(values),
+    ...parseStores(str('store'), str('s3-endpoint'), str('metadata')),
   };
 }
 
@@ -176,6 +193,19 @@ function parseCount(text: string | undefined, fallback: number, flag: string): n
   const n = Number(text);
   if (!/^\d+$/.test(text) || n < 1) throw new ConfigError(`${flag} ${JSON.stringify(text)} must be a whole number, 1 or more`);
   return n;
+}
+
+function parseStores(
+  store: string | undefined,
+  endpoint: string | undefined,
+  metadata: string | undefined,
+): { blobStore: BlobStoreChoice; metadataStore: MetadataChoice } {
+  try {
+    return { blobStore: parseStore(store, endpoint), metadataStore: parseMetadata(metadata) };
+  } catch (e) {
+    if (e instanceof StoreUrlError) throw new ConfigError(e.message);
+    throw e;
+  }
 }
 
 function parseUser(text: string | undefined): string {

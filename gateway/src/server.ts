@@ -4,7 +4,7 @@ import { promises as fsp } from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
-import { BlobStore, DiskBlobStore } from './blobStore.js';
+import { BlobStore } from './blobStore.js';
 import { DEFAULT_ADMIN_USER, ElasticConfig, GatewayConfig } from './config.js';
 import { Autoscaler } from './elastic/autoscaler.js';
 import { CommandProvider } from './elastic/commandProvider.js';
@@ -15,12 +15,13 @@ import { GrpcApi } from './grpcApi.js';
 import { Log, jsonLog } from './log.js';
 import { GatewayMetrics } from './metrics.js';
 import { METRICS_PATH, serveMetrics } from './metricsHttp.js';
-import { MetadataStore, SqliteMetadataStore } from './metadataStore.js';
+import { MetadataStore } from './metadataStore.js';
 import { RuntimeTokenStore, SqliteRuntimeTokens } from './runtimeTokens.js';
 import { Scheduler } from './scheduler.js';
 import { SnapshotApi } from './snapshotApi.js';
 import { SnapshotStore, SqliteSnapshotStore } from './snapshotStore.js';
 import { SqliteUsageLedger, UsageLedger } from './usage.js';
+import { openStores } from './stores/openStores.js';
 import { WS_PATH, WsApi } from './wsApi.js';
 
 /** Where a runtime that has the WebSocket URL asks for the gRPC port. */
@@ -54,8 +55,8 @@ export interface Gateway {
 export async function startGateway(config: GatewayConfig, tuning: GatewayTuning = {}): Promise<Gateway> {
   const log = tuning.log ?? jsonLog('kernelhop-gateway');
   await fsp.mkdir(config.dataDir, { recursive: true, mode: 0o700 });
-  const store = await DiskBlobStore.open(path.join(config.dataDir, 'cas'));
-  const metadata = new SqliteMetadataStore(path.join(config.dataDir, 'kernelhop.db'), store);
+  const stores = await openStores(config);
+  const { store, metadata } = stores;
   const usage = new SqliteUsageLedger(path.join(config.dataDir, 'kernelhop.db'));
   // The scheduler is made below; its classes are read at scrape time only.
   const metrics = new GatewayMetrics(() => scheduler.classes());
@@ -137,7 +138,7 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
     grpcPort = await grpcApi.bind(config.host, config.grpcPort);
   } catch (e) {
     httpServer.close();
-    await metadata.close();
+    await stores.close();
     await snapshots.close();
     await runtimeTokens.close();
     await usage.close();
@@ -172,7 +173,7 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
       wsApi.close();
       await Promise.all([new Promise<void>((r) => httpServer.close(() => r())), grpcApi.close()]);
       httpServer.closeAllConnections();
-      await metadata.close();
+      await stores.close();
       await snapshots.close();
       await runtimeTokens.close();
       await usage.close();

@@ -46,15 +46,13 @@ async function until(what: string, ok: () => boolean | Promise<boolean>, timeout
 test('a waiting run brings up a runtime, which is released when idle; then it scales from zero again', async () => {
   const provider = new InProcessProvider();
   const t = await startTestGateway({
-    config: {
-      elastic: {
-        provider: { kind: 'command', command: 'unused' },
-        classes: ['h100'],
-        scaleUpAfterMs: 0,
-        idleReleaseMs: 400,
-        maxPerClass: 2,
-        registerTimeoutMs: 10_000,
-      },
+    elastic: {
+      provider: { kind: 'command', command: 'unused' },
+      classes: ['h100'],
+      scaleUpAfterMs: 0,
+      idleReleaseMs: 400,
+      maxPerClass: 2,
+      registerTimeoutMs: 10_000,
     },
     tuning: { provider, autoscaleTickMs: 50 },
   });
@@ -95,15 +93,13 @@ test('a waiting run brings up a runtime, which is released when idle; then it sc
 test("a provided runtime's token registers one runtime, once", async () => {
   const provider = new InProcessProvider();
   const t = await startTestGateway({
-    config: {
-      elastic: {
-        provider: { kind: 'command', command: 'unused' },
-        classes: ['a100'],
-        scaleUpAfterMs: 0,
-        idleReleaseMs: 60_000,
-        maxPerClass: 1,
-        registerTimeoutMs: 10_000,
-      },
+    elastic: {
+      provider: { kind: 'command', command: 'unused' },
+      classes: ['a100'],
+      scaleUpAfterMs: 0,
+      idleReleaseMs: 60_000,
+      maxPerClass: 1,
+      registerTimeoutMs: 10_000,
     },
     tuning: { provider, autoscaleTickMs: 50 },
   });
@@ -217,15 +213,13 @@ test('a provider whose runtimes never come up is asked again only after a back-o
     },
   };
   const t = await startTestGateway({
-    config: {
-      elastic: {
-        provider: { kind: 'command', command: 'unused' },
-        classes: ['h100'],
-        scaleUpAfterMs: 0,
-        idleReleaseMs: 60_000,
-        maxPerClass: 4,
-        registerTimeoutMs: 10_000,
-      },
+    elastic: {
+      provider: { kind: 'command', command: 'unused' },
+      classes: ['h100'],
+      scaleUpAfterMs: 0,
+      idleReleaseMs: 60_000,
+      maxPerClass: 4,
+      registerTimeoutMs: 10_000,
     },
     tuning: { provider: failing, autoscaleTickMs: 20 },
   });

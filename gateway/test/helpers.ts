@@ -5,8 +5,8 @@ import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { Digest, digestOf, encodeManifest, formatDigest, parseManifest } from '@kernelhop/kernel-snapshot';
 import { WebSocket } from 'ws';
-import { loadProto } from '../src/grpcApi.js';
 import type { GatewayConfig } from '../src/config.js';
+import { loadProto } from '../src/grpcApi.js';
 import { Gateway, GatewayTuning, startGateway } from '../src/server.js';
 
 export const TOKEN = 'test-token-0123456789';
@@ -22,11 +22,13 @@ export interface TestGateway {
   stop(): Promise<void>;
 }
 
-export async function startTestGateway(more: { config?: Partial<GatewayConfig>; tuning?: GatewayTuning } = {}): Promise<TestGateway> {
+/** `more`: the gateway's options over the tests' (stores, elastic, ...), and `tuning` over theirs. */
+export async function startTestGateway(more: Partial<GatewayConfig> & { tuning?: GatewayTuning } = {}): Promise<TestGateway> {
+  const { tuning, ...config } = more;
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'kernelhop-gw-'));
   const gw = await startGateway(
-    { host: '127.0.0.1', port: 0, grpcPort: 0, dataDir, token: TOKEN, tokenGenerated: false, ...more.config },
-    { heartbeatIntervalMs: 200, missedHeartbeats: 3, cancelGraceMs: 400, log: () => undefined, ...more.tuning },
+    { host: '127.0.0.1', port: 0, grpcPort: 0, dataDir, token: TOKEN, tokenGenerated: false, ...config },
+    { heartbeatIntervalMs: 200, missedHeartbeats: 3, cancelGraceMs: 400, log: () => undefined, ...tuning },
   );
   runtimeToken = (await gw.runtimeTokens.create(null, Date.now())).token;
   return {

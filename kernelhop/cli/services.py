@@ -168,8 +168,8 @@ def start_gateway(
     echo: IO[str] | None = sys.stdout,
 ) -> Service:
     """The gateway, with `token` as the admin's; with `runtime_token_file`, it writes there a runtime token for a
-    runtime on this host (`runtime_token` reads it), so that runtime never holds the admin's token. `extra`: more
-    gateway options (`kernelhop gateway --help`)."""
+    runtime on this host (`runtime_token` reads it), so that runtime never holds the admin's token. `extra` are more
+    gateway options (--store, --metadata, ...)."""
     command = node_entry("gateway") + ["--host", host, "--port", str(port), "--data", str(data)]
     if grpc_port is not None:
         command += ["--grpc-port", str(grpc_port)]
