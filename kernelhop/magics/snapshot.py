@@ -96,14 +96,14 @@ class SnapshotMagics(Magics):
         REF is a ref name, a snapshot id (or 6+ of its first digits), or a link. Restoring runs the pickles inside,
         so a snapshot signed by someone you have not trusted needs --trust, after it says whose it is.
         """
-        command, _, rest = line.strip().partition(" ")
+        command, rest = (line.split(None, 1) + ["", ""])[:2]
         if command not in COMMANDS:
             given = f"unknown command {command!r}" if command else "no command"
             raise UsageError(f"%snapshot: {given}; use one of {', '.join(COMMANDS)} (%snapshot? says what each does)")
         handler = getattr(self, f"_cmd_{command}")
         # IPython's help formatter writes reST (`::` and an indent before the usage); an error reads plainer.
         usage = handler.parser.format_usage().replace("::", "").strip()
-        if {"-h", "--help"} & set(rest.split()):
+        if rest.split()[:1] in (["-h"], ["--help"]):
             raise UsageError(handler.parser.format_help())
         try:
             args = parse_argstring(handler, rest)

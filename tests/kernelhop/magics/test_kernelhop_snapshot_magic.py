@@ -21,6 +21,7 @@ def ip():
     [
         ("", "no command; use one of save, list, restore, fork, diff, log, share, revoke, auto"),
         ("bogus x", "unknown command 'bogus'; use one of save, list"),
+        ("restore\t", "%snapshot restore: the following arguments are required: REF"),
         ("restore", r"%snapshot restore: the following arguments are required: REF\nusage: %snapshot restore \["),
         ("diff only-one", "%snapshot diff: the following arguments are required: B"),
         ("save a b", "%snapshot save: unrecognized arguments: b"),
