@@ -4,6 +4,8 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { Digest, DigestError, formatDigest, makeDigest } from '@kernelhop/kernel-snapshot';
 import { BlobStore, PutCode } from './blobStore.js';
+import type { Log } from './log.js';
+import type { GatewayMetrics } from './metrics.js';
 import { RuntimeCredential, RuntimeTokenStore } from './runtimeTokens.js';
 import { DownMessage, RuntimeEvent, Scheduler, SchedulerError, WorkLink } from './scheduler.js';
 import { SnapshotStore } from './snapshotStore.js';
@@ -130,7 +132,8 @@ export class GrpcApi {
     private readonly users: SnapshotStore,
     private readonly store: BlobStore,
     private readonly scheduler: Scheduler,
-    private readonly log: (line: string) => void,
+    private readonly log: Log,
+    private readonly metrics: GatewayMetrics,
   ) {
     this.server = new grpc.Server({
       'grpc.max_receive_message_length': MAX_GRPC_MESSAGE_BYTES,
@@ -260,6 +263,7 @@ export class GrpcApi {
         }
         const result = await this.store.put(digest, r.data);
         if (result.code === 'ok') this.scheduler.proved(caller.runtimeId, [formatDigest(digest)]);
+        this.metrics.moved('grpc', 'in', r.data.length);
         return { digest: toPb(digest), status: { code: PUT_STATUS[result.code], message: result.message } };
       }),
     );
@@ -291,6 +295,7 @@ export class GrpcApi {
           };
         }
         const data = await this.store.get(d);
+        this.metrics.moved('grpc', 'out', data?.length ?? 0);
         return data === undefined
           ? {
               digest: toPb(d),

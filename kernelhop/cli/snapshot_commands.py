@@ -17,6 +17,7 @@ from ..client.gateway import GatewayConnection, KernelhopError
 from ..client.snapshots import Snapshots, diff_manifests, format_diff, format_list, format_log, human, short
 from ..config import ConfigError, discover
 from ..signing import SigningError
+from ..client.usage import format_report, parse_since
 
 
 def _api() -> Snapshots:
@@ -156,6 +157,15 @@ def runtime_token_revoke(api: Snapshots, ns: argparse.Namespace) -> None:
     print(f"runtime token {ns.id} revoked; {reply['runtimes_dropped']} runtime(s) using it dropped")
 
 
+def usage(api: Snapshots, ns: argparse.Namespace) -> None:
+    try:
+        since = parse_since(ns.since) if ns.since else None
+    except ValueError as e:
+        raise KernelhopError(str(e)) from None
+    report = api.client.usage(user=ns.user, since=since)
+    print(json.dumps(report, indent=2, sort_keys=True) if ns.json else format_report(report))
+
+
 COMMANDS: dict[str, Callable[[Snapshots, argparse.Namespace], None]] = {
     "ls": ls,
     "show": show,
@@ -175,4 +185,5 @@ COMMANDS: dict[str, Callable[[Snapshots, argparse.Namespace], None]] = {
     "runtime_token_create": runtime_token_create,
     "runtime_token_list": runtime_token_list,
     "runtime_token_revoke": runtime_token_revoke,
+    "usage": usage,
 }

@@ -1,5 +1,5 @@
-"""`kernelhop snapshot ls|show|log|diff|export|import|rm|share|revoke|gc`, `kernelhop user add|token|rm|ls` and
-`kernelhop runtime-token create|list|revoke`.
+"""`kernelhop snapshot ls|show|log|diff|export|import|rm|share|revoke|gc`, `kernelhop user add|token|rm|ls`,
+`kernelhop usage` and `kernelhop runtime-token create|list|revoke`.
 
 They talk to the gateway over its WebSocket as the user whose token KERNELHOP_TOKEN holds (else, on the gateway's
 host, the admin's, from $KERNELHOP_HOME/admin-token). `add_subcommands` hangs them under the `kernelhop` command; what
@@ -82,6 +82,12 @@ def add_subcommands(subparsers: Any) -> None:
     p.add_argument("name")
     p.set_defaults(run=_command("user_rm"))
     uc.add_parser("ls", help="users, what they hold and their quotas").set_defaults(run=_command("user_ls"))
+
+    p = subparsers.add_parser("usage", help="GPU-seconds per user, notebook, cell, GPU class and runtime")
+    p.add_argument("--user", metavar="U", help="one user's (the admin may name anyone; others see their own)")
+    p.add_argument("--since", metavar="T", help="only runs that ended since: a span (30m, 24h, 7d) or an ISO date")
+    p.add_argument("--json", action="store_true", help="the gateway's answer as JSON")
+    p.set_defaults(run=_command("usage"))
 
     tokens = subparsers.add_parser("runtime-token", help="(admin) credentials for runtimes: create, list, revoke")
     tc = tokens.add_subparsers(dest="runtime_token_command", required=True)

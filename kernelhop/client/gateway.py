@@ -279,6 +279,13 @@ class GatewayConnection:
 
     # -- operations -------------------------------------------------------------------------------------------
 
+    def usage(self, *, user: str | None = None, since: int | None = None) -> dict[str, Any]:
+        """GPU-seconds per user, notebook, cell, class and runtime (the gateway's report); `since` in ms since the
+        epoch. A user's report is its own; only the admin may name another user."""
+        fields = {k: v for k, v in (("user", user), ("since", since)) if v is not None}
+        reply, _ = self._op("usage", **fields)
+        return reply["usage"]
+
     def find_missing(self, digests: Iterable[str]) -> list[str]:
         """The digests the gateway lacks, asking only about those not known to be there."""
         ask = [d for d in dict.fromkeys(digests) if d not in self.known]
@@ -420,10 +427,12 @@ class GatewayConnection:
         manifest: str,
         timeout_s: float,
         reach: Iterable[str] | None = None,
+        notebook: str = "",
+        cell: str = "",
     ) -> RunHandle:
         """Start a cell; read its events from the returned RunHandle. ``reach``: the names the cell can reach, for a
         lazy restore of only those on the runtime; None restores the whole snapshot. ``manifest``: the digest of the
-        captured state's manifest (the wire calls it `snapshot`)."""
+        captured state's manifest (the wire calls it `snapshot`). ``notebook`` and ``cell`` label its GPU-seconds."""
         rid = self._next_id()
         self._send(
             {
@@ -435,6 +444,8 @@ class GatewayConnection:
                 "snapshot": manifest,
                 "timeout_s": timeout_s,
                 "reach": None if reach is None else sorted(reach),
+                "notebook": notebook,
+                "cell": cell,
             }
         )
         return RunHandle(self, rid)

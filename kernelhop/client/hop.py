@@ -37,6 +37,7 @@ from .gateway import GatewayConnection, GatewayError, KernelhopError
 from .hop_events import HopPresenter
 from .hop_store import HopStore
 from .recompute import META_KEY, CellLog, Plan
+from .usage import run_labels
 
 # How long a cell may wait for a GPU before the kernel says it is queued.
 QUEUED_NOTICE_S = 2.0
@@ -386,6 +387,7 @@ class Hopper:
         reach: frozenset[str] | None,
     ) -> Outcome:
         # timeout_s 0 means none, as in the runtime protocol's Assignment.
+        notebook, cell = run_labels(self.shell)
         run = client.run(
             session=self.session,
             gpu_class=gpu_class,
@@ -393,6 +395,8 @@ class Hopper:
             manifest=manifest,
             timeout_s=timeout_s or 0,
             reach=reach,
+            notebook=notebook,
+            cell=cell,
         )
         self.presenter.phase("queued")
         out = Outcome()

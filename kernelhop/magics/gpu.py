@@ -1,4 +1,5 @@
-"""`%%gpu CLASS` runs one cell on a pooled GPU runtime; `%gpu` lists the GPU classes the gateway serves now."""
+"""`%%gpu CLASS` runs one cell on a pooled GPU runtime; `%gpu` lists the GPU classes the gateway serves now, and
+`%gpu CLASS` runs every following cell there until `%gpu off`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from ..client.hop import Hopper, RemoteResult
+from ..client.usage import format_report, parse_since
 from .hop_presenter import presenters_for
+from .sticky import StickyGpu
 
 
 @magics_class
@@ -18,6 +21,7 @@ class GpuMagics(Magics):
         super().__init__(shell)
         # One per kernel: its session id and capturer outlive single cells, so later hops move only what changed.
         self.hopper = Hopper(shell, presenters_for(shell))
+        self.sticky = StickyGpu(shell)
 
     @magic_arguments("%gpu")  # usage reads `%%gpu ...`: a cell magic
     @argument("gpu_class", metavar="CLASS", help="the GPU class to run on, e.g. h100 (%%gpu without a cell lists them)")
@@ -131,6 +135,10 @@ class GpuMagics(Magics):
 
         `%gpu env CLASS` shows which of this kernel's packages a runtime of CLASS installs for its cells (and what
         it cannot), by a hop that runs nothing of the notebook (the runtime prepares them then, as for the next cell).
+        `%gpu usage [SINCE]` shows your GPU-seconds per notebook, cell, class and runtime (SINCE: 24h, 7d, a date).
+        `%gpu CLASS [--timeout S] [-q] [--eager] [--no-files] [--no-packages]` runs every following cell on CLASS, as if
+        each began with `%%gpu CLASS ...`; the session's worker stays warm there, so each cell moves only what
+        changed, and the kernel's namespace is up to date after each. `%gpu off` runs cells here again, with the state.
         To run a cell on one of them, start the cell with `%%gpu CLASS`.
         """
         words = line.split()
@@ -141,13 +149,42 @@ class GpuMagics(Magics):
             code = "print(__import__('kernelhop_worker.overlay', fromlist=['report']).report())"
             self.hopper.hop(words[1], code, quiet=True, files=False)
             return
+        if words[:1] == ["usage"]:
+            if len(words) > 2:
+                raise UsageError("%gpu usage takes at most a span or date: %gpu usage [24h|7d|2026-12-01]")
+            try:
+                fields = {"since": parse_since(words[1])} if len(words) == 2 else {}
+            except ValueError as e:
+                raise UsageError(f"%gpu usage: {e}") from None
+            print(format_report(self.hopper.client().usage(**fields)))
+            return
+        if words == ["off"]:
+            was = self.sticky.off()
+            print(f"cells run here again (they ran on {was})" if was else "cells run here already")
+            return
         if words:
-            raise UsageError(
-                f"%gpu takes no arguments but env CLASS (got {line.strip()!r}); it lists the GPU classes. "
-                "To run a cell on a GPU, start the cell with %%gpu CLASS."
-            )
+            self._stick(words[0], line.strip()[len(words[0]) :])
+            return
         print(self.hopper.describe_classes())
+        if self.sticky.gpu_class is not None:
+            print(f"Every cell runs on {self.sticky.gpu_class} (%gpu off to run here).")
+
+    def _stick(self, gpu_class: str, options: str) -> None:
+        if gpu_class.startswith("-"):
+            raise UsageError(f"%gpu {gpu_class}: name the class first: %gpu CLASS [options]; `%gpu` lists the classes")
+        # The options are checked now, as %%gpu will read them, so a typo fails here and not on every later cell.
+        try:
+            parse_argstring(self.gpu_cell, f"{gpu_class} {options}")
+        except UsageError as e:
+            raise UsageError(f"%gpu {gpu_class}{options}: {e}") from None
+        classes = self.hopper.client().classes()
+        if gpu_class not in classes:
+            known = ", ".join(sorted(classes)) or "none: no runtime is connected"
+            raise UsageError(f"%gpu {gpu_class}: the gateway serves no class {gpu_class!r}; available: {known}")
+        self.sticky.on(gpu_class, options)
+        print(f"every cell runs on {gpu_class} now, with the kernel's state; %gpu off runs them here again")
 
     def close(self) -> None:
+        self.sticky.close()
         self.hopper.close()
         self.hopper.cells.close()

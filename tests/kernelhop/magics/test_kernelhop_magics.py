@@ -77,9 +77,37 @@ def test_line_magic_with_no_runtimes_says_how_to_start_one(ip, gateway_env, caps
     assert "no GPU runtimes are registered" in capsys.readouterr().out
 
 
-def test_line_magic_takes_no_arguments(ip, calls):
-    with pytest.raises(UsageError, match="takes no arguments"):
-        ip.run_line_magic("gpu", "h100")
+def test_line_magic_with_a_class_runs_every_following_cell_there(ip, gateway_env, calls, capsys):
+    ip.run_line_magic("gpu", "h100 --timeout 60")
+    assert "every cell runs on h100 now" in capsys.readouterr().out
+    try:
+        ip.run_cell("x = 1")
+        ip.run_cell("   ")
+        ip.run_cell("%%gpu a100 -q\ny = 2")
+        assert [c[0] for c in calls] == [("h100", "x = 1\n"), ("a100", "y = 2\n")], "blank cells stay here; %%gpu wins"
+        assert calls[0][1]["timeout_s"] == 60.0
+        ip.run_line_magic("gpu", "")
+        assert "Every cell runs on h100" in capsys.readouterr().out
+    finally:
+        ip.run_line_magic("gpu", "off")
+    assert "they ran on h100" in capsys.readouterr().out
+    ip.run_cell("z = 3")
+    assert len(calls) == 2, "after %gpu off cells run here"
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("a100", "serves no class 'a100'; available: h100"),
+        ("h100 --timeout soon", "invalid float"),
+        ("--eager", "name the class"),
+    ],
+)
+def test_line_magic_with_a_class_refuses_what_every_cell_would(ip, gateway_env, calls, line, message):
+    with pytest.raises(UsageError, match=message):
+        ip.run_line_magic("gpu", line)
+    ip.run_cell("x = 1")
+    assert calls == [], "nothing sticks"
 
 
 def test_load_and_unload_extension(ip):
