@@ -82,9 +82,11 @@ class LeafLists:
         pointers decide, never the list's id: the copy made when they were verified keeps those very objects alive."""
         known = self._seen.get(id(items)) or self._known.get(id(items))
         if known is None or known[0] != ptrs:
-            if not set(map(type, items)) <= LEAVES:
+            # Copied first, then checked: another thread may change the list meanwhile, never the copy.
+            copy = items.copy()
+            if pointers(copy) != ptrs or not set(map(type, copy)) <= LEAVES:
                 return None
-            known = (ptrs, items.copy())  # its pointers are ``ptrs``: no user code ran since they were read
+            known = (ptrs, copy)
         self._seen[id(items)] = known
         return known[1]
 

@@ -57,10 +57,13 @@ def reduce_object_array(arr: np.ndarray) -> Any:
     ptrs = _pointers(arr)
     entry = _cache.get(id(arr))
     if entry is None or entry.layout != layout or entry.pointers != ptrs:
-        if not set(map(type, arr.ravel(order="K"))) <= LEAVES:
+        # Copied first, then checked and pickled: another thread may change the array meanwhile, never the copy.
+        copy = arr.copy(order="K")
+        if (copy.shape, copy.strides) != layout or _pointers(copy) != ptrs:
             return NotImplemented
-        # No user code runs between reading the pointers and copying: the copy holds exactly those elements.
-        entry = _Pickled(layout, ptrs, arr.copy(order="K"), pickle.dumps(arr, protocol=5))
+        if not set(map(type, copy.ravel(order="K"))) <= LEAVES:
+            return NotImplemented
+        entry = _Pickled(layout, ptrs, copy, pickle.dumps(copy, protocol=5))
         _remember(arr, entry)
     return (_rebuild_object_array, (pickle.PickleBuffer(entry.data),))
 
