@@ -182,6 +182,7 @@ def main() -> None:
     )
     print("   each, ms: " + " ".join(f"{w * 1e3:.0f}" for w in walls))
     print("   split, p50 s: " + split(warm))
+    print("   without them, split, p50 s: " + split(without))
     up = [b for _, _, b in local_changes]
     print(
         f"4. hop after changing one string of tokens in the kernel: p50 {p50([w for w, _, _ in local_changes]) * 1e3:.0f}"
