@@ -118,6 +118,13 @@ class IdentityPrint:
 
 def identity_print(value: Any, leaf_lists: LeafLists) -> IdentityPrint | None:
     """The value's identity print, or None where its graph holds anything but those containers and leaves."""
+    try:
+        return _walk(value, leaf_lists)
+    except RuntimeError:  # a dict changed size under the walk (another thread): the value is pickled instead
+        return None
+
+
+def _walk(value: Any, leaf_lists: LeafLists) -> IdentityPrint | None:
     objects: list[Any] = [value]
     shape: list[Any] = []
     level = [value]
