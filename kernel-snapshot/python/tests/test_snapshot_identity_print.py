@@ -1,11 +1,10 @@
 """Change detection without pickling (identity.py, object_arrays.py): nothing unchanged is pickled again, and no
 change inside a mutable object reached through a reused group is ever missed."""
 
+import kernelhop_snapshot.capturer as capturer_module
 import numpy as np
 import pandas as pd
 import pytest
-
-import kernelhop_snapshot.capturer as capturer_module
 from kernelhop_snapshot import Capturer, MemoryBlobStore, diff
 from kernelhop_snapshot.identity import LeafLists, identity_print
 
