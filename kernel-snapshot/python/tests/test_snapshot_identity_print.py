@@ -124,7 +124,12 @@ def test_object_column_pickle_is_reused_until_a_cell_changes_it(monkeypatch):
 
     dumped = []
     real = object_arrays.pickle.dumps
-    monkeypatch.setattr(object_arrays.pickle, "dumps", lambda obj, **k: dumped.append(obj.size) or real(obj, **k))
+    def counting(obj, *a, **k):  # pickle.dumps itself: anything else that calls it meanwhile still works
+        if isinstance(obj, np.ndarray):
+            dumped.append(obj.size)
+        return real(obj, *a, **k)
+
+    monkeypatch.setattr(object_arrays.pickle, "dumps", counting)
     ns = {"df": pd.DataFrame({"text": [f"row {i}" for i in range(20_000)], "x": np.arange(20_000.0)})}
     capturer = Capturer(MemoryBlobStore())
     first = capturer.capture(ns)
