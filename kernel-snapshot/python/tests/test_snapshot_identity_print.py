@@ -124,6 +124,7 @@ def test_object_column_pickle_is_reused_until_a_cell_changes_it(monkeypatch):
 
     dumped = []
     real = object_arrays.pickle.dumps
+
     def counting(obj, *a, **k):  # pickle.dumps itself: anything else that calls it meanwhile still works
         if isinstance(obj, np.ndarray):
             dumped.append(obj.size)
