@@ -37,6 +37,7 @@ from .gateway_client import GatewayClient, GatewayError, KernelhopError
 from .hop_display import HopDisplay
 from .hop_store import HopStore
 from .recompute import META_KEY, CellLog, Plan
+from .result_check import check_result
 
 # How long a cell may wait for a GPU before the kernel says it is queued.
 QUEUED_NOTICE_S = 2.0
@@ -311,7 +312,8 @@ class Hopper:
             outcome = self._run(client, gpu_class, code, str(cap.digest), timeout_s, quiet, reach)
         t3 = time.monotonic()
         self.display.phase("home")
-        self._bring_home(client, store, cap, outcome.done["snapshot"])
+        runtime = str(outcome.started.get("runtime") or "?")
+        self._bring_home(client, store, cap, outcome.done["snapshot"], reach, runtime)
         if tree is not None and outcome.done["snapshot"] != str(cap.digest):
             came = Manifest.from_bytes(store.get(Digest.parse(outcome.done["snapshot"])))
             self.files.bring_home(client, came.files, gpu_class)
@@ -451,7 +453,15 @@ class Hopper:
             raise GatewayError("bad_reply", "the gateway's `done` reply names no snapshot")
         return out
 
-    def _bring_home(self, client: GatewayClient, store: HopStore, cap: Capture, snapshot: str) -> None:
+    def _bring_home(
+        self,
+        client: GatewayClient,
+        store: HopStore,
+        cap: Capture,
+        snapshot: str,
+        reach: frozenset[str] | None,
+        runtime: str,
+    ) -> None:
         if snapshot == str(cap.digest):
             return  # the cell changed nothing a snapshot holds
         try:
@@ -460,6 +470,7 @@ class Hopper:
                 store.put(digest, client.get_blobs([snapshot])[snapshot])
             new = Manifest.from_bytes(store.get(digest))
             changes = diff(cap.manifest, new)
+            check_result(cap.manifest, changes, reach, runtime)  # before anything of it is fetched or unpickled
             wanted = {d for g in changes.changed_groups for d in g.blob_digests()}
             fetched = client.get_blobs(sorted(str(d) for d in store.missing(wanted)))
             for text, data in fetched.items():

@@ -38,7 +38,8 @@ async function main(): Promise<void> {
   }
 
   // Workers' spaces sit in the cache's directory, on its file system: handed-over blobs are hard links into them.
-  const sandbox = Sandbox.detect(config.python, path.join(config.cache, 'workers'));
+  const spaces = path.join(config.cache, 'workers');
+  const sandbox = config.noSandbox ? Sandbox.none(spaces, 'started with --no-sandbox') : Sandbox.detect(config.python, spaces);
   if (config.probeSandbox) {
     process.stdout.write(`${JSON.stringify({ sandbox: sandbox.kind, detail: sandbox.detail })}\n`);
     process.exit(sandbox.kind === 'none' ? 1 : 0);
