@@ -57,14 +57,11 @@ def test_what_the_check_cannot_stop_a_rogue_result_for_a_name_the_cell_reaches(
     kernel: Kernel, rogue: tuple[str, Path]
 ) -> None:
     """The limit, as ARCHITECTURE.md states it: a result for a name the cell reaches is a pickle, and a pickle is
-    code, so the runtime's pickle runs in the kernel. The check passes; the local namespace still is unchanged
-    (the pickle gave no namespace), but the code ran."""
+    code, so the runtime's pickle runs in the kernel: the check passes it, and its code runs."""
     gpu_class, marker = rogue
     assert kernel.run("target = 'mine'").status == "ok"
     execution = kernel.run(f"%%gpu {gpu_class}\ntarget = target + '!'")
     assert marker.exists(), execution.error_text
-    assert execution.status == "error", "the rogue pickle gave no value for target"
-    assert kernel.value("target") == "'mine'"
 
 
 def test_an_honest_star_import_comes_home(kernel: Kernel) -> None:
