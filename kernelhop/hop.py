@@ -33,7 +33,7 @@ from kernelhop_snapshot.module_state import KernelModuleState
 from .config import discover, recipe_max_s
 from .environment import record_environment
 from .files import WorkingFiles
-from .gateway_client import GatewayClient, GatewayError, KernelhopError
+from .gateway_client import GatewayClient, GatewayError, GatewayUnreachable, KernelhopError
 from .hop_display import HopDisplay
 from .hop_store import HopStore
 from .recompute import META_KEY, CellLog, Plan
@@ -233,6 +233,11 @@ class Hopper:
             client = self.client()
             self.capturer.store = store = self.new_store()
             return self._hop(client, store, gpu_class, code, timeout_s, quiet, eager, rebuild, files, packages)
+        except GatewayUnreachable as e:
+            # Also mid-hop, once the gateway died under it: say what the user keeps.
+            stopped = GatewayUnreachable(f"{e} This hop stopped there; the local namespace is unchanged.")
+            self.display.failed(stopped)
+            raise stopped from None
         except BaseException as e:
             self.display.failed(e)
             raise

@@ -3,6 +3,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import { CgroupError, WorkerCgroups } from './cgroups.js';
 import { ChunkCache } from './chunkCache.js';
 import { ConfigError, parseArgs, pipSourceOptions } from './config.js';
 import { GatewayAddressError, grpcAddressOf } from './gatewayAddress.js';
@@ -51,6 +52,15 @@ async function main(): Promise<void> {
         `allow unprivileged user namespaces), or start it with --single-user if only one user will use it.`,
     );
     process.exit(1);
+  }
+  if (config.workerMemoryBytes !== null || config.workerCpus !== null) {
+    try {
+      sandbox.limit(WorkerCgroups.open({ memoryBytes: config.workerMemoryBytes, cpus: config.workerCpus }));
+    } catch (err) {
+      if (!(err instanceof CgroupError)) throw err;
+      log(`cannot limit workers: ${err.message}`);
+      process.exit(1);
+    }
   }
   log(sandbox.kind === 'none' ? `workers run unsandboxed (--single-user): ${sandbox.detail}` : `workers sandboxed: ${sandbox.detail}`);
 

@@ -6,6 +6,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { WorkerCgroups, inCgroup } from './cgroups.js';
 
 /** 'uid': bwrap as root, the worker as a uid of its own; 'userns': bwrap in a user namespace; 'none': no sandbox. */
 export type SandboxKind = 'uid' | 'userns' | 'none';
@@ -47,6 +48,8 @@ export interface WorkerSpace {
   readonly gpu: number | null;
   /** Hashes linked into `given` so far: a warm hop links only what is new. */
   readonly linked: Set<string>;
+  /** Its cgroup v2 (memory and CPU limits, cgroups.ts); null where the runtime sets no limits. */
+  readonly cgroup: string | null;
 }
 
 export interface WorkerCommand {
@@ -63,6 +66,7 @@ export class Sandbox {
   private serial = 0;
   /** The package overlays (packages.ts), read-only to every worker: built from public wheels, shared on purpose. */
   private packagesRoot: string | null = null;
+  private cgroups: WorkerCgroups | null = null;
 
   private constructor(
     readonly kind: SandboxKind,
@@ -118,6 +122,11 @@ export class Sandbox {
     return new Sandbox(kind, detail, root, binds, gpus, { bwrap, setpriv: setpriv ?? '' });
   }
 
+  /** Every worker started from now on runs in a cgroup of its own with these limits. */
+  limit(cgroups: WorkerCgroups): void {
+    this.cgroups = cgroups;
+  }
+
   /** Every worker started from now on sees `root` (the package overlays) read-only. */
   sharePackages(root: string): void {
     this.packagesRoot = root;
@@ -143,6 +152,7 @@ export class Sandbox {
       uid,
       gpu,
       linked: new Set(),
+      cgroup: this.cgroups?.create() ?? null,
     };
     fs.rmSync(root, { recursive: true, force: true });
     fs.mkdirSync(space.given, { recursive: true, mode: 0o755 });
@@ -156,12 +166,18 @@ export class Sandbox {
   /** After the worker is gone (its whole pid namespace with it): its files, uid and GPU go back. */
   close(space: WorkerSpace): void {
     fs.rmSync(space.root, { recursive: true, force: true });
+    if (space.cgroup !== null) this.cgroups?.remove(space.cgroup);
     if (space.uid !== null) this.uidsInUse.delete(space.uid);
     if (space.gpu !== null) this.gpuUse.set(space.gpu, (this.gpuUse.get(space.gpu) ?? 1) - 1);
   }
 
   /** How to start `python ARGS` as the worker of `space`. */
   command(space: WorkerSpace, python: string, args: string[], extraEnv: NodeJS.ProcessEnv = {}): WorkerCommand {
+    const cmd = this.commandOutsideCgroup(space, python, args, extraEnv);
+    return space.cgroup === null ? cmd : { ...cmd, ...inCgroup(space.cgroup, cmd.file, cmd.args) };
+  }
+
+  private commandOutsideCgroup(space: WorkerSpace, python: string, args: string[], extraEnv: NodeJS.ProcessEnv): WorkerCommand {
     const base = { ...withoutCredentials(process.env), PYTHONUNBUFFERED: '1', ...extraEnv };
     if (this.kind === 'none') return { file: python, args, env: base, infoFd: false };
     const env = { ...base, HOME: INSIDE.home, TMPDIR: INSIDE.tmp, USER: 'kernelhop', LOGNAME: 'kernelhop' };
