@@ -50,6 +50,8 @@ export interface WorkerSpace {
   readonly linked: Set<string>;
   /** Its cgroup v2 (memory and CPU limits, cgroups.ts); null where the runtime sets no limits. */
   readonly cgroup: string | null;
+  /** The inodes of `given` and `out` when made: the worker's binds hold these directories, not their paths. */
+  inodes: readonly number[];
 }
 
 export interface WorkerCommand {
@@ -140,6 +142,8 @@ export class Sandbox {
 
   /** A fresh space for one worker: its directories, its uid, its GPU. */
   open(): WorkerSpace {
+    // The package overlays' root is bound into every worker: made again if the cache was wiped under the runtime.
+    if (this.packagesRoot !== null && !fs.existsSync(this.packagesRoot)) fs.mkdirSync(this.packagesRoot, { recursive: true, mode: 0o711 });
     const uid = this.kind === 'uid' ? this.takeUid() : null;
     const gpu = this.takeGpu();
     const root = path.join(this.spacesRoot, `w${process.pid}-${++this.serial}`);
@@ -153,6 +157,7 @@ export class Sandbox {
       gpu,
       linked: new Set(),
       cgroup: this.cgroups?.create() ?? null,
+      inodes: [],
     };
     fs.rmSync(root, { recursive: true, force: true });
     fs.mkdirSync(space.given, { recursive: true, mode: 0o755 });
@@ -160,7 +165,23 @@ export class Sandbox {
       fs.mkdirSync(own, { mode: 0o700 });
       if (uid !== null) fs.chownSync(own, uid, uid);
     }
+    space.inodes = [space.given, space.out].map((d) => fs.statSync(d).ino);
     return space;
+  }
+
+  /**
+   * Whether `space`'s directories are still the ones its worker was started with. Where they were removed (the
+   * cache wiped under a running runtime), the worker reads and writes directories nobody else sees any more, and
+   * blobs handed over from now on would never reach it: such a worker must not serve another run.
+   */
+  intact(space: WorkerSpace): boolean {
+    return [space.given, space.out].every((d, i) => {
+      try {
+        return fs.statSync(d).ino === space.inodes[i];
+      } catch {
+        return false;
+      }
+    });
   }
 
   /** After the worker is gone (its whole pid namespace with it): its files, uid and GPU go back. */

@@ -51,15 +51,25 @@ def test_a_full_disk_during_uploads_fails_clearly_and_loses_nothing(full_disk_st
         saved = kernel.run("%snapshot save small")
         assert saved.status == "ok", saved.error_text
         snapshots = check_store(stack.data)
+
+        # The cell's result does not fit: the runtime's upload of it is refused, and nothing comes home.
+        result = kernel.run("%%gpu h100\nimport os\nfresh = os.urandom(64 << 20)\nsmall.append(-1)")
+        assert result.status == "error", "a 64 MiB result fitted on a 48 MiB disk"
+        assert "disk is full" in result.error_text and "unchanged" in result.error_text, result.error_text
+        assert kernel.value("small") == str(list(range(10)))
+        assert kernel.value("'fresh' in globals()") == "False"
+        assert check_store(stack.data) == snapshots
+
+        # The kernel's own upload does not fit: the hop, then a save, are refused.
         assert kernel.run("import hashlib, os\nbig = os.urandom(64 << 20)\ndigest = hashlib.sha256(big).hexdigest()").status == "ok"
 
         hop = kernel.run("%%gpu h100\nsmall.append(len(big))")
         assert hop.status == "error", "a 64 MiB upload fitted on a 48 MiB disk"
         told = hop.error_text
-        assert "no space left" in told.lower() and "unchanged" in told, told
+        assert "disk is full" in told and "unchanged" in told and "[internal]" not in told, told
         save = kernel.run("%snapshot save big")
         assert save.status == "error"
-        assert "no space left" in save.error_text.lower(), save.error_text
+        assert "disk is full" in save.error_text and "[internal]" not in save.error_text, save.error_text
 
         assert kernel.value("small") == str(list(range(10)))
         assert kernel.value("hashlib.sha256(big).hexdigest() == digest") == "True"
