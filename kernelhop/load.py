@@ -120,8 +120,12 @@ def _run(
                 done += 1
                 if failed is not None:
                     lost.append(f"kernel {i} hop {n}: {failed}")
-                if done % max(1, (kernels * hops) // 20) == 0:
-                    say(f"{done} hops, {len(lost)} lost")
+                if done % max(1, (kernels * hops) // 20) == 0 and samples:
+                    last = samples[-1]
+                    say(
+                        f"{done} hops, {len(lost)} lost, {time.monotonic() - t0:.0f} s; RSS gateway "
+                        f"{last.gateway_rss / MIB:.1f} MiB, runtime {last.runtime_rss / MIB:.1f} MiB"
+                    )
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()

@@ -19,7 +19,7 @@ from kernelhop.testing import Kernel
 
 from faults import FaultStack, check_store, hop_phase, in_phase, printed, when
 
-BIG = 32 << 20  # bytes: enough that a transfer lasts past its first progress report
+BIG = 16 << 20  # bytes: enough that a transfer lasts past its first progress report
 STATE = f"""
 import hashlib, os
 keep = {{"n": 42, "words": ["a", "b"]}}
