@@ -69,13 +69,14 @@ def next_hop_works(stack: FaultStack, kernel: Kernel, snapshots: set[str]) -> No
     check_store(stack.data)
 
 
-# The cell: makes `fresh` (so the runtime has a result to upload) after a line that says it runs, and changes keep.
+# The cell: reads big (so the runtime has it to fetch), makes `fresh` (so it has a result to upload) after a line
+# that says it runs, and changes keep.
 CELL = f"""%%gpu h100
 import os, time
 print("cell-is-running", flush=True)
 time.sleep({{pause}})
 fresh = os.urandom({BIG})
-keep["n"] = -1
+keep["n"] = -1 + 0 * len(big)  # reaches big: the runtime fetches it (a lazy run fetches what the cell reaches)
 """
 
 # step -> (when to kill, how long the cell sleeps after it says it runs)
