@@ -7,6 +7,7 @@ import { RawData, WebSocket, WebSocketServer } from 'ws';
 import { UserBlobView } from './access.js';
 import { BlobStore } from './blobStore.js';
 import { CODECS, Codec, closeDecoders, decodeBlob, isCodec } from './codecs.js';
+import { DISK_FULL_MESSAGE, isDiskFull } from './diskFull.js';
 import { RUNTIME_TOKEN_OPS, RuntimeTokenStore, isRuntimeTokenOp, runtimeTokenOp } from './runtimeTokens.js';
 import type { Log } from './log.js';
 import type { GatewayMetrics } from './metrics.js';
@@ -422,6 +423,11 @@ class Connection {
     }
     if (e instanceof OpError) {
       this.send({ re: id, ok: false, error: { code: e.code, message: e.message } });
+      return;
+    }
+    if (isDiskFull(e)) {
+      this.opts.log(`request ${JSON.stringify(id)} failed: the data directory's disk is full: ${String(e)}`);
+      this.send({ re: id, ok: false, error: { code: 'disk_full', message: DISK_FULL_MESSAGE } });
       return;
     }
     this.opts.log(`request ${JSON.stringify(id)} failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);

@@ -33,10 +33,11 @@ from kernelhop_snapshot.module_state import KernelModuleState
 from ..config import discover, recipe_max_s
 from ..environment import record_environment
 from .files import WorkingFiles
-from .gateway import GatewayConnection, GatewayError, KernelhopError
+from .gateway import GatewayConnection, GatewayError, GatewayUnreachable, KernelhopError
 from .hop_events import HopPresenter
 from .hop_store import HopStore
 from .recompute import META_KEY, CellLog, Plan
+from .result_check import check_result
 from .usage import run_labels
 
 # How long a cell may wait for a GPU before the kernel says it is queued.
@@ -234,6 +235,11 @@ class Hopper:
             client = self.client()
             self.capturer.store = store = self.new_store()
             return self._hop(client, store, gpu_class, code, timeout_s, eager, rebuild, files, packages)
+        except GatewayUnreachable as e:
+            # Also mid-hop, once the gateway died under it: say what the user keeps.
+            stopped = GatewayUnreachable(f"{e} This hop stopped there; the local namespace is unchanged.")
+            self.presenter.failed(stopped)
+            raise stopped from None
         except BaseException as e:
             self.presenter.failed(e)
             raise
@@ -314,7 +320,8 @@ class Hopper:
             outcome = self._run(client, gpu_class, code, str(cap.digest), timeout_s, reach)
         t3 = time.monotonic()
         self.presenter.phase("home")
-        self._bring_home(client, store, cap, outcome.done["snapshot"])
+        runtime = str(outcome.started.get("runtime") or "?")
+        self._bring_home(client, store, cap, outcome.done["snapshot"], reach, runtime)
         if tree is not None and outcome.done["snapshot"] != str(cap.digest):
             came = Manifest.from_bytes(store.get(Digest.parse(outcome.done["snapshot"])))
             self.files.bring_home(client, came.files, gpu_class)
@@ -446,7 +453,15 @@ class Hopper:
             raise GatewayError("bad_reply", "the gateway's `done` reply names no snapshot")
         return out
 
-    def _bring_home(self, client: GatewayConnection, store: HopStore, cap: Capture, manifest: str) -> None:
+    def _bring_home(
+        self,
+        client: GatewayConnection,
+        store: HopStore,
+        cap: Capture,
+        manifest: str,
+        reach: frozenset[str] | None,
+        runtime: str,
+    ) -> None:
         if manifest == str(cap.digest):
             return  # the cell changed nothing a snapshot holds
         try:
@@ -455,6 +470,7 @@ class Hopper:
                 store.put(digest, client.get_blobs([manifest])[manifest])
             new = Manifest.from_bytes(store.get(digest))
             changes = diff(cap.manifest, new)
+            check_result(cap.manifest, changes, reach, runtime)  # before anything of it is fetched or unpickled
             wanted = {d for g in changes.changed_groups for d in g.blob_digests()}
             fetched = client.get_blobs(sorted(str(d) for d in store.missing(wanted)))
             for text, data in fetched.items():
