@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 from IPython.core.interactiveshell import InteractiveShell
 
-from kernelhop.gateway_client import GatewayClient
-from kernelhop.testing import launch_stack
+from kernelhop.client.gateway import GatewayConnection
+from kernelhop_testing import launch_stack
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from snapshot_engine import MiB, as_module, make_state, state_bytes, timed  # noqa: E402
@@ -54,19 +54,19 @@ class Moved:
 
     def __init__(self) -> None:
         self.put = self.got = 0
-        put, get = GatewayClient.put_blobs, GatewayClient.get_blobs
+        put, get = GatewayConnection.put_blobs, GatewayConnection.get_blobs
 
-        def counting_put(client: GatewayClient, blobs: Any, *a: Any, **k: Any) -> Any:
+        def counting_put(client: GatewayConnection, blobs: Any, *a: Any, **k: Any) -> Any:
             self.put += sum(len(memoryview(b)) for b in blobs.values())
             return put(client, blobs, *a, **k)
 
-        def counting_get(client: GatewayClient, digests: Any) -> Any:
+        def counting_get(client: GatewayConnection, digests: Any) -> Any:
             out = get(client, digests)
             self.got += sum(len(b) for b in out.values())
             return out
 
-        GatewayClient.put_blobs = counting_put  # type: ignore[method-assign]
-        GatewayClient.get_blobs = counting_get  # type: ignore[method-assign]
+        GatewayConnection.put_blobs = counting_put  # type: ignore[method-assign]
+        GatewayConnection.get_blobs = counting_get  # type: ignore[method-assign]
 
     def reset(self) -> None:
         self.put = self.got = 0
