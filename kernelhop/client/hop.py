@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kernelhop_snapshot import (
@@ -131,6 +131,7 @@ class Outcome:
     done: dict[str, Any] | None = None
     result: RemoteResult | None = None
     error: dict[str, Any] | None = None
+    started: dict[str, Any] = field(default_factory=dict)
     queue_s: float = 0.0
     remote_s: float = 0.0
 
@@ -434,6 +435,7 @@ class Hopper:
                 if kind == "started":
                     started_at = now
                     self.presenter.started(ev)
+                    out.started = ev
                     out.queue_s = now - sent
                 elif kind in ("stream", "display"):
                     self.presenter.output(ev)
