@@ -51,7 +51,7 @@ export interface CapabilitiesLike {
  * codecs both speak; a peer of another protocol or digest function is refused, saying which.
  */
 export function agree(mine: CapabilitiesLike, theirs: CapabilitiesLike | null | undefined, peer: string): Capabilities {
-  if (theirs === null || theirs === undefined) {
+  if (theirs === null || theirs === undefined || !theirs.protocol) {
     throw new IncompatiblePeer(`${peer} sent no capabilities (hello): it is older than ${PROTOCOL}'s hello; upgrade it`);
   }
   if ((theirs.protocol ?? '') !== PROTOCOL) {

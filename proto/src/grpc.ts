@@ -11,9 +11,10 @@ import type { ProtoGrpcType as KeepCaseProto } from './gen/grpc_keepcase/runtime
 export const PROTO_ROOT = path.resolve(__dirname, '..', '..');
 export const RUNTIME_PROTO = 'kernelhop/v1/runtime.proto';
 
-function load(keepCase: boolean): grpc.GrpcObject {
+function load(keepCase: boolean, objects: boolean): grpc.GrpcObject {
   const definition = protoLoader.loadSync(RUNTIME_PROTO, {
     keepCase,
+    objects,
     longs: Number,
     enums: String,
     defaults: true,
@@ -23,12 +24,15 @@ function load(keepCase: boolean): grpc.GrpcObject {
   return grpc.loadPackageDefinition(definition);
 }
 
-/** Fields in camelCase (`runId`): the runtime's view. Types: `import type {...} from '@kernelhop/proto/grpc'`. */
+/**
+ * Fields in camelCase (`runId`), a message field left unset decoded as its default: the runtime's view.
+ * Types: `import type { X } from '@kernelhop/proto/grpc/X'`.
+ */
 export function loadRuntimeProto(): CamelCaseProto['kernelhop']['v1'] {
-  return (load(false) as unknown as CamelCaseProto).kernelhop.v1;
+  return (load(false, true) as unknown as CamelCaseProto).kernelhop.v1;
 }
 
-/** Fields as the proto names them (`run_id`): the gateway's view. */
+/** Fields as the proto names them (`run_id`), unset message fields null: the gateway's view. */
 export function loadRuntimeProtoKeepCase(): KeepCaseProto['kernelhop']['v1'] {
-  return (load(true) as unknown as KeepCaseProto).kernelhop.v1;
+  return (load(true, false) as unknown as KeepCaseProto).kernelhop.v1;
 }
