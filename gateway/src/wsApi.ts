@@ -320,7 +320,7 @@ class Connection {
     if (!this.open || this.cancelledEarly.delete(key) || !check.ok) {
       this.runs.delete(key);
       const error = !check.ok
-        ? { code: 'missing_blobs', message: check.message }
+        ? { code: 'missing_blobs', message: check.message, missing: 'missing' in check ? check.missing.map(formatDigest) : [] }
         : { code: 'cancelled', message: 'cancelled by the user; your local state is unchanged' };
       this.send({ re: id, ok: false, error });
       return;

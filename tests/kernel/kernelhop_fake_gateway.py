@@ -139,7 +139,9 @@ class FakeGateway:
             if not missing:
                 missing = self._missing_chunks(self.blobs[msg["snapshot"]])
             if missing:
-                send_json(conn, error_reply(rid, "missing_blobs", f"snapshot names {missing[0]}, not in the store"))
+                reply = error_reply(rid, "missing_blobs", f"snapshot names {missing[0]}, not in the store")
+                reply["error"]["missing"] = missing  # as the real gateway: every digest it lacks
+                send_json(conn, reply)
                 return
             assert self.runner is not None, "the test set no runner"
             threading.Thread(target=self.runner, args=(self, conn, msg), daemon=True).start()
