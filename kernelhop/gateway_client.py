@@ -17,21 +17,23 @@ from typing import Any
 from kernelhop_snapshot import Digest, digest_of
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.protocol import State
+from kernelhop_proto import DEFAULT_LIMITS
 from websockets.sync.client import ClientConnection, connect
 
 from .compression import CODEC, compress_if_it_pays, compression_wanted
 
 MiB = 1024 * 1024
+# The limits are the schema's defaults (proto/kernelhop/v1/capabilities.proto), the one place they are written.
 # The gateway's maxPayload; our own receive limit matches it.
-MAX_FRAME = 64 * MiB
-# Blob payload per put_blobs/get_blobs frame, leaving room under MAX_FRAME for the JSON header.
-BATCH_BYTES = 48 * MiB
+MAX_FRAME = int(DEFAULT_LIMITS["max_frame_bytes"])
+# Blob payload per put_blobs/get_blobs frame at most, leaving room under MAX_FRAME for the JSON header.
+BATCH_BYTES = int(DEFAULT_LIMITS["max_batch_read_bytes"])
 # put_blobs frames: their size and how many may await their reply at once (see put_blobs).
-PUT_FRAME_BYTES = 8 * MiB
-PUT_DEPTH = 4
+PUT_FRAME_BYTES = int(DEFAULT_LIMITS["max_batch_bytes"])
+PUT_DEPTH = int(DEFAULT_LIMITS["max_blobs_in_flight"])
 # get_blobs requests likewise (a request may ask for up to BATCH_BYTES).
-GET_BATCH_BYTES = 8 * MiB
-GET_DEPTH = 4
+GET_BATCH_BYTES = PUT_FRAME_BYTES
+GET_DEPTH = PUT_DEPTH
 # Digests per find_missing request: ~75 bytes each keeps a request near 750 KiB.
 FIND_BATCH = 10_000  # the gateway's limit per request (MAX_DIGESTS in gateway/src/wsApi.ts)
 # How long one recv waits before giving Python a chance to deliver a signal.

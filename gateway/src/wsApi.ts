@@ -11,13 +11,15 @@ import { RUNTIME_TOKEN_OPS, RuntimeTokenStore, isRuntimeTokenOp, runtimeTokenOp 
 import { RunFinal, RunEvent, Scheduler } from './scheduler.js';
 import { quotaMessage } from './quota.js';
 import { checkSnapshot } from './snapshotCheck.js';
+import { DEFAULT_LIMITS } from '@kernelhop/proto';
 import { OpError, SNAPSHOT_OPS, SnapshotApi } from './snapshotApi.js';
 import { SnapshotStore, User } from './snapshotStore.js';
 
 export const WS_PATH = '/ws/v1';
-export const MAX_PAYLOAD_BYTES = 64 * 1024 * 1024;
+// The schema's defaults (proto/kernelhop/v1/capabilities.proto), the one place these limits are written.
+export const MAX_PAYLOAD_BYTES = DEFAULT_LIMITS.maxFrameBytes;
 /** Largest total of blob bytes one get_blobs answers. */
-export const MAX_GET_BYTES = 48 * 1024 * 1024;
+export const MAX_GET_BYTES = DEFAULT_LIMITS.maxBatchReadBytes;
 /** Above this many bytes queued on a socket, big replies wait. */
 const HIGH_WATER_BYTES = 8 * 1024 * 1024;
 /** Largest JSON a text frame or a binary frame's header may be: parsing it blocks the event loop. */
