@@ -88,3 +88,11 @@ def test_hop_display_payload_parses_against_the_schema() -> None:
     display.finished({"total_s": 1.0, "capture_s": 0.1, "remote_s": 0.5}, "ok")
     payload = display._bundle()[MIME_TYPE]
     json_format.ParseDict(payload, hop_display_pb2.HopDisplay())
+
+
+def test_protocol_reference_is_current() -> None:
+    import gen_protocol_doc
+
+    assert gen_protocol_doc.DOC.read_text() == gen_protocol_doc.render(), (
+        "docs/PROTOCOL.md is stale: run .venv/bin/python scripts/gen_protocol_doc.py"
+    )
