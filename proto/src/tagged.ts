@@ -15,7 +15,7 @@ export function decodeTagged<T extends Message>(schema: DescMessage, tag: string
   const which = json[tag];
   const field = oneof.fields.find((f) => f.name === which);
   if (field === undefined) {
-    throw new TaggedError(`${tag} ${JSON.stringify(which)} is not one of ${oneof.fields.map((f) => f.name).join(', ')}`);
+    throw new TaggedError(`unknown ${tag} ${JSON.stringify(which)}: one of ${oneof.fields.map((f) => f.name).join(', ')}`);
   }
   const outer: JsonObject = {};
   const inner: JsonObject = {};

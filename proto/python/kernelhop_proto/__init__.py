@@ -48,7 +48,7 @@ def decode_tagged(message_type: type[Message], tag: str, data: dict[str, Any]) -
     kind = descriptor.oneofs_by_name["kind"]
     which = data.get(tag)
     if which not in {f.name for f in kind.fields}:
-        raise ValueError(f"{tag} {which!r} is not one of {', '.join(f.name for f in kind.fields)}")
+        raise ValueError(f"unknown {tag} {which!r}: one of {', '.join(f.name for f in kind.fields)}")
     outer = {k: v for k, v in data.items() if k != tag and k in descriptor.fields_by_name}
     outer[which] = {k: v for k, v in data.items() if k != tag and k not in descriptor.fields_by_name}
     try:
