@@ -17,7 +17,9 @@ from typing import Any
 from kernelhop_snapshot import Digest, digest_of
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.protocol import State
-from kernelhop_proto import DEFAULT_LIMITS
+from google.protobuf import json_format
+from kernelhop_proto import DEFAULT_LIMITS, PROTOCOL, offer, to_json
+from kernelhop_proto.v1.capabilities_pb2 import Capabilities
 from websockets.sync.client import ClientConnection, connect
 
 from .compression import CODEC, compress_if_it_pays, compression_wanted
@@ -137,6 +139,8 @@ class GatewayClient:
         # zstd on the uplink where it pays (compression.py); tests and benchmarks may set it either way.
         self.compress = compression_wanted(url)
         self.known: set[str] = set()
+        # What the socket's hello agreed with the gateway (batch bytes, batches in flight); the offer until then.
+        self.agreed = offer([CODEC])
         self._ws: ClientConnection | None = None
         self._ids = itertools.count(1)
 
@@ -190,7 +194,31 @@ class GatewayClient:
                 "Start one with `kernelhop up` (gateway, runtime and JupyterLab) or `kernelhop gateway`, "
                 "or set KERNELHOP_GATEWAY."
             ) from None
+        self._hello(self._ws)
         return self._ws
+
+    def _hello(self, ws: ClientConnection) -> None:
+        """The socket's first exchange: our capabilities against the gateway's; an older gateway is named as such."""
+        ws.send(json.dumps({"id": "hello", "op": "hello", "capabilities": to_json(offer([CODEC]))}))
+        try:
+            msg = _parse_json(ws.recv(timeout=self.open_timeout))
+        except (TimeoutError, ConnectionClosed) as e:
+            self.close()
+            raise GatewayUnreachable(
+                f"the gateway at {self.url} did not answer the hello ({e or 'no reply'}): is it a kernelhop gateway?"
+            ) from None
+        if msg.get("ok") is not True:
+            self.close()
+            err = msg.get("error") if isinstance(msg.get("error"), dict) else {}
+            raise GatewayUnreachable(
+                f"the gateway at {self.url} does not speak this kernelhop's protocol ({PROTOCOL}): "
+                f"{err.get('message') or err.get('code') or msg}. Upgrade the gateway (or this package) so both match."
+            )
+        self.agreed = json_format.ParseDict(msg.get("capabilities") or {}, Capabilities(), ignore_unknown_fields=True)
+
+    def _limit(self, ours: int, name: str) -> int:
+        """The smaller of this side's limit and the agreed one (0: the gateway left it to the default)."""
+        return min(ours, int(getattr(self.agreed, name) or ours))
 
     def _send(self, message: dict[str, Any] | bytes, *, retry: bool = True) -> None:
         """Send one frame. `retry=False` when requests are in flight on this connection: their replies would never
@@ -305,7 +333,7 @@ class GatewayClient:
         sent = 0
         inflight: dict[str, list[str]] = {}
         try:
-            for batch in _batches(((d, len(b)) for d, b in blobs.items()), PUT_FRAME_BYTES):
+            for batch in _batches(((d, len(b)) for d, b in blobs.items()), self._limit(PUT_FRAME_BYTES, "max_batch_bytes")):
                 if len(batch) == 1 and len(blobs[batch[0]]) > MAX_FRAME - 64 * 1024:
                     raise GatewayError(
                         "too_large",
@@ -320,7 +348,7 @@ class GatewayClient:
                         entries[-1]["codec"] = CODEC
                     parts.append(part)
                     offset += len(part)
-                while len(inflight) >= PUT_DEPTH:
+                while len(inflight) >= self._limit(PUT_DEPTH, "max_blobs_in_flight"):
                     self._put_reply(inflight)
                 rid = self._next_id()
                 self._send(encode_binary({"id": rid, "op": "put_blobs", "blobs": entries}, parts), retry=not inflight)
@@ -362,8 +390,8 @@ class GatewayClient:
         out: dict[str, bytes] = {}
         inflight: dict[str, list[str]] = {}
         try:
-            for batch in _batches(((d, digest_size(d)) for d in wanted), GET_BATCH_BYTES):
-                while len(inflight) >= GET_DEPTH:
+            for batch in _batches(((d, digest_size(d)) for d in wanted), self._limit(GET_BATCH_BYTES, "max_batch_bytes")):
+                while len(inflight) >= self._limit(GET_DEPTH, "max_blobs_in_flight"):
                     self._get_reply(inflight, out)
                 rid = self._next_id()
                 self._send({"id": rid, "op": "get_blobs", "digests": batch}, retry=not inflight)

@@ -11,7 +11,7 @@ import { RUNTIME_TOKEN_OPS, RuntimeTokenStore, isRuntimeTokenOp, runtimeTokenOp 
 import { RunFinal, RunEvent, Scheduler } from './scheduler.js';
 import { quotaMessage } from './quota.js';
 import { checkSnapshot } from './snapshotCheck.js';
-import { DEFAULT_LIMITS } from '@kernelhop/proto';
+import { agree, DEFAULT_LIMITS, fromProtoNames, IncompatiblePeer, offer, toProtoNames } from '@kernelhop/proto';
 import { OpError, SNAPSHOT_OPS, SnapshotApi } from './snapshotApi.js';
 import { SnapshotStore, User } from './snapshotStore.js';
 
@@ -20,6 +20,8 @@ export const WS_PATH = '/ws/v1';
 export const MAX_PAYLOAD_BYTES = DEFAULT_LIMITS.maxFrameBytes;
 /** Largest total of blob bytes one get_blobs answers. */
 export const MAX_GET_BYTES = DEFAULT_LIMITS.maxBatchReadBytes;
+/** What the gateway offers in the socket's hello. */
+export const WS_CAPABILITIES = offer([...CODECS]);
 /** Above this many bytes queued on a socket, big replies wait. */
 const HIGH_WATER_BYTES = 8 * 1024 * 1024;
 /** Largest JSON a text frame or a binary frame's header may be: parsing it blocks the event loop. */
@@ -31,7 +33,7 @@ export const MAX_JSON_BYTES = 8 * 1024 * 1024;
 export const MAX_DIGESTS = 10_000;
 /** Requests of one user handled at once, over all its sockets; the rest wait their turn, so no user stalls others. */
 export const PER_USER_REQUESTS = 8;
-const OPS = ['find_missing', 'put_blobs', 'get_blobs', 'classes', 'run', 'cancel', ...SNAPSHOT_OPS, ...RUNTIME_TOKEN_OPS];
+const OPS = ['hello', 'find_missing', 'put_blobs', 'get_blobs', 'classes', 'run', 'cancel', ...SNAPSHOT_OPS, ...RUNTIME_TOKEN_OPS];
 
 export interface WsApiOptions {
   /** Users and their tokens; each socket acts as the user whose token opened it. */
@@ -204,6 +206,17 @@ class Connection {
         const turn = this.bigReplies.then(() => this.getBlobs(id, digests));
         this.bigReplies = turn.catch(() => undefined);
         await turn;
+        return;
+      }
+      case 'hello': {
+        // The client's limits against ours: it obeys the smaller; ours are enforced here whatever it says.
+        try {
+          const agreed = agree(WS_CAPABILITIES, fromProtoNames(req.capabilities), 'this client');
+          this.send({ re: id, ok: true, capabilities: toProtoNames(agreed) });
+        } catch (e) {
+          if (!(e instanceof IncompatiblePeer)) throw e;
+          this.send({ re: id, ok: false, error: { code: 'incompatible', message: e.message } });
+        }
         return;
       }
       case 'classes':
