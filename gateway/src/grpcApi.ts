@@ -1,8 +1,21 @@
 // The runtime-facing gRPC API (proto/kernelhop/v1/runtime.proto): ContentAddressableStorage and Runtimes.
-import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
 import { Digest, DigestError, formatDigest, makeDigest } from '@kernelhop/kernel-snapshot';
+import { agree, fromProtoNames, IncompatiblePeer, loadRuntimeProtoKeepCase, offer, toProtoNames } from '@kernelhop/proto';
+import type { BatchReadBlobsRequest } from '@kernelhop/proto/grpc-keepcase/BatchReadBlobsRequest';
+import type { BatchReadBlobsResponseInit } from '@kernelhop/proto/grpc-keepcase/BatchReadBlobsResponse';
+import type { BatchUpdateBlobsRequest } from '@kernelhop/proto/grpc-keepcase/BatchUpdateBlobsRequest';
+import type { BatchUpdateBlobsResponseInit } from '@kernelhop/proto/grpc-keepcase/BatchUpdateBlobsResponse';
+import type { CellEvent as PbCellEvent } from '@kernelhop/proto/grpc-keepcase/CellEvent';
+import type { Digest as PbDigest } from '@kernelhop/proto/grpc-keepcase/Digest';
+import type { FindMissingBlobsRequest } from '@kernelhop/proto/grpc-keepcase/FindMissingBlobsRequest';
+import type { FindMissingBlobsResponseInit } from '@kernelhop/proto/grpc-keepcase/FindMissingBlobsResponse';
+import type { GetBlobUrlsRequest } from '@kernelhop/proto/grpc-keepcase/GetBlobUrlsRequest';
+import type { GatewayMessageInit as PbGatewayMessage } from '@kernelhop/proto/grpc-keepcase/GatewayMessage';
+import type { HeartbeatRequest } from '@kernelhop/proto/grpc-keepcase/HeartbeatRequest';
+import type { RegisterRequest as RegisterReq } from '@kernelhop/proto/grpc-keepcase/RegisterRequest';
+import type { RegisterResponseInit } from '@kernelhop/proto/grpc-keepcase/RegisterResponse';
+import type { RuntimeMessage as PbRuntimeMessage } from '@kernelhop/proto/grpc-keepcase/RuntimeMessage';
 import { BlobStore, PutCode } from './blobStore.js';
 import { DISK_FULL_MESSAGE, isDiskFull } from './diskFull.js';
 import type { Log } from './log.js';
@@ -12,69 +25,15 @@ import { DownMessage, RuntimeEvent, Scheduler, SchedulerError, WorkLink } from '
 import { SnapshotStore } from './snapshotStore.js';
 import { PresignError, blobUrls } from './stores/presignedReads.js';
 
-// Compiled to gateway/dist/src/grpcApi.js; the proto lives at the repository root.
-export const PROTO_PATH = path.resolve(__dirname, '../../../proto/kernelhop/v1/runtime.proto');
-
+/** What the gateway offers runtimes in Register's hello; the schema's defaults (proto/kernelhop/v1/capabilities.proto). */
+export const GRPC_CAPABILITIES = offer([]);
 /** Largest batch of blob bytes one BatchReadBlobs answers, as get_blobs on the WebSocket. */
-export const MAX_BATCH_READ_BYTES = 48 * 1024 * 1024;
+export const MAX_BATCH_READ_BYTES = GRPC_CAPABILITIES.maxBatchReadBytes;
 /** Message limit both ways: a 48 MiB batch plus framing. */
-export const MAX_GRPC_MESSAGE_BYTES = 64 * 1024 * 1024;
+export const MAX_GRPC_MESSAGE_BYTES = GRPC_CAPABILITIES.maxFrameBytes;
 
-export const LOADER_OPTIONS: protoLoader.Options = {
-  keepCase: true,
-  longs: Number,
-  enums: String,
-  defaults: true,
-  oneofs: true,
-};
-
-// Wire shapes under LOADER_OPTIONS (snake_case fields, int64 as number, `kind` naming the oneof field set).
-interface PbDigest {
-  hash: string;
-  size_bytes: number;
-}
-interface PbStatus {
-  code: number;
-  message: string;
-}
-interface PbCellEvent {
-  run_id: string;
-  kind?: 'started' | 'stream' | 'display' | 'result' | 'error' | 'done' | 'failed' | 'progress';
-  started?: { worker: string; warm: boolean };
-  stream?: { name: string; text: string };
-  display?: { data_json: string; metadata_json: string };
-  result?: { data_json: string; metadata_json: string };
-  error?: { ename: string; evalue: string; traceback: string[]; etype?: string };
-  done?: { status: string; snapshot: PbDigest | null; timings_json: string };
-  failed?: { code: string; message: string };
-  progress?: { phase: string; done_bytes: number; total_bytes: number };
-}
-interface PbRuntimeMessage {
-  event?: PbCellEvent | null;
-}
-type PbGatewayMessage =
-  | {
-      assign: {
-        run_id: string;
-        session: string;
-        gpu_class: string;
-        code: string;
-        snapshot: PbDigest;
-        timeout_s: number;
-        lazy: boolean;
-        reach: string[];
-      };
-    }
-  | { cancel: { run_id: string; reason: string } };
-
-export function loadProto(): grpc.GrpcObject {
-  const def = protoLoader.loadSync(PROTO_PATH, LOADER_OPTIONS);
-  return grpc.loadPackageDefinition(def);
-}
-
-function serviceOf(proto: grpc.GrpcObject, name: string): grpc.ServiceDefinition {
-  const v1 = (proto.kernelhop as grpc.GrpcObject).v1 as grpc.GrpcObject;
-  return (v1[name] as grpc.ServiceClientConstructor).service;
+export function loadProto(): ReturnType<typeof loadRuntimeProtoKeepCase> {
+  return loadRuntimeProtoKeepCase();
 }
 
 function statusError(code: grpc.status, details: string): Partial<grpc.StatusObject> {
@@ -141,22 +100,20 @@ export class GrpcApi {
       'grpc.max_send_message_length': MAX_GRPC_MESSAGE_BYTES,
     });
     const proto = loadProto();
-    this.server.addService(serviceOf(proto, 'ContentAddressableStorage'), {
-      FindMissingBlobs: this.unary(true, (req: { blob_digests: PbDigest[] }, caller) => this.findMissing(req, caller)),
-      BatchUpdateBlobs: this.unary(true, (req: { requests: Array<{ digest: PbDigest | null; data: Buffer }> }, caller) =>
-        this.batchUpdate(req, caller),
-      ),
-      BatchReadBlobs: this.unary(true, (req: { digests: PbDigest[] }, caller) => this.batchRead(req, caller)),
-      GetBlobUrls: this.unary(true, async (req: { digests: PbDigest[] }, caller) => {
+    this.server.addService(proto.ContentAddressableStorage.service, {
+      FindMissingBlobs: this.unary(true, (req: FindMissingBlobsRequest, caller) => this.findMissing(req, caller)),
+      BatchUpdateBlobs: this.unary(true, (req: BatchUpdateBlobsRequest, caller) => this.batchUpdate(req, caller)),
+      BatchReadBlobs: this.unary(true, (req: BatchReadBlobsRequest, caller) => this.batchRead(req, caller)),
+      GetBlobUrls: this.unary(true, async (req: GetBlobUrlsRequest, caller) => {
         const digests = req.digests.map((d, i) => toDigest(d, `digests[${i}]`));
         const urls = await blobUrls(this.store, this.scheduler.readScope(caller.runtimeId), digests);
         return { responses: urls.map((u) => ({ digest: toPb(u.digest), url: u.url, status: u.status })) };
       }),
     });
-    this.server.addService(serviceOf(proto, 'Runtimes'), {
+    this.server.addService(proto.Runtimes.service, {
       Register: this.unary(false, (req: RegisterReq, caller) => this.registerRuntime(req, caller.credential)),
       // A runtime id not registered with this token is as good as unknown: it must register (with its own token).
-      Heartbeat: this.unary(false, async (req: { runtime_id: string }, caller) => ({
+      Heartbeat: this.unary(false, async (req: HeartbeatRequest, caller) => ({
         known: this.scheduler.registeredWith(req.runtime_id, caller.credential.id) && this.scheduler.heartbeat(req.runtime_id),
       })),
       Work: (call: grpc.ServerDuplexStream<PbRuntimeMessage, PbGatewayMessage>) => this.work(call),
@@ -232,7 +189,7 @@ export class GrpcApi {
     };
   }
 
-  private async findMissing(req: { blob_digests: PbDigest[] }, caller: Caller): Promise<{ missing_blob_digests: PbDigest[] }> {
+  private async findMissing(req: FindMissingBlobsRequest, caller: Caller): Promise<FindMissingBlobsResponseInit> {
     const digests = req.blob_digests.map((d, i) => toDigest(d, `blob_digests[${i}]`));
     // A blob outside the runtime's runs is "missing" whether stored or not: the answer reveals nothing of other
     // users' content, and the runtime uploads the bytes, which proves it has them.
@@ -247,10 +204,7 @@ export class GrpcApi {
     return { missing_blob_digests: [...outside, ...absent].map(toPb) };
   }
 
-  private async batchUpdate(
-    req: { requests: Array<{ digest: PbDigest | null; data: Buffer }> },
-    caller: Caller,
-  ): Promise<{ responses: Array<{ digest: PbDigest | null; status: PbStatus }> }> {
+  private async batchUpdate(req: BatchUpdateBlobsRequest, caller: Caller): Promise<BatchUpdateBlobsResponseInit> {
     if (!this.scheduler.holdsRuns(caller.runtimeId)) {
       throw new CallerError(grpc.status.PERMISSION_DENIED, 'this runtime holds no run: it uploads only the results of runs assigned to it');
     }
@@ -275,10 +229,7 @@ export class GrpcApi {
     return { responses };
   }
 
-  private async batchRead(
-    req: { digests: PbDigest[] },
-    caller: Caller,
-  ): Promise<{ responses: Array<{ digest: PbDigest; data: Buffer; status: PbStatus }> }> {
+  private async batchRead(req: BatchReadBlobsRequest, caller: Caller): Promise<BatchReadBlobsResponseInit> {
     const digests = req.digests.map((d, i) => toDigest(d, `digests[${i}]`));
     const total = digests.reduce((n, d) => n + d.sizeBytes, 0);
     if (total > MAX_BATCH_READ_BYTES) {
@@ -313,10 +264,15 @@ export class GrpcApi {
     return { responses };
   }
 
-  private async registerRuntime(
-    req: RegisterReq,
-    credential: RuntimeCredential,
-  ): Promise<{ runtime_id: string; heartbeat_interval_ms: number }> {
+  private async registerRuntime(req: RegisterReq, credential: RuntimeCredential): Promise<RegisterResponseInit> {
+    // The hello: a runtime that states no capabilities (an older one) is refused saying so, rather than left to guess.
+    let agreed;
+    try {
+      agreed = agree(GRPC_CAPABILITIES, fromProtoNames(req.capabilities), `runtime ${JSON.stringify(req.name)}`);
+    } catch (e) {
+      if (e instanceof IncompatiblePeer) throw new CallerError(grpc.status.FAILED_PRECONDITION, e.message);
+      throw e;
+    }
     const other = req.classes.find((c) => c.name !== credential.gpuClass);
     if (credential.gpuClass !== null && other !== undefined) {
       throw new CallerError(
@@ -330,7 +286,7 @@ export class GrpcApi {
       capacity: req.capacity,
       version: req.version,
     }, credential.id);
-    return { runtime_id: runtimeId, heartbeat_interval_ms: this.scheduler.heartbeatIntervalMs };
+    return { runtime_id: runtimeId, heartbeat_interval_ms: this.scheduler.heartbeatIntervalMs, capabilities: toProtoNames(agreed) };
   }
 
   private work(call: grpc.ServerDuplexStream<PbRuntimeMessage, PbGatewayMessage>): void {
@@ -386,13 +342,6 @@ export class GrpcApi {
     call.on('error', (e: Error) => end(`the Work stream failed: ${e.message}`));
     call.on('close', () => end('the Work stream closed'));
   }
-}
-
-interface RegisterReq {
-  name: string;
-  classes: Array<{ name: string; simulated: boolean }>;
-  capacity: number;
-  version: string;
 }
 
 /** Maps a CellEvent to the scheduler's form; a Done with a malformed snapshot digest becomes a Failed. */

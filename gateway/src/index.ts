@@ -1,6 +1,6 @@
 export { BlobStore, DiskBlobStore, MAX_BLOB_BYTES, PutResult, verifyBlob } from './blobStore.js';
 export { GatewayConfig, loadConfig } from './config.js';
-export { GrpcApi, PROTO_PATH, loadProto } from './grpcApi.js';
+export { GrpcApi, loadProto } from './grpcApi.js';
 export { MetadataStore, RefError, SqliteMetadataStore } from './metadataStore.js';
 export { RuntimeTokenStore, SqliteRuntimeTokens } from './runtimeTokens.js';
 export { Scheduler } from './scheduler.js';

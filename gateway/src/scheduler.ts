@@ -48,7 +48,7 @@ export type RunEvent = { event: string } & Record<string, unknown>;
 
 export type RunFinal =
   | { ok: true; event: 'done'; status: string; snapshot: string; timings: Record<string, unknown> }
-  | { ok: false; error: { code: string; message: string } };
+  | { ok: false; error: { code: string; message: string; missing?: string[] } };
 
 export interface RunSink {
   event(ev: RunEvent): void;
@@ -421,7 +421,7 @@ export class Scheduler {
     }
     if (run.state !== 'checking') return; // cancelled meanwhile
     if (!check.ok) {
-      this.finish(run, { ok: false, error: { code: 'missing_blobs', message: check.message } });
+      this.finish(run, { ok: false, error: { code: 'missing_blobs', message: check.message, missing: 'missing' in check ? check.missing.map(formatDigest) : [] } });
       return;
     }
     run.readable = new Set([formatDigest(run.req.snapshot), ...check.chunks.map(formatDigest)]);

@@ -65,7 +65,8 @@ namespace Private {
     return {
       ok: false,
       code: 'missing_blobs',
-      missing: missing.slice(0, LISTED),
+      // All of them, so the client sends just those and retries (the message lists the first few).
+      missing,
       message: `snapshot ${formatDigest(manifest)} names ${missing.length} ${what} not in the store: ${listed}${more}`,
     };
   }

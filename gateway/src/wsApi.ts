@@ -14,15 +14,19 @@ import type { GatewayMetrics } from './metrics.js';
 import { RunFinal, RunEvent, Scheduler } from './scheduler.js';
 import { quotaMessage } from './quota.js';
 import { checkSnapshot } from './snapshotCheck.js';
+import { agree, DEFAULT_LIMITS, fromProtoNames, IncompatiblePeer, offer, toProtoNames } from '@kernelhop/proto';
 import { OpError, SNAPSHOT_OPS, SnapshotApi } from './snapshotApi.js';
 import { SnapshotStore, User } from './snapshotStore.js';
 import type { UsageLedger } from './usage.js';
 import { USAGE_OPS, isUsageOp, usageOp } from './usageApi.js';
 
 export const WS_PATH = '/ws/v1';
-export const MAX_PAYLOAD_BYTES = 64 * 1024 * 1024;
+// The schema's defaults (proto/kernelhop/v1/capabilities.proto), the one place these limits are written.
+export const MAX_PAYLOAD_BYTES = DEFAULT_LIMITS.maxFrameBytes;
 /** Largest total of blob bytes one get_blobs answers. */
-export const MAX_GET_BYTES = 48 * 1024 * 1024;
+export const MAX_GET_BYTES = DEFAULT_LIMITS.maxBatchReadBytes;
+/** What the gateway offers in the socket's hello. */
+export const WS_CAPABILITIES = offer([...CODECS]);
 /** Above this many bytes queued on a socket, big replies wait. */
 const HIGH_WATER_BYTES = 8 * 1024 * 1024;
 /** Largest JSON a text frame or a binary frame's header may be: parsing it blocks the event loop. */
@@ -34,7 +38,7 @@ export const MAX_JSON_BYTES = 8 * 1024 * 1024;
 export const MAX_DIGESTS = 10_000;
 /** Requests of one user handled at once, over all its sockets; the rest wait their turn, so no user stalls others. */
 export const PER_USER_REQUESTS = 8;
-const OPS = ['find_missing', 'put_blobs', 'get_blobs', 'classes', 'run', 'cancel', ...SNAPSHOT_OPS, ...RUNTIME_TOKEN_OPS, ...USAGE_OPS];
+const OPS = ['hello', 'find_missing', 'put_blobs', 'get_blobs', 'classes', 'run', 'cancel', ...SNAPSHOT_OPS, ...RUNTIME_TOKEN_OPS, ...USAGE_OPS];
 /** Longest notebook path or cell id a run may carry for its usage line. */
 const MAX_LABEL_CHARS = 1024;
 
@@ -213,6 +217,17 @@ class Connection {
         await turn;
         return;
       }
+      case 'hello': {
+        // The client's limits against ours: it obeys the smaller; ours are enforced here whatever it says.
+        try {
+          const agreed = agree(WS_CAPABILITIES, fromProtoNames(req.capabilities), 'this client');
+          this.send({ re: id, ok: true, capabilities: toProtoNames(agreed) });
+        } catch (e) {
+          if (!(e instanceof IncompatiblePeer)) throw e;
+          this.send({ re: id, ok: false, error: { code: 'incompatible', message: e.message } });
+        }
+        return;
+      }
       case 'classes':
         this.send({ re: id, ok: true, classes: this.opts.scheduler.classes() });
         return;
@@ -337,7 +352,7 @@ class Connection {
     if (!this.open || this.cancelledEarly.delete(key) || !check.ok) {
       this.runs.delete(key);
       const error = !check.ok
-        ? { code: 'missing_blobs', message: check.message }
+        ? { code: 'missing_blobs', message: check.message, missing: 'missing' in check ? check.missing.map(formatDigest) : [] }
         : { code: 'cancelled', message: 'cancelled by the user; your local state is unchanged' };
       this.send({ re: id, ok: false, error });
       return;

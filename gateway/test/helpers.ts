@@ -6,6 +6,10 @@ import * as grpc from '@grpc/grpc-js';
 import { Digest, digestOf, encodeManifest, formatDigest, parseManifest } from '@kernelhop/kernel-snapshot';
 import { WebSocket } from 'ws';
 import type { GatewayConfig } from '../src/config.js';
+import { offer, toProtoNames } from '@kernelhop/proto';
+import type { Assignment as PbAssignment } from '@kernelhop/proto/grpc-keepcase/Assignment';
+import type { Cancel } from '@kernelhop/proto/grpc-keepcase/Cancel';
+import type { Digest as PbDigest } from '@kernelhop/proto/grpc-keepcase/Digest';
 import { loadProto } from '../src/grpcApi.js';
 import { Gateway, GatewayTuning, startGateway } from '../src/server.js';
 
@@ -165,23 +169,15 @@ export function snapshotOf(chunks: Array<{ digest: string; data: Buffer }>): { d
   return { digest: formatDigest(digestOf(data)), data };
 }
 
-export interface PbDigest {
-  hash: string;
-  size_bytes: number;
-}
+export type { PbDigest };
+/** An Assignment as the gateway sends it: it always names the snapshot. */
+export type Assignment = PbAssignment & { snapshot: PbDigest };
 
-export interface Assignment {
-  run_id: string;
-  session: string;
-  gpu_class: string;
-  code: string;
-  snapshot: PbDigest;
-  timeout_s: number;
-  lazy: boolean;
-  reach: string[];
-}
+/** A GatewayMessage as grpc-js hands it over (keepCase, `kind` naming the oneof field set). */
+export type GatewayMsg = { kind: 'assign'; assign: Assignment } | { kind: 'cancel'; cancel: Cancel };
 
-export type GatewayMsg = { kind: 'assign'; assign: Assignment } | { kind: 'cancel'; cancel: { run_id: string; reason: string } };
+/** The hello every test runtime sends with Register: the schema's default capabilities. */
+export const RUNTIME_HELLO = toProtoNames(offer([]));
 
 type UnaryFn<Req, Res> = (req: Req, md: grpc.Metadata, cb: (e: grpc.ServiceError | null, res: Res) => void) => void;
 
@@ -189,13 +185,11 @@ export function grpcClients(address: string): {
   runtimes: grpc.Client & Record<string, UnaryFn<Msg, Msg> & ((md: grpc.Metadata) => grpc.ClientDuplexStream<Msg, GatewayMsg>)>;
   cas: grpc.Client & Record<string, UnaryFn<Msg, Msg>>;
 } {
-  const v1 = (loadProto().kernelhop as grpc.GrpcObject).v1 as grpc.GrpcObject;
+  const v1 = loadProto();
   const creds = grpc.credentials.createInsecure();
-  const Runtimes = v1.Runtimes as grpc.ServiceClientConstructor;
-  const Cas = v1.ContentAddressableStorage as grpc.ServiceClientConstructor;
   return {
-    runtimes: new Runtimes(address, creds) as never,
-    cas: new Cas(address, creds) as never,
+    runtimes: new v1.Runtimes(address, creds) as never,
+    cas: new v1.ContentAddressableStorage(address, creds) as never,
   };
 }
 
@@ -206,7 +200,9 @@ export function meta(token = runtimeToken, runtimeId?: string): grpc.Metadata {
   return md;
 }
 
+/** A unary call; Register carries the runtime's hello unless the request states capabilities itself. */
 export function unary<Res = Msg>(client: Record<string, unknown>, method: string, req: Msg, md = meta()): Promise<Res> {
+  if (method === 'Register' && !('capabilities' in req)) req = { ...req, capabilities: RUNTIME_HELLO };
   return new Promise((resolve, reject) => {
     (client[method] as UnaryFn<Msg, Res>).call(client, req, md, (e, res) => (e ? reject(e) : resolve(res)));
   });

@@ -17,21 +17,25 @@ from typing import Any
 from kernelhop_snapshot import Digest, digest_of
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.protocol import State
+from google.protobuf import json_format
+from kernelhop_proto import DEFAULT_LIMITS, PROTOCOL, offer, to_json
+from kernelhop_proto.v1.capabilities_pb2 import Capabilities
 from websockets.sync.client import ClientConnection, connect
 
 from .compression import CODEC, compress_if_it_pays, compression_wanted
 
 MiB = 1024 * 1024
+# The limits are the schema's defaults (proto/kernelhop/v1/capabilities.proto), the one place they are written.
 # The gateway's maxPayload; our own receive limit matches it.
-MAX_FRAME = 64 * MiB
-# Blob payload per put_blobs/get_blobs frame, leaving room under MAX_FRAME for the JSON header.
-BATCH_BYTES = 48 * MiB
+MAX_FRAME = int(DEFAULT_LIMITS["max_frame_bytes"])
+# Blob payload per put_blobs/get_blobs frame at most, leaving room under MAX_FRAME for the JSON header.
+BATCH_BYTES = int(DEFAULT_LIMITS["max_batch_read_bytes"])
 # put_blobs frames: their size and how many may await their reply at once (see put_blobs).
-PUT_FRAME_BYTES = 8 * MiB
-PUT_DEPTH = 4
+PUT_FRAME_BYTES = int(DEFAULT_LIMITS["max_batch_bytes"])
+PUT_DEPTH = int(DEFAULT_LIMITS["max_blobs_in_flight"])
 # get_blobs requests likewise (a request may ask for up to BATCH_BYTES).
-GET_BATCH_BYTES = 8 * MiB
-GET_DEPTH = 4
+GET_BATCH_BYTES = PUT_FRAME_BYTES
+GET_DEPTH = PUT_DEPTH
 # Digests per find_missing request: ~75 bytes each keeps a request near 750 KiB.
 FIND_BATCH = 10_000  # the gateway's limit per request (MAX_DIGESTS in gateway/src/wsApi.ts)
 # How long one recv waits before giving Python a chance to deliver a signal.
@@ -53,10 +57,12 @@ class GatewayAuthError(KernelhopError):
 class GatewayError(KernelhopError):
     """A request failed at the gateway (or a reply could not be used); `code` is the protocol's error code."""
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, missing: tuple[str, ...] = ()):
         super().__init__(f"{message} [{code}]")
         self.code = code
         self.message = message
+        # missing_blobs: the digests the gateway lacks, so the caller sends just those and retries.
+        self.missing = missing
 
 
 def blob_digest(data: bytes | bytearray | memoryview) -> str:
@@ -133,6 +139,8 @@ class GatewayConnection:
         # zstd on the uplink where it pays (compression.py); tests and benchmarks may set it either way.
         self.compress = compression_wanted(url)
         self.known: set[str] = set()
+        # What the socket's hello agreed with the gateway (batch bytes, batches in flight); the offer until then.
+        self.agreed = offer([CODEC])
         self._ws: ClientConnection | None = None
         self._ids = itertools.count(1)
 
@@ -186,7 +194,31 @@ class GatewayConnection:
                 "Start one with `kernelhop up` (gateway, runtime and JupyterLab) or `kernelhop gateway`, "
                 "or set KERNELHOP_GATEWAY."
             ) from None
+        self._hello(self._ws)
         return self._ws
+
+    def _hello(self, ws: ClientConnection) -> None:
+        """The socket's first exchange: our capabilities against the gateway's; an older gateway is named as such."""
+        ws.send(json.dumps({"id": "hello", "op": "hello", "capabilities": to_json(offer([CODEC]))}))
+        try:
+            msg = _parse_json(ws.recv(timeout=self.open_timeout))
+        except (TimeoutError, ConnectionClosed) as e:
+            self.close()
+            raise GatewayUnreachable(
+                f"the gateway at {self.url} did not answer the hello ({e or 'no reply'}): is it a kernelhop gateway?"
+            ) from None
+        if msg.get("ok") is not True:
+            self.close()
+            err = msg.get("error") if isinstance(msg.get("error"), dict) else {}
+            raise GatewayUnreachable(
+                f"the gateway at {self.url} does not speak this kernelhop's protocol ({PROTOCOL}): "
+                f"{err.get('message') or err.get('code') or msg}. Upgrade the gateway (or this package) so both match."
+            )
+        self.agreed = json_format.ParseDict(msg.get("capabilities") or {}, Capabilities(), ignore_unknown_fields=True)
+
+    def _limit(self, ours: int, name: str) -> int:
+        """The smaller of this side's limit and the agreed one (0: the gateway left it to the default)."""
+        return min(ours, int(getattr(self.agreed, name) or ours))
 
     def _send(self, message: dict[str, Any] | bytes, *, retry: bool = True) -> None:
         """Send one frame. `retry=False` when requests are in flight on this connection: their replies would never
@@ -308,7 +340,7 @@ class GatewayConnection:
         sent = 0
         inflight: dict[str, list[str]] = {}
         try:
-            for batch in _batches(((d, len(b)) for d, b in blobs.items()), PUT_FRAME_BYTES):
+            for batch in _batches(((d, len(b)) for d, b in blobs.items()), self._limit(PUT_FRAME_BYTES, "max_batch_bytes")):
                 if len(batch) == 1 and len(blobs[batch[0]]) > MAX_FRAME - 64 * 1024:
                     raise GatewayError(
                         "too_large",
@@ -323,7 +355,7 @@ class GatewayConnection:
                         entries[-1]["codec"] = CODEC
                     parts.append(part)
                     offset += len(part)
-                while len(inflight) >= PUT_DEPTH:
+                while len(inflight) >= self._limit(PUT_DEPTH, "max_blobs_in_flight"):
                     self._put_reply(inflight)
                 rid = self._next_id()
                 self._send(encode_binary({"id": rid, "op": "put_blobs", "blobs": entries}, parts), retry=not inflight)
@@ -365,8 +397,8 @@ class GatewayConnection:
         out: dict[str, bytes] = {}
         inflight: dict[str, list[str]] = {}
         try:
-            for batch in _batches(((d, digest_size(d)) for d in wanted), GET_BATCH_BYTES):
-                while len(inflight) >= GET_DEPTH:
+            for batch in _batches(((d, digest_size(d)) for d in wanted), self._limit(GET_BATCH_BYTES, "max_batch_bytes")):
+                while len(inflight) >= self._limit(GET_DEPTH, "max_blobs_in_flight"):
                     self._get_reply(inflight, out)
                 rid = self._next_id()
                 self._send({"id": rid, "op": "get_blobs", "digests": batch}, retry=not inflight)
@@ -507,7 +539,12 @@ def _raise_if_failed(msg: dict[str, Any]) -> None:
         err = msg.get("error")
         if not isinstance(err, dict):
             raise GatewayError("bad_reply", "the gateway reported a failure without an error object")
-        raise GatewayError(str(err.get("code", "error")), str(err.get("message", "")) or str(err.get("code")))
+        missing = err.get("missing")
+        raise GatewayError(
+            str(err.get("code", "error")),
+            str(err.get("message", "")) or str(err.get("code")),
+            tuple(d for d in missing if isinstance(d, str)) if isinstance(missing, list) else (),
+        )
 
 
 def _field(reply: dict[str, Any], key: str, kind: type):

@@ -314,10 +314,15 @@ class Hopper:
         except GatewayError as e:
             if e.code != "missing_blobs":
                 raise
-            # The gateway lacks chunks we took it to hold (its store was wiped?): forget what we knew, send again.
-            client.known.clear()
-            tree = self.files.send(client, store) if files else None
-            cap = self._upload(client, store, cap, lambda: capture(None))
+            # The gateway lacks blobs we took it to hold (its store was wiped?): send just those and run again;
+            # only where this kernel does not hold one of them either, forget what we knew and send everything.
+            if e.missing and all(store.has(Digest.parse(d)) for d in e.missing):
+                client.known.difference_update(e.missing)
+                client.put_blobs({d: store.get(Digest.parse(d)) for d in e.missing})
+            else:
+                client.known.clear()
+                tree = self.files.send(client, store) if files else None
+                cap = self._upload(client, store, cap, lambda: capture(None))
             outcome = self._run(client, gpu_class, code, str(cap.digest), timeout_s, reach)
         t3 = time.monotonic()
         self.presenter.phase("home")

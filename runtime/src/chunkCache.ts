@@ -16,7 +16,7 @@ import {
   reachedBlobDigests,
 } from '@kernelhop/kernel-snapshot';
 import { readBlobs } from './blobReads.js';
-import { GatewayClient, MAX_BATCH_BYTES } from './gatewayClient.js';
+import { GatewayClient } from './gatewayClient.js';
 import type { PbDigest } from './proto.js';
 import type { WorkerSpace } from './sandbox.js';
 
@@ -225,7 +225,7 @@ export class ChunkCache {
 
   /**
    * Fetch every blob of `digests` the cache lacks from the gateway; returns the bytes fetched. Batches of
-   * PIPELINE_BATCH_BYTES, PIPELINE_DEPTH in flight: the gateway reads the next batch from its disk while this process
+   * the agreed batch bytes, the agreed number in flight: the gateway reads the next batch from its disk while this process
    * verifies and writes the last one, where one 32 MiB batch at a time left each side idle half the time.
    */
   async fetchMissing(
@@ -239,7 +239,8 @@ export class ChunkCache {
     const total = missing.reduce((n, d) => n + d.sizeBytes, 0);
     let done = 0;
     if (total > 0) progress?.(0, total);
-    await inParallel([...batches(missing, PIPELINE_BATCH_BYTES)], PIPELINE_DEPTH, async (batch) => {
+    const { maxBatchBytes, maxBlobsInFlight } = gateway.agreed;
+    await inParallel([...batches(missing, maxBatchBytes)], maxBlobsInFlight, async (batch) => {
       signal?.throwIfAborted();
       const blobs = await readBlobs(gateway, batch, signal);
       await Promise.all(batch.map((d, i) => this.write(d, blobs[i] as Buffer)));
@@ -275,16 +276,12 @@ export class ChunkCache {
       done += batch.reduce((n, d) => n + d.sizeBytes, 0);
       progress?.(done, total);
     };
-    await inParallel([...batches(missing.filter((d) => !isLast(d)), PIPELINE_BATCH_BYTES)], PIPELINE_DEPTH, send);
+    const { maxBatchBytes, maxBlobsInFlight } = gateway.agreed;
+    await inParallel([...batches(missing.filter((d) => !isLast(d)), maxBatchBytes)], maxBlobsInFlight, send);
     if (missing.some(isLast)) await send([last]);
     return total;
   }
 }
-
-/** Bytes per BatchReadBlobs/BatchUpdateBlobs while several are in flight (at most MAX_BATCH_BYTES each). */
-const PIPELINE_BATCH_BYTES = Math.min(8 * 1024 * 1024, MAX_BATCH_BYTES);
-/** Batches in flight at once: enough to keep both ends busy, few enough to bound memory (~3 batches). */
-const PIPELINE_DEPTH = 3;
 
 /** Runs `fn` over `items`, at most `depth` at a time; the first failure rejects (after those in flight settle). */
 async function inParallel<T>(items: T[], depth: number, fn: (item: T) => Promise<void>): Promise<void> {

@@ -1,6 +1,7 @@
 // gRPC client for the gateway: registration, heartbeats, the Work stream and the blob store calls.
 import { EventEmitter } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
+import { agree, offer, type Capabilities } from '@kernelhop/proto';
 import type {
   BatchReadBlobsResponse,
   BatchUpdateBlobsResponse,
@@ -12,15 +13,17 @@ import type {
   HeartbeatResponse,
   KernelhopPackage,
   PbDigest,
-  RegisterRequest,
+  RegisterRequestInit,
   RegisterResponse,
   RuntimeMessage,
 } from './proto.js';
 
-/** Batches of blobs stay under this, leaving room for the messages' own framing. */
-export const MAX_BATCH_BYTES = 32 * 1024 * 1024;
+/** What this runtime offers in Register's hello: the schema's defaults (proto/kernelhop/v1/capabilities.proto). */
+export const RUNTIME_CAPABILITIES = offer([]);
+/** Largest batch of blob bytes one call may carry, whatever was agreed. */
+export const MAX_BATCH_BYTES = RUNTIME_CAPABILITIES.maxBatchReadBytes;
 // The gRPC default (4 MiB) is smaller than one batch.
-const MAX_MESSAGE_BYTES = MAX_BATCH_BYTES + 4 * 1024 * 1024;
+const MAX_MESSAGE_BYTES = RUNTIME_CAPABILITIES.maxFrameBytes;
 const FLOW_CONTROL_WINDOW_BYTES = 16 * 1024 * 1024;
 const CONTROL_DEADLINE_MS = 10_000;
 const BLOB_DEADLINE_MS = 120_000;
@@ -39,6 +42,8 @@ export class GatewayClient {
   private runtimeId = '';
   /** Whether to try presigned reads from the gateway's store (blobReads.ts); off once the gateway says it cannot. */
   presignedReads = true;
+  /** What Register's hello agreed with the gateway (batch bytes, batches in flight); the offer until then. */
+  agreed: Capabilities = RUNTIME_CAPABILITIES;
 
   constructor(
     readonly address: string,
@@ -78,9 +83,16 @@ export class GatewayClient {
   }
 
   /** waitForReady: keep trying to connect until the deadline instead of failing at the first refusal. */
-  async register(req: RegisterRequest, timeoutMs = CONTROL_DEADLINE_MS, waitForReady = false): Promise<RegisterResponse> {
+  async register(
+    req: Omit<RegisterRequestInit, 'capabilities'>,
+    timeoutMs = CONTROL_DEADLINE_MS,
+    waitForReady = false,
+  ): Promise<RegisterResponse> {
     this.runtimeId = '';
-    const res = await this.unary<RegisterRequest, RegisterResponse>(this.runtimes, 'register', req, timeoutMs, waitForReady);
+    const hello: RegisterRequestInit = { ...req, capabilities: RUNTIME_CAPABILITIES };
+    const res = await this.unary<RegisterRequestInit, RegisterResponse>(this.runtimes, 'register', hello, timeoutMs, waitForReady);
+    // A gateway older than the hello answers without capabilities: say so rather than guess its limits.
+    this.agreed = agree(RUNTIME_CAPABILITIES, res.capabilities, `the gateway at ${this.address}`);
     this.runtimeId = res.runtimeId;
     return res;
   }

@@ -3,7 +3,7 @@ export { BlobError, ChunkCache } from './chunkCache.js';
 export { ConfigError, RuntimeConfig, USAGE, parseArgs } from './config.js';
 export { GatewayClient, MAX_BATCH_BYTES, WorkStream } from './gatewayClient.js';
 export { classOfDeviceName, queryNvidiaSmi, resolveClasses } from './gpuClasses.js';
-export { PROTO_PATH, loadKernelhopProto } from './proto.js';
+export { loadKernelhopProto } from './proto.js';
 export { EventSink, Run, RunnerDeps, toCellEvent } from './runner.js';
 export { Runtime, RuntimeOptions } from './runtime.js';
 export { Sandbox, SandboxKind, WorkerSpace, withoutCredentials } from './sandbox.js';

@@ -1,107 +1,44 @@
-// The gateway ↔ runtime contract (proto/kernelhop/v1/runtime.proto), loaded at run time, with the
-// message shapes proto-loader produces for our options (camelCase fields, int64 as number, oneof `kind`).
-import * as path from 'node:path';
-import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
+// The gateway ↔ runtime contract (proto/kernelhop/v1/runtime.proto) in the runtime's view: camelCase fields, as
+// @kernelhop/proto loads it, with the message types proto-loader-gen-types generated for those options.
+import type { Assignment as GenAssignment } from '@kernelhop/proto/grpc/Assignment';
+import type { BatchReadBlobsResponse as GenBatchRead } from '@kernelhop/proto/grpc/BatchReadBlobsResponse';
+import type { BatchUpdateBlobsResponse as GenBatchUpdate } from '@kernelhop/proto/grpc/BatchUpdateBlobsResponse';
+import type { CellEvent as GenCellEvent } from '@kernelhop/proto/grpc/CellEvent';
+import type { GatewayMessage as GenGatewayMessage } from '@kernelhop/proto/grpc/GatewayMessage';
+import type { GetBlobUrlsResponse as GenGetBlobUrls } from '@kernelhop/proto/grpc/GetBlobUrlsResponse';
+import type { RegisterResponse as GenRegisterResponse } from '@kernelhop/proto/grpc/RegisterResponse';
+import type { RuntimeMessage as GenRuntimeMessage } from '@kernelhop/proto/grpc/RuntimeMessage';
 
-// dist/src/proto.js → repository root → proto/
-export const PROTO_PATH = path.resolve(__dirname, '..', '..', '..', 'proto', 'kernelhop', 'v1', 'runtime.proto');
+export { loadRuntimeProto as loadKernelhopProto } from '@kernelhop/proto';
+export type { CellEventInit } from '@kernelhop/proto/grpc/CellEvent';
+export type { Digest as PbDigest } from '@kernelhop/proto/grpc/Digest';
+export type { FindMissingBlobsResponse } from '@kernelhop/proto/grpc/FindMissingBlobsResponse';
+export type { GpuClass as PbGpuClass } from '@kernelhop/proto/grpc/GpuClass';
+export type { HeartbeatRequestInit as HeartbeatRequest } from '@kernelhop/proto/grpc/HeartbeatRequest';
+export type { HeartbeatResponse } from '@kernelhop/proto/grpc/HeartbeatResponse';
+export type { RegisterRequest, RegisterRequestInit } from '@kernelhop/proto/grpc/RegisterRequest';
+export type { RuntimeMessageInit } from '@kernelhop/proto/grpc/RuntimeMessage';
 
-export interface PbDigest {
-  hash: string;
-  sizeBytes: number;
-}
-export interface PbStatus {
-  code: number;
-  message: string;
-}
-export interface PbGpuClass {
-  name: string;
-  simulated: boolean;
-}
-export interface RegisterRequest {
-  name: string;
-  classes: PbGpuClass[];
-  capacity: number;
-  version: string;
-}
-export interface RegisterResponse {
-  runtimeId: string;
-  heartbeatIntervalMs: number;
-}
-export interface HeartbeatRequest {
-  runtimeId: string;
-  busy: number;
-  warmWorkers: number;
-}
-export interface HeartbeatResponse {
-  known: boolean;
-}
-export interface Assignment {
-  runId: string;
-  session: string;
-  gpuClass: string;
-  code: string;
-  snapshot: PbDigest | null;
-  timeoutS: number;
-  lazy: boolean;
-  reach: string[];
-}
-export interface Cancel {
-  runId: string;
-  reason: string;
-}
-export interface GatewayMessage {
-  assign?: Assignment | null;
-  cancel?: Cancel | null;
-  kind?: 'assign' | 'cancel';
-}
-export interface DisplayEvent {
-  dataJson: string;
-  metadataJson: string;
-}
-/** One CellEvent; exactly one of the optional fields is set (the proto's oneof). */
-export interface CellEvent {
-  runId: string;
-  started?: { worker: string; warm: boolean };
-  stream?: { name: string; text: string };
-  display?: DisplayEvent;
-  result?: DisplayEvent;
-  error?: { ename: string; evalue: string; traceback: string[]; etype: string };
-  done?: { status: string; snapshot: PbDigest; timingsJson: string };
-  failed?: { code: string; message: string };
-  progress?: { phase: string; doneBytes: number; totalBytes: number };
-}
-export interface RuntimeMessage {
-  event: CellEvent;
-}
-export interface FindMissingBlobsResponse {
-  missingBlobDigests: PbDigest[];
-}
-export interface BatchUpdateBlobsResponse {
-  responses: { digest: PbDigest | null; status: PbStatus | null }[];
-}
-export interface BatchReadBlobsResponse {
-  responses: { digest: PbDigest | null; data: Buffer; status: PbStatus | null }[];
-}
+/**
+ * A message as loadRuntimeProto decodes it (`objects: true`): a message field left unset comes as its default, never
+ * null, so the generated `| null` is dropped; a oneof member stays optional (absent unless it is the one set).
+ */
+export type Decoded<T> = T extends Buffer
+  ? T
+  : T extends Array<infer U>
+    ? Array<Decoded<U>>
+    : T extends object
+      ? { [K in keyof T]: Decoded<Exclude<T[K], null>> }
+      : T;
 
-export interface GetBlobUrlsResponse {
-  responses: { digest: PbDigest | null; url: string; status: PbStatus | null }[];
-}
+export type Assignment = Decoded<GenAssignment>;
+export type BatchReadBlobsResponse = Decoded<GenBatchRead>;
+export type BatchUpdateBlobsResponse = Decoded<GenBatchUpdate>;
+export type CellEvent = Decoded<GenCellEvent>;
+export type GatewayMessage = Decoded<GenGatewayMessage>;
+export type RegisterResponse = Decoded<GenRegisterResponse>;
+export type RuntimeMessage = Decoded<GenRuntimeMessage>;
+export type GetBlobUrlsResponse = Decoded<GenGetBlobUrls>;
 
-export interface KernelhopPackage {
-  Runtimes: grpc.ServiceClientConstructor;
-  ContentAddressableStorage: grpc.ServiceClientConstructor;
-}
-
-export function loadKernelhopProto(): KernelhopPackage {
-  const definition = protoLoader.loadSync(PROTO_PATH, {
-    keepCase: false,
-    longs: Number,
-    enums: String,
-    defaults: true,
-    oneofs: true,
-  });
-  const loaded = grpc.loadPackageDefinition(definition) as unknown as { kernelhop: { v1: KernelhopPackage } };
-  return loaded.kernelhop.v1;
-}
+/** The loaded package: its two service client constructors. */
+export type KernelhopPackage = ReturnType<typeof import('@kernelhop/proto').loadRuntimeProto>;

@@ -12,6 +12,8 @@ import { GatewayClient } from './gatewayClient.js';
 import type { PackageOverlays, Prepared } from './packages.js';
 import type { Assignment, CellEvent } from './proto.js';
 import type { Sandbox } from './sandbox.js';
+import { toJson } from '@bufbuild/protobuf';
+import { create, RunCellSchema, RunFailure_Code, RunTimingsSchema, type WorkerDone } from '@kernelhop/proto';
 import { WorkerEvent, WorkerProcess } from './worker.js';
 import { WorkerPool } from './workerPool.js';
 
@@ -36,7 +38,7 @@ type StopCode = 'cancelled' | 'timeout';
 type Fetched = { seconds: number; bytes: number; given: Digest[] };
 type Final = { code: string; message: string };
 /** done: the worker's Done, with `upload` the new blobs of its snapshot, already taken into the cache. */
-type Outcome = { done?: WorkerEvent; upload?: Digest[]; final?: Final };
+type Outcome = { done?: WorkerDone; upload?: Digest[]; final?: Final };
 
 // After SIGINT, a cell that has not stopped in this time (a C call that ignores signals) is killed.
 const INTERRUPT_GRACE_MS = 1_500;
@@ -120,7 +122,7 @@ export class Run {
       await this.emit({ started: { worker: `${this.deps.runtimeName}/${worker.pid}`, warm } });
       const outcome = await this.runOnWorker(worker, snapshot, fetched, packages);
       if (outcome.final) return await this.fail(outcome.final.code, outcome.final.message);
-      await this.finishDone(outcome.done as WorkerEvent, outcome.upload ?? [], fetched, started);
+      await this.finishDone(outcome.done as WorkerDone, outcome.upload ?? [], fetched, started);
     } catch (err) {
       if (this.stop) return await this.fail(this.stop.code, this.stop.message);
       await this.fail('restore_failed', (err as Error).message);
@@ -186,22 +188,29 @@ export class Run {
         resolve(outcome);
       };
       const onEvent = (e: WorkerEvent): void => {
-        if (e.run_id !== this.runId) return;
-        if (e.event === 'failed' && typeof e.corrupt_blob === 'string' && !healed && !this.stop) {
+        if (e.runId !== this.runId) return;
+        const { kind } = e;
+        if (kind.case === 'failed' && kind.value.corruptBlob !== undefined && !healed && !this.stop) {
           healed = true;
-          void this.heal(worker, parseDigest(e.corrupt_blob), fetched).then(
+          const failed = kind.value;
+          void this.heal(worker, parseDigest(failed.corruptBlob), fetched).then(
             () => send(),
-            (err: Error) => onEvent({ ...e, message: `${String(e.message)}; fetching it again failed: ${err.message}` }),
+            (err: Error) =>
+              onEvent({
+                ...e,
+                kind: { case: 'failed', value: { ...failed, corruptBlob: undefined, message: `${failed.message}; fetching it again failed: ${err.message}` } },
+              }),
           );
           return;
         }
-        if (e.event === 'done' || e.event === 'failed') {
+        if (kind.case === 'done' || kind.case === 'failed') {
           cleanup();
           // A cell that caught the interrupt and finished still ends with Done, as it would locally.
-          if (e.event === 'done' && !(this.stop && e.status !== 'ok')) {
+          if (kind.case === 'done' && !(this.stop && kind.value.status !== 'ok')) {
+            const done = kind.value;
             // Taken while the worker's space still exists: the pool may end the worker once it is released.
-            void this.takeResult(worker, e).then(
-              (upload) => settle({ done: e, upload }),
+            void this.takeResult(worker, done).then(
+              (upload) => settle({ done, upload }),
               (err: Error) => {
                 const message = `could not upload the snapshot the cell left: ${err.message}`;
                 settle({ final: { code: 'upload_failed', message } });
@@ -211,13 +220,14 @@ export class Run {
           }
           this.deps.pool.release(worker, session, true);
           if (this.stop) return settle({ final: this.stop });
-          return settle({ final: { code: String(e.code ?? 'worker_failed'), message: String(e.message ?? '') } });
+          if (kind.case === 'done') return settle({ final: { code: 'cancelled', message: 'the cell stopped on the interrupt' } });
+          return settle({ final: { code: RunFailure_Code[kind.value.code] ?? 'worker_failed', message: kind.value.message } });
         }
         if (settled) return;
-        if (e.event === 'restored') return this.deps.pool.replenish();
+        if (kind.case === 'restored') return this.deps.pool.replenish();
         const event = toCellEvent(e);
         if (event) this.relay(worker, event);
-        if (this.stop && e.event === 'error' && e.ename === 'KeyboardInterrupt') settle({ final: this.stop });
+        if (this.stop && kind.case === 'error' && kind.value.ename === 'KeyboardInterrupt') settle({ final: this.stop });
       };
       const onOutput = (name: string, text: string): void => {
         if (!settled) this.relay(worker, { stream: { name, text } });
@@ -241,16 +251,17 @@ export class Run {
       if (!worker.alive) return onExit('had exited');
       worker.runId = this.runId;
       const { code, lazy, reach } = this.assignment;
-      const overlay = packages.overlay === null ? null : this.deps.sandbox.packagesView(packages.overlay);
+      const overlay = packages.overlay === null ? undefined : this.deps.sandbox.packagesView(packages.overlay);
       const send = (): void =>
-        worker.send({
-          op: 'run',
-          run_id: this.runId,
-          code,
-          snapshot: formatDigest(snapshot),
-          reach: lazy ? reach : null,
-          packages: { overlay, notes: packages.notes },
-        });
+        worker.send(
+          create(RunCellSchema, {
+            runId: this.runId,
+            code,
+            snapshot: formatDigest(snapshot),
+            reach: lazy ? { values: reach.map((n) => ({ kind: { case: 'stringValue' as const, value: n } })) } : undefined,
+            packages: { overlay, notes: packages.notes },
+          }),
+        );
       send();
       // Cancelled while the run was being handed over: the worker holds the SIGINT until its cell starts.
       if (this.stop) this.interrupt(worker);
@@ -284,7 +295,7 @@ export class Run {
    * assigning the run, that they are stored and readable by the run's user (and it checks the whole new snapshot
    * again on Done). A warm hop that changed little so asks about a few digests instead of every chunk of the state.
    */
-  private async takeResult(worker: WorkerProcess, done: WorkerEvent): Promise<Digest[]> {
+  private async takeResult(worker: WorkerProcess, done: WorkerDone): Promise<Digest[]> {
     const { cache } = this.deps;
     const snapshot = parseDigest(done.snapshot);
     await cache.take(worker.space, snapshot);
@@ -301,7 +312,7 @@ export class Run {
     return [...chunks, ...files];
   }
 
-  private async finishDone(done: WorkerEvent, chunks: Digest[], fetched: Fetched, started: number): Promise<void> {
+  private async finishDone(done: WorkerDone, chunks: Digest[], fetched: Fetched, started: number): Promise<void> {
     let snapshot: Digest;
     const t0 = Date.now();
     try {
@@ -314,7 +325,7 @@ export class Run {
       return this.fail('upload_failed', `could not upload the snapshot the cell left: ${(err as Error).message}`);
     }
     const timings = {
-      ...(typeof done.timings === 'object' && done.timings !== null ? done.timings : {}),
+      ...(done.timings === undefined ? {} : (toJson(RunTimingsSchema, done.timings, { useProtoFieldName: true }) as object)),
       fetch_s: fetched.seconds,
       fetch_bytes: fetched.bytes,
       upload_s: (Date.now() - t0) / 1000,
@@ -343,22 +354,20 @@ export class Run {
 
 /** stream/display/result/error from the worker → the CellEvent the gateway relays. */
 export function toCellEvent(e: WorkerEvent): Omit<CellEvent, 'runId'> | null {
-  switch (e.event) {
+  const { kind } = e;
+  switch (kind.case) {
     case 'stream':
-      return { stream: { name: String(e.name), text: String(e.text) } };
+      return { stream: { name: kind.value.name, text: kind.value.text } };
     case 'display':
-      return { display: { dataJson: JSON.stringify(e.data ?? {}), metadataJson: JSON.stringify(e.metadata ?? {}) } };
-    case 'result':
-      return { result: { dataJson: JSON.stringify(e.data ?? {}), metadataJson: JSON.stringify(e.metadata ?? {}) } };
-    case 'error':
-      return {
-        error: {
-          ename: String(e.ename),
-          evalue: String(e.evalue),
-          traceback: Array.isArray(e.traceback) ? e.traceback.map(String) : [],
-          etype: typeof e.etype === 'string' ? e.etype : '',
-        },
-      };
+    case 'result': {
+      // gRPC carries the MIME bundle as JSON text (Display), the worker's pipe as a JSON object (Output).
+      const display = { dataJson: JSON.stringify(kind.value.data ?? {}), metadataJson: JSON.stringify(kind.value.metadata ?? {}) };
+      return kind.case === 'display' ? { display } : { result: display };
+    }
+    case 'error': {
+      const { ename, evalue, traceback, etype } = kind.value;
+      return { error: { ename, evalue, traceback, etype } };
+    }
     default:
       return null;
   }

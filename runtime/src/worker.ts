@@ -4,25 +4,21 @@ import { ChildProcess, spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import * as readline from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
+import {
+  create,
+  decodeTagged,
+  encodeTagged,
+  WorkerCommandSchema,
+  WorkerEventSchema,
+  type RunCell,
+  type WorkerEvent,
+} from '@kernelhop/proto';
 import { Sandbox, WorkerSpace } from './sandbox.js';
 
-/** An event the worker wrote on fd 3; `event` names its kind (ready, stream, display, result, error, done, failed). */
-export interface WorkerEvent {
-  event: string;
-  run_id?: string;
-  [field: string]: unknown;
-}
-
-export interface RunCommand {
-  op: 'run';
-  run_id: string;
-  code: string;
-  snapshot: string;
-  /** Lazy restore: the names to restore before the cell; null = all. */
-  reach: string[] | null;
-  /** The package overlay to put on sys.path before the restore (as the worker sees it), and what is not matched. */
-  packages: { overlay: string | null; notes: Record<string, string> };
-}
+/** An event the worker wrote on fd 3: the schema's WorkerEvent (proto/kernelhop/v1/worker.proto). */
+export type { WorkerEvent };
+/** A cell to run: the schema's RunCell, sent as `{"op": "run", ...}`. */
+export type RunCommand = RunCell;
 
 export interface WorkerOptions {
   python: string;
@@ -90,7 +86,7 @@ export class WorkerProcess extends EventEmitter {
         this.kill();
       }, opts.startTimeoutMs ?? 120_000);
       const onEvent = (e: WorkerEvent): void => {
-        if (e.event !== 'ready') return;
+        if (e.kind.case !== 'ready') return;
         clearTimeout(timer);
         this.off('event', onEvent);
         // bwrap wrote the pid before starting the worker, so it is there by now, or the process is gone.
@@ -140,7 +136,8 @@ export class WorkerProcess extends EventEmitter {
   }
 
   send(command: RunCommand): void {
-    (this.child.stdin as Writable).write(JSON.stringify(command) + '\n');
+    const line = encodeTagged(WorkerCommandSchema, 'op', create(WorkerCommandSchema, { kind: { case: 'run', value: command } }));
+    (this.child.stdin as Writable).write(JSON.stringify(line) + '\n');
   }
 
   interrupt(): void {
@@ -191,13 +188,13 @@ export class WorkerProcess extends EventEmitter {
     if (!line.trim()) return;
     let event: WorkerEvent;
     try {
-      event = JSON.parse(line) as WorkerEvent;
-    } catch {
-      // Only the worker writes fd 3; a bad line is a bug there, shown rather than lost.
-      this.emit('output', 'stderr', `kernelhop runtime: unreadable worker event line: ${line.slice(0, 200)}\n`);
+      event = decodeTagged<WorkerEvent>(WorkerEventSchema, 'event', JSON.parse(line));
+    } catch (e) {
+      // Only the worker writes fd 3; a line off the schema is a bug there, shown rather than lost.
+      this.emit('output', 'stderr', `kernelhop runtime: unreadable worker event line (${(e as Error).message}): ${line.slice(0, 200)}\n`);
       return;
     }
-    if (typeof event?.event === 'string') this.emit('event', event);
+    this.emit('event', event);
   }
 
   private onExit(description: string): void {

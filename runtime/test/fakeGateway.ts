@@ -1,6 +1,7 @@
 // A small in-memory gateway for the runtime's tests: the proto's services with a Map as the store.
 import { EventEmitter } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
+import { offer } from '@kernelhop/proto';
 import { digestOf, formatDigest } from '@kernelhop/kernel-snapshot';
 import { loadKernelhopProto } from '../src/proto.js';
 import type { Assignment, CellEvent, GatewayMessage, PbDigest, RegisterRequest, RuntimeMessage } from '../src/proto.js';
@@ -37,7 +38,8 @@ export class FakeGateway extends EventEmitter {
         this.registrations.push(req);
         this.known.add(runtimeId);
         this.emit('registered', runtimeId, req);
-        return { runtimeId, heartbeatIntervalMs: this.heartbeatIntervalMs };
+        // The hello: this fake takes what the gateway's defaults are (the schema's), as the real gateway answers.
+        return { runtimeId, heartbeatIntervalMs: this.heartbeatIntervalMs, capabilities: offer([]) };
       }),
       heartbeat: authed((req: { runtimeId: string }) => {
         this.heartbeats++;
@@ -53,6 +55,7 @@ export class FakeGateway extends EventEmitter {
         this.emit('stream', id);
         call.on('data', (msg: RuntimeMessage) => {
           const ev = msg.event;
+          if (ev === undefined) return;
           const list = this.events.get(ev.runId) ?? [];
           list.push(ev);
           this.events.set(ev.runId, list);

@@ -1,12 +1,11 @@
 // What an attacker's cell runs on a runtime host: gRPC calls to the gateway as a runtime of its own.
 // usage: node rogue_runtime.js GRPC_ADDRESS TOKEN DIGEST... ; prints one JSON line: {register, read}
-const path = require('node:path');
 const grpc = require('@grpc/grpc-js');
-const protoLoader = require('@grpc/proto-loader');
+// The schema's own loader and hello: the attacker speaks the protocol as any runtime does.
+const { loadRuntimeProtoKeepCase, offer, toProtoNames } = require('@kernelhop/proto');
 
 const [address, token, ...digests] = process.argv.slice(2);
-const proto = path.resolve(__dirname, '../../proto/kernelhop/v1/runtime.proto');
-const v1 = grpc.loadPackageDefinition(protoLoader.loadSync(proto, { keepCase: true, longs: Number, defaults: true })).kernelhop.v1;
+const v1 = loadRuntimeProtoKeepCase();
 const creds = grpc.credentials.createInsecure();
 const runtimes = new v1.Runtimes(address, creds);
 const cas = new v1.ContentAddressableStorage(address, creds);
@@ -21,7 +20,7 @@ const call = (client, method, req, m) =>
   new Promise((resolve) => client[method](req, m, (err, res) => resolve(err ? { code: err.code, details: err.details } : { ok: res })));
 
 (async () => {
-  const reg = await call(runtimes, 'Register', { name: 'rogue', classes: [{ name: 'h100', simulated: true }], capacity: 1, version: 'x' }, md());
+  const reg = await call(runtimes, 'Register', { name: 'rogue', classes: [{ name: 'h100', simulated: true }], capacity: 1, version: 'x', capabilities: toProtoNames(offer([])) }, md());
   const id = reg.ok ? reg.ok.runtime_id : '';
   const wanted = digests.map((d) => ({ hash: d.split('/')[0], size_bytes: Number(d.split('/')[1]) }));
   const read = await call(cas, 'BatchReadBlobs', { digests: wanted }, md(id));

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import blake3
+from kernelhop_proto import offer, to_json
 from kernelhop_snapshot import Capturer, Digest, Manifest, MemoryBlobStore
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import ServerConnection, serve
@@ -96,7 +97,10 @@ class FakeGateway:
 
     def _dispatch(self, conn: ServerConnection, msg: dict[str, Any], payload: bytes) -> None:
         rid, op = msg.get("id"), msg.get("op")
-        if op == "find_missing":
+        if op == "hello":
+            # As the real gateway: it answers the socket's hello with its capabilities.
+            send_json(conn, {"re": rid, "ok": True, "capabilities": to_json(offer(["zstd"]))})
+        elif op == "find_missing":
             send_json(conn, {"re": rid, "ok": True, "missing": [d for d in msg["digests"] if d not in self.blobs]})
         elif op == "put_blobs":
             results = []
@@ -139,7 +143,9 @@ class FakeGateway:
             if not missing:
                 missing = self._missing_chunks(self.blobs[msg["snapshot"]])
             if missing:
-                send_json(conn, error_reply(rid, "missing_blobs", f"snapshot names {missing[0]}, not in the store"))
+                reply = error_reply(rid, "missing_blobs", f"snapshot names {missing[0]}, not in the store")
+                reply["error"]["missing"] = missing  # as the real gateway: every digest it lacks
+                send_json(conn, reply)
                 return
             assert self.runner is not None, "the test set no runner"
             threading.Thread(target=self.runner, args=(self, conn, msg), daemon=True).start()

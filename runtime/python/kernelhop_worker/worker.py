@@ -32,6 +32,8 @@ from kernelhop_snapshot.blobstore import Buffer
 from kernelhop_snapshot.capturer import type_name
 from kernelhop_snapshot.errors import MissingBlobError
 from kernelhop_snapshot.module_state import WorkerModuleState
+from kernelhop_proto import decode_tagged
+from kernelhop_proto.v1 import worker_pb2
 
 from .channel import EventChannel, StreamWriter
 from .packages import EnvironmentCheck
@@ -105,6 +107,8 @@ def parse_command_line(line: bytes) -> dict[str, Any]:
         raise ValueError("a command nests too deeply") from None
     if not isinstance(command, dict):
         raise ValueError("a command is a JSON object")
+    # Held to the schema (proto/kernelhop/v1/worker.proto): a field the runtime renamed or retyped fails here.
+    decode_tagged(worker_pb2.WorkerCommand, "op", command)
     return command
 
 

@@ -229,3 +229,23 @@ def test_connection_lost_mid_run_is_a_gateway_error():
         assert "local namespace is unchanged" in str(e.value)
     finally:
         gw.close()
+
+
+def test_the_hello_agrees_limits_and_an_older_gateway_is_named(gateway, client, monkeypatch):
+    """The socket's first request is the hello; a gateway that does not know it is refused saying so, not hung on."""
+    client.classes()
+    assert gateway.requests[0]["op"] == "hello"
+    assert gateway.requests[0]["capabilities"]["protocol"] == "kernelhop.v1"
+    assert client.agreed.max_blobs_in_flight == 4 and client.agreed.digest_function == "blake3"
+    client.close()
+
+    dispatch = gateway._dispatch
+
+    def older(conn, msg, payload):
+        if msg.get("op") != "hello":
+            return dispatch(conn, msg, payload)
+        send_json(conn, error_reply(msg["id"], "bad_request", 'unknown op "hello"; expected one of find_missing, ...'))
+
+    monkeypatch.setattr(gateway, "_dispatch", older)
+    with pytest.raises(GatewayUnreachable, match=r"does not speak this kernelhop's protocol \(kernelhop.v1\): unknown op"):
+        client.classes()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from kernelhop_fake_gateway import send_json
-from kernelhop_snapshot import RemoteOnly, RemoteOnlyError, user_namespace
+from kernelhop_snapshot import Manifest, RemoteOnly, RemoteOnlyError, user_namespace
 
 from kernelhop.client.gateway import GatewayError, GatewayUnreachable
 from kernelhop.client.hop import RemoteCellError, RemoteResult
@@ -51,6 +51,24 @@ def test_changed_new_and_deleted_names_come_home(shell, capsys):
     assert status[0].startswith("[kernelhop] h100 on runtime fake-rt (simulated on CPU) · ")
     for part in ("capture", "upload", "queue", "remote", "home"):
         assert part in status[0]
+
+
+def test_missing_blobs_sends_just_those_and_runs_again(shell, gateway):
+    """A gateway that lost blobs the kernel took it to hold names them: the kernel sends those, no capture again."""
+    shell.user_ns["big"] = np.arange(200_000)
+    hop(shell, "n = 1")
+    first = next(r for r in gateway.requests if r["op"] == "run")
+    lost = [str(d) for d in Manifest.from_bytes(gateway.blobs[first["snapshot"]]).blob_digests()]
+    for d in lost:
+        del gateway.blobs[d]
+    gateway.requests.clear()
+    hop(shell, "n = len(big)")  # reaches big, so this hop read its buffers and holds its chunks
+    assert shell.user_ns["n"] == 200_000
+    runs = [r for r in gateway.requests if r["op"] == "run"]
+    assert len(runs) == 2, gateway.ops()
+    between = gateway.requests[gateway.requests.index(runs[0]) + 1 : gateway.requests.index(runs[1])]
+    assert [r["op"] for r in between] == ["put_blobs"], gateway.ops()
+    assert sorted(b["digest"] for b in between[0]["blobs"]) == sorted(lost)
 
 
 def test_unchanged_array_keeps_its_identity(shell):
