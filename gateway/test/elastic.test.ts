@@ -108,11 +108,16 @@ test("a provided runtime's token registers one runtime, once", async () => {
     const chunk = blob('one');
     const snap = snapshotOf([chunk]);
     await c.putBlobs([chunk, snap]);
-    c.send({ id: c.id(), op: 'run', session: 's', gpu_class: 'a100', code: 'pass', snapshot: snap.digest, timeout_s: 0 });
+    const id = c.id();
+    c.send({ id, op: 'run', session: 's', gpu_class: 'a100', code: 'pass', snapshot: snap.digest, timeout_s: 0 });
     await until('a provided runtime', () => provider.runtimes.length === 1);
     const copy = new FakeRuntime(t.grpcAddress, { name: 'copy', classes: ['a100'], capacity: 1, token: provider.asked[0].enrollmentToken });
     await assert.rejects(copy.start(), /registered already or was released/);
     copy.close();
+    const { assign } = await provider.runtimes[0].nextMessage('assign');
+    const [hash, size] = snap.digest.split('/');
+    provider.runtimes[0].event(assign.run_id, { done: { status: 'ok', snapshot: { hash, size_bytes: Number(size) }, timings_json: '{}' } });
+    assert.equal((await c.untilFinal(id)).final.ok, true, 'the one runtime serves the run');
   } finally {
     c.close();
     for (const rt of provider.runtimes) rt.close();
