@@ -35,11 +35,14 @@ const path = require('node:path');
 const db = openSqlite(path.join(process.argv[2], 'bench.db'));
 db.pragma('journal_mode = WAL');
 db.pragma('synchronous = NORMAL');
-db.exec('CREATE TABLE holds (user TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (user, digest))');
+db.exec(`CREATE TABLE holds (user TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL,
+  PRIMARY KEY (user, digest))`);
 const insert = db.prepare('INSERT INTO holds (user, digest, size) VALUES (?, ?, ?)');
 const get = db.prepare('SELECT size FROM holds WHERE user = ? AND digest = ?');
 let t = process.hrtime.bigint();
-for (let b = 0; b < 200; b++) db.transaction(() => { for (let i = 0; i < 100; i++) insert.run('u', `d${b}-${i}`, i); })();
+for (let b = 0; b < 200; b++) {
+  db.transaction(() => { for (let i = 0; i < 100; i++) insert.run('u', `d${b}-${i}`, i); })();
+}
 const writes = Number(process.hrtime.bigint() - t) / 1e9;
 t = process.hrtime.bigint();
 for (let n = 0; n < 20000; n++) get.get('u', `d${n % 200}-${n % 100}`);

@@ -77,7 +77,11 @@ def test_a_runtime_asks_for_a_gpu_and_the_service_reaches_the_gateway() -> None:
         capacity = next(int(a.split("=", 1)[1]) for a in container["args"] if a.startswith("--capacity="))
         assert capacity == container["resources"]["limits"]["nvidia.com/gpu"], f"{name}: one slot per GPU"
     [service] = [obj for obj in kustomized() if obj["kind"] == "Service"]
-    [gateway] = [obj for obj in kustomized() if obj["kind"] == "Deployment" and obj["metadata"]["name"] == service["metadata"]["name"]]
+    [gateway] = [
+        obj
+        for obj in kustomized()
+        if obj["kind"] == "Deployment" and obj["metadata"]["name"] == service["metadata"]["name"]
+    ]
     assert service["spec"]["selector"].items() <= gateway["spec"]["template"]["metadata"]["labels"].items()
     ports = {p["name"] for p in gateway["spec"]["template"]["spec"]["containers"][0]["ports"]}
     assert {p["targetPort"] for p in service["spec"]["ports"]} == ports
@@ -123,10 +127,13 @@ def usage(package: str) -> str:
     return run.stdout + run.stderr
 
 
-@pytest.mark.parametrize(("image", "package", "introduced_by"), [
-    ("kernelhop-gateway", "gateway", "--store"),
-    ("kernelhop-runtime", "runtime", "--ca"),
-])
+@pytest.mark.parametrize(
+    ("image", "package", "introduced_by"),
+    [
+        ("kernelhop-gateway", "gateway", "--store"),
+        ("kernelhop-runtime", "runtime", "--ca"),
+    ],
+)
 def test_every_option_the_manifests_pass_is_one_the_command_takes(image: str, package: str, introduced_by: str) -> None:
     text = usage(package)
     if not takes(text, introduced_by):
@@ -140,13 +147,17 @@ def test_every_option_the_manifests_pass_is_one_the_command_takes(image: str, pa
             assert takes(text, option), f"{name}: {option} is not in {package}'s usage"
 
 
-@pytest.mark.parametrize(("file", "command"), [
-    ("gateway.Containerfile", ["kernelhop", "gateway"]),
-    ("runtime.Containerfile", ["kernelhop", "runtime"]),
-])
+@pytest.mark.parametrize(
+    ("file", "command"),
+    [
+        ("gateway.Containerfile", ["kernelhop", "gateway"]),
+        ("runtime.Containerfile", ["kernelhop", "runtime"]),
+    ],
+)
 def test_the_container_files_install_the_wheel_and_run_its_command(file: str, command: list[str]) -> None:
     text = (CONTAINERS / file).read_text(encoding="utf-8")
-    assert re.search(r"^COPY dist/kernelhop-\*-py3-none-any\.whl ", text, re.M), "installs the wheel python -m build makes"
+    wheel = r"^COPY dist/kernelhop-\*-py3-none-any\.whl "
+    assert re.search(wheel, text, re.M), "copies in the wheel `python -m build --wheel` makes"
     assert re.search(r"pip install .*kernelhop-\*\.whl", text), "pip installs the wheel"
     [entrypoint] = re.findall(r"^ENTRYPOINT (.+)$", text, re.M)
     assert json.loads(entrypoint) == command

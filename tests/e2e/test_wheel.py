@@ -82,6 +82,14 @@ def test_wheel_runs_up_and_a_gpu_hop_without_a_checkout(
     assert site.is_relative_to(venv), f"the venv's kernelhop is {site}, not the wheel's"
     assert not any(site.rglob("*.ts")), "the wheel carries TypeScript sources, not just the bundle"
 
+    for command in ("gateway", "runtime"):  # `kernelhop gateway|runtime` hand the process to the bundle's Node
+        usage = subprocess.run(
+            [str(venv / "bin" / "kernelhop"), command, "--help"], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+        # The runtime answers --help with its usage and exit code 2, as any usage error; the gateway with 0.
+        assert usage.returncode in (0, 2) and "usage:" in usage.stdout + usage.stderr, usage.stdout + usage.stderr
+        assert ("--gateway" if command == "runtime" else "--grpc-port") in usage.stdout + usage.stderr
+
     data = tmp_path / "kernelhop"
     up = launch_up(venv / "bin" / "kernelhop", data, env=env)
     try:
