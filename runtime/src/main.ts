@@ -78,7 +78,7 @@ async function main(): Promise<void> {
     sessionGraceMs: config.sessionGraceS * 1000,
     log,
   });
-  const gateway = new GatewayClient(address, config.token, loadKernelhopProto());
+  const gateway = new GatewayClient(address, config.token, loadKernelhopProto(), log);
   const { name, capacity } = config;
   const runtime = new Runtime({ gateway, cache, overlays, sandbox, pool, name, classes, capacity, version: version(), log });
 
