@@ -7,8 +7,9 @@
 //  - piscina starts its threads from its own dist/worker.js, which must share one piscina with the decode worker
 //    (Piscina.move marks results with a symbol private to one copy of the module);
 //  - @napi-rs/blake-hash is a prebuilt N-API addon (one build per platform; without it BLAKE3 runs in wasm).
-// better-sqlite3 and bufferutil are left out: the bundled gateway runs on a Node with node:sqlite (gateway/src/
-// sqlite.ts), and ws works without bufferutil.
+// Left out, as addons their users do without: better-sqlite3 (the bundled gateway runs on a Node with node:sqlite,
+// gateway/src/sqlite.ts), ws's bufferutil and utf-8-validate, pg's pg-native (pg speaks the protocol in JavaScript)
+// and the AWS SDK's CRT signer (only for SigV4a; S3 signs with SigV4). Each is required inside a try by its user.
 import { build } from 'esbuild';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -16,7 +17,8 @@ import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const out = path.join(root, 'kernelhop', 'bundle');
-const external = ['better-sqlite3', 'bufferutil', 'utf-8-validate', 'piscina', '@napi-rs/blake-hash'];
+const optionalAddons = ['better-sqlite3', 'bufferutil', 'utf-8-validate', 'pg-native', '@aws-sdk/signature-v4-crt'];
+const external = [...optionalAddons, 'piscina', '@napi-rs/blake-hash'];
 const version = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')).version;
 
 fs.rmSync(out, { recursive: true, force: true });
