@@ -9,15 +9,22 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
+# The real PostgreSQL and moto S3 servers of the shared-stores tests (pytest puts this folder on sys.path).
+import test_shared_stores as shared
+
+from kernelhop.gateway_client import GatewayClient
+from kernelhop.services import GATEWAY_READY, start_service
 from kernelhop.testing import Kernel, launch_up, user_environment
 
 ROOT = Path(__file__).resolve().parents[2]
+moto, postgres = shared.moto, shared.postgres  # fixtures, used here by name
 
 
 def without_checkout(env: dict[str, str]) -> dict[str, str]:
@@ -126,6 +133,36 @@ def test_wheel_runs_up_and_a_gpu_hop_without_a_checkout(
             kernel.shutdown()
     finally:
         up.stop()
+
+
+def test_the_wheels_gateway_keeps_blobs_in_s3_and_metadata_in_postgres(
+    venv: Path, tmp_path: Path, moto: tuple[str, Path], postgres: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bundled AWS SDK and node-postgres load and work: `kernelhop gateway --store s3://... --metadata postgres://`
+    from the wheel, a zstd upload (through the decode threads) landing in the bucket, the migrations in Postgres."""
+    from kernelhop_snapshot import digest_of
+
+    endpoint, _ = moto
+    env = without_checkout(user_environment())
+    env.update({k: v for k, v in os.environ.items() if k.startswith("AWS_")})
+    token = "wheel-admin-" + os.urandom(8).hex()
+    command = [str(venv / "bin" / "kernelhop"), "gateway", "--port", "0", "--grpc-port", "0", "--data", str(tmp_path)]
+    command += ["--store", "s3://hops/wheel", "--s3-endpoint", endpoint, "--metadata", postgres]
+    gateway = start_service("gateway", command, GATEWAY_READY, env={**env, "KERNELHOP_TOKEN": token}, echo=None)
+    try:
+        blob = bytes(1_000_000)
+        monkeypatch.setenv("KERNELHOP_COMPRESS", "on")  # the client's choice, read from this process's environment
+        client = GatewayClient(gateway.ready["ws"], token)
+        try:
+            client.put_blobs({str(digest_of(blob)): blob})
+        finally:
+            client.close()
+    finally:
+        gateway.stop()
+    listing = urllib.request.urlopen(f"{endpoint}/hops?list-type=2&prefix=wheel/").read().decode()
+    assert digest_of(blob).hash in listing, listing
+    tables = shared.psql(postgres, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'")
+    assert int(tables) > 0, "the gateway made no tables in Postgres"
 
 
 def test_the_sqlite_adapter_on_the_node_the_wheel_brings() -> None:
