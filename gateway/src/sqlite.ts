@@ -78,8 +78,7 @@ namespace Private {
   export type BetterSqlite3Constructor = new (file: string) => AddonHandle;
 
   export function builtin(): BuiltinModule | undefined {
-    // process.getBuiltinModule (Node 22.3+) answers undefined for a module this Node lacks, and prints no warning
-    // at lookup; node:sqlite itself warns once that it is experimental, which the gateway's log may show.
+    // process.getBuiltinModule (Node 22.3+) answers undefined for a module this Node lacks, where require throws.
     const get = (process as { getBuiltinModule?: (id: string) => unknown }).getBuiltinModule;
     return get?.call(process, 'node:sqlite') as BuiltinModule | undefined;
   }
