@@ -18,7 +18,7 @@ class BundleHook(BuildHookInterface):
 
     def initialize(self, version: str, build_data: dict) -> None:
         if self.target_name not in ("wheel", "sdist") or version == "editable":
-            return  # an editable install runs the checkout's own build (see kernelhop/installation.py)
+            return  # an editable install runs the checkout's own build (see kernelhop/cli/installation.py)
         root = Path(self.root)
         if not (root / "node_modules").is_dir():
             if all((root / entry).exists() for entry in ENTRIES):

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from kernelhop_snapshot import digest_of
 
-from kernelhop.gateway_client import GatewayClient
-from kernelhop.services import project_root, start_gateway
+from kernelhop.cli.services import project_root, start_gateway
+from kernelhop.client.gateway import GatewayConnection
 
 CHUNK = 256 * 1024
 
@@ -41,7 +41,7 @@ def main() -> None:
             for _ in range(args.mib * 1024 * 1024 // CHUNK):
                 data = os.urandom(CHUNK)
                 blobs[str(digest_of(data))] = data
-            GatewayClient(gateway.ready["ws"], token).put_blobs(blobs)
+            GatewayConnection(gateway.ready["ws"], token).put_blobs(blobs)
             listing = root / "digests"
             listing.write_text("\n".join(blobs))
             script = project_root() / "benchmarks" / "blob_fetch.js"

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from kernelhop.testing import Kernel, launch_stack
+from kernelhop_testing import Kernel, launch_stack
 
 CELL = "%%gpu h100 --quiet{flags}\nimport os\nfound = os.path.exists('d00/f0000.bin')"
 

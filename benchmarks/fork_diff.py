@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 from kernelhop_snapshot import Capturer
 
+from kernelhop.cli.services import start_gateway
+from kernelhop.client.gateway import GatewayConnection
+from kernelhop.client.hop_store import HopStore
+from kernelhop.client.snapshots import Snapshots, diff_manifests
 from kernelhop.environment import record_environment
-from kernelhop.gateway_client import GatewayClient
-from kernelhop.hop_store import HopStore
-from kernelhop.services import start_gateway
 from kernelhop.signing import Keyring
-from kernelhop.snapshot_client import Snapshots, diff_manifests
 
 MiB = 1024 * 1024
 VARIABLES = 8
@@ -72,9 +72,9 @@ def main() -> None:
         gw = start_gateway(data=root / "gw", token=admin_token, port=0, grpc_port=0, echo=None)
         try:
             url = gw.ready["ws"]
-            admin = Snapshots(GatewayClient(url, admin_token), HopStore())
+            admin = Snapshots(GatewayConnection(url, admin_token), HopStore())
             token = admin.request("user_add", name="bench")["token"]
-            client = GatewayClient(url, token)
+            client = GatewayConnection(url, token)
             keyring = Keyring(root / "home")
             rows = []
             big_ns: dict[str, Any] = {}

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from kernelhop.testing import Kernel, launch_stack
+from kernelhop_testing import Kernel, launch_stack
 
 SETUP = "import numpy as np\nx = np.arange(1000)\nconfig = {'lr': 0.1, 'epochs': 3}\nnames = ['a'] * 100"
 CELL = "y = x * 2\ny.sum()"

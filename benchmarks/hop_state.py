@@ -23,8 +23,7 @@ from pathlib import Path
 
 import dill
 from IPython.core.interactiveshell import InteractiveShell
-
-from kernelhop.testing import launch_stack
+from kernelhop_testing import launch_stack
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from snapshot_engine import MiB, as_module, make_state, state_bytes, timed  # noqa: E402

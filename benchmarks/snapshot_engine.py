@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from kernelhop_snapshot import Capturer, DirectoryBlobStore, Manifest
 
-from kernelhop.hop_store import HopStore
+from kernelhop.client.hop_store import HopStore
 
 MiB = 1 << 20
 

@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import secrets
 import statistics
 import struct
 import tempfile
-import multiprocessing
 import time
 from pathlib import Path
 
 import zstandard
 from websockets.sync.client import connect
 
-from kernelhop.gateway_client import GatewayClient
-from kernelhop.services import start_gateway
+from kernelhop.cli.services import start_gateway
+from kernelhop.client.gateway import GatewayConnection
 
 BOMB_BYTES = 48 * 1024 * 1024
 
@@ -88,7 +88,7 @@ def main() -> None:
         gateway = start_gateway(data=Path(tmp) / "gateway", token=token, port=0, grpc_port=0, echo=None)
         try:
             url = gateway.ready["ws"]
-            admin = GatewayClient(url, token, source="benchmark")
+            admin = GatewayConnection(url, token, source="benchmark")
             users = {name: admin._op("user_add", name=name)[0]["token"] for name in ("ann", "bob")}
             admin.close()
             alone = bob_latencies(url, users["bob"], args.seconds)

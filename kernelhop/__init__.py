@@ -14,16 +14,16 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
 
 
 def load_ipython_extension(ip) -> None:
-    from .magics import GpuMagics
-    from .snapshots import load_ipython_extension as load_snapshots
+    from .magics.gpu import GpuMagics
+    from .magics.snapshot import load_ipython_extension as load_snapshots
 
     ip.register_magics(GpuMagics(ip))
     load_snapshots(ip)
 
 
 def unload_ipython_extension(ip) -> None:
-    from .magics import GpuMagics
-    from .snapshots import unload_ipython_extension as unload_snapshots
+    from .magics.gpu import GpuMagics
+    from .magics.snapshot import unload_ipython_extension as unload_snapshots
 
     unload_snapshots(ip)
     # IPython has no unregister: take out the entries register_magics made, and close the gateway connection.

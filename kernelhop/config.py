@@ -118,7 +118,7 @@ def discover(environ: Mapping[str, str] = os.environ) -> GatewayConfig:
 
 
 # The most a hop re-runs to rebuild an unpicklable variable on the runtime: the seconds its cells took when they
-# ran here (kernelhop/recompute.py). `KERNELHOP_RECIPE_MAX_S` changes it, read at every hop.
+# ran here (kernelhop/client/recompute.py). `KERNELHOP_RECIPE_MAX_S` changes it, read at every hop.
 DEFAULT_RECIPE_MAX_S = 1.0
 
 

@@ -27,7 +27,7 @@ if [ -d .gpu-carry/wheels ]; then
   # Wheels are zip files laid out for site-packages: unpacking them needs no pip, which such an image may lack.
   python3 -c 'import glob, sys, zipfile; [zipfile.ZipFile(w).extractall(sys.argv[1]) for w in sorted(glob.glob(".gpu-carry/wheels/*.whl"))]' "$work/site"
 fi
-export PYTHONPATH="$work/site:$PWD:$PWD/kernel-snapshot/python:$PWD/runtime/python${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$work/site:$PWD:$PWD/kernel-snapshot/python:$PWD/runtime/python:$PWD/tests/support${PYTHONPATH:+:$PYTHONPATH}"
 export KERNELHOP_PYTHON=python3 KERNELHOP_HOME="$work/home" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python3 scripts/gpu_check.py "$@"

@@ -1,5 +1,5 @@
 /**
- * The hop display the kernel publishes (kernelhop/hop_display.py), read and worded for the UI.
+ * The hop display the kernel publishes (kernelhop/magics/hop_display.py), read and worded for the UI.
  *
  * Pure logic, no DOM: the renderer, the status bar and the cost meter share it, and node:test covers it.
  */

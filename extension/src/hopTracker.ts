@@ -11,7 +11,7 @@ import { addCost, EMPTY_LEDGER, HOP_MIME_TYPE, isActive, parseHop, parseLedger }
 /** Where the ledger lives in a notebook's metadata: `{total, cells: {cellId: seconds}}`. */
 export const METADATA_KEY = 'kernelhop';
 
-/** The hops of each open notebook, as its kernel publishes them (kernelhop/hop_display.py). */
+/** The hops of each open notebook, as its kernel publishes them (kernelhop/magics/hop_display.py). */
 export interface IHopTracker {
   /** Emitted with the notebook whose hops changed: a step, a finished hop, a cost. */
   readonly changed: ISignal<IHopTracker, NotebookPanel>;

@@ -8,7 +8,7 @@ import { runOnPlugin } from './runOn';
 import { snapshotPanelPlugin } from './snapshotPanel';
 import { statusBarPlugin } from './statusBar';
 
-export { GatewayClient, GatewayError } from './gatewayClient';
+export { GatewayLink, GatewayError } from './gatewayLink';
 export * from './tokens';
 export { IHopTracker } from './hopTracker';
 

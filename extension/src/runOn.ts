@@ -7,7 +7,7 @@ import { Menu } from '@lumino/widgets';
 
 import { classLabel } from './format';
 import { withGpuMagic } from './magic';
-import { IGatewayClient } from './tokens';
+import { IGatewayLink } from './tokens';
 
 export namespace CommandIDs {
   export const runOn = 'kernelhop:run-on';
@@ -22,8 +22,8 @@ export const runOnPlugin: JupyterFrontEndPlugin<void> = {
   id: 'kernelhop-labextension:run-on',
   description: 'Runs the active cell on a GPU class chosen from the classes available now.',
   autoStart: true,
-  requires: [IGatewayClient, INotebookTracker],
-  activate: (app: JupyterFrontEnd, client: IGatewayClient, tracker: INotebookTracker): void => {
+  requires: [IGatewayLink, INotebookTracker],
+  activate: (app: JupyterFrontEnd, client: IGatewayLink, tracker: INotebookTracker): void => {
     const { commands } = app;
 
     commands.addCommand(CommandIDs.runOn, {

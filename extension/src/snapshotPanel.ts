@@ -9,7 +9,7 @@ import { gpuSecondsText } from './hop';
 import { IHopTracker } from './hopTracker';
 import { forkIntoNewNotebook, ICommandResult, kernelOf, runSnapshotCommand } from './snapshotActions';
 import { describe, diffPair, historyOf, ISnapshot, ISnapshotList, parseSnapshotList, shortId, toggleSelection } from './snapshotModel';
-import { IGatewayClient, IGatewayStatus } from './tokens';
+import { IGatewayLink, IGatewayStatus } from './tokens';
 
 const snapshotIcon = new LabIcon({
   name: 'kernelhop:snapshot',
@@ -29,11 +29,11 @@ export const snapshotPanelPlugin: JupyterFrontEndPlugin<void> = {
   id: 'kernelhop-labextension:snapshot-panel',
   description: "This notebook's snapshots: restore, fork, diff, share, delete; and those shared with you.",
   autoStart: true,
-  requires: [IGatewayClient, INotebookTracker],
+  requires: [IGatewayLink, INotebookTracker],
   optional: [IHopTracker, ICommandPalette],
   activate: (
     app: JupyterFrontEnd,
-    client: IGatewayClient,
+    client: IGatewayLink,
     tracker: INotebookTracker,
     hops: IHopTracker | null,
     palette: ICommandPalette | null
@@ -49,7 +49,7 @@ export const snapshotPanelPlugin: JupyterFrontEndPlugin<void> = {
 };
 
 class SnapshotPanel extends Widget {
-  constructor(app: JupyterFrontEnd, client: IGatewayClient, tracker: INotebookTracker, hops: IHopTracker | null) {
+  constructor(app: JupyterFrontEnd, client: IGatewayLink, tracker: INotebookTracker, hops: IHopTracker | null) {
     super();
     this._app = app;
     this._client = client;
@@ -106,7 +106,7 @@ class SnapshotPanel extends Widget {
     this._render();
   }
 
-  private _onStatus(_: IGatewayClient, status: IGatewayStatus): void {
+  private _onStatus(_: IGatewayLink, status: IGatewayStatus): void {
     // The status changes with every free slot taken or given back; only a new connection state matters here.
     if (status.state === this._state) {
       return;
@@ -389,7 +389,7 @@ class SnapshotPanel extends Widget {
   }
 
   private readonly _app: JupyterFrontEnd;
-  private readonly _client: IGatewayClient;
+  private readonly _client: IGatewayLink;
   private readonly _tracker: INotebookTracker;
   private readonly _hops: IHopTracker | null;
   private _list: ISnapshotList | null = null;

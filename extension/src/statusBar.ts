@@ -10,7 +10,8 @@ import { statusText, statusTitle } from './format';
 import { gpuSecondsText, summaryText, whereText } from './hop';
 import { IHopTracker } from './hopTracker';
 import { gpuClassOf } from './magic';
-import { IGatewayClient, IGatewayStatus } from './tokens';
+import { IGatewayLink, IGatewayStatus } from './tokens';
+import { IUsageSummary, parseUsage, startOfToday, usageText } from './usage';
 
 /**
  * The status bar item: where the current notebook's cell runs (local, or the class and runtime with the step the hop
@@ -20,11 +21,11 @@ export const statusBarPlugin: JupyterFrontEndPlugin<void> = {
   id: 'kernelhop-labextension:status-bar',
   description: 'Shows where the current notebook runs and the GPU classes free now.',
   autoStart: true,
-  requires: [IGatewayClient, IStatusBar],
+  requires: [IGatewayLink, IStatusBar],
   optional: [INotebookTracker, IHopTracker],
   activate: (
     app: JupyterFrontEnd,
-    client: IGatewayClient,
+    client: IGatewayLink,
     statusBar: IStatusBar,
     tracker: INotebookTracker | null,
     hops: IHopTracker | null
@@ -44,7 +45,7 @@ interface IServerConfig {
 
 class KernelhopStatus extends Widget {
   constructor(
-    client: IGatewayClient,
+    client: IGatewayLink,
     tracker: INotebookTracker | null,
     hops: IHopTracker | null,
     settings: ServerConnection.ISettings
@@ -66,6 +67,7 @@ class KernelhopStatus extends Widget {
     NotebookActions.executionScheduled.connect(this._onScheduled, this);
     NotebookActions.executed.connect(this._onExecuted, this);
     this._onStatus(client, client.status);
+    void this._fetchUsage();
   }
 
   override dispose(): void {
@@ -77,9 +79,12 @@ class KernelhopStatus extends Widget {
     super.dispose();
   }
 
-  private _onStatus(_: IGatewayClient, status: IGatewayStatus): void {
+  private _onStatus(_: IGatewayLink, status: IGatewayStatus): void {
     this._serverConfig = null;
     this._render();
+    if (status.state === 'connected') {
+      void this._fetchUsage();
+    }
     if (status.state === 'down' || status.state === 'refused') {
       // Which URL and token the server used is the first thing a user needs to fix either state.
       void this._fetchConfig();
@@ -118,6 +123,21 @@ class KernelhopStatus extends Widget {
     if (panel === this._tracker?.currentWidget) {
       this._render();
     }
+    // A hop that ended was just charged: the meter reads the gateway's count again.
+    if (!this._hops?.hopsOf(panel).active) {
+      void this._fetchUsage();
+    }
+  }
+
+  /** The cost meter: the user's GPU-seconds today as the gateway counts them (the `usage` op). */
+  private async _fetchUsage(): Promise<void> {
+    try {
+      this._usage = parseUsage(await this._client.request('usage', { since: startOfToday() }));
+    } catch {
+      // An older gateway or one that is down: the tooltip goes without the meter until it answers.
+      this._usage = null;
+    }
+    this._render();
   }
 
   private _render(): void {
@@ -133,6 +153,10 @@ class KernelhopStatus extends Widget {
     if (hops && hops.ledger.total > 0) {
       title += `\nThis notebook has used ${gpuSecondsText(hops.ledger.total)} of GPU time.`;
     }
+    if (this._usage) {
+      title += `\n${usageText(this._usage, panel?.context.path ?? null)}`;
+      this.node.dataset['gpuSeconds'] = this._usage.gpuSeconds.toFixed(3);
+    }
     const config = this._serverConfig;
     if (config) {
       title += config.error
@@ -147,11 +171,12 @@ class KernelhopStatus extends Widget {
     this.node.setAttribute('aria-label', text);
   }
 
-  private readonly _client: IGatewayClient;
+  private readonly _client: IGatewayLink;
   private readonly _tracker: INotebookTracker | null;
   private readonly _hops: IHopTracker | null;
   private readonly _settings: ServerConnection.ISettings;
   // Weak, so a notebook closed mid-run leaves nothing behind.
   private readonly _running = new WeakMap<Notebook, string>();
   private _serverConfig: IServerConfig | null = null;
+  private _usage: IUsageSummary | null = null;
 }

@@ -37,17 +37,17 @@ export interface IGatewayReply {
   readonly [field: string]: unknown;
 }
 
-export interface IGatewayClient extends IDisposable {
+export interface IGatewayLink extends IDisposable {
   readonly status: IGatewayStatus;
   /** Emitted when the connection state or the classes change, not on every poll. */
-  readonly statusChanged: ISignal<IGatewayClient, IGatewayStatus>;
+  readonly statusChanged: ISignal<IGatewayLink, IGatewayStatus>;
   /** Ask for the classes now instead of at the next poll. */
   refresh(): Promise<void>;
   /** Send one request; resolves with its final reply, rejects when the gateway answers `ok: false` or the link drops. */
   request(op: string, body?: Record<string, unknown>): Promise<IGatewayReply>;
 }
 
-export const IGatewayClient = new Token<IGatewayClient>(
-  'kernelhop-labextension:IGatewayClient',
+export const IGatewayLink = new Token<IGatewayLink>(
+  'kernelhop-labextension:IGatewayLink',
   "The browser's connection to the kernelhop gateway: its state and the GPU classes available now."
 );

@@ -19,7 +19,7 @@ import {
 import { statusText } from '../src/format';
 import { IGpuClass } from '../src/tokens';
 
-/** A payload as kernelhop/hop_display.py publishes it. */
+/** A payload as kernelhop/magics/hop_display.py publishes it. */
 function payload(fields: Record<string, unknown>): unknown {
   return { version: 1, id: 'hop-1', gpu_class: 'h100', phase: 'upload', elapsed_s: 1.2, ...fields };
 }

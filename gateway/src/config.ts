@@ -18,10 +18,23 @@ export interface GatewayConfig {
   adminUser?: string;
   /** Where to write a runtime token for a runtime started next to the gateway (--runtime-token-file). */
   runtimeTokenFile?: string;
+  /** Runtimes started on demand (--provider); undefined = only the runtimes that register by themselves. */
+  elastic?: ElasticConfig;
   /** --store / --s3-endpoint: the directory under --data when absent. */
   blobStore?: BlobStoreChoice;
   /** --metadata: SQLite under --data when absent. */
   metadataStore?: MetadataChoice;
+}
+
+export interface ElasticConfig {
+  provider: { kind: 'command'; command: string } | { kind: 'kubernetes'; template: string; namespace: string; kubeconfig?: string };
+  classes: string[];
+  /** The gRPC address provided runtimes are told; undefined = the one the gateway listens on. */
+  runtimeGateway?: string;
+  scaleUpAfterMs: number;
+  idleReleaseMs: number;
+  maxPerClass: number;
+  registerTimeoutMs: number;
 }
 
 export class ConfigError extends Error {
@@ -32,6 +45,10 @@ export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_WS_PORT = 8731;
 export const DEFAULT_GRPC_PORT = 8732;
 export const DEFAULT_ADMIN_USER = 'admin';
+export const DEFAULT_SCALE_UP_S = 10;
+export const DEFAULT_IDLE_RELEASE_S = 300;
+export const DEFAULT_MAX_RUNTIMES = 4;
+export const DEFAULT_REGISTER_TIMEOUT_S = 300;
 
 export function defaultDataDir(env: NodeJS.ProcessEnv): string {
   return env.KERNELHOP_HOME && env.KERNELHOP_HOME !== '' ? env.KERNELHOP_HOME : path.join(os.homedir(), '.kernelhop');
@@ -54,6 +71,20 @@ export const USAGE = `usage: kernelhop gateway [--host H] [--port P] [--grpc-por
   --metadata postgres://USER:PASSWORD@HOST:PORT/DB
                    keep runs, runtimes and refs in PostgreSQL (migrated on start); default: SQLite in DIR
 
+elastic runtimes, started when runs wait and released when idle (scale to zero):
+  --provider command|kubernetes
+  --provider-command CMD   (command) run CMD per runtime, e.g. 'kernelhop runtime --class "$KERNELHOP_CLASS"';
+                   it gets KERNELHOP_CLASS, KERNELHOP_GATEWAY, KERNELHOP_TOKEN (one runtime, once) and
+                   KERNELHOP_RUNTIME_NAME, and is stopped (SIGTERM to its process group) on release
+  --k8s-template F (kubernetes) a Pod manifest each runtime Pod is made from; --k8s-namespace NS (default
+                   default), --k8s-kubeconfig F (default: in-cluster or $KUBECONFIG)
+  --elastic-class C  a class the provider starts runtimes of (repeat for more; required with --provider)
+  --runtime-gateway ADDR  the gRPC address provided runtimes reach this gateway at (default: --host:--grpc-port)
+  --scale-up-after S   seconds a run waits before a runtime is asked for (default ${DEFAULT_SCALE_UP_S})
+  --idle-release S     seconds a provided runtime may hold no run before it is released (default ${DEFAULT_IDLE_RELEASE_S})
+  --max-runtimes N     provided runtimes per class at most (default ${DEFAULT_MAX_RUNTIMES})
+  --register-timeout S seconds a provided runtime has to register (default ${DEFAULT_REGISTER_TIMEOUT_S})
+
 environment:
   KERNELHOP_TOKEN  the admin's token (default: a new one, printed; also written to DIR/admin-token)
   KERNELHOP_USER   the admin's user name (default ${DEFAULT_ADMIN_USER})`;
@@ -64,16 +95,7 @@ export function wantsHelp(argv: string[]): boolean {
 }
 
 export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfig {
-  let values: {
-    host?: string;
-    port?: string;
-    'grpc-port'?: string;
-    data?: string;
-    'runtime-token-file'?: string;
-    store?: string;
-    's3-endpoint'?: string;
-    metadata?: string;
-  };
+  let values: Record<string, string | string[] | undefined>;
   try {
     ({ values } = parseArgs({
       args: argv,
@@ -83,6 +105,17 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfi
         'grpc-port': { type: 'string' },
         data: { type: 'string' },
         'runtime-token-file': { type: 'string' },
+        provider: { type: 'string' },
+        'provider-command': { type: 'string' },
+        'k8s-template': { type: 'string' },
+        'k8s-namespace': { type: 'string' },
+        'k8s-kubeconfig': { type: 'string' },
+        'elastic-class': { type: 'string', multiple: true },
+        'runtime-gateway': { type: 'string' },
+        'scale-up-after': { type: 'string' },
+        'idle-release': { type: 'string' },
+        'max-runtimes': { type: 'string' },
+        'register-timeout': { type: 'string' },
         store: { type: 'string' },
         's3-endpoint': { type: 'string' },
         metadata: { type: 'string' },
@@ -95,17 +128,71 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfi
   }
   const envToken = env.KERNELHOP_TOKEN;
   const tokenGenerated = envToken === undefined || envToken === '';
+  const str = (name: string): string | undefined => values[name] as string | undefined;
+  const tokenFile = str('runtime-token-file');
   return {
-    host: values.host ?? DEFAULT_HOST,
-    port: parsePort(values.port, DEFAULT_WS_PORT, '--port'),
-    grpcPort: parsePort(values['grpc-port'], DEFAULT_GRPC_PORT, '--grpc-port'),
-    dataDir: path.resolve(values.data ?? defaultDataDir(env)),
+    host: str('host') ?? DEFAULT_HOST,
+    port: parsePort(str('port'), DEFAULT_WS_PORT, '--port'),
+    grpcPort: parsePort(str('grpc-port'), DEFAULT_GRPC_PORT, '--grpc-port'),
+    dataDir: path.resolve(str('data') ?? defaultDataDir(env)),
     token: tokenGenerated ? randomBytes(32).toString('base64url') : (envToken as string),
     tokenGenerated,
     adminUser: parseUser(env.KERNELHOP_USER),
-    runtimeTokenFile: values['runtime-token-file'] === undefined ? undefined : path.resolve(values['runtime-token-file']),
-    ...parseStores(values.store, values['s3-endpoint'], values.metadata),
+    runtimeTokenFile: tokenFile === undefined ? undefined : path.resolve(tokenFile),
+    elastic: parseElastic(values),
+    ...parseStores(str('store'), str('s3-endpoint'), str('metadata')),
   };
+}
+
+function parseElastic(values: Record<string, string | string[] | undefined>): ElasticConfig | undefined {
+  const str = (name: string): string | undefined => values[name] as string | undefined;
+  const kind = str('provider');
+  const elasticFlags = ['provider-command', 'k8s-template', 'elastic-class', 'runtime-gateway', 'scale-up-after', 'idle-release', 'max-runtimes', 'register-timeout'];
+  if (kind === undefined) {
+    const stray = elasticFlags.find((f) => values[f] !== undefined);
+    if (stray !== undefined) throw new ConfigError(`--${stray} needs --provider command|kubernetes`);
+    return undefined;
+  }
+  let provider: ElasticConfig['provider'];
+  if (kind === 'command') {
+    const command = str('provider-command');
+    if (command === undefined || command.trim() === '') {
+      throw new ConfigError(`--provider command needs --provider-command CMD, e.g. 'kernelhop runtime --class "$KERNELHOP_CLASS"'`);
+    }
+    provider = { kind, command };
+  } else if (kind === 'kubernetes') {
+    const template = str('k8s-template');
+    if (template === undefined) throw new ConfigError('--provider kubernetes needs --k8s-template F: a Pod manifest for the runtimes');
+    const kubeconfig = str('k8s-kubeconfig');
+    provider = { kind, template: path.resolve(template), namespace: str('k8s-namespace') ?? 'default', ...(kubeconfig === undefined ? {} : { kubeconfig: path.resolve(kubeconfig) }) };
+  } else {
+    throw new ConfigError(`--provider ${JSON.stringify(kind)}: choose command or kubernetes`);
+  }
+  const classes = (values['elastic-class'] as string[] | undefined) ?? [];
+  if (classes.length === 0) throw new ConfigError('--provider needs --elastic-class C for each GPU class it may start runtimes of');
+  return {
+    provider,
+    classes,
+    runtimeGateway: str('runtime-gateway'),
+    scaleUpAfterMs: parseSeconds(str('scale-up-after'), DEFAULT_SCALE_UP_S, '--scale-up-after') * 1000,
+    idleReleaseMs: parseSeconds(str('idle-release'), DEFAULT_IDLE_RELEASE_S, '--idle-release') * 1000,
+    maxPerClass: parseCount(str('max-runtimes'), DEFAULT_MAX_RUNTIMES, '--max-runtimes'),
+    registerTimeoutMs: parseSeconds(str('register-timeout'), DEFAULT_REGISTER_TIMEOUT_S, '--register-timeout') * 1000,
+  };
+}
+
+function parseSeconds(text: string | undefined, fallback: number, flag: string): number {
+  if (text === undefined) return fallback;
+  const n = Number(text);
+  if (text.trim() === '' || !Number.isFinite(n) || n < 0) throw new ConfigError(`${flag} ${JSON.stringify(text)} is not a number of seconds (0 or more)`);
+  return n;
+}
+
+function parseCount(text: string | undefined, fallback: number, flag: string): number {
+  if (text === undefined) return fallback;
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n < 1) throw new ConfigError(`${flag} ${JSON.stringify(text)} must be a whole number, 1 or more`);
+  return n;
 }
 
 function parseStores(

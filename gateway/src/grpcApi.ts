@@ -4,6 +4,9 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { Digest, DigestError, formatDigest, makeDigest } from '@kernelhop/kernel-snapshot';
 import { BlobStore, PutCode } from './blobStore.js';
+import { DISK_FULL_MESSAGE, isDiskFull } from './diskFull.js';
+import type { Log } from './log.js';
+import type { GatewayMetrics } from './metrics.js';
 import { RuntimeCredential, RuntimeTokenStore } from './runtimeTokens.js';
 import { DownMessage, RuntimeEvent, Scheduler, SchedulerError, WorkLink } from './scheduler.js';
 import { SnapshotStore } from './snapshotStore.js';
@@ -130,7 +133,8 @@ export class GrpcApi {
     private readonly users: SnapshotStore,
     private readonly store: BlobStore,
     private readonly scheduler: Scheduler,
-    private readonly log: (line: string) => void,
+    private readonly log: Log,
+    private readonly metrics: GatewayMetrics,
   ) {
     this.server = new grpc.Server({
       'grpc.max_receive_message_length': MAX_GRPC_MESSAGE_BYTES,
@@ -258,8 +262,13 @@ export class GrpcApi {
         } catch (e) {
           return { digest: r.digest, status: { code: grpc.status.INVALID_ARGUMENT, message: (e as Error).message } };
         }
-        const result = await this.store.put(digest, r.data);
+        const result = await this.store.put(digest, r.data).catch((e: unknown) => {
+          if (isDiskFull(e)) return { code: 'disk_full' as const, message: DISK_FULL_MESSAGE };
+          throw e;
+        });
+        if (result.code === 'disk_full') return { digest: toPb(digest), status: { code: grpc.status.RESOURCE_EXHAUSTED, message: result.message } };
         if (result.code === 'ok') this.scheduler.proved(caller.runtimeId, [formatDigest(digest)]);
+        this.metrics.moved('grpc', 'in', r.data.length);
         return { digest: toPb(digest), status: { code: PUT_STATUS[result.code], message: result.message } };
       }),
     );
@@ -291,6 +300,7 @@ export class GrpcApi {
           };
         }
         const data = await this.store.get(d);
+        this.metrics.moved('grpc', 'out', data?.length ?? 0);
         return data === undefined
           ? {
               digest: toPb(d),

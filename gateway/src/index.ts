@@ -11,3 +11,5 @@ export { Collector, GcReport, Mutex } from './gc.js';
 export { SnapshotRecord, parseRecord, recordBytes, recordId, verifyRecord } from './signatures.js';
 export { OpError, SnapshotApi } from './snapshotApi.js';
 export { SnapshotStore, SqliteSnapshotStore, User } from './snapshotStore.js';
+export { GatewayMetrics } from './metrics.js';
+export { SqliteUsageLedger, UsageEntry, UsageLedger, UsageReport } from './usage.js';

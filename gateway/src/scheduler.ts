@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { Digest, formatDigest } from '@kernelhop/kernel-snapshot';
 import { BlobStore } from './blobStore.js';
 import { MetadataStore, RunEnd } from './metadataStore.js';
+import type { Log } from './log.js';
 import { checkSnapshot } from './snapshotCheck.js';
 
 export interface GpuClassOffer {
@@ -63,6 +64,30 @@ export interface RunRequest {
   timeoutS: number;
   /** The names the cell can reach, for a lazy restore of only those; null = the whole snapshot. */
   reach: string[] | null;
+  /** Who and what the run is for, for counting GPU-seconds (usage.ts). */
+  user: string;
+  notebook: string;
+  cell: string;
+}
+
+/** A run that held a slot, once the slot is free again: what usage and metrics count. */
+export interface SlotUse {
+  runId: string;
+  req: RunRequest;
+  runtime: string;
+  submittedAt: number;
+  startedAt: number;
+  endedAt: number;
+  /** 'ok' | 'error' (the cell raised) | the failure's code. */
+  outcome: string;
+  /** The runtime's and worker's timings of a finished run; {} otherwise. */
+  timings: Record<string, unknown>;
+}
+
+/** Told of each run as it takes a slot and as it frees it; must not throw. */
+export interface RunObserver {
+  started(run: { runId: string; req: RunRequest; runtime: string; waitedSeconds: number }): void;
+  released(use: SlotUse): void;
 }
 
 export interface ClassInfo {
@@ -81,7 +106,22 @@ export interface SchedulerOptions {
   missedHeartbeats?: number;
   /** How long a runtime has to confirm a cancel or timeout before the gateway gives up on that run's slot. */
   cancelGraceMs?: number;
-  log?: (line: string) => void;
+  log?: Log;
+  observer?: RunObserver;
+  /** Classes no runtime may offer now that a provider can start one of (elastic/): their runs wait, not fail. */
+  provisionable?: readonly string[];
+  /** Asked before a runtime registers with a runtime token: a reason to refuse it, or null (elastic's one-time tokens). */
+  admitRegistration?: (credentialId: string) => string | null;
+}
+
+/** A runtime as the autoscaler sees it. */
+export interface RuntimeLoad {
+  id: string;
+  name: string;
+  credential: string;
+  busy: number;
+  /** Since when it has held no run (ms since the epoch); null while it holds one. */
+  idleSince: number | null;
 }
 
 export class SchedulerError extends Error {
@@ -96,6 +136,9 @@ interface Run {
   sink: RunSink;
   seq: number;
   state: RunState;
+  submittedAt: number;
+  /** When a runtime took it: its GPU-seconds count from here to the slot's release. */
+  startedAt?: number;
   runtime?: RuntimeEntry;
   position?: number;
   timer?: NodeJS.Timeout;
@@ -118,6 +161,7 @@ interface RuntimeEntry {
   /** Runs holding a slot: assigned and not yet confirmed finished by the runtime. */
   slots: Map<string, Run>;
   lastSeen: number;
+  idleSince: number;
 }
 
 export class Scheduler {
@@ -126,7 +170,10 @@ export class Scheduler {
   private readonly cancelGraceMs: number;
   private readonly store: BlobStore;
   private readonly metadata: MetadataStore;
-  private readonly log: (line: string) => void;
+  private readonly log: Log;
+  private readonly observer?: RunObserver;
+  private readonly provisionable: ReadonlySet<string>;
+  private readonly admitRegistration: (credentialId: string) => string | null;
   private readonly runtimes = new Map<string, RuntimeEntry>();
   private readonly runs = new Map<string, Run>();
   private readonly queues = new Map<string, Run[]>();
@@ -140,6 +187,9 @@ export class Scheduler {
     this.missedHeartbeats = opts.missedHeartbeats ?? 3;
     this.cancelGraceMs = opts.cancelGraceMs ?? 5000;
     this.log = opts.log ?? ((line) => console.error(`kernelhop gateway: ${line}`));
+    this.observer = opts.observer;
+    this.provisionable = new Set(opts.provisionable ?? []);
+    this.admitRegistration = opts.admitRegistration ?? (() => null);
     this.livenessTimer = setInterval(() => this.dropSilentRuntimes(), this.heartbeatIntervalMs);
     this.livenessTimer.unref();
   }
@@ -157,6 +207,8 @@ export class Scheduler {
     if (!Number.isInteger(req.capacity) || req.capacity < 1) {
       throw new SchedulerError(`capacity must be at least 1 cell at once, got ${req.capacity}`);
     }
+    const refused = this.admitRegistration(credential);
+    if (refused !== null) throw new SchedulerError(refused);
     const id = randomUUID();
     const rt: RuntimeEntry = {
       id,
@@ -167,10 +219,11 @@ export class Scheduler {
       seq: this.seq++,
       slots: new Map(),
       lastSeen: Date.now(),
+      idleSince: Date.now(),
     };
     this.runtimes.set(id, rt);
     this.record(this.metadata.runtimeRegistered({ id, ...req }));
-    this.log(`runtime ${req.name} (${id}) registered: ${[...rt.classes.keys()].join(',')} x${req.capacity}`);
+    this.log(`runtime ${req.name} (${id}) registered: ${[...rt.classes.keys()].join(',')} x${req.capacity}`, { runtime: req.name });
     return id;
   }
 
@@ -236,13 +289,14 @@ export class Scheduler {
     rt.lastSeen = Date.now();
     const run = rt.slots.get(runId);
     if (run === undefined) {
-      this.log(`runtime ${rt.name} sent ${ev.kind} for run ${runId}, which it does not hold; ignored`);
+      this.log(`runtime ${rt.name} sent ${ev.kind} for run ${runId}, which it does not hold; ignored`, { run: runId, runtime: rt.name });
       return;
     }
     if (ev.kind === 'done' || ev.kind === 'failed') {
       // What the runtime could read or proved, taken before the slot goes: its result may name nothing else.
       const scope = [...rt.slots.values()];
-      this.releaseSlot(run);
+      const outcome = ev.kind === 'failed' ? ev.code || 'worker_died' : ev.status;
+      this.releaseSlot(run, outcome, ev.kind === 'done' ? parseObject(ev.timingsJson) : {});
       if (ev.kind === 'failed') {
         this.finish(run, { ok: false, error: { code: ev.code || 'worker_died', message: ev.message } });
       } else {
@@ -267,7 +321,7 @@ export class Scheduler {
 
   /** Starts a run and returns its id at once; everything else reaches `sink`, including errors. */
   submit(req: RunRequest, sink: RunSink, ticket = this.ticket()): string {
-    const run: Run = { id: randomUUID(), req, sink, seq: ticket, state: 'checking', proven: new Set() };
+    const run: Run = { id: randomUUID(), req, sink, seq: ticket, state: 'checking', submittedAt: Date.now(), proven: new Set() };
     this.runs.set(run.id, run);
     if (!this.classOffered(req.gpuClass)) {
       this.finish(run, { ok: false, error: { code: 'unknown_class', message: this.unknownClassMessage(req.gpuClass) } });
@@ -305,6 +359,20 @@ export class Scheduler {
     }
   }
 
+  /** When each waiting run of each class was submitted (ms since the epoch), oldest first: for the autoscaler. */
+  waiting(): Map<string, number[]> {
+    const out = new Map<string, number[]>();
+    for (const [name, q] of this.queues) out.set(name, q.map((r) => r.submittedAt).sort((a, b) => a - b));
+    return out;
+  }
+
+  /** The runtimes registered with runtime token `credential`, and what they hold. */
+  runtimesOf(credential: string): RuntimeLoad[] {
+    return [...this.runtimes.values()]
+      .filter((rt) => rt.credential === credential)
+      .map((rt) => ({ id: rt.id, name: rt.name, credential, busy: rt.slots.size, idleSince: rt.slots.size === 0 ? rt.idleSince : null }));
+  }
+
   /** Input snapshots of the runs not yet finished, for gc. */
   activeSnapshots(): Digest[] {
     return [...this.runs.values()].filter((r) => r.state !== 'finished').map((r) => r.req.snapshot);
@@ -322,6 +390,8 @@ export class Scheduler {
         info.simulated &&= c.simulated;
       }
     }
+    // A class a provider starts runtimes of is served even with none up (scaled to zero).
+    for (const name of this.provisionable) out[name] ??= { runtimes: 0, capacity: 0, busy: 0, queued: 0, simulated: false };
     for (const [name, q] of this.queues) if (out[name] !== undefined) out[name].queued = q.length;
     return out;
   }
@@ -395,7 +465,9 @@ export class Scheduler {
     this.dequeue(run);
     run.state = 'running';
     run.runtime = rt;
+    run.startedAt = Date.now();
     rt.slots.set(run.id, run);
+    this.observer?.started({ runId: run.id, req: run.req, runtime: rt.name, waitedSeconds: (run.startedAt - run.submittedAt) / 1000 });
     const { session, gpuClass, code, snapshot, timeoutS, reach } = run.req;
     (rt.link as WorkLink).send({ kind: 'assign', runId: run.id, session, gpuClass, code, snapshot, timeoutS, reach });
     if (timeoutS > 0) {
@@ -424,17 +496,35 @@ export class Scheduler {
     rt.link?.send({ kind: 'cancel', runId: run.id, reason });
     if (run.graceTimer !== undefined) return;
     run.graceTimer = setTimeout(() => {
-      this.log(`runtime ${rt.name} did not confirm the end of run ${run.id} in ${this.cancelGraceMs} ms`);
-      this.releaseSlot(run);
+      this.log(`runtime ${rt.name} did not confirm the end of run ${run.id} in ${this.cancelGraceMs} ms`, { run: run.id, runtime: rt.name });
+      this.releaseSlot(run, fallback.ok ? fallback.status : fallback.error.code, {});
       this.finish(run, fallback);
     }, this.cancelGraceMs);
   }
 
-  private releaseSlot(run: Run): void {
+  private releaseSlot(run: Run, outcome: string, timings: Record<string, unknown>): void {
     clearTimeout(run.graceTimer);
     run.graceTimer = undefined;
     if (run.state === 'finished') this.runs.delete(run.id);
-    if (run.runtime?.slots.delete(run.id)) this.pump();
+    if (run.runtime?.slots.delete(run.id)) {
+      if (run.runtime.slots.size === 0) run.runtime.idleSince = Date.now();
+      this.released(run, run.runtime, outcome, timings);
+      this.pump();
+    }
+  }
+
+  private released(run: Run, rt: RuntimeEntry, outcome: string, timings: Record<string, unknown>): void {
+    const startedAt = run.startedAt ?? Date.now();
+    this.observer?.released({
+      runId: run.id,
+      req: run.req,
+      runtime: rt.name,
+      submittedAt: run.submittedAt,
+      startedAt,
+      endedAt: Date.now(),
+      outcome,
+      timings,
+    });
   }
 
   private finishDone(run: Run, rt: RuntimeEntry, ev: Extract<RuntimeEvent, { kind: 'done' }>, scope: Run[]): void {
@@ -458,7 +548,10 @@ export class Scheduler {
         // uploaded, never a digest of someone else's it merely learned.
         const foreign = [ev.snapshot, ...check.chunks].map(formatDigest).filter((d) => !inScope(scope, d));
         if (foreign.length > 0) {
-          this.log(`runtime ${rt.name} named ${foreign.length} blob(s) in the result of run ${run.id} it neither got nor uploaded`);
+          this.log(`runtime ${rt.name} named ${foreign.length} blob(s) in the result of run ${run.id} it neither got nor uploaded`, {
+            run: run.id,
+            runtime: rt.name,
+          });
           this.finish(run, {
             ok: false,
             error: {
@@ -543,11 +636,12 @@ export class Scheduler {
   private dropRuntime(rt: RuntimeEntry, reason: string): void {
     if (this.runtimes.get(rt.id) !== rt) return;
     this.runtimes.delete(rt.id);
-    this.log(`runtime ${rt.name} (${rt.id}) dropped: ${reason}`);
+    this.log(`runtime ${rt.name} (${rt.id}) dropped: ${reason}`, { runtime: rt.name });
     rt.link?.close(reason);
     for (const run of [...rt.slots.values()]) {
       clearTimeout(run.graceTimer);
       rt.slots.delete(run.id);
+      this.released(run, rt, 'runtime_lost', {});
       this.finish(run, {
         ok: false,
         error: {
@@ -582,9 +676,10 @@ export class Scheduler {
     }
   }
 
+  /** Whether a run of class `name` can be served: a runtime offers it, or a provider can start one that does. */
   private classOffered(name: string): boolean {
     for (const rt of this.runtimes.values()) if (rt.classes.has(name)) return true;
-    return false;
+    return this.provisionable.has(name);
   }
 
   private unknownClassMessage(name: string): string {

@@ -5,14 +5,22 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { BlobStore } from './blobStore.js';
-import { DEFAULT_ADMIN_USER, GatewayConfig } from './config.js';
+import { DEFAULT_ADMIN_USER, ElasticConfig, GatewayConfig } from './config.js';
+import { Autoscaler } from './elastic/autoscaler.js';
+import { CommandProvider } from './elastic/commandProvider.js';
+import { KubernetesProvider } from './elastic/kubernetesProvider.js';
+import { RuntimeProvider } from './elastic/provider.js';
 import { Collector, Mutex } from './gc.js';
 import { GrpcApi } from './grpcApi.js';
+import { Log, jsonLog } from './log.js';
+import { GatewayMetrics } from './metrics.js';
+import { METRICS_PATH, serveMetrics } from './metricsHttp.js';
 import { MetadataStore } from './metadataStore.js';
 import { RuntimeTokenStore, SqliteRuntimeTokens } from './runtimeTokens.js';
 import { Scheduler } from './scheduler.js';
 import { SnapshotApi } from './snapshotApi.js';
 import { SnapshotStore, SqliteSnapshotStore } from './snapshotStore.js';
+import { SqliteUsageLedger, UsageLedger } from './usage.js';
 import { openStores } from './stores/openStores.js';
 import { WS_PATH, WsApi } from './wsApi.js';
 
@@ -24,7 +32,10 @@ export interface GatewayTuning {
   missedHeartbeats?: number;
   cancelGraceMs?: number;
   pingIntervalMs?: number;
-  log?: (line: string) => void;
+  log?: Log;
+  /** Replaces the provider --provider names (tests: runtimes in this process). */
+  provider?: RuntimeProvider;
+  autoscaleTickMs?: number;
 }
 
 export interface Gateway {
@@ -36,21 +47,51 @@ export interface Gateway {
   collector: Collector;
   scheduler: Scheduler;
   runtimeTokens: RuntimeTokenStore;
+  usage: UsageLedger;
+  metrics: GatewayMetrics;
   close(): Promise<void>;
 }
 
 export async function startGateway(config: GatewayConfig, tuning: GatewayTuning = {}): Promise<Gateway> {
-  const log = tuning.log ?? ((line: string) => console.error(`kernelhop gateway: ${line}`));
+  const log = tuning.log ?? jsonLog('kernelhop-gateway');
   await fsp.mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   const stores = await openStores(config);
   const { store, metadata } = stores;
-  const scheduler = new Scheduler({
+  const usage = new SqliteUsageLedger(path.join(config.dataDir, 'kernelhop.db'));
+  // The scheduler is made below; its classes are read at scrape time only.
+  const metrics = new GatewayMetrics(() => scheduler.classes());
+  // Made once the gRPC port is known (provided runtimes are told it); registrations before that are not its.
+  let autoscaler: Autoscaler | undefined;
+  const scheduler: Scheduler = new Scheduler({
     store,
     metadata,
     heartbeatIntervalMs: tuning.heartbeatIntervalMs,
     missedHeartbeats: tuning.missedHeartbeats,
     cancelGraceMs: tuning.cancelGraceMs,
     log,
+    provisionable: config.elastic?.classes ?? [],
+    admitRegistration: (credential) => autoscaler?.admitRegistration(credential) ?? null,
+    observer: {
+      started: ({ runId, req, runtime, waitedSeconds }) => {
+        metrics.runStarted(req.gpuClass, waitedSeconds);
+        log(`run started on ${runtime} after ${waitedSeconds.toFixed(3)} s in the queue`, { run: runId, runtime, user: req.user, gpu_class: req.gpuClass });
+      },
+      released: (use) => {
+        const gpuSeconds = (use.endedAt - use.startedAt) / 1000;
+        log(`run ended (${use.outcome}) after ${gpuSeconds.toFixed(3)} GPU-seconds`, {
+          run: use.runId,
+          runtime: use.runtime,
+          user: use.req.user,
+          gpu_class: use.req.gpuClass,
+          outcome: use.outcome,
+          gpu_seconds: gpuSeconds,
+        });
+        metrics.runEnded({ user: use.req.user, gpuClass: use.req.gpuClass, outcome: use.outcome, gpuSeconds, timings: use.timings });
+        const { user, notebook, cell, gpuClass } = use.req;
+        const entry = { runId: use.runId, user, notebook, cell, gpuClass, runtime: use.runtime, startedAt: use.startedAt, endedAt: use.endedAt, outcome: use.outcome };
+        usage.record(entry).catch((e: unknown) => log(`counting the GPU-seconds failed: ${String(e)}`, { run: use.runId }));
+      },
+    },
   });
   // Runtimes use gRPC with runtime tokens; users (the admin too) reach the store only through the WebSocket.
   const runtimeTokens = new SqliteRuntimeTokens(path.join(config.dataDir, 'kernelhop.db'));
@@ -61,7 +102,18 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
 
   // A new key per start: sessions do not outlive the gateway's runs anyway (a runtime's warm workers are per session).
   const sessionKey = randomBytes(32);
-  const wsApi = new WsApi({ snapshots, api, store, scheduler, runtimeTokens, sessionKey, log, pingIntervalMs: tuning.pingIntervalMs });
+  const wsApi = new WsApi({
+    snapshots,
+    api,
+    store,
+    scheduler,
+    runtimeTokens,
+    usage,
+    metrics,
+    sessionKey,
+    log,
+    pingIntervalMs: tuning.pingIntervalMs,
+  });
   let grpcPort = 0;
   const httpServer = http.createServer((req, res) => {
     if (req.method === 'GET' && req.url === RUNTIMES_INFO_PATH) {
@@ -70,11 +122,15 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
       res.end(JSON.stringify({ grpc_port: grpcPort }));
       return;
     }
+    if (req.method === 'GET' && req.url === METRICS_PATH) {
+      serveMetrics(req, res, metrics, snapshots, log);
+      return;
+    }
     res.writeHead(426, { 'Content-Type': 'text/plain; charset=utf-8', Upgrade: 'websocket' });
     res.end(`kernelhop gateway: connect a WebSocket to ${WS_PATH}\n`);
   });
   httpServer.on('upgrade', (req, socket, head) => wsApi.handleUpgrade(req, socket, head));
-  const grpcApi = new GrpcApi(runtimeTokens, snapshots, store, scheduler, log);
+  const grpcApi = new GrpcApi(runtimeTokens, snapshots, store, scheduler, log, metrics);
 
   let wsPort: number;
   try {
@@ -85,6 +141,7 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
     await stores.close();
     await snapshots.close();
     await runtimeTokens.close();
+    await usage.close();
     scheduler.close();
     throw e;
   }
@@ -97,10 +154,21 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
   await writePrivate(path.join(config.dataDir, 'gateway.json'), `${JSON.stringify({ url: wsUrl, grpc: grpcAddress }, null, 2)}\n`);
   await writePrivate(path.join(config.dataDir, ADMIN_TOKEN_FILE), `${config.token}\n`);
   if (config.runtimeTokenFile !== undefined) await writeRuntimeToken(runtimeTokens, config.runtimeTokenFile);
+  if (config.elastic !== undefined) {
+    const e = config.elastic;
+    autoscaler = new Autoscaler(
+      { ...e, provider: tuning.provider ?? (await openProvider(e, log)), gateway: e.runtimeGateway ?? grpcAddress, tickMs: tuning.autoscaleTickMs },
+      scheduler,
+      runtimeTokens,
+      log,
+    );
+    metrics.watchElastic(() => autoscaler?.counts() ?? []);
+  }
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> =>
     (closing ??= (async () => {
+      await autoscaler?.close();
       scheduler.close();
       wsApi.close();
       await Promise.all([new Promise<void>((r) => httpServer.close(() => r())), grpcApi.close()]);
@@ -108,9 +176,18 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
       await stores.close();
       await snapshots.close();
       await runtimeTokens.close();
+      await usage.close();
     })());
 
-  return { wsUrl, grpcAddress, store, metadata, snapshots, collector, scheduler, runtimeTokens, close };
+  return { wsUrl, grpcAddress, store, metadata, snapshots, collector, scheduler, runtimeTokens, usage, metrics, close };
+}
+
+function openProvider(e: ElasticConfig, log: Log): Promise<RuntimeProvider> {
+  if (e.provider.kind === 'command') return Promise.resolve(new CommandProvider(e.provider.command, log));
+  return KubernetesProvider.open(
+    { templateFile: e.provider.template, namespace: e.provider.namespace, kubeconfig: e.provider.kubeconfig },
+    log,
+  );
 }
 
 /** The admin's token, under the data directory: for `kernelhop` on this host, never for kernels. */

@@ -7,12 +7,17 @@ import { RawData, WebSocket, WebSocketServer } from 'ws';
 import { UserBlobView } from './access.js';
 import { BlobStore } from './blobStore.js';
 import { CODECS, Codec, closeDecoders, decodeBlob, isCodec } from './codecs.js';
+import { DISK_FULL_MESSAGE, isDiskFull } from './diskFull.js';
 import { RUNTIME_TOKEN_OPS, RuntimeTokenStore, isRuntimeTokenOp, runtimeTokenOp } from './runtimeTokens.js';
+import type { Log } from './log.js';
+import type { GatewayMetrics } from './metrics.js';
 import { RunFinal, RunEvent, Scheduler } from './scheduler.js';
 import { quotaMessage } from './quota.js';
 import { checkSnapshot } from './snapshotCheck.js';
 import { OpError, SNAPSHOT_OPS, SnapshotApi } from './snapshotApi.js';
 import { SnapshotStore, User } from './snapshotStore.js';
+import type { UsageLedger } from './usage.js';
+import { USAGE_OPS, isUsageOp, usageOp } from './usageApi.js';
 
 export const WS_PATH = '/ws/v1';
 export const MAX_PAYLOAD_BYTES = 64 * 1024 * 1024;
@@ -29,7 +34,9 @@ export const MAX_JSON_BYTES = 8 * 1024 * 1024;
 export const MAX_DIGESTS = 10_000;
 /** Requests of one user handled at once, over all its sockets; the rest wait their turn, so no user stalls others. */
 export const PER_USER_REQUESTS = 8;
-const OPS = ['find_missing', 'put_blobs', 'get_blobs', 'classes', 'run', 'cancel', ...SNAPSHOT_OPS, ...RUNTIME_TOKEN_OPS];
+const OPS = ['find_missing', 'put_blobs', 'get_blobs', 'classes', 'run', 'cancel', ...SNAPSHOT_OPS, ...RUNTIME_TOKEN_OPS, ...USAGE_OPS];
+/** Longest notebook path or cell id a run may carry for its usage line. */
+const MAX_LABEL_CHARS = 1024;
 
 export interface WsApiOptions {
   /** Users and their tokens; each socket acts as the user whose token opened it. */
@@ -38,9 +45,11 @@ export interface WsApiOptions {
   store: BlobStore;
   scheduler: Scheduler;
   runtimeTokens: RuntimeTokenStore;
+  usage: UsageLedger;
+  metrics: GatewayMetrics;
   /** Key of the HMAC that makes a user's session name into the session a runtime sees (see `run`). */
   sessionKey: Buffer;
-  log: (line: string) => void;
+  log: Log;
   pingIntervalMs?: number;
 }
 
@@ -223,6 +232,10 @@ class Connection {
         return;
       }
       default: {
+        if (isUsageOp(op)) {
+          this.send({ re: id, ok: true, ...(await usageOp(this.opts.usage, this.user, req)) });
+          return;
+        }
         if (isRuntimeTokenOp(op)) {
           const drop = (credential: string): number =>
             this.opts.scheduler.dropRuntimesOf(credential, 'its runtime token was revoked');
@@ -271,6 +284,7 @@ class Connection {
     );
     decoded.sort((a, b) => a.at - b.at);
     const puts = await this.blobs.putMany(decoded);
+    this.opts.metrics.moved('ws', 'in', decoded.reduce((n, it) => n + it.data.length, 0));
     for (const [k, put] of puts.entries()) Object.assign(results[decoded[k].at], { code: put.code, message: put.message });
     this.send({ re: id, ok: true, results });
   }
@@ -292,6 +306,7 @@ class Connection {
     }
     if (!(await this.drained())) return;
     this.ws.send(encodeBinary({ re: id, ok: true, blobs }, parts), { binary: true });
+    this.opts.metrics.moved('ws', 'out', offset);
   }
 
   private async run(id: RequestId, req: Json): Promise<void> {
@@ -308,6 +323,8 @@ class Connection {
     if (typeof timeout !== 'number' || !Number.isFinite(timeout) || timeout < 0) {
       throw new BadRequest('timeout_s must be a number of seconds, 0 or more (0 = no limit)');
     }
+    const notebook = label(req.notebook, 'notebook');
+    const cell = label(req.cell, 'cell');
     const reach = req.reach ?? null;
     if (reach !== null && !(Array.isArray(reach) && reach.every((n) => typeof n === 'string'))) {
       throw new BadRequest('reach must be a list of the names the cell can reach, or null for the whole state');
@@ -350,7 +367,17 @@ class Connection {
       },
     };
     const runId = this.opts.scheduler.submit(
-      { session: this.boundSession(session), gpuClass, code, snapshot, timeoutS: timeout, reach: reach as string[] | null },
+      {
+        session: this.boundSession(session),
+        gpuClass,
+        code,
+        snapshot,
+        timeoutS: timeout,
+        reach: reach as string[] | null,
+        user: this.user.name,
+        notebook,
+        cell,
+      },
       sink,
       ticket,
     );
@@ -398,6 +425,11 @@ class Connection {
       this.send({ re: id, ok: false, error: { code: e.code, message: e.message } });
       return;
     }
+    if (isDiskFull(e)) {
+      this.opts.log(`request ${JSON.stringify(id)} failed: the data directory's disk is full: ${String(e)}`);
+      this.send({ re: id, ok: false, error: { code: 'disk_full', message: DISK_FULL_MESSAGE } });
+      return;
+    }
     this.opts.log(`request ${JSON.stringify(id)} failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
     this.send({ re: id, ok: false, error: { code: 'internal', message: `gateway error: ${String(e)}` } });
   }
@@ -413,6 +445,15 @@ class Connection {
     }
     return this.ws.readyState === WebSocket.OPEN;
   }
+}
+
+/** An optional run label (`notebook`, `cell`): a string, '' when absent. */
+function label(value: unknown, field: string): string {
+  if (value === undefined || value === null) return '';
+  if (typeof value !== 'string' || value.length > MAX_LABEL_CHARS) {
+    throw new BadRequest(`run: "${field}" must be a string of at most ${MAX_LABEL_CHARS} characters`);
+  }
+  return value;
 }
 
 export function encodeBinary(header: Json, parts: Buffer[]): Buffer {

@@ -7,7 +7,7 @@ import { Digest, digestOf, encodeManifest, formatDigest, parseManifest } from '@
 import { WebSocket } from 'ws';
 import type { GatewayConfig } from '../src/config.js';
 import { loadProto } from '../src/grpcApi.js';
-import { Gateway, startGateway } from '../src/server.js';
+import { Gateway, GatewayTuning, startGateway } from '../src/server.js';
 
 export const TOKEN = 'test-token-0123456789';
 /** The runtime token of the gateway started last (each test file runs its own process and gateway). */
@@ -22,12 +22,13 @@ export interface TestGateway {
   stop(): Promise<void>;
 }
 
-/** `stores`: where blobs and metadata live (default: the directory and SQLite under the data dir). */
-export async function startTestGateway(stores: Pick<GatewayConfig, 'blobStore' | 'metadataStore'> = {}): Promise<TestGateway> {
+/** `more`: the gateway's options over the tests' (stores, elastic, ...), and `tuning` over theirs. */
+export async function startTestGateway(more: Partial<GatewayConfig> & { tuning?: GatewayTuning } = {}): Promise<TestGateway> {
+  const { tuning, ...config } = more;
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'kernelhop-gw-'));
   const gw = await startGateway(
-    { host: '127.0.0.1', port: 0, grpcPort: 0, dataDir, token: TOKEN, tokenGenerated: false, ...stores },
-    { heartbeatIntervalMs: 200, missedHeartbeats: 3, cancelGraceMs: 400, log: () => undefined },
+    { host: '127.0.0.1', port: 0, grpcPort: 0, dataDir, token: TOKEN, tokenGenerated: false, ...config },
+    { heartbeatIntervalMs: 200, missedHeartbeats: 3, cancelGraceMs: 400, log: () => undefined, ...tuning },
   );
   runtimeToken = (await gw.runtimeTokens.create(null, Date.now())).token;
   return {

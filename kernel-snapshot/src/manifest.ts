@@ -1,4 +1,4 @@
-// Snapshot manifest, version 1 (ARCHITECTURE.md, "Snapshot format"). Unknown keys are kept, not refused, so a
+// Snapshot manifest, version 1 (docs/FORMAT.md). Unknown keys are kept, not refused, so a
 // newer writer's additions still verify here; they are covered by the manifest's digest all the same.
 import { canonicalJson, encodeCanonical } from './canonicalJson.js';
 import { Digest, DigestError, digestOf, parseDigest } from './digest.js';

@@ -40,6 +40,8 @@ export type ProgressFn = (doneBytes: number, totalBytes: number) => void;
 const toPb = (d: Digest): PbDigest => ({ hash: d.hash, sizeBytes: d.sizeBytes });
 const fromPb = (d: PbDigest | null | undefined): Digest => ({ hash: d?.hash ?? '', sizeBytes: Number(d?.sizeBytes ?? 0) });
 
+/** In the cache's root from its making: gone, the cache was wiped and nothing remembered of it holds. */
+const CACHE_MARKER = '.kernelhop-cache';
 /** How many parsed manifests a ChunkCache keeps. */
 const RECENT_MANIFESTS = 8;
 
@@ -48,7 +50,8 @@ export class ChunkCache {
   private readonly dirs = new Set<string>();
   /**
    * Hashes of blobs seen complete on disk, so a warm hop does not stat every chunk of the state again. Sound
-   * because nothing removes a cached blob; whatever comes to evict blobs must forget them here too.
+   * because nothing removes a cached blob but a wipe of the whole cache, which `sound()` notices; whatever comes to
+   * evict blobs must forget them here too.
    */
   private readonly present = new Set<string>();
   private readonly recentManifests = new LRUCache<string, { manifest: Manifest; chunks: Digest[] }>({
@@ -56,9 +59,23 @@ export class ChunkCache {
   });
 
   constructor(readonly root: string) {
+    this.sound();
+  }
+
+  /**
+   * Makes the cache's root (again, after a wipe: `rm -rf` of it or of what it holds, under a running runtime) and
+   * forgets what was remembered of its contents then: a marker file made with the root says it is the same.
+   */
+  private sound(): void {
+    const marker = path.join(this.root, CACHE_MARKER);
+    if (fs.existsSync(marker)) return;
+    this.present.clear();
+    this.dirs.clear();
+    this.recentManifests.clear();
     // Only the runtime's user enters: a sandboxed worker has another uid, and this is not in its view anyway.
-    fs.mkdirSync(root, { recursive: true, mode: 0o700 });
-    fs.chmodSync(root, 0o700);
+    fs.mkdirSync(this.root, { recursive: true, mode: 0o700 });
+    fs.chmodSync(this.root, 0o700);
+    fs.writeFileSync(marker, '');
   }
 
   pathOf(d: Digest): string {
@@ -217,6 +234,7 @@ export class ChunkCache {
     progress?: ProgressFn,
     signal?: AbortSignal,
   ): Promise<number> {
+    this.sound();
     const missing = unique(digests).filter((d) => !this.has(d));
     const total = missing.reduce((n, d) => n + d.sizeBytes, 0);
     let done = 0;

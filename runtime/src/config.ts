@@ -1,6 +1,7 @@
 // Command-line options and their defaults; a bad option is an error naming the option and what it wants.
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { parseSize } from './cgroups.js';
 
 export interface RuntimeConfig {
   gateway: string;
@@ -15,6 +16,12 @@ export interface RuntimeConfig {
   token: string;
   /** Serve one user only: workers may then run unsandboxed where this host cannot sandbox them. */
   singleUser: boolean;
+  /** With --single-user only: workers unsandboxed even where this host could sandbox them (a trusted user's host,
+   * or measuring what the sandbox costs: benchmarks/sandbox_cost.py). */
+  noSandbox: boolean;
+  /** Each worker's cgroup v2 memory.max in bytes (--worker-memory) and CPUs (--worker-cpus); null: no limit. */
+  workerMemoryBytes: number | null;
+  workerCpus: number | null;
   /** Only say whether workers can be sandboxed here (a JSON line) and exit: 0 when they can. */
   probeSandbox: boolean;
   /** Where the kernel's missing packages come from (packages.ts); none: pip's own configuration. */
@@ -28,7 +35,7 @@ export class ConfigError extends Error {
 
 export const USAGE = `usage: node runtime/dist/src/main.js --gateway URL|HOST:PORT [--class NAME ...] [--capacity N] [--warm N]
                                    [--python PATH] [--cache DIR] [--name NAME] [--session-grace SECONDS] [--token TOKEN]
-                                   [--single-user] [--probe-sandbox] [--index-url URL] [--find-links DIR ...]
+                                   [--single-user [--no-sandbox]] [--worker-memory SIZE] [--worker-cpus N] [--probe-sandbox] [--index-url URL] [--find-links DIR ...]
 
   --gateway URL|HOST:PORT  the gateway: the ws:// or wss:// URL it prints (the runtime asks it for its gRPC port),
                            or HOST:PORT of its gRPC port for runtimes (8732 by default)
@@ -45,6 +52,10 @@ export const USAGE = `usage: node runtime/dist/src/main.js --gateway URL|HOST:PO
                            \`kernelhop runtime-token create [--class C]\`. The gateway refuses the admin's and users' tokens.
   --single-user            this runtime serves one user: where workers cannot be sandboxed here (no bubblewrap,
                            no namespaces), run them unsandboxed instead of refusing to start
+  --no-sandbox             with --single-user: run workers unsandboxed even where they could be sandboxed
+  --worker-memory SIZE     each worker's memory limit (e.g. 16G), swap included; needs cgroup v2 with the
+                           memory controller, else the runtime refuses to start and says why
+  --worker-cpus N          each worker's CPU limit (e.g. 4 or 0.5 CPUs); needs cgroup v2 with the cpu controller
   --probe-sandbox          print whether workers can be sandboxed here as one JSON line, and exit (0: they can)
   --index-url URL          the package index the kernel's missing packages are installed from (default pip's own
                            configuration)
@@ -63,6 +74,9 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
     sessionGraceS: 60,
     token: env.KERNELHOP_TOKEN ?? '',
     singleUser: false,
+    noSandbox: false,
+    workerMemoryBytes: null,
+    workerCpus: null,
     probeSandbox: false,
     indexUrl: null,
     findLinks: [],
@@ -110,6 +124,22 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
       case '--single-user':
         config.singleUser = true;
         break;
+      case '--no-sandbox':
+        config.noSandbox = true;
+        break;
+      case '--worker-memory': {
+        const text = value();
+        config.workerMemoryBytes = parseSize(text);
+        if (config.workerMemoryBytes === null) throw new ConfigError(`--worker-memory ${JSON.stringify(text)}: expected a size such as 512M or 16G`);
+        break;
+      }
+      case '--worker-cpus': {
+        const text = value();
+        const cpus = Number(text);
+        if (!Number.isFinite(cpus) || cpus < 0.01) throw new ConfigError(`--worker-cpus ${JSON.stringify(text)}: expected a number of CPUs ≥ 0.01, e.g. 2 or 0.5`);
+        config.workerCpus = cpus;
+        break;
+      }
       case '--probe-sandbox':
         config.probeSandbox = true;
         break;
@@ -127,6 +157,9 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
     }
   }
   if (config.probeSandbox) return config;
+  if (config.noSandbox && !config.singleUser) {
+    throw new ConfigError('--no-sandbox needs --single-user: unsandboxed workers let one user read the state of another');
+  }
   if (!config.gateway) throw new ConfigError(`--gateway URL|HOST:PORT is required\n\n${USAGE}`);
   if (!isGatewayUrl(config.gateway) && !isHostPort(config.gateway)) {
     throw new ConfigError(

@@ -3,6 +3,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import { CgroupError, WorkerCgroups } from './cgroups.js';
 import { ChunkCache } from './chunkCache.js';
 import { ConfigError, parseArgs, pipSourceOptions } from './config.js';
 import { GatewayAddressError, grpcAddressOf } from './gatewayAddress.js';
@@ -38,7 +39,8 @@ async function main(): Promise<void> {
   }
 
   // Workers' spaces sit in the cache's directory, on its file system: handed-over blobs are hard links into them.
-  const sandbox = Sandbox.detect(config.python, path.join(config.cache, 'workers'));
+  const spaces = path.join(config.cache, 'workers');
+  const sandbox = config.noSandbox ? Sandbox.none(spaces, 'started with --no-sandbox') : Sandbox.detect(config.python, spaces);
   if (config.probeSandbox) {
     process.stdout.write(`${JSON.stringify({ sandbox: sandbox.kind, detail: sandbox.detail })}\n`);
     process.exit(sandbox.kind === 'none' ? 1 : 0);
@@ -50,6 +52,15 @@ async function main(): Promise<void> {
         `allow unprivileged user namespaces), or start it with --single-user if only one user will use it.`,
     );
     process.exit(1);
+  }
+  if (config.workerMemoryBytes !== null || config.workerCpus !== null) {
+    try {
+      sandbox.limit(WorkerCgroups.open({ memoryBytes: config.workerMemoryBytes, cpus: config.workerCpus }));
+    } catch (err) {
+      if (!(err instanceof CgroupError)) throw err;
+      log(`cannot limit workers: ${err.message}`);
+      process.exit(1);
+    }
   }
   log(sandbox.kind === 'none' ? `workers run unsandboxed (--single-user): ${sandbox.detail}` : `workers sandboxed: ${sandbox.detail}`);
 

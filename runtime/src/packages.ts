@@ -39,8 +39,17 @@ export class PackageOverlays {
   }
 
   /** The overlay for a manifest's meta.environment ({python, packages}); never rejects (a failure is a note). */
-  prepare(environment: unknown): Promise<Prepared> {
+  prepare(environment: unknown, recheck = true): Promise<Prepared> {
     const key = JSON.stringify(environment);
+    const known = this.prepared.get(key);
+    // An overlay built earlier whose directory is gone (the cache wiped) is built again, once.
+    if (known !== undefined && recheck) {
+      return known.then((p) => {
+        if (p.overlay === null || fs.existsSync(p.overlay)) return p;
+        if (this.prepared.get(key) === known) this.prepared.delete(key);
+        return this.prepare(environment, false);
+      });
+    }
     let entry = this.prepared.get(key);
     if (entry === undefined) {
       entry = this.build(key).catch((err: Error) => {

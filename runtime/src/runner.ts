@@ -86,6 +86,8 @@ export class Run {
     try {
       const snapshot = makeDigest(this.assignment.snapshot?.hash, Number(this.assignment.snapshot?.sizeBytes ?? -1));
       const acquiring = this.deps.pool.acquire(this.assignment.session);
+      // Awaited below, after the fetch: a worker that fails to start meanwhile must not be an unhandled rejection.
+      acquiring.catch(() => undefined);
       let fetched: Fetched;
       let packages: Prepared;
       try {

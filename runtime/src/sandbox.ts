@@ -6,6 +6,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { WorkerCgroups, inCgroup } from './cgroups.js';
 
 /** 'uid': bwrap as root, the worker as a uid of its own; 'userns': bwrap in a user namespace; 'none': no sandbox. */
 export type SandboxKind = 'uid' | 'userns' | 'none';
@@ -47,6 +48,10 @@ export interface WorkerSpace {
   readonly gpu: number | null;
   /** Hashes linked into `given` so far: a warm hop links only what is new. */
   readonly linked: Set<string>;
+  /** Its cgroup v2 (memory and CPU limits, cgroups.ts); null where the runtime sets no limits. */
+  readonly cgroup: string | null;
+  /** The inodes of `given` and `out` when made: the worker's binds hold these directories, not their paths. */
+  inodes: readonly number[];
 }
 
 export interface WorkerCommand {
@@ -63,6 +68,7 @@ export class Sandbox {
   private serial = 0;
   /** The package overlays (packages.ts), read-only to every worker: built from public wheels, shared on purpose. */
   private packagesRoot: string | null = null;
+  private cgroups: WorkerCgroups | null = null;
 
   private constructor(
     readonly kind: SandboxKind,
@@ -118,6 +124,11 @@ export class Sandbox {
     return new Sandbox(kind, detail, root, binds, gpus, { bwrap, setpriv: setpriv ?? '' });
   }
 
+  /** Every worker started from now on runs in a cgroup of its own with these limits. */
+  limit(cgroups: WorkerCgroups): void {
+    this.cgroups = cgroups;
+  }
+
   /** Every worker started from now on sees `root` (the package overlays) read-only. */
   sharePackages(root: string): void {
     this.packagesRoot = root;
@@ -131,6 +142,8 @@ export class Sandbox {
 
   /** A fresh space for one worker: its directories, its uid, its GPU. */
   open(): WorkerSpace {
+    // The package overlays' root is bound into every worker: made again if the cache was wiped under the runtime.
+    if (this.packagesRoot !== null && !fs.existsSync(this.packagesRoot)) fs.mkdirSync(this.packagesRoot, { recursive: true, mode: 0o711 });
     const uid = this.kind === 'uid' ? this.takeUid() : null;
     const gpu = this.takeGpu();
     const root = path.join(this.spacesRoot, `w${process.pid}-${++this.serial}`);
@@ -143,6 +156,8 @@ export class Sandbox {
       uid,
       gpu,
       linked: new Set(),
+      cgroup: this.cgroups?.create() ?? null,
+      inodes: [],
     };
     fs.rmSync(root, { recursive: true, force: true });
     fs.mkdirSync(space.given, { recursive: true, mode: 0o755 });
@@ -150,18 +165,40 @@ export class Sandbox {
       fs.mkdirSync(own, { mode: 0o700 });
       if (uid !== null) fs.chownSync(own, uid, uid);
     }
+    space.inodes = [space.given, space.out].map((d) => fs.statSync(d).ino);
     return space;
+  }
+
+  /**
+   * Whether `space`'s directories are still the ones its worker was started with. Where they were removed (the
+   * cache wiped under a running runtime), the worker reads and writes directories nobody else sees any more, and
+   * blobs handed over from now on would never reach it: such a worker must not serve another run.
+   */
+  intact(space: WorkerSpace): boolean {
+    return [space.given, space.out].every((d, i) => {
+      try {
+        return fs.statSync(d).ino === space.inodes[i];
+      } catch {
+        return false;
+      }
+    });
   }
 
   /** After the worker is gone (its whole pid namespace with it): its files, uid and GPU go back. */
   close(space: WorkerSpace): void {
     fs.rmSync(space.root, { recursive: true, force: true });
+    if (space.cgroup !== null) this.cgroups?.remove(space.cgroup);
     if (space.uid !== null) this.uidsInUse.delete(space.uid);
     if (space.gpu !== null) this.gpuUse.set(space.gpu, (this.gpuUse.get(space.gpu) ?? 1) - 1);
   }
 
   /** How to start `python ARGS` as the worker of `space`. */
   command(space: WorkerSpace, python: string, args: string[], extraEnv: NodeJS.ProcessEnv = {}): WorkerCommand {
+    const cmd = this.commandOutsideCgroup(space, python, args, extraEnv);
+    return space.cgroup === null ? cmd : { ...cmd, ...inCgroup(space.cgroup, cmd.file, cmd.args) };
+  }
+
+  private commandOutsideCgroup(space: WorkerSpace, python: string, args: string[], extraEnv: NodeJS.ProcessEnv): WorkerCommand {
     const base = { ...withoutCredentials(process.env), PYTHONUNBUFFERED: '1', ...extraEnv };
     if (this.kind === 'none') return { file: python, args, env: base, infoFd: false };
     const env = { ...base, HOME: INSIDE.home, TMPDIR: INSIDE.tmp, USER: 'kernelhop', LOGNAME: 'kernelhop' };

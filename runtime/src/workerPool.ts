@@ -44,7 +44,12 @@ export class WorkerPool {
     if (own) {
       this.bySession.delete(session);
       clearTimeout(own.timer);
-      if (own.worker.alive) return { worker: own.worker, warm: true };
+      if (own.worker.alive && this.intact(own.worker)) return { worker: own.worker, warm: true };
+      if (own.worker.alive) this.retire(own.worker);
+    }
+    for (const spare of this.spares.filter((w) => !this.intact(w))) {
+      this.spares.splice(this.spares.indexOf(spare), 1);
+      this.retire(spare);
     }
     const readyIndex = this.spares.findIndex((w) => w.isReady && w.alive);
     const pick = readyIndex >= 0 ? readyIndex : this.spares.findIndex((w) => w.alive);
@@ -89,6 +94,13 @@ export class WorkerPool {
     this.bySession.clear();
     this.spares.length = 0;
     for (const w of this.all) w.kill();
+  }
+
+  /** A worker whose directories were removed under it (the cache wiped) cannot be handed blobs: it is retired. */
+  private intact(worker: WorkerProcess): boolean {
+    if (this.opts.worker.sandbox.intact(worker.space)) return true;
+    this.opts.log(`worker ${worker.pid}: its directories under the cache are gone (the cache was wiped?); starting a fresh one`);
+    return false;
   }
 
   private retire(worker: WorkerProcess): void {

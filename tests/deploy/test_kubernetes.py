@@ -15,7 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from kernelhop.services import node_entry
+from kernelhop.cli.services import node_entry
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "deploy" / "kubernetes"
@@ -162,7 +162,7 @@ def test_the_container_files_install_the_wheel_and_run_its_command(file: str, co
     assert re.search(r"pip install .*kernelhop-\*\.whl", text), "pip installs the wheel"
     [entrypoint] = re.findall(r"^ENTRYPOINT (.+)$", text, re.M)
     assert json.loads(entrypoint) == command
-    from kernelhop.cli import build_parser
+    from kernelhop.cli.main import build_parser
 
     subcommands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     assert command[1] in subcommands

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-
-from kernelhop.testing import Kernel, Stack, launch_stack
+from kernelhop_testing import Kernel, Stack, launch_stack
 
 
 @pytest.fixture(scope="session")

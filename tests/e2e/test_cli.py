@@ -14,9 +14,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from kernelhop_testing import launch_up, user_environment
 
-from kernelhop.services import RUNTIME_READY, ServiceError, runtime_token, start_gateway, start_service
-from kernelhop.testing import launch_up, user_environment
+from kernelhop.cli.services import RUNTIME_READY, ServiceError, runtime_token, start_gateway, start_service
 
 KERNELHOP = Path(sys.executable).with_name("kernelhop")
 

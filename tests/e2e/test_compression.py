@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from kernelhop_testing import Stack
 
-from kernelhop.gateway_client import GatewayClient, blob_digest
-from kernelhop.testing import Stack
+from kernelhop.client.gateway import GatewayConnection, blob_digest
 
 
 def test_compressed_and_raw_blobs_round_trip(stack: Stack) -> None:
-    client = GatewayClient(stack.ws_url, stack.token)
+    client = GatewayConnection(stack.ws_url, stack.token)
     client.compress = True  # loopback turns it off by default
     compressible = np.arange(300_000, dtype=np.int64).tobytes()
     random_bytes = os.urandom(200_000)

@@ -1,4 +1,4 @@
-"""The kernel's working directory travels with a hop and what the cell does there comes home (kernelhop/files.py,
+"""The kernel's working directory travels with a hop and what the cell does there comes home (kernelhop/client/files.py,
 kernelhop_worker/workdir.py), end to end: a real ipykernel in a notebook directory, gateway, runtime and worker.
 The worker runs in a directory of its own, laid out from the runtime's cache, so these cells see the notebook's files
 only because they travelled."""
@@ -9,8 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-from kernelhop.testing import Kernel, Stack, local_distribution
+from kernelhop_testing import Kernel, Stack, local_distribution
 
 
 def ok(kernel: Kernel, code: str):
@@ -97,7 +96,7 @@ def test_a_file_changed_here_while_the_cell_ran_is_a_conflict_not_overwritten(
     # tree has been sent, as another process would while the cell runs (the sandboxed cell cannot reach this disk).
     ok(
         nb_kernel,
-        "import kernelhop.hop as _h\n"
+        "import kernelhop.client.hop as _h\n"
         "_h.Hopper._test_run = _h.Hopper._run\n"
         "def _edit_then_run(self, *a, **k):\n"
         "    import pathlib\n"
@@ -109,7 +108,7 @@ def test_a_file_changed_here_while_the_cell_ran_is_a_conflict_not_overwritten(
     try:
         remote = ok(nb_kernel, "%%gpu h100\nopen('notes.txt', 'w').write('remote edit')")
     finally:
-        ok(nb_kernel, "import kernelhop.hop as _h\n_h.Hopper._run = _h.Hopper._test_run\ndel _h")
+        ok(nb_kernel, "import kernelhop.client.hop as _h\n_h.Hopper._run = _h.Hopper._test_run\ndel _h")
     assert target.read_text() == "local edit"
     assert (notebook / "notes.txt.kernelhop-remote").read_text() == "remote edit"
     assert "conflict: notes.txt changed here while the cell ran on h100" in remote.stream_text("stderr")

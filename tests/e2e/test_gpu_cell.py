@@ -15,9 +15,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from kernelhop_testing import Kernel, Stack, launch_stack
 from nbclient import NotebookClient
-
-from kernelhop.testing import Kernel, Stack, launch_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 

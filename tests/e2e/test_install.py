@@ -10,9 +10,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from kernelhop_testing import launch_up, user_environment
 from nbclient import NotebookClient
-
-from kernelhop.testing import launch_up, user_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kernelhop.testing import Kernel
+from kernelhop_testing import Kernel
 
 TIMINGS = "get_ipython().magics_manager.registry['GpuMagics'].hopper.last_timings"
 BIG_BYTES = 8_000_000

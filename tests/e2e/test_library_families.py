@@ -14,8 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from kernelhop.testing import Kernel, Stack
+from kernelhop_testing import Kernel, Stack
 
 HERE = Path(__file__).resolve().parent
 

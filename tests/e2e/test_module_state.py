@@ -9,9 +9,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from kernelhop_testing import Kernel, Stack
 from nbclient import NotebookClient
-
-from kernelhop.testing import Kernel, Stack
 
 
 def ok(kernel: Kernel, code: str):

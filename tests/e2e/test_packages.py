@@ -15,8 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from kernelhop.testing import Kernel, Stack, launch_stack, local_distribution
+from kernelhop_testing import Kernel, Stack, launch_stack, local_distribution
 
 BUILT = "built package overlay"
 

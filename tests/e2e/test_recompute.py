@@ -1,5 +1,5 @@
-"""Unpicklable variables rebuilt on the runtime by re-running the statement that made them (kernelhop/recompute.py),
-end to end: real ipykernel, gateway, runtime and worker. A recipe that opens a file of the kernel's working directory
+"""Unpicklable variables rebuilt on the runtime by re-running the statement that made them
+(kernelhop/client/recompute.py), end to end: real ipykernel, gateway, runtime and worker. A recipe that opens a file of the kernel's working directory
 opens it on the runtime in the copy of that directory the hop carries (the sandboxed worker sees nothing else of this
 host), so these tests keep their files there, by relative path."""
 
@@ -9,7 +9,7 @@ import hashlib
 import pickle
 from pathlib import Path
 
-from kernelhop.testing import Kernel
+from kernelhop_testing import Kernel
 
 
 def ok(kernel: Kernel, code: str):

@@ -7,15 +7,14 @@ import re
 
 import nbformat
 import pytest
+from kernelhop_testing import Kernel, Stack
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
-
-from kernelhop.testing import Kernel, Stack
 
 
 def test_except_clause_catches_the_remote_class(kernel: Kernel) -> None:
     code = (
-        "from kernelhop.hop import RemoteCellError\n"
+        "from kernelhop.client.hop import RemoteCellError\n"
         "try:\n"
         "    get_ipython().run_cell_magic('gpu', 'h100 -q', 'y = 1\\nraise ValueError(\"bad value\")')\n"
         "except ValueError as e:\n"
@@ -44,7 +43,7 @@ def test_error_message_names_the_remote_class_with_the_remote_traceback(kernel: 
 
 def test_notebook_exception_classes(kernel: Kernel) -> None:
     setup = kernel.run(
-        "from kernelhop.hop import RemoteCellError\n"
+        "from kernelhop.client.hop import RemoteCellError\n"
         "class NotebookError(Exception):\n"
         "    def __init__(self, code, detail):\n"
         "        super().__init__(f'{code}: {detail}')\n"

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from kernelhop.services import runtime_token, start_gateway, start_runtime, stop_process
-from kernelhop.testing import Kernel, Stack
+from kernelhop.cli.services import runtime_token, start_gateway, start_runtime, stop_process
+from kernelhop_testing import Kernel, Stack
 
 
 def free_port() -> int:

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 from kernelhop_snapshot.digest import digest_of
+from kernelhop_testing import Kernel, Stack
 
-from kernelhop.gateway_client import GatewayClient
-from kernelhop.testing import Kernel, Stack
+from kernelhop.client.gateway import GatewayConnection
 
 ROGUE = Path(__file__).with_name("rogue_runtime.js")
 
 
 def admin_op(stack: Stack, op: str, **fields: object) -> dict:
-    client = GatewayClient(stack.ws_url, stack.token, source="the test's admin token")
+    client = GatewayConnection(stack.ws_url, stack.token, source="the test's admin token")
     try:
         reply, _ = client._op(op, **fields)
         return reply
@@ -89,7 +89,7 @@ def test_rogue_runtime_is_refused_the_admin_token_and_reads_no_blob_of_another_u
     some other host; as that runtime, read a blob of bob's (refused: no run of bob's is assigned to it)."""
     secret = b"bob's secret bytes, never for ann"
     digest = str(digest_of(secret))
-    bob = GatewayClient(stack.ws_url, tokens["bob"], source="bob's token")
+    bob = GatewayConnection(stack.ws_url, tokens["bob"], source="bob's token")
     try:
         bob.put_blobs({digest: secret})
     finally:

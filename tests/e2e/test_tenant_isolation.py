@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 from kernelhop_snapshot import MemoryBlobStore
+from kernelhop_testing import Kernel, Stack, launch_stack
 
-from kernelhop.gateway_client import GatewayClient
-from kernelhop.snapshot_client import Snapshots
-from kernelhop.testing import Kernel, Stack, launch_stack
+from kernelhop.client.gateway import GatewayConnection
+from kernelhop.client.snapshots import Snapshots
 
 
 @dataclass
@@ -40,7 +40,7 @@ def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenants]:
     stack = launch_stack(root)
     kernels: list[Kernel] = []
     try:
-        admin = Snapshots(GatewayClient(stack.ws_url, stack.token), MemoryBlobStore())
+        admin = Snapshots(GatewayConnection(stack.ws_url, stack.token), MemoryBlobStore())
         tokens = {}
         for user in ("ann", "ben"):
             tokens[user] = admin.request("user_add", name=f"{user}-{secrets.token_hex(3)}")["token"]

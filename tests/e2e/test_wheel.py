@@ -18,10 +18,10 @@ import pytest
 
 # The real PostgreSQL and moto S3 servers of the shared-stores tests (pytest puts this folder on sys.path).
 import test_shared_stores as shared
+from kernelhop_testing import Kernel, launch_up, user_environment
 
-from kernelhop.gateway_client import GatewayClient
-from kernelhop.services import GATEWAY_READY, start_service
-from kernelhop.testing import Kernel, launch_up, user_environment
+from kernelhop.cli.services import GATEWAY_READY, start_service
+from kernelhop.client.gateway import GatewayConnection
 
 ROOT = Path(__file__).resolve().parents[2]
 moto, postgres = shared.moto, shared.postgres  # fixtures, used here by name
@@ -152,7 +152,7 @@ def test_the_wheels_gateway_keeps_blobs_in_s3_and_metadata_in_postgres(
     try:
         blob = bytes(1_000_000)
         monkeypatch.setenv("KERNELHOP_COMPRESS", "on")  # the client's choice, read from this process's environment
-        client = GatewayClient(gateway.ready["ws"], token)
+        client = GatewayConnection(gateway.ready["ws"], token)
         try:
             client.put_blobs({str(digest_of(blob)): blob})
         finally:

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kernelhop_snapshot import MemoryBlobStore
+from kernelhop_testing import Kernel
 
-from kernelhop.gateway_client import GatewayClient
-from kernelhop.services import Service, start_gateway
+from kernelhop.cli.services import Service, start_gateway
+from kernelhop.client.gateway import GatewayConnection
+from kernelhop.client.snapshots import Snapshots
 from kernelhop.signing import Keyring
-from kernelhop.snapshot_client import Snapshots
-from kernelhop.testing import Kernel
 
 
 @dataclass
@@ -27,7 +27,7 @@ class Gateway:
 
     def api(self, token: str | None = None, home: Path | None = None) -> Snapshots:
         return Snapshots(
-            GatewayClient(self.url, token or self.token), MemoryBlobStore(), Keyring(home) if home else None
+            GatewayConnection(self.url, token or self.token), MemoryBlobStore(), Keyring(home) if home else None
         )
 
 
@@ -60,7 +60,7 @@ class SnapKernel(Kernel):
 
     def __init__(self, env: dict[str, str]):
         super().__init__(env)
-        loaded = self.run("%load_ext kernelhop.snapshots")
+        loaded = self.run("%load_ext kernelhop.magics.snapshot")
         assert loaded.status == "ok", loaded.error_text
 
     def ok(self, code: str) -> str:

@@ -9,7 +9,7 @@ import time
 
 from snapshot_harness import SnapKernel, User, launch_gateway
 
-from kernelhop.snapshot_cli import add_subcommands
+from kernelhop.cli.snapshot_parser import add_subcommands
 
 
 def cli(monkeypatch, capsys, user_env: dict[str, str], *argv: str) -> tuple[int, str]:

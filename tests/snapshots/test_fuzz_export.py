@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kernelhop_snapshot import Capturer
 
-from kernelhop.export import MAGIC, export_snapshot, import_snapshot
-from kernelhop.hop_store import HopStore
-from kernelhop.snapshot_client import TamperedSnapshot
+from kernelhop.client.export import MAGIC, export_snapshot, import_snapshot
+from kernelhop.client.hop_store import HopStore
+from kernelhop.client.snapshots import TamperedSnapshot
 
 
 def _file(header: object) -> bytes:

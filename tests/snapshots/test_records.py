@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kernelhop_snapshot import Capturer, Manifest
 
-from kernelhop.hop_store import HopStore
+from kernelhop.client.hop_store import HopStore
 from kernelhop.signing import Keyring, fingerprint, record_id, verify
 
 

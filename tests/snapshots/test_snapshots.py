@@ -165,7 +165,7 @@ def test_tampered_chunk_and_manifest_are_refused(users, kernel, gateway):
 def test_environment_differences_are_said_before_restoring(users, kernel):
     a = kernel(users["alice"])
     a.ok(
-        "import kernelhop.snapshots as s\n_real = s.record_environment\n"
+        "import kernelhop.magics.snapshot as s\n_real = s.record_environment\n"
         "s.record_environment = lambda: {**_real(), 'packages': {**_real()['packages'], 'numpy': '0.0.1'}}"
     )
     a.ok("v = 3")

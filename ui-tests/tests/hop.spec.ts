@@ -153,7 +153,7 @@ test('the hop display as other states render it: progress with time left, a fail
     'code',
     [
       'from IPython.display import display',
-      'from kernelhop.hop_display import MIME_TYPE',
+      'from kernelhop.magics.hop_display import MIME_TYPE',
       "base = {'version': 1, 'gpu_class': 'h100', 'runtime': 'rt-1', 'simulated': True, 'elapsed_s': 4.2}",
       "display({MIME_TYPE: {**base, 'id': 'a', 'phase': 'upload', 'bytes_done': 12 << 20, 'bytes_total': 48 << 20, 'eta_s': 6.4}}, raw=True)",
       "display({MIME_TYPE: {**base, 'id': 'b', 'phase': 'failed', 'error': 'the gateway at ws://127.0.0.1:8731/ws/v1 closed'}}, raw=True)",

@@ -9,7 +9,7 @@ import { test as base } from './fixtures';
 const REPO = path.resolve(__dirname, '..', '..');
 const PYTHON = process.env.KERNELHOP_PYTHON ?? path.join(REPO, '.venv', 'bin', 'python');
 
-/** A real gateway and one runtime posing as h100 on this CPU, as kernelhop/services.py starts them. */
+/** A real gateway and one runtime posing as h100 on this CPU, as kernelhop/cli/services.py starts them. */
 export interface IStack {
   readonly wsUrl: string;
   readonly token: string;

@@ -1,6 +1,6 @@
 """kernelhop's snapshot engine: capture a Python namespace into content-addressed chunks and restore it.
 
-See docs/ARCHITECTURE.md, "Snapshot format (version 1)".
+See docs/FORMAT.md.
 """
 
 from .blobstore import BlobStore, DirectoryBlobStore, MemoryBlobStore

@@ -1,13 +1,14 @@
 """Capture a namespace into the store as chunks plus a manifest; the Capturer that does it, warm, hop after hop.
 
-Incremental rule (why skipping is safe). The Capturer remembers, per name, the object it last captured or restored
-for that name when the value is *deeply immutable*: an exact int, float, complex, bool, None, str, bytes or range,
-or an exact tuple or frozenset of such values. Such a value cannot change, so if the name still holds the very same
-object (``is``) its pickle cannot differ, and the group recorded for it last time is reused without pickling or
-hashing. Every other value is pickled again: its bytes may have changed in place. That costs little, because big
-buffers travel out of band (no copy) and chunks already in the store are hashed but not written again; the digests
-then show which groups really changed. A deeply immutable value reaches no mutable object, so it is always a group
-of its own and reusing its group never splits or merges another.
+Incremental rule (why skipping is safe). A name whose value is made only of exact lists, dicts, tuples and
+frozensets of immutable leaves gets an identity print (identity.py): every object of its graph, held, in a fixed
+order, and the containers' lengths. When a group's names all have prints that match, object for object, the prints
+taken when that group was last captured or restored, the group's pickle cannot differ: it is reused without pickling
+or hashing (its chunks are put again from the bytes kept, where this capture's store lacks them). Every other value
+is pickled again: its bytes may have changed in place. That costs little, because big buffers travel out of band
+(no copy), a large object array of leaves reuses its pickle while its pointers are unchanged (object_arrays.py), and
+chunks already in the store are hashed but not written again; the digests then show which groups really changed.
+Grouping still sees every shared mutable object: a print lists its containers, which stand in for a pickler's memo.
 
 Each out-of-band buffer is checked against its chunks at the last capture or restore (ChunkWriter.add_buffer's
 ``hint``): chunks whose bytes still have the same fingerprint (or, just after a restore, the same digest) are
@@ -29,6 +30,7 @@ from .blobstore import BlobStore
 from .chunking import Chunked, ChunkWriter
 from .digest import Digest, digest_of
 from .grouping import group_names
+from .identity import IdentityPrint, LeafLists, identity_print
 from .manifest import BlobRef, FilesRef, Group, Manifest
 from .pickling import Pickled, dumps
 from .placeholders import Placeholder, RemoteOnly
@@ -36,25 +38,7 @@ from .reducers import DeviceMap, TensorReducer
 from .restoring import RestoreError, restore_groups
 from .write_tracking import WriteTracker
 
-_ATOMS = (int, float, complex, bool, type(None), str, bytes, range)
 _F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _deeply_immutable(value: Any, budget: int = 10_000) -> bool:
-    stack = [value]
-    while stack:
-        budget -= 1
-        if budget < 0:
-            return False
-        v = stack.pop()
-        t = type(v)
-        if t in _ATOMS:
-            continue
-        if t is tuple or t is frozenset:
-            stack.extend(v)
-            continue
-        return False
-    return True
 
 
 def _collector_paused(method: _F) -> _F:
@@ -86,6 +70,16 @@ def _reason(exc: BaseException) -> str:
 
 
 @dataclass
+class _Tracked:
+    """A group of tracked names as last captured or restored: its names' identity prints, and its pickle's bytes
+    (None after a restore from a store that keeps them)."""
+
+    group: Group
+    prints: dict[str, IdentityPrint]
+    stream: memoryview | None
+
+
+@dataclass
 class Capture:
     manifest: Manifest
     digest: Digest
@@ -104,8 +98,9 @@ class Capturer:
         self.store = store
         self.devices = devices or DeviceMap()
         self.tracker = WriteTracker() if track_writes else None
-        # name -> (the deeply immutable object last captured or restored under that name, its group)
-        self._immutable: dict[str, tuple[Any, Group]] = {}
+        # group names -> that group of tracked names at the last capture or restore (the module docstring)
+        self._tracked: dict[tuple[str, ...], _Tracked] = {}
+        self._leaf_lists = LeafLists()
         # (group names, buffer index) -> that buffer at the last capture or restore: a hint for ChunkWriter.add_buffer
         self._buffer_hints: dict[tuple[tuple[str, ...], int], Chunked] = {}
         # name -> (the RemoteOnly placeholder a restore left under that name, the group it stands for)
@@ -126,9 +121,9 @@ class Capturer:
     ) -> Capture:
         """Capture ``namespace``. ``meta`` adds keys to the manifest's meta; a callable gets the unpicklable names'
         entries (name -> {"type", "reason"}) once they are known and returns them, so what depends on them (the
-        kernel's recipes, kernelhop/recompute.py) goes into the one manifest written. ``keep``: groups that go into
-        the manifest as they are, for names ``namespace`` lacks (a worker's groups it never restored: lazy restore);
-        their chunks need not be in this store.
+        kernel's recipes, kernelhop/client/recompute.py) goes into the one manifest written. ``keep``: groups that go
+        into the manifest as they are, for names ``namespace`` lacks (a worker's groups it never restored: lazy
+        restore); their chunks need not be in this store.
 
         ``reach``: the names whoever reads this capture will expose (a hop's worker hides every group out of it, see
         docs/ARCHITECTURE.md, "Lazy restore"). Every name is still pickled, so groups follow shared references
@@ -142,7 +137,9 @@ class Capturer:
         unpicklable: dict[str, dict[str, str]] = {}
         groups: list[Group] = []
         pickled: dict[str, Pickled] = {}
-        immutable: dict[str, tuple[Any, Group]] = {}
+        prints: dict[str, IdentityPrint] = {}
+        tracked: dict[tuple[str, ...], _Tracked] = {}
+        last_prints = {n: p for t in self._tracked.values() for n, p in t.prints.items()}
         hints: dict[tuple[tuple[str, ...], int], Chunked] = {}
         remote_held: dict[tuple[str, ...], list[str]] = {}
         reached = None if reach is None else frozenset(reach)
@@ -157,34 +154,38 @@ class Capturer:
             if isinstance(value, Placeholder):
                 unpicklable[name] = value.entry
                 continue
-            known = self._immutable.get(name)
-            if known is not None and known[0] is value and not self.store.missing(known[1].blob_digests()):
-                groups.append(known[1])
-                immutable[name] = known
+            now = identity_print(value, self._leaf_lists)
+            if now is not None:
+                last = last_prints.get(name)
+                prints[name] = last if last is not None and last.same(now) else now
                 continue
             try:
                 pickled[name] = dumps({name: value}, tensors, keep_memo=True)
             except Exception as e:
                 unpicklable[name] = {"type": type_name(value), "reason": _reason(e)}
+        self._leaf_lists.next_capture()
 
-        for names in group_names({n: p.memo for n, p in pickled.items()}):  # type: ignore[misc]
-            if len(names) == 1:
-                parts = [(names, pickled[names[0]])]
-            else:
-                try:
-                    parts = [(names, dumps({n: namespace[n] for n in names}, tensors))]
-                except Exception:
-                    # Each name pickled alone a moment ago, so carry them one by one rather than not at all; they
-                    # lose their shared references to each other.
-                    parts = [([n], pickled[n]) for n in names]
+        memos = {n: p.memo for n, p in pickled.items()} | {n: p.containers for n, p in prints.items()}
+        for names in group_names(memos):  # type: ignore[arg-type]
+            key = tuple(names)
+            last_group = self._tracked.get(key)
+            if (
+                last_group is not None
+                and all(prints.get(n) is last_group.prints[n] for n in names)
+                and self._put_kept(last_group, writer)
+            ):
+                groups.append(last_group.group)
+                tracked[key] = last_group
+                continue
+            parts = self._pickle_group(names, namespace, pickled, tensors, unpicklable)
             for part_names, p in parts:
                 group, buffers, unread = self._store_group(part_names, namespace, p, writer, reached)
                 if unread:
                     unverified.update(group.names)
                 groups.append(group)
                 hints.update(((group.names, i), b) for i, b in enumerate(buffers))
-                if len(part_names) == 1 and _deeply_immutable(namespace[part_names[0]]):
-                    immutable[part_names[0]] = (namespace[part_names[0]], group)
+                if not p.buffers and all(n in prints for n in part_names):
+                    tracked[group.names] = _Tracked(group, {n: prints[n] for n in part_names}, p.stream)
         pickled.clear()  # drop the memos (they keep objects alive)
         kept = list(keep)
         groups.extend(kept)
@@ -193,7 +194,7 @@ class Capturer:
         hints.update((k, v) for k, v in self._buffer_hints.items() if k[0] in kept_names)
         self._remote = self._keep_remote(remote_held, groups, unpicklable)
 
-        self._immutable = immutable
+        self._tracked = tracked
         self._buffer_hints = hints
         self._groups = {g.names: g for g in groups}
         manifest = Manifest(
@@ -221,6 +222,40 @@ class Capturer:
             unpicklable={n: e["reason"] for n, e in unpicklable.items()},
             unverified=frozenset(unverified),
         )
+
+    def _put_kept(self, last: _Tracked, writer: ChunkWriter) -> bool:
+        """Whether this store has, or now gets from the bytes kept, every chunk of a reused group."""
+        if not self.store.missing(last.group.pickle.chunks):
+            return True
+        if last.stream is None:
+            return False
+        writer.put_known(last.group.pickle, last.stream)
+        return True
+
+    @staticmethod
+    def _pickle_group(
+        names: list[str],
+        namespace: Mapping[str, Any],
+        pickled: dict[str, Pickled],
+        tensors: TensorReducer,
+        unpicklable: dict[str, dict[str, str]],
+    ) -> list[tuple[list[str], Pickled]]:
+        """The group's pickle; where it fails, each name's own (they lose their shared references to each other),
+        and a name that fails alone is unpicklable."""
+        if len(names) > 1 or names[0] not in pickled:
+            try:
+                return [(names, dumps({n: namespace[n] for n in names}, tensors))]
+            except Exception as e:
+                if len(names) == 1:
+                    unpicklable[names[0]] = {"type": type_name(namespace[names[0]]), "reason": _reason(e)}
+                    return []
+        parts = []
+        for n in names:
+            try:
+                parts.append(([n], pickled[n] if n in pickled else dumps({n: namespace[n]}, tensors)))
+            except Exception as e:
+                unpicklable[n] = {"type": type_name(namespace[n]), "reason": _reason(e)}
+        return parts
 
     def _keep_remote(
         self, held: dict[tuple[str, ...], list[str]], groups: list[Group], unpicklable: dict[str, dict[str, str]]
@@ -313,23 +348,26 @@ class Capturer:
                         placeholder = RemoteOnly(name, group.types[name], reason, keep_unrestorable)
                         result[name] = placeholder
                         self._remote[name] = (placeholder, group)
-                        self._immutable.pop(name, None)
+                    self._tracked.pop(group.names, None)
         if groups is None:
             for name, entry in manifest.unpicklable.items():
                 result[name] = Placeholder(name, entry["type"], entry["reason"])
         return result
 
     def _restore(self, selected: tuple[Group, ...], globals: dict[str, Any] | None) -> dict[str, Any]:
-        result = restore_groups(selected, self.store, globals=globals, devices=self.devices, tracker=self.tracker)
+        streams: dict[tuple[str, ...], memoryview] = {}
+        result = restore_groups(
+            selected, self.store, globals=globals, devices=self.devices, tracker=self.tracker, streams=streams
+        )
         for group in selected:
             self._buffer_hints.update(((group.names, i), Chunked(ref)) for i, ref in enumerate(group.buffers))
             for name in group.names:
                 self._remote.pop(name, None)
-                value = result[name]
-                if len(group.names) == 1 and _deeply_immutable(value):
-                    self._immutable[name] = (value, group)
-                else:
-                    self._immutable.pop(name, None)
+            prints = {} if group.buffers else {n: identity_print(result[n], self._leaf_lists) for n in group.names}
+            if prints and all(p is not None for p in prints.values()):
+                self._tracked[group.names] = _Tracked(group, prints, streams[group.names])  # type: ignore[arg-type]
+            else:
+                self._tracked.pop(group.names, None)
         return result
 
 

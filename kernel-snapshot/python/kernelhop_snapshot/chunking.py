@@ -159,6 +159,12 @@ class ChunkWriter:
         self._put_missing(digests, pieces, parallel)
         return Chunked(BlobRef(view.nbytes, tuple(digests)), _complete([fp for _, fp in results]))
 
+    def put_known(self, ref: BlobRef, data: bytes | bytearray | memoryview) -> None:
+        """Put the chunks of ``data`` the store lacks, where ``data`` holds exactly the bytes ``ref`` names (bytes
+        this process cut and hashed, or read and verified, earlier, and kept unchanged since): not hashed again."""
+        view = _byte_view(data)
+        self._put_missing(list(ref.chunks), [view[o : o + n] for o, n in _spans_of(ref)], False)
+
     @staticmethod
     def _each(work: Callable[[list[memoryview]], list[_T]], pieces: list[memoryview], parallel: bool) -> list[_T]:
         if not parallel:

@@ -25,6 +25,7 @@ and therefore a group.
 from __future__ import annotations
 
 import enum
+import operator
 import sys
 import types
 from collections.abc import Iterable, Mapping
@@ -43,6 +44,10 @@ _BY_REFERENCE = (
     type, types.ModuleType, types.BuiltinFunctionType, types.MethodWrapperType,
     types.WrapperDescriptorType, types.MethodDescriptorType, types.ClassMethodDescriptorType,
 )  # fmt: skip
+
+
+_is_class = type.__instancecheck__.__get__(type)  # isinstance(obj, type), as a callable for filter()
+_second = operator.itemgetter(1)
 
 
 class _UnionFind:
@@ -126,8 +131,9 @@ def group_names(memos: Mapping[str, Mapping[int, tuple[int, Any]]]) -> list[list
     if shared:
         definition_ids: set[int] = set()
         for memo in memos.values():
-            for _, obj in memo.values():
-                if isinstance(obj, type) and not _cp._should_pickle_by_reference(obj):
+            # The classes among the memoized objects, found in C (a Python loop cost ~1 µs per object).
+            for obj in filter(_is_class, map(_second, memo.values())):
+                if not _cp._should_pickle_by_reference(obj):
                     definition_ids |= _class_definition_ids(obj)
         for oid, (obj, names) in shared.items():
             if oid not in definition_ids and _identity_matters(obj, torch_value_types):

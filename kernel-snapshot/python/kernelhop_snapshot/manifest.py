@@ -1,4 +1,4 @@
-"""The snapshot manifest (format version 1, docs/ARCHITECTURE.md "Snapshot format"): parse, validate, encode.
+"""The snapshot manifest (format version 1, docs/FORMAT.md): parse, validate, encode.
 
 The encoding is canonical (keys sorted, no spaces, UTF-8 without escapes), so equal manifests have equal bytes and
 therefore equal digests, in Python and in the TypeScript side alike.

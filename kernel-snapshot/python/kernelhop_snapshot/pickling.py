@@ -1,5 +1,6 @@
-"""The pickler: cloudpickle, protocol 5, buffers out of band, our reducers (numpy arrays and masked arrays, torch
-tensors, matplotlib's callback registries), notebook-bound functions.
+"""The pickler: cloudpickle, protocol 5, buffers out of band, our reducers (numpy arrays and masked arrays, large
+object arrays of immutable leaves (object_arrays.py), torch tensors, matplotlib's callback registries),
+notebook-bound functions.
 
 Functions (and methods of classes) defined in the notebook are pickled by value, as cloudpickle does, with two
 changes:
@@ -27,6 +28,7 @@ import cloudpickle
 import numpy as np
 from cloudpickle import cloudpickle as _cp
 
+from .object_arrays import reduce_object_array
 from .reducers import (
     DeviceMap,
     StorageRef,
@@ -110,7 +112,7 @@ class SnapshotPickler(cloudpickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         t = type(obj)
         if t is np.ndarray:
-            return reduce_ndarray(obj)
+            return reduce_object_array(obj) if obj.dtype == object else reduce_ndarray(obj)
         if t is np.memmap:
             # Its bytes, out of band and read-only as they were (numpy's own pickle makes a writeable memmap of no
             # file); one opened for writing is refused.

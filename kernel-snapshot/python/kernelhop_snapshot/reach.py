@@ -7,8 +7,9 @@ the reach is every ``co_names`` entry of that code, every identifier inside its 
 ``df.query("a > @limit")`` and ``eval`` texts name globals in strings), and, transitively, the same for each notebook
 function found by walking the objects of the names reached. The other way to reach a global is through the namespace
 dict itself (``globals()``, ``vars()``, ``sys.modules["__main__"]``, a frame's ``f_globals``, a magic); code that
-names any of those, or an object that holds the namespace dict, reaches everything; so does code that cannot be
-compiled or an object graph too big to walk.
+names any of those, or an object that holds the namespace dict, reaches everything; so does ``from m import *``
+(it binds whatever names ``m`` exports, and none of them is in ``co_names``), code that cannot be compiled or an
+object graph too big to walk.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ def cell_reach(
     try:
         code = compile(source, "<cell>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
     except (SyntaxError, ValueError):
+        return None
+    if _imports_star(source):
         return None
     walk = _Walk(namespace, namespace if globals_dict is None else globals_dict, budget)
     return walk.run(code)
@@ -146,6 +149,14 @@ class _Walk:
                 continue
             stack.extend(gc.get_referents(o))
         return out
+
+
+def _imports_star(source: str) -> bool:
+    # Only the module level may import *; `if`/`try` blocks there may hold one too, so walk the whole tree.
+    if "*" not in source:
+        return False
+    tree = ast.parse(source)
+    return any(isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names) for n in ast.walk(tree))
 
 
 def identifiers(text: str) -> list[str]:

@@ -29,13 +29,15 @@ def restore_groups(
     globals: dict[str, Any] | None = None,
     devices: DeviceMap | None = None,
     tracker: WriteTracker | None = None,
+    streams: dict[tuple[str, ...], memoryview] | None = None,
 ) -> dict[str, Any]:
     """The objects of ``groups`` by name.
 
     Functions defined in the notebook get ``globals`` as their globals: pass the namespace the result will be merged
     into (a kernel's ``user_ns``); by default it is the returned dict itself. Missing or corrupt chunks raise
     MissingBlobError or CorruptBlobError before anything is unpickled from that group; nothing here touches
-    ``globals`` itself. With a ``tracker``, large out-of-band buffers are restored into memory it tracks.
+    ``globals`` itself. With a ``tracker``, large out-of-band buffers are restored into memory it tracks. ``streams``
+    gets each group's pickle bytes, by its names.
     """
     result: dict[str, Any] = {}
     with restore_context(result if globals is None else globals, devices or DeviceMap()):
@@ -49,4 +51,6 @@ def restore_groups(
             if not isinstance(objs, dict) or sorted(objs) != sorted(group.names):
                 raise RestoreError(group, ValueError("the pickle does not hold exactly the group's names"))
             result.update(objs)
+            if streams is not None:
+                streams[group.names] = stream
     return result

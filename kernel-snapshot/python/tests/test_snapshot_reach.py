@@ -116,3 +116,11 @@ def test_globals_dict_names_the_dict_functions_hold():
     view = {k: v for k, v in globals_dict.items() if k != "__name__"}  # a filtered copy, as user_namespace makes
     assert cell_reach("f()", view, globals_dict=globals_dict) == {"f", "hidden"}
     assert cell_reach("f()", view) == {"f"}  # the copy is not the functions' globals: nothing reached through them
+
+
+def test_a_star_import_reaches_everything():
+    """`from m import *` binds names its code never spells: any name of the namespace may change."""
+    ns = notebook("x = 1\npath = 'kept'")
+    assert cell_reach("from os.path import *\ny = x", ns) is None
+    assert cell_reach("if True:\n    from os import *", ns) is None
+    assert cell_reach("from os.path import join\ny = x * 2", ns) == {"x"}

@@ -55,7 +55,7 @@ class WorkerShell(InteractiveShell):
 
     def _showtraceback(self, etype, evalue, stb) -> None:  # type: ignore[override]
         # As ipykernel: the traceback is a side-channel event with IPython's formatted lines.
-        # etype ("module:qualname") lets the kernel raise the exception as its own class (kernelhop/hop.py).
+        # etype ("module:qualname") lets the kernel raise the exception as its own class (kernelhop/client/hop.py).
         self._channel.emit(
             "error",
             ename=getattr(etype, "__name__", str(etype)),

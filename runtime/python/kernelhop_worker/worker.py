@@ -30,8 +30,8 @@ from kernelhop_snapshot import (
 )
 from kernelhop_snapshot.blobstore import Buffer
 from kernelhop_snapshot.capturer import type_name
-from kernelhop_snapshot.module_state import WorkerModuleState
 from kernelhop_snapshot.errors import MissingBlobError
+from kernelhop_snapshot.module_state import WorkerModuleState
 
 from .channel import EventChannel, StreamWriter
 from .packages import EnvironmentCheck
@@ -401,7 +401,7 @@ class Worker:
         """Give each name the kernel could not pickle its object rebuilt by the kernel's recipe, else a placeholder;
         returns the rebuilt objects by name.
 
-        The recipes (manifest meta "recompute", made by kernelhop/recompute.py) are the kernel's statements that
+        The recipes (manifest meta "recompute", made by kernelhop/client/recompute.py) are the kernel's statements that
         made the objects and used them since: the steps run here in order, each once, in the user namespace, with
         the cell's interrupt (what they print is dropped: it was shown when they ran), and a name is rebuilt when
         every step it needs ran. Whatever else the steps bind on the way (a `with` block's body, a value a use returned) is put back, so only the rebuilt

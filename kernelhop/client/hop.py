@@ -1,0 +1,544 @@
+"""One hop: capture the namespace, send what the gateway lacks, run the cell remotely, bring home what changed.
+
+This is the engine: it reports what happens to a presenter (hop_events.py) and shows nothing itself.
+
+The local namespace changes in one step at the very end (`_bring_home`), after everything that can fail has succeeded:
+a hop that fails or is interrupted earlier leaves it exactly as it was (ARCHITECTURE.md, "The path of one %%gpu cell").
+"""
+
+from __future__ import annotations
+
+import pkgutil
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from kernelhop_snapshot import (
+    Capture,
+    Capturer,
+    Digest,
+    Manifest,
+    RemoteOnly,
+    cell_reach,
+    diff,
+    user_namespace,
+)
+from kernelhop_snapshot.module_state import KernelModuleState
+
+from ..config import discover, recipe_max_s
+from ..environment import record_environment
+from .files import WorkingFiles
+from .gateway import GatewayConnection, GatewayError, GatewayUnreachable, KernelhopError
+from .hop_events import HopPresenter
+from .hop_store import HopStore
+from .recompute import META_KEY, CellLog, Plan
+from .result_check import check_result
+from .usage import run_labels
+
+# How long a cell may wait for a GPU before the kernel says it is queued.
+QUEUED_NOTICE_S = 2.0
+# Slack past --timeout before the kernel stops waiting on a gateway that never said `timeout` itself.
+TIMEOUT_SLACK_S = 30.0
+# How long an interrupted hop waits for the gateway to confirm the cancel.
+CANCEL_WAIT_S = 2.0
+
+
+class HopError(KernelhopError):
+    """The cell ran, but what it made could not be brought home; the local namespace is unchanged."""
+
+
+class RemoteCellError(KernelhopError):
+    """The cell raised on the runtime. Shown with the remote traceback, as a local error would be."""
+
+    def __init__(self, gpu_class: str, ename: str, evalue: str, traceback: list[str]):
+        super().__init__(f"{ename}: {evalue} (raised by the cell on {gpu_class})")
+        self.gpu_class = gpu_class
+        self.ename = ename
+        self.evalue = evalue
+        self.traceback = traceback
+
+    def _render_traceback_(self) -> list[str]:
+        return list(self.traceback) or [f"{self.ename}: {self.evalue}"]
+
+
+def remote_cell_error(gpu_class: str, error: Mapping[str, Any]) -> RemoteCellError:
+    """The exception for a cell that raised on the runtime: a RemoteCellError that is, as Ray's task errors are,
+    also an instance of the remote exception's own class where that class can be found here (a builtin, a library's
+    exception, a class of the notebook's), so `except ValueError`, nbclient's and papermill's reports and
+    `raises-exception` tags see the remote type. Its message is the remote one and its traceback the remote
+    traceback; the remote exception's other attributes do not travel. Where the class cannot be found or
+    subclassed, it is a RemoteCellError alone and its traceback says why."""
+    ename = str(error.get("ename", "RemoteError"))
+    evalue = str(error.get("evalue", "the remote cell failed without reporting an error"))
+    traceback = list(error.get("traceback") or [])
+    etype = str(error.get("etype", ""))  # "module:qualname", as pkgutil.resolve_name reads it
+    try:
+        cls = _remote_class(etype)
+        # The remote class's own __new__/__init__ may want other arguments: build it through the nearest builtin's
+        # __new__ (BaseException's, or OSError's, which CPython requires for its subclasses) and BaseException's init.
+        typed = type(
+            cls.__name__,
+            (RemoteCellError, cls),
+            {"__module__": cls.__module__, "__qualname__": cls.__qualname__, "__str__": lambda self: self.evalue},
+        )
+        builtin = next(b for b in typed.__mro__ if "__new__" in vars(b) and b.__module__ == "builtins")
+        typed_error = builtin.__new__(typed, evalue)
+        BaseException.__init__(typed_error, evalue)
+        typed_error.gpu_class, typed_error.ename, typed_error.evalue = gpu_class, ename, evalue
+        typed_error.traceback = traceback
+        return typed_error
+    except Exception as why:  # importing the class's module or subclassing it may raise anything
+        note = f"kernelhop: raised as RemoteCellError, not as {etype or ename}: {type(why).__name__}: {why}"
+        return RemoteCellError(gpu_class, ename, evalue, [*traceback, note])
+
+
+def _remote_class(etype: str) -> type[Exception]:
+    if not etype:
+        raise LookupError("the runtime did not say which module the exception's class is in")
+    # __main__ is the notebook's namespace here as on the runtime (IPython puts its user module there), so a class
+    # the notebook defined resolves to the kernel's own class, the one its `except` clauses name.
+    cls = pkgutil.resolve_name(etype)
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        raise TypeError(f"{etype} is not an Exception subclass here; only those are raised as their own class")
+    if issubclass(cls, SyntaxError):
+        raise TypeError("IPython shows a SyntaxError from its file and line, which do not travel")
+    return cls
+
+
+class RemoteResult:
+    """The value of the cell's last expression, as the runtime rendered it; shown as the cell's Out."""
+
+    def __init__(self, data: dict[str, Any], metadata: dict[str, Any]):
+        self.data = data
+        self.metadata = metadata
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return self.data, self.metadata
+
+    def __repr__(self) -> str:
+        return str(self.data.get("text/plain", "<remote result>"))
+
+
+@dataclass
+class Outcome:
+    """What the run reported, gathered while its events were shown."""
+
+    done: dict[str, Any] | None = None
+    result: RemoteResult | None = None
+    error: dict[str, Any] | None = None
+    started: dict[str, Any] = field(default_factory=dict)
+    queue_s: float = 0.0
+    remote_s: float = 0.0
+
+
+class Hopper:
+    """The hops of one kernel: one session id, one capturer and one gateway connection.
+
+    Chunks live in a store made for each hop and dropped after it (see hop_store.py); what the gateway already
+    holds is remembered by the client, so a later hop still sends only what changed.
+    """
+
+    def __init__(self, shell: Any, present: Callable[[str, bool], HopPresenter]):
+        """``present(gpu_class, quiet)`` makes the presenter of one hop (magics: CellPresenter.open)."""
+        self.shell = shell
+        self.present = present
+        # Random 128 bits: the gateway binds a session to its user anyway, and nobody should guess it either.
+        self.session = secrets.token_hex(16)
+        self.capturer = Capturer(HopStore())
+        # The chunks of groups that came home but could not be unpickled here (RemoteOnly placeholders): kept, since
+        # each hop's store is dropped, so they can be sent back to a gateway that has lost them.
+        self._remote_blobs: dict[Digest, Any] = {}
+        # The cells run here, from which unpicklable variables get recipes to rebuild them on the runtime.
+        self.cells = CellLog(shell)
+        # Random generators, environment and library options: out with each hop, home with its changes.
+        self.module_state = KernelModuleState()
+        # The working directory the hops carry and bring home (files.py).
+        self.files = WorkingFiles()
+        self._client: GatewayConnection | None = None
+        # Seconds of the last hop's steps, here and on the runtime (its `done` timings): for the benchmarks and the
+        # GPU check, which need the split and not only the status line.
+        self.last_timings: dict[str, float] = {}
+        # Who shows the hop under way (hop_events.py): progress, output and warnings for the cell.
+        self.presenter = present("", True)
+        # Names a cell made on the runtime that could not come home (unpicklable there): warned about once, and
+        # again only once one has come home or gone and then been made again.
+        self._left_on_runtime: set[str] = set()
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def client(self) -> GatewayConnection:
+        """The connection to the gateway the settings name now; a new one when they changed since the last hop."""
+        cfg = discover()
+        if self._client is None or (self._client.url, self._client.token) != (cfg.url, cfg.token):
+            self.close()
+            self._client = GatewayConnection(cfg.url, cfg.token, source=cfg.source)
+        return self._client
+
+    def new_store(self) -> HopStore:
+        """A chunk store for one hop or snapshot operation. It starts with the chunks of values that live on the
+        runtime only: a capture names them, and a gateway that has lost them gets them again from here."""
+        store = HopStore()
+        for digest, data in self._remote_blobs.items():
+            store.put(digest, data)
+        return store
+
+    def describe_classes(self) -> str:
+        client = self.client()
+        classes = client.classes()
+        if not classes:
+            return (
+                f"no GPU runtimes are registered with the gateway at {client.url}; "
+                "start one with `kernelhop up` (gateway, runtime and JupyterLab) or `kernelhop runtime`"
+            )
+        lines = [f"GPU classes at {client.url}:"]
+        width = max(len(n) for n in classes)
+        for name in sorted(classes):
+            c = classes[name]
+            runtimes = c.get("runtimes", 0)
+            line = (
+                f"  {name:<{width}}  {runtimes} runtime{'s' if runtimes != 1 else ''}, "
+                f"{c.get('busy', 0)}/{c.get('capacity', 0)} busy, {c.get('queued', 0)} queued"
+            )
+            if c.get("simulated"):
+                line += "  (simulated on CPU)"
+            lines.append(line)
+        lines.append("Run a cell on one with %%gpu CLASS.")
+        return "\n".join(lines)
+
+    def hop(
+        self,
+        gpu_class: str,
+        code: str,
+        *,
+        timeout_s: float | None = None,
+        quiet: bool = False,
+        eager: bool = False,
+        rebuild: tuple[str, ...] = (),
+        files: bool = True,
+        packages: bool = True,
+    ):
+        """Run `code` on `gpu_class`; returns the cell's result (for Out) or None; raises on any failure. The
+        runtime restores only what the cell can reach, or with `eager` the whole state; `rebuild` names
+        unpicklable variables to rebuild there whatever the recipe rules say but the safety rule (recompute.py);
+        with `files` the cell runs in a copy of the working directory, and what it did there comes home; with
+        `packages` the runtime installs the packages of this kernel its workers lack."""
+        # --quiet leaves out both the live display and the status line.
+        self.presenter = self.present(gpu_class, quiet)
+        try:
+            client = self.client()
+            self.capturer.store = store = self.new_store()
+            return self._hop(client, store, gpu_class, code, timeout_s, eager, rebuild, files, packages)
+        except GatewayUnreachable as e:
+            # Also mid-hop, once the gateway died under it: say what the user keeps.
+            stopped = GatewayUnreachable(f"{e} This hop stopped there; the local namespace is unchanged.")
+            self.presenter.failed(stopped)
+            raise stopped from None
+        except BaseException as e:
+            self.presenter.failed(e)
+            raise
+        finally:
+            # Drop this hop's chunks (views of the user's objects, and what came home) with the store.
+            self.capturer.store = HopStore()
+
+    def _hop(
+        self,
+        client: GatewayConnection,
+        store: HopStore,
+        gpu_class: str,
+        code: str,
+        timeout_s: float | None,
+        eager: bool,
+        rebuild: tuple[str, ...],
+        files: bool,
+        packages: bool,
+    ):
+        t0 = time.monotonic()
+        plan = Plan()
+        tree = self.files.send(client, store) if files else None
+        limit_s = recipe_max_s()
+        namespace = user_namespace(self.shell)
+        reach = None if eager else self._reach([code], namespace)
+        # Only a name the cell reaches gets a recipe, or one --rebuild names: a hop re-runs nothing else.
+        targets = None if reach is None else reach | set(rebuild)
+
+        def recipes(unpicklable: Mapping[str, Any]) -> dict[str, Any]:
+            # Read the history only when the cell reaches something that cannot be pickled (recompute.py: the
+            # runtime re-runs the recipes).
+            nonlocal plan
+            wanted = unpicklable.keys() if targets is None else unpicklable.keys() & targets
+            plan = Plan()
+            if wanted:
+                plan = self.cells.plan(
+                    unpicklable, limit_s=limit_s, targets=targets, forced=rebuild, namespace=namespace
+                )
+            # The runtime installs what of this environment it lacks, and names what it cannot, before the cell runs
+            # (runtime/src/packages.ts); without it the runtime leaves its workers' packages as they are.
+            return {**plan.meta(), **({"environment": record_environment()} if packages else {})}
+
+        module_meta = self.module_state.outgoing()
+
+        def capture(reach: frozenset[str] | None) -> Capture:
+            return self.capturer.capture(
+                namespace, meta=lambda u: {**recipes(u), **module_meta}, reach=reach, files=tree
+            )
+
+        cap = capture(reach)
+        if reach is not None:
+            # The recipes the runtime re-runs before the cell reach names too; their groups must have been read.
+            recipe_code = _recipe_code(cap.manifest)
+            full = self._reach(recipe_code, namespace, reach) if recipe_code else reach
+            if full is None or not full.isdisjoint(cap.unverified):
+                cap = capture(full)
+            reach = full
+        self._keep_remote_blobs(store)
+        for line in [*plan.warnings(cap.unpicklable), *self.module_state.take_notes()]:
+            self.presenter.warn(line)
+        for name in rebuild:
+            if name not in cap.unpicklable:
+                self.presenter.warn(
+                    f"kernelhop: --rebuild {name!r} does nothing: no variable of that name here fails to pickle"
+                )
+        t1 = time.monotonic()
+        cap = self._upload(client, store, cap, lambda: capture(None))
+        t2 = time.monotonic()
+        try:
+            outcome = self._run(client, gpu_class, code, str(cap.digest), timeout_s, reach)
+        except GatewayError as e:
+            if e.code != "missing_blobs":
+                raise
+            # The gateway lacks chunks we took it to hold (its store was wiped?): forget what we knew, send again.
+            client.known.clear()
+            tree = self.files.send(client, store) if files else None
+            cap = self._upload(client, store, cap, lambda: capture(None))
+            outcome = self._run(client, gpu_class, code, str(cap.digest), timeout_s, reach)
+        t3 = time.monotonic()
+        self.presenter.phase("home")
+        runtime = str(outcome.started.get("runtime") or "?")
+        self._bring_home(client, store, cap, outcome.done["snapshot"], reach, runtime)
+        if tree is not None and outcome.done["snapshot"] != str(cap.digest):
+            came = Manifest.from_bytes(store.get(Digest.parse(outcome.done["snapshot"])))
+            self.files.bring_home(client, came.files, gpu_class)
+        t4 = time.monotonic()
+        remote = outcome.done.get("timings")
+        self.last_timings = {
+            **{
+                f"runtime_{k}": float(v)
+                for k, v in (remote.items() if isinstance(remote, dict) else ())
+                if isinstance(v, int | float)
+            },
+            "capture_s": t1 - t0,
+            "upload_s": t2 - t1,
+            "queue_s": outcome.queue_s,
+            "remote_s": outcome.remote_s,
+            "home_s": t4 - t3,
+            "total_s": t4 - t0,
+        }
+        raised = outcome.error is not None or outcome.done.get("status") == "error"
+        self.presenter.finished(self.last_timings, "error" if raised else "ok")
+        if raised:
+            raise remote_cell_error(gpu_class, outcome.error or {})
+        return outcome.result
+
+    # -- steps ------------------------------------------------------------------------------------------------
+
+    def _upload(
+        self, client: GatewayConnection, store: HopStore, cap: Capture, read_all: Callable[[], Capture]
+    ) -> Capture:
+        """Send the chunks the gateway lacks, then the manifest: nothing may name what is not there yet. Returns
+        the capture sent: ``cap``, or, where the gateway lacks chunks ``cap`` took unread from an earlier capture
+        (groups out of the cell's reach), ``read_all()``'s."""
+        chunks = sorted(str(d) for d in cap.manifest.blob_digests())
+        manifest = str(cap.digest)
+        lacking = set(client.find_missing([*chunks, manifest]))
+        if cap.unverified and any(not store.has(Digest.parse(d)) for d in lacking if d != manifest):
+            cap = read_all()
+            chunks = sorted(str(d) for d in cap.manifest.blob_digests())
+            manifest = str(cap.digest)
+            lacking = set(client.find_missing([*chunks, manifest]))
+        self.presenter.phase("upload", total_bytes=sum(Digest.parse(d).size for d in chunks if d in lacking))
+        client.put_blobs({d: store.get(Digest.parse(d)) for d in chunks if d in lacking}, self.presenter.progress)
+        if manifest in lacking:
+            client.put_blobs({manifest: store.get(cap.digest)})
+        return cap
+
+    def _reach(
+        self, cells: list[str], namespace: Mapping[str, Any], start: frozenset[str] = frozenset()
+    ) -> frozenset[str] | None:
+        """``start`` and the names the cells can reach (kernelhop_snapshot.reach); None for all of them."""
+        try:
+            sources = [self.shell.transform_cell(code) for code in cells]
+        except Exception:
+            return None  # IPython could not read the cell: the runtime will say why, with the whole state there
+        names = set(start)
+        for source in sources:
+            reached = cell_reach(source, namespace, globals_dict=self.shell.user_global_ns)
+            if reached is None:
+                return None
+            names |= reached
+        return frozenset(names)
+
+    def _run(
+        self,
+        client: GatewayConnection,
+        gpu_class: str,
+        code: str,
+        manifest: str,
+        timeout_s: float | None,
+        reach: frozenset[str] | None,
+    ) -> Outcome:
+        # timeout_s 0 means none, as in the runtime protocol's Assignment.
+        notebook, cell = run_labels(self.shell)
+        run = client.run(
+            session=self.session,
+            gpu_class=gpu_class,
+            code=code,
+            manifest=manifest,
+            timeout_s=timeout_s or 0,
+            reach=reach,
+            notebook=notebook,
+            cell=cell,
+        )
+        self.presenter.phase("queued")
+        out = Outcome()
+        sent = time.monotonic()
+        started_at: float | None = None
+        noticed = False
+        try:
+            while True:
+                ev = run.next_event()
+                now = time.monotonic()
+                if ev is None:
+                    self.presenter.tick()
+                    if started_at is None and not noticed and now - sent > QUEUED_NOTICE_S:
+                        noticed = True
+                        self.presenter.waiting()
+                    if timeout_s and started_at is not None and now - started_at > timeout_s + TIMEOUT_SLACK_S:
+                        run.cancel(CANCEL_WAIT_S)
+                        raise GatewayError(
+                            "timeout",
+                            f"the cell ran past --timeout {timeout_s:g} s and the gateway did not stop it; "
+                            "the local namespace is unchanged",
+                        )
+                    continue
+                kind = ev.get("event")
+                if kind == "done":
+                    out.done = ev
+                    break
+                if kind == "started":
+                    started_at = now
+                    self.presenter.started(ev)
+                    out.started = ev
+                    out.queue_s = now - sent
+                elif kind in ("stream", "display"):
+                    self.presenter.output(ev)
+                elif kind == "result":
+                    out.result = RemoteResult(ev.get("data") or {}, ev.get("metadata") or {})
+                elif kind == "error":
+                    out.error = ev
+                elif kind == "queued":
+                    self.presenter.queued(ev.get("position"))
+                elif kind == "progress":
+                    self.presenter.remote_progress(ev)
+        except KeyboardInterrupt:
+            run.cancel(CANCEL_WAIT_S)
+            raise
+        out.remote_s = time.monotonic() - (started_at if started_at is not None else sent)
+        if not isinstance(out.done.get("snapshot"), str):
+            raise GatewayError("bad_reply", "the gateway's `done` reply names no snapshot")
+        return out
+
+    def _bring_home(
+        self,
+        client: GatewayConnection,
+        store: HopStore,
+        cap: Capture,
+        manifest: str,
+        reach: frozenset[str] | None,
+        runtime: str,
+    ) -> None:
+        if manifest == str(cap.digest):
+            return  # the cell changed nothing a snapshot holds
+        try:
+            digest = Digest.parse(manifest)
+            if not store.has(digest):
+                store.put(digest, client.get_blobs([manifest])[manifest])
+            new = Manifest.from_bytes(store.get(digest))
+            changes = diff(cap.manifest, new)
+            check_result(cap.manifest, changes, reach, runtime)  # before anything of it is fetched or unpickled
+            wanted = {d for g in changes.changed_groups for d in g.blob_digests()}
+            fetched = client.get_blobs(sorted(str(d) for d in store.missing(wanted)))
+            for text, data in fetched.items():
+                store.put(Digest.parse(text), data)
+            # Notebook functions get the kernel's namespace as their globals, as if defined here. A group this
+            # kernel cannot unpickle (a module only the runtime has) comes home as RemoteOnly placeholders rather
+            # than failing the hop; the next hop sends it back as it was.
+            restored = self.capturer.restore(
+                new, groups=changes.changed_groups, globals=self.shell.user_ns, keep_unrestorable="runtime"
+            )
+            self._keep_remote_blobs(store)
+            apply_module_state = self.module_state.incoming(new.meta)
+        except KernelhopError:
+            raise
+        except Exception as e:
+            raise HopError(
+                f"the cell ran, but what it made could not be brought home ({type(e).__name__}: {e}); "
+                "the local namespace is unchanged"
+            ) from e
+        with _sigint_deferred():
+            self.shell.user_ns.update(restored)
+            for name in changes.deleted_names:  # diff never lists a name either side could not capture
+                self.shell.user_ns.pop(name, None)
+            apply_module_state()
+        for line in self.module_state.take_notes():
+            self.presenter.warn(line)
+        left = {n for n in new.unpicklable if n not in cap.unpicklable}
+        for name in sorted(left - self._left_on_runtime):
+            self.presenter.warn(
+                f"kernelhop: variable {name!r} did not come home: {new.unpicklable[name]['reason']}; it stays on "
+                "the runtime for the next %%gpu cells of this session (delete it there to end it)"
+            )
+        self._left_on_runtime = left
+        for name, value in sorted(restored.items()):
+            if isinstance(value, RemoteOnly):
+                self.presenter.warn(
+                    f"kernelhop: variable {name!r} stays on the runtime: this kernel cannot rebuild it "
+                    f"({value.entry['reason']}); %%gpu cells still get it, using it here raises an error"
+                )
+
+    def _keep_remote_blobs(self, store: HopStore) -> None:
+        needed = {d for group in self.capturer.remote_groups() for d in group.blob_digests()}
+        self._remote_blobs = {d: self._remote_blobs[d] if d in self._remote_blobs else store.get(d) for d in needed}
+
+
+# -- helpers ------------------------------------------------------------------------------------------------------
+
+
+def _recipe_code(manifest: Manifest) -> list[str]:
+    """The statements the worker replays before the cell (recompute.py, Plan.meta)."""
+    recipes = manifest.meta.get(META_KEY)
+    steps = recipes.get("steps") if isinstance(recipes, dict) else None
+    return [code for code in steps if isinstance(code, str)] if isinstance(steps, list) else []
+
+
+@contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold an interrupt until the namespace is fully updated, so a hop never applies half of what it brought."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            raise KeyboardInterrupt

@@ -1,0 +1,1 @@
+"""The IPython magics `%load_ext kernelhop` loads: `%%gpu` and `%gpu` (gpu.py), `%snapshot` (snapshot.py)."""
