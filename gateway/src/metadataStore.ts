@@ -1,6 +1,6 @@
 // Metadata: runtimes seen, runs, refs. An interface (Promise-returning, so a networked database fits it later)
 // and the embedded SQLite implementation.
-import Database from 'better-sqlite3';
+import { SqliteDatabase, openSqlite } from './sqlite.js';
 import { Digest, formatDigest } from '@kernelhop/kernel-snapshot';
 import { BlobStore } from './blobStore.js';
 import { checkSnapshot } from './snapshotCheck.js';
@@ -108,11 +108,11 @@ export function toRunRecord(r: RunRow): RunRecord {
 }
 
 export class SqliteMetadataStore implements MetadataStore {
-  private readonly db: Database.Database;
+  private readonly db: SqliteDatabase;
 
   /** `blobs` is consulted by setRef: a ref may only name a snapshot whose blobs are all stored. */
   constructor(file: string, private readonly blobs: BlobStore) {
-    this.db = new Database(file);
+    this.db = openSqlite(file);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('busy_timeout = 5000');

@@ -1,7 +1,7 @@
 // GPU-seconds, counted per run (ARCHITECTURE.md, "Counting and seeing"): from the moment a runtime took the run, which
 // is when its slot stopped being free for anyone else, to the moment the run ended. One row per run that reached a
 // runtime; runs refused or cancelled while queued held no GPU and cost nothing.
-import Database from 'better-sqlite3';
+import { SqliteDatabase, openSqlite } from './sqlite.js';
 
 export interface UsageEntry {
   runId: string;
@@ -76,10 +76,10 @@ const GROUP_KEY: Record<UsageGroup, string> = {
 };
 
 export class SqliteUsageLedger implements UsageLedger {
-  private readonly db: Database.Database;
+  private readonly db: SqliteDatabase;
 
   constructor(file: string) {
-    this.db = new Database(file);
+    this.db = openSqlite(file);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('busy_timeout = 5000');
     this.db.exec(SCHEMA);

@@ -11,11 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .installation import example_notebook
 from .services import (
     ServiceError,
     ends_with_this_process,
     node_entry,
-    project_root,
     runtime_sandbox,
     runtime_token,
     start_gateway,
@@ -92,7 +92,7 @@ def _up(ns: argparse.Namespace) -> int:
     notebooks.mkdir(parents=True, exist_ok=True)
     example = notebooks / EXAMPLE
     if not example.exists():
-        shutil.copyfile(project_root() / "examples" / EXAMPLE, example)
+        shutil.copyfile(example_notebook(EXAMPLE), example)
 
     services = []
     lab: subprocess.Popen[bytes] | None = None

@@ -9,7 +9,6 @@ import ctypes
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+
+from .installation import InstallationError, node_command
 
 GATEWAY_READY = re.compile(r"^kernelhop gateway ready ws=(?P<ws>\S+) grpc=(?P<grpc>\S+)")
 RUNTIME_READY = re.compile(
@@ -75,17 +76,11 @@ def project_root() -> Path:
 
 
 def node_entry(package: str) -> list[str]:
-    """The command that runs a workspace package's compiled entry point."""
-    node = shutil.which("node")
-    if node is None:
-        raise ServiceError("kernelhop needs Node.js 20 or newer on PATH to run the gateway and the runtime.")
-    root = project_root()
-    entry = root / package / "dist" / "src" / "main.js"
-    if not entry.exists():
-        raise ServiceError(
-            f"{entry} is missing: build the Node packages first with `npm ci && npm run build` in {root}."
-        )
-    return [node, str(entry)]
+    """The command that runs a Node package's entry point: a checkout's build, or the bundle a wheel carries."""
+    try:
+        return node_command(package)
+    except InstallationError as error:
+        raise ServiceError(str(error)) from None
 
 
 @dataclass

@@ -148,11 +148,13 @@ class Execution:
 class Kernel:
     """A real ipykernel driven through jupyter_client, with kernelhop loaded."""
 
-    def __init__(self, env: dict[str, str], cwd: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str], cwd: str | os.PathLike[str] | None = None, kernel_name: str = "python3"
+    ) -> None:
         # Imported here: scripts/gpu_check.py uses launch_stack on GPU hosts that have no Jupyter.
         from jupyter_client.manager import KernelManager
 
-        self.manager = KernelManager(kernel_name="python3")
+        self.manager = KernelManager(kernel_name=kernel_name)
         # A directory of its own unless told: hops carry the kernel's working directory (files.py), and the
         # test's own (the repository) is not what a cell should get.
         self._own_cwd = None if cwd is not None else tempfile.TemporaryDirectory(prefix="kernelhop-kernel-")
