@@ -173,9 +173,10 @@ class Hopper:
     def client(self) -> GatewayClient:
         """The connection to the gateway the settings name now; a new one when they changed since the last hop."""
         cfg = discover()
-        if self._client is None or (self._client.url, self._client.token) != (cfg.url, cfg.token):
+        seen = (cfg.url, cfg.token, cfg.ca, cfg.fingerprint)
+        if self._client is None or (self._client.url, self._client.token, self._client.ca, self._client.fingerprint) != seen:
             self.close()
-            self._client = GatewayClient(cfg.url, cfg.token, source=cfg.source)
+            self._client = GatewayClient(cfg.url, cfg.token, source=cfg.source, ca=cfg.ca, fingerprint=cfg.fingerprint)
         return self._client
 
     def new_store(self) -> HopStore:

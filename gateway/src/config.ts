@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
+import type { TlsSetting } from './tls.js';
 
 export interface GatewayConfig {
   host: string;
@@ -17,6 +18,9 @@ export interface GatewayConfig {
   adminUser?: string;
   /** Where to write a runtime token for a runtime started next to the gateway (--runtime-token-file). */
   runtimeTokenFile?: string;
+  /** TLS on both listeners (tls.ts); off only on loopback unless `insecure`. */
+  tls?: TlsSetting;
+  insecure?: boolean;
 }
 
 export class ConfigError extends Error {
@@ -33,6 +37,7 @@ export function defaultDataDir(env: NodeJS.ProcessEnv): string {
 }
 
 export const USAGE = `usage: kernelhop gateway [--host H] [--port P] [--grpc-port G] [--data DIR] [--runtime-token-file F]
+                         [--tls auto [--tls-san NAME ...] | --tls-cert F --tls-key F] [--insecure]
 
   --host H         address to listen on (default ${DEFAULT_HOST}; 0.0.0.0 for runtimes on other hosts)
   --port P         WebSocket port for kernels and JupyterLab (default ${DEFAULT_WS_PORT}; 0 picks a free one)
@@ -40,6 +45,12 @@ export const USAGE = `usage: kernelhop gateway [--host H] [--port P] [--grpc-por
   --data DIR       blob store, SQLite database, gateway.json and admin-token (default $KERNELHOP_HOME or ~/.kernelhop)
   --runtime-token-file F
                    write a runtime token to F (mode 0600; kept while it stays live) for a runtime on this host
+  --tls auto       TLS on both ports with a CA and a certificate made under DIR/tls (kernels and runtimes on other
+                   hosts verify with DIR/tls/ca.pem, or pin the fingerprint the gateway prints)
+  --tls-san NAME   with --tls auto, one more name or address clients reach this host by (repeatable)
+  --tls-cert F --tls-key F
+                   TLS with your own certificate (PEM, chain after it) and its key
+  --insecure       listen on a non-loopback address without TLS (tokens and state then cross the network in clear)
 
 environment:
   KERNELHOP_TOKEN  the admin's token (default: a new one, printed; also written to DIR/admin-token)
@@ -51,7 +62,18 @@ export function wantsHelp(argv: string[]): boolean {
 }
 
 export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfig {
-  let values: { host?: string; port?: string; 'grpc-port'?: string; data?: string; 'runtime-token-file'?: string };
+  let values: {
+    host?: string;
+    port?: string;
+    'grpc-port'?: string;
+    data?: string;
+    'runtime-token-file'?: string;
+    tls?: string;
+    'tls-san'?: string[];
+    'tls-cert'?: string;
+    'tls-key'?: string;
+    insecure?: boolean;
+  };
   try {
     ({ values } = parseArgs({
       args: argv,
@@ -61,6 +83,11 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfi
         'grpc-port': { type: 'string' },
         data: { type: 'string' },
         'runtime-token-file': { type: 'string' },
+        tls: { type: 'string' },
+        'tls-san': { type: 'string', multiple: true },
+        'tls-cert': { type: 'string' },
+        'tls-key': { type: 'string' },
+        insecure: { type: 'boolean' },
       },
       strict: true,
       allowPositionals: false,
@@ -70,8 +97,21 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfi
   }
   const envToken = env.KERNELHOP_TOKEN;
   const tokenGenerated = envToken === undefined || envToken === '';
+  const host = values.host ?? DEFAULT_HOST;
+  const tls = parseTls(values);
+  const insecure = values.insecure ?? false;
+  if (tls.mode === 'off' && !insecure && !isLoopback(host)) {
+    throw new ConfigError(
+      `refusing to listen on ${host} without TLS: tokens and kernel state would cross the network in clear. ` +
+        'Pass --tls auto (a CA and a certificate made under the data directory; give other hosts DATA/tls/ca.pem ' +
+        'as KERNELHOP_CA, or the fingerprint the gateway prints as KERNELHOP_FINGERPRINT), or --tls-cert F --tls-key F ' +
+        'with your own, or --insecure on a network you trust.',
+    );
+  }
   return {
-    host: values.host ?? DEFAULT_HOST,
+    host,
+    tls,
+    insecure,
     port: parsePort(values.port, DEFAULT_WS_PORT, '--port'),
     grpcPort: parsePort(values['grpc-port'], DEFAULT_GRPC_PORT, '--grpc-port'),
     dataDir: path.resolve(values.data ?? defaultDataDir(env)),
@@ -80,6 +120,28 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfi
     adminUser: parseUser(env.KERNELHOP_USER),
     runtimeTokenFile: values['runtime-token-file'] === undefined ? undefined : path.resolve(values['runtime-token-file']),
   };
+}
+
+function parseTls(values: { tls?: string; 'tls-san'?: string[]; 'tls-cert'?: string; 'tls-key'?: string }): TlsSetting {
+  const cert = values['tls-cert'];
+  const key = values['tls-key'];
+  const names = values['tls-san'] ?? [];
+  if (values.tls !== undefined && values.tls !== 'auto') {
+    throw new ConfigError(`--tls ${JSON.stringify(values.tls)}: the one value is auto (or give --tls-cert F --tls-key F)`);
+  }
+  if (values.tls === 'auto') {
+    if (cert !== undefined || key !== undefined) throw new ConfigError('--tls auto makes its own certificate: drop --tls-cert/--tls-key, or drop --tls auto');
+    return { mode: 'auto', names };
+  }
+  if (names.length > 0) throw new ConfigError('--tls-san names go into the certificate --tls auto makes: add --tls auto');
+  if ((cert === undefined) !== (key === undefined)) throw new ConfigError('--tls-cert and --tls-key go together: give both');
+  if (cert !== undefined && key !== undefined) return { mode: 'files', certFile: path.resolve(cert), keyFile: path.resolve(key) };
+  return { mode: 'off' };
+}
+
+/** Addresses no other host can reach. */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
 function parseUser(text: string | undefined): string {

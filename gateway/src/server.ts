@@ -2,6 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as http from 'node:http';
+import * as https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { BlobStore, DiskBlobStore } from './blobStore.js';
@@ -13,6 +14,7 @@ import { RuntimeTokenStore, SqliteRuntimeTokens } from './runtimeTokens.js';
 import { Scheduler } from './scheduler.js';
 import { SnapshotApi } from './snapshotApi.js';
 import { SnapshotStore, SqliteSnapshotStore } from './snapshotStore.js';
+import { loadServerTls } from './tls.js';
 import { WS_PATH, WsApi } from './wsApi.js';
 
 /** Where a runtime that has the WebSocket URL asks for the gRPC port. */
@@ -29,6 +31,8 @@ export interface GatewayTuning {
 export interface Gateway {
   wsUrl: string;
   grpcAddress: string;
+  /** SHA-256 of the server certificate when TLS is on: what a client may pin instead of trusting a CA file. */
+  tlsFingerprint?: string;
   store: BlobStore;
   metadata: MetadataStore;
   snapshots: SnapshotStore;
@@ -41,6 +45,7 @@ export interface Gateway {
 export async function startGateway(config: GatewayConfig, tuning: GatewayTuning = {}): Promise<Gateway> {
   const log = tuning.log ?? ((line: string) => console.error(`kernelhop gateway: ${line}`));
   await fsp.mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  const tls = await loadServerTls(config.tls ?? { mode: 'off' }, config.dataDir, config.host);
   const store = await DiskBlobStore.open(path.join(config.dataDir, 'cas'));
   const metadata = new SqliteMetadataStore(path.join(config.dataDir, 'kernelhop.db'), store);
   const scheduler = new Scheduler({
@@ -62,7 +67,7 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
   const sessionKey = randomBytes(32);
   const wsApi = new WsApi({ snapshots, api, store, scheduler, runtimeTokens, sessionKey, log, pingIntervalMs: tuning.pingIntervalMs });
   let grpcPort = 0;
-  const httpServer = http.createServer((req, res) => {
+  const onRequest: http.RequestListener = (req, res) => {
     if (req.method === 'GET' && req.url === RUNTIMES_INFO_PATH) {
       // A runtime given the WebSocket URL learns here where to register (runtime/src/gatewayAddress.ts).
       res.writeHead(200, { 'Content-Type': 'application/json' });
@@ -71,14 +76,15 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
     }
     res.writeHead(426, { 'Content-Type': 'text/plain; charset=utf-8', Upgrade: 'websocket' });
     res.end(`kernelhop gateway: connect a WebSocket to ${WS_PATH}\n`);
-  });
+  };
+  const httpServer = tls === undefined ? http.createServer(onRequest) : https.createServer({ cert: tls.certChain, key: tls.key }, onRequest);
   httpServer.on('upgrade', (req, socket, head) => wsApi.handleUpgrade(req, socket, head));
   const grpcApi = new GrpcApi(runtimeTokens, snapshots, store, scheduler, log);
 
   let wsPort: number;
   try {
     wsPort = await listen(httpServer, config.host, config.port);
-    grpcPort = await grpcApi.bind(config.host, config.grpcPort);
+    grpcPort = await grpcApi.bind(config.host, config.grpcPort, tls);
   } catch (e) {
     httpServer.close();
     await metadata.close();
@@ -89,11 +95,13 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
   }
 
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
-  const wsUrl = `ws://${host}:${wsPort}${WS_PATH}`;
+  const wsUrl = `${tls === undefined ? 'ws' : 'wss'}://${host}:${wsPort}${WS_PATH}`;
   const grpcAddress = `${host}:${grpcPort}`;
   // Kernels read gateway.json for where the gateway is; the admin's token goes to a file of its own, read only by
   // the `kernelhop` command's admin operations. Both are the gateway owner's alone.
-  await writePrivate(path.join(config.dataDir, 'gateway.json'), `${JSON.stringify({ url: wsUrl, grpc: grpcAddress }, null, 2)}\n`);
+  // With TLS it also says what to verify against: the CA made here (auto) and the certificate's fingerprint.
+  const discovery = { url: wsUrl, grpc: grpcAddress, ...(tls && { ca: tls.caFile, fingerprint: tls.fingerprint }) };
+  await writePrivate(path.join(config.dataDir, 'gateway.json'), `${JSON.stringify(discovery, null, 2)}\n`);
   await writePrivate(path.join(config.dataDir, ADMIN_TOKEN_FILE), `${config.token}\n`);
   if (config.runtimeTokenFile !== undefined) await writeRuntimeToken(runtimeTokens, config.runtimeTokenFile);
 
@@ -109,7 +117,7 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
       await runtimeTokens.close();
     })());
 
-  return { wsUrl, grpcAddress, store, metadata, snapshots, collector, scheduler, runtimeTokens, close };
+  return { wsUrl, grpcAddress, tlsFingerprint: tls?.fingerprint, store, metadata, snapshots, collector, scheduler, runtimeTokens, close };
 }
 
 /** The admin's token, under the data directory: for `kernelhop` on this host, never for kernels. */
