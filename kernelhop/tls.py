@@ -48,7 +48,7 @@ class _PinnedSocket(ssl.SSLSocket):
             raise PinMismatch(
                 ssl.SSL_ERROR_SSL,
                 f"the gateway's certificate has sha256 {seen}, not the pinned {pin} (KERNELHOP_FINGERPRINT); "
-                "nothing was sent. If the gateway's certificate was replaced, pin the fingerprint it prints now.",
+                "nothing was sent. If the gateway's certificate was replaced, pin the fingerprint it prints now",
             )
 
 
