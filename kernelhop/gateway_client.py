@@ -112,6 +112,9 @@ def _batches(items: Iterable[tuple[str, int]], limit: int) -> Iterator[list[str]
         yield batch
 
 
+STALL_S = 30.0
+
+
 class GatewayClient:
     """One connection to one gateway, opened on first use and again after it drops.
 
@@ -197,6 +200,10 @@ class GatewayClient:
                 "Start one with `kernelhop up` (gateway, runtime and JupyterLab) or `kernelhop gateway`, "
                 "or set KERNELHOP_GATEWAY."
             ) from None
+        # A link that dies mid-send (a cut cable, a laptop's Wi-Fi gone) would leave a send blocked for TCP's ~15
+        # minutes of retries; with this the kernel gives up once the gateway acknowledged nothing for STALL_S.
+        if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux; elsewhere the keepalive pings are the only watch
+            self._ws.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(STALL_S * 1000))
         return self._ws
 
     def _send(self, message: dict[str, Any] | bytes, *, retry: bool = True) -> None:
