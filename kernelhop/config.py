@@ -117,6 +117,10 @@ def discover(environ: Mapping[str, str] = os.environ) -> GatewayConfig:
         except OSError as e:
             raise ConfigError(f"cannot read {admin_file}: {e.strerror or e}") from None
         token_source = f"from {admin_file}"
+    elif environ.get("JUPYTERHUB_API_TOKEN") and _may_carry_hub_token(url):
+        # Under JupyterHub the user's server holds the Hub's token for that user: a gateway started with
+        # --jupyterhub takes it as the user's identity, so nobody runs `kernelhop user add`.
+        token, token_source = environ["JUPYTERHUB_API_TOKEN"], "from JUPYTERHUB_API_TOKEN (the Hub's)"
     else:
         token_source = "not set"
     # The file's CA and fingerprint are its gateway's: another URL gets only what the environment says.
@@ -130,6 +134,12 @@ def discover(environ: Mapping[str, str] = os.environ) -> GatewayConfig:
     return GatewayConfig(
         url=url, token=token, source=f"URL from {source}, token {token_source}", ca=ca, fingerprint=fingerprint
     )
+
+
+def _may_carry_hub_token(url: str) -> bool:
+    """The Hub's token opens the user's server: it is sent over TLS, or to this host, never in clear across a network."""
+    parts = urlsplit(url)
+    return parts.scheme == "wss" or parts.hostname in ("127.0.0.1", "localhost", "::1")
 
 
 # The most a hop re-runs to rebuild an unpicklable variable on the runtime: the seconds its cells took when they

@@ -21,6 +21,8 @@ export interface GatewayConfig {
   /** TLS on both listeners (tls.ts); off only on loopback unless `insecure`. */
   tls?: TlsSetting;
   insecure?: boolean;
+  /** JupyterHub's API: tokens the gateway does not know are checked there (hubIdentity.ts). */
+  hubApiUrl?: string;
 }
 
 export class ConfigError extends Error {
@@ -38,6 +40,7 @@ export function defaultDataDir(env: NodeJS.ProcessEnv): string {
 
 export const USAGE = `usage: kernelhop gateway [--host H] [--port P] [--grpc-port G] [--data DIR] [--runtime-token-file F]
                          [--tls auto [--tls-san NAME ...] | --tls-cert F --tls-key F] [--insecure]
+                         [--jupyterhub [--hub-api URL]]
 
   --host H         address to listen on (default ${DEFAULT_HOST}; 0.0.0.0 for runtimes on other hosts)
   --port P         WebSocket port for kernels and JupyterLab (default ${DEFAULT_WS_PORT}; 0 picks a free one)
@@ -51,6 +54,9 @@ export const USAGE = `usage: kernelhop gateway [--host H] [--port P] [--grpc-por
   --tls-cert F --tls-key F
                    TLS with your own certificate (PEM, chain after it) and its key
   --insecure       listen on a non-loopback address without TLS (tokens and state then cross the network in clear)
+  --jupyterhub     users are JupyterHub's: a kernel's JUPYTERHUB_API_TOKEN is checked at the Hub's /user (cached
+                   30 s), its user becomes a kernelhop user on first sight, admin as the Hub says
+  --hub-api URL    the Hub's API (default $JUPYTERHUB_API_URL, which the Hub sets for its services)
 
 environment:
   KERNELHOP_TOKEN  the admin's token (default: a new one, printed; also written to DIR/admin-token)
@@ -73,6 +79,8 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfi
     'tls-cert'?: string;
     'tls-key'?: string;
     insecure?: boolean;
+    jupyterhub?: boolean;
+    'hub-api'?: string;
   };
   try {
     ({ values } = parseArgs({
@@ -88,6 +96,8 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfi
         'tls-cert': { type: 'string' },
         'tls-key': { type: 'string' },
         insecure: { type: 'boolean' },
+        jupyterhub: { type: 'boolean' },
+        'hub-api': { type: 'string' },
       },
       strict: true,
       allowPositionals: false,
@@ -112,6 +122,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfi
     host,
     tls,
     insecure,
+    hubApiUrl: parseHub(values.jupyterhub ?? false, values['hub-api'], env.JUPYTERHUB_API_URL),
     port: parsePort(values.port, DEFAULT_WS_PORT, '--port'),
     grpcPort: parsePort(values['grpc-port'], DEFAULT_GRPC_PORT, '--grpc-port'),
     dataDir: path.resolve(values.data ?? defaultDataDir(env)),
@@ -137,6 +148,19 @@ function parseTls(values: { tls?: string; 'tls-san'?: string[]; 'tls-cert'?: str
   if ((cert === undefined) !== (key === undefined)) throw new ConfigError('--tls-cert and --tls-key go together: give both');
   if (cert !== undefined && key !== undefined) return { mode: 'files', certFile: path.resolve(cert), keyFile: path.resolve(key) };
   return { mode: 'off' };
+}
+
+function parseHub(on: boolean, flag: string | undefined, fromHub: string | undefined): string | undefined {
+  if (!on) {
+    if (flag !== undefined) throw new ConfigError('--hub-api goes with --jupyterhub: add --jupyterhub');
+    return undefined;
+  }
+  const url = flag ?? fromHub;
+  if (url === undefined || url === '') {
+    throw new ConfigError('--jupyterhub needs the Hub\'s API: pass --hub-api http://HUB:8081/hub/api, or run the gateway as a Hub service (which sets JUPYTERHUB_API_URL)');
+  }
+  if (!/^https?:\/\/[^/]+/.test(url)) throw new ConfigError(`--hub-api ${JSON.stringify(url)}: expected http(s)://HOST:PORT/hub/api`);
+  return url;
 }
 
 /** Addresses no other host can reach. */

@@ -14,6 +14,7 @@ import { RuntimeTokenStore, SqliteRuntimeTokens } from './runtimeTokens.js';
 import { Scheduler } from './scheduler.js';
 import { SnapshotApi } from './snapshotApi.js';
 import { SnapshotStore, SqliteSnapshotStore } from './snapshotStore.js';
+import { HubIdentity } from './hubIdentity.js';
 import { loadServerTls } from './tls.js';
 import { WS_PATH, WsApi } from './wsApi.js';
 
@@ -65,7 +66,13 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
 
   // A new key per start: sessions do not outlive the gateway's runs anyway (a runtime's warm workers are per session).
   const sessionKey = randomBytes(32);
-  const wsApi = new WsApi({ snapshots, api, store, scheduler, runtimeTokens, sessionKey, log, pingIntervalMs: tuning.pingIntervalMs });
+  const hub =
+    config.hubApiUrl === undefined
+      ? undefined
+      : new HubIdentity({ apiUrl: config.hubApiUrl, snapshots, adminUser: config.adminUser ?? DEFAULT_ADMIN_USER, log });
+  // The gateway's own tokens first (the admin's, `kernelhop user add`'s), then the Hub's.
+  const authenticate = hub && (async (token: string) => (await snapshots.authenticate(token)) ?? hub.authenticate(token));
+  const wsApi = new WsApi({ snapshots, api, store, scheduler, runtimeTokens, sessionKey, log, pingIntervalMs: tuning.pingIntervalMs, authenticate });
   let grpcPort = 0;
   const onRequest: http.RequestListener = (req, res) => {
     if (req.method === 'GET' && req.url === RUNTIMES_INFO_PATH) {

@@ -42,6 +42,8 @@ export interface WsApiOptions {
   sessionKey: Buffer;
   log: (line: string) => void;
   pingIntervalMs?: number;
+  /** Token → user, where users come from elsewhere too (JupyterHub); default: `snapshots` alone. */
+  authenticate?: (token: string) => Promise<User | undefined>;
 }
 
 type RequestId = string | number;
@@ -94,7 +96,7 @@ export class WsApi {
       unauthorized();
       return;
     }
-    this.opts.snapshots.authenticate(token).then(
+    (this.opts.authenticate ?? ((t: string) => this.opts.snapshots.authenticate(t)))(token).then(
       (user) => {
         if (user === undefined) unauthorized();
         else this.wss.handleUpgrade(req, socket, head, (ws) => this.connected(ws, user));
