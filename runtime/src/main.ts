@@ -120,15 +120,14 @@ async function main(): Promise<void> {
         `the gateway at ${address} refused our token (${detail}). Give the runtime a runtime token ` +
           '(KERNELHOP_TOKEN or --token) made by `kernelhop runtime-token create`.',
       );
-    } else if (trust === undefined && e.code === grpc.status.UNAVAILABLE) {
-      log(
-        `cannot reach a gateway at ${address} in plain text (${detail}). If the gateway runs with TLS, pass its wss:// ` +
-          'URL, or --ca FILE (KERNELHOP_CA) or --fingerprint SHA256 (KERNELHOP_FINGERPRINT) as its ready lines print them.',
-      );
     } else {
       log(
         `cannot reach a gateway at ${address} (${detail}). Start one with \`kernelhop gateway\` ` +
-          `(it listens for runtimes on port 8732), or pass --gateway with the URL a running gateway prints.`,
+          `(it listens for runtimes on port 8732), or pass --gateway with the URL a running gateway prints.` +
+          (trust === undefined
+            ? ' If the gateway runs with TLS, pass its wss:// URL, or --ca FILE (KERNELHOP_CA) or --fingerprint SHA256 ' +
+              '(KERNELHOP_FINGERPRINT) as its first lines print them.'
+            : ''),
       );
     }
     process.exit(1);

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import secrets
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import pytest
 
 from kernelhop.services import GATEWAY_READY, Service, node_entry, start_runtime, start_service
 from kernelhop.testing import Kernel
+from kernelhop.tls import fingerprint_of
 
 FINGERPRINT = re.compile(r"^kernelhop gateway TLS certificate sha256 (?P<fp>[0-9A-F:]{95})")
 
@@ -70,11 +72,8 @@ def tls_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsGateway
 
 
 def test_gateway_prints_its_fingerprint_and_discovery_names_wss_and_the_ca(tls_gateway: TlsGateway) -> None:
-    der = subprocess.run(
-        ["openssl", "x509", "-in", str(tls_gateway.data / "tls" / "server.pem"), "-noout", "-fingerprint", "-sha256"],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    assert der.strip().split("=", 1)[1] == tls_gateway.fingerprint
+    der = ssl.PEM_cert_to_DER_cert((tls_gateway.data / "tls" / "server.pem").read_text())
+    assert fingerprint_of(der) == tls_gateway.fingerprint
     assert tls_gateway.url.startswith("wss://127.0.0.1:")
     discovery = json.loads((tls_gateway.data / "gateway.json").read_text())
     assert discovery["url"] == tls_gateway.url
@@ -142,6 +141,6 @@ def test_runtimes_verify_the_gateway_by_pin_and_refuse_a_wrong_pin_or_plain_text
     refused = run_runtime(tls_gateway, "--gateway", grpc, "--fingerprint", wrong)
     assert refused.returncode == 1 and "refusing to send it our token" in refused.stderr, refused.stderr
     plain = run_runtime(tls_gateway, "--gateway", grpc)
-    assert plain.returncode == 1 and "If the gateway runs with TLS" in plain.stderr, plain.stderr
+    assert plain.returncode == 1 and "If the gateway runs with TLS" in plain.stderr and "kernelhop gateway" in plain.stderr, plain.stderr
     untrusted = run_runtime(tls_gateway, "--gateway", tls_gateway.url)
     assert untrusted.returncode == 1 and "--ca DATA/tls/ca.pem" in untrusted.stderr, untrusted.stderr
