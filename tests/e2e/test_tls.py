@@ -144,3 +144,32 @@ def test_runtimes_verify_the_gateway_by_pin_and_refuse_a_wrong_pin_or_plain_text
     assert plain.returncode == 1 and "If the gateway runs with TLS" in plain.stderr and "kernelhop gateway" in plain.stderr, plain.stderr
     untrusted = run_runtime(tls_gateway, "--gateway", tls_gateway.url)
     assert untrusted.returncode == 1 and "--ca DATA/tls/ca.pem" in untrusted.stderr, untrusted.stderr
+
+
+def test_cli_over_tls_makes_a_class_bound_runtime_token_that_a_runtime_takes_with_token(tls_gateway: TlsGateway) -> None:
+    # The admin's `kernelhop` on the gateway's host: gateway.json names the wss:// URL and the CA, admin-token the token.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNELHOP_")}
+    env["KERNELHOP_HOME"] = str(tls_gateway.data)
+
+    def kernelhop(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "kernelhop.cli", *args], env=env, capture_output=True, text=True, timeout=60)
+
+    created = kernelhop("runtime-token", "create", "--class", "a100")
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.splitlines()[-1]
+    token_id = created.stdout.splitlines()[0].split()[2]
+    runtime = start_runtime(
+        gateway=tls_gateway.url,
+        token="",  # not in the environment: given with --token
+        classes=["a100"],
+        cache=tls_gateway.data / "rc4",
+        extra=["--token", token, "--ca", tls_gateway.ca],
+        echo=None,
+    )
+    assert runtime.ready["classes"] == "a100"
+    runtime.stop()
+    other_class = run_runtime(tls_gateway, "--gateway", tls_gateway.url, "--ca", tls_gateway.ca, "--token", token)
+    assert other_class.returncode == 1 and 'for GPU class a100 only; it cannot offer "h100"' in other_class.stderr, other_class.stderr
+    assert kernelhop("runtime-token", "revoke", token_id).returncode == 0
+    revoked = run_runtime(tls_gateway, "--gateway", tls_gateway.url, "--ca", tls_gateway.ca, "--token", token)
+    assert revoked.returncode == 1 and "refused our token" in revoked.stderr, revoked.stderr
