@@ -8,14 +8,19 @@ import json
 import os
 import re
 import secrets
+import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from websockets.exceptions import ConnectionClosed
 
 from kernelhop.services import GATEWAY_READY, Service, node_entry, start_runtime, start_service
 from kernelhop.testing import Kernel
@@ -173,3 +178,54 @@ def test_cli_over_tls_makes_a_class_bound_runtime_token_that_a_runtime_takes_wit
     assert kernelhop("runtime-token", "revoke", token_id).returncode == 0
     revoked = run_runtime(tls_gateway, "--gateway", tls_gateway.url, "--ca", tls_gateway.ca, "--token", token)
     assert revoked.returncode == 1 and "refused our token" in revoked.stderr, revoked.stderr
+
+
+def test_jupyterlab_relays_the_browser_to_a_tls_gateway_it_verifies(tls_gateway: TlsGateway, tmp_path: Path) -> None:
+    """The extension's browser side talks to its own Jupyter server (`/kernelhop/ws`, same origin); the server opens
+    the wss:// link and verifies it as kernels do: by the pin here, and a wrong pin closes the browser's socket."""
+    from websockets.sync.client import connect
+
+    # The server reads its settings at each connection: its gateway.json names the gateway and the pin.
+    home = tmp_path / "lab-home"
+    home.mkdir()
+
+    def settings(fingerprint: str) -> None:
+        discovery = {"url": tls_gateway.url, "token": tls_gateway.token, "fingerprint": fingerprint}
+        (home / "gateway.json").write_text(json.dumps(discovery))
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    lab_token = secrets.token_hex(16)
+    command = [sys.executable, "-m", "jupyter_server", f"--ServerApp.port={port}", f"--IdentityProvider.token={lab_token}"]
+    command += ["--ServerApp.ip=127.0.0.1", "--ServerApp.open_browser=False", f"--ServerApp.root_dir={tmp_path}"]
+    # The relay alone: the lab's other server extensions only slow the start.
+    only = "{'kernelhop.labserver': True, 'jupyterlab': False, 'jupyter_lsp': False, 'notebook_shim': False, 'jupyter_server_terminals': False}"
+    command += [f"--ServerApp.jpserver_extensions={only}", "--allow-root"]
+    env = tls_gateway.kernel_env(KERNELHOP_HOME=str(home))
+    del env["KERNELHOP_GATEWAY"], env["KERNELHOP_TOKEN"]
+    ready = re.compile(rf".*http://127\.0\.0\.1:{port}/\S*\?token=")
+    server = start_service("jupyter server", command, ready, env=env, timeout=90, echo=None)
+
+    def browser() -> Any:
+        for _ in range(150):
+            try:
+                return connect(f"ws://127.0.0.1:{port}/kernelhop/ws?token={lab_token}", open_timeout=30)
+            except ConnectionRefusedError:
+                time.sleep(0.2)
+        raise AssertionError(f"the Jupyter server never took connections on {port}:\n" + "\n".join(server.lines[-20:]))
+
+    try:
+        settings(tls_gateway.fingerprint)
+        with browser() as ws:
+            ws.send(json.dumps({"id": "1", "op": "whoami"}))
+            reply = json.loads(ws.recv(timeout=30))
+        assert reply["re"] == "1" and reply["user"] == "admin", reply
+        wrong = "00" + tls_gateway.fingerprint[2:] if not tls_gateway.fingerprint.startswith("00") else "11" + tls_gateway.fingerprint[2:]
+        settings(wrong)
+        with browser() as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=30)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4502, closed.value
+    finally:
+        server.stop()
