@@ -180,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(run=cmd_up)
 
     # Listed for --help only: main() hands their arguments to the Node services, which own their own --help.
-    commands.add_parser("gateway", help="run the gateway: [--host H] [--port P] [--grpc-port G] [--data DIR]")
+    commands.add_parser(
+        "gateway", help="run the gateway: [--host H] [--port P] [--grpc-port G] [--data DIR] [--tls auto] [--jupyterhub]"
+    )
     commands.add_parser(
         "runtime",
         help="run a runtime: --gateway URL|HOST:PORT [--token RUNTIME_TOKEN] [--class NAME ...] [--capacity N] [--python PATH]",
