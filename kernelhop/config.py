@@ -1,6 +1,7 @@
 """Where the gateway is and which token it takes (ARCHITECTURE.md, "Discovery and auth").
 
-Environment first (`KERNELHOP_GATEWAY`, `KERNELHOP_TOKEN`, `KERNELHOP_CA`, `KERNELHOP_FINGERPRINT`), then `$KERNELHOP_HOME/gateway.json`, which a gateway
+Environment first (`KERNELHOP_GATEWAY`, `KERNELHOP_TOKEN`, `KERNELHOP_CA`, `KERNELHOP_FINGERPRINT`),
+then `$KERNELHOP_HOME/gateway.json`, which a gateway
 writes when it starts. Read at every hop, so `%env KERNELHOP_GATEWAY=...` takes effect without a restart.
 """
 
@@ -137,7 +138,7 @@ def discover(environ: Mapping[str, str] = os.environ) -> GatewayConfig:
 
 
 def _may_carry_hub_token(url: str) -> bool:
-    """The Hub's token opens the user's server: it is sent over TLS, or to this host, never in clear across a network."""
+    """The Hub's token opens the user's server: it goes over TLS, or to this host, never in clear across a network."""
     parts = urlsplit(url)
     return parts.scheme == "wss" or parts.hostname in ("127.0.0.1", "localhost", "::1")
 

@@ -174,7 +174,8 @@ class Hopper:
         """The connection to the gateway the settings name now; a new one when they changed since the last hop."""
         cfg = discover()
         seen = (cfg.url, cfg.token, cfg.ca, cfg.fingerprint)
-        if self._client is None or (self._client.url, self._client.token, self._client.ca, self._client.fingerprint) != seen:
+        client = self._client
+        if client is None or (client.url, client.token, client.ca, client.fingerprint) != seen:
             self.close()
             self._client = GatewayClient(cfg.url, cfg.token, source=cfg.source, ca=cfg.ca, fingerprint=cfg.fingerprint)
         return self._client

@@ -20,7 +20,8 @@ from .snapshot_client import Snapshots, diff_manifests, format_diff, format_list
 
 def _api() -> Snapshots:
     cfg = discover()
-    return Snapshots(GatewayClient(cfg.url, cfg.token, source=cfg.source, ca=cfg.ca, fingerprint=cfg.fingerprint), MemoryBlobStore())
+    client = GatewayClient(cfg.url, cfg.token, source=cfg.source, ca=cfg.ca, fingerprint=cfg.fingerprint)
+    return Snapshots(client, MemoryBlobStore())
 
 
 def run(name: str, ns: argparse.Namespace) -> int:

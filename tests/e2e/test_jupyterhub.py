@@ -10,7 +10,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import socket
 import sys
 import time
@@ -102,7 +101,9 @@ c.JupyterHub.load_roles = [
     try:
         deadline = time.monotonic() + 60
         while not (gateway_data / "gateway.json").exists():
-            assert time.monotonic() < deadline, "the Hub's kernelhop service wrote no gateway.json:\n" + "\n".join(service.lines[-30:])
+            assert time.monotonic() < deadline, "the Hub's kernelhop service wrote no gateway.json:\n" + "\n".join(
+                service.lines[-30:]
+            )
             time.sleep(0.2)
         time.sleep(0.5)  # the ready line comes just after gateway.json
         discovery = json.loads((gateway_data / "gateway.json").read_text())
@@ -149,7 +150,9 @@ def test_hub_users_are_who_the_hub_says_with_its_admin_rights_and_cannot_read_ea
     try:
         got = ann.run(WHOAMI)
         assert got.status == "ok", got.error_text
-        assert got.stream_text("stdout").startswith("ann True URL from KERNELHOP_GATEWAY, token from JUPYTERHUB_API_TOKEN")
+        assert got.stream_text("stdout").startswith(
+            "ann True URL from KERNELHOP_GATEWAY, token from JUPYTERHUB_API_TOKEN"
+        )
         got = bob.run(WHOAMI)
         assert got.status == "ok", got.error_text
         assert got.stream_text("stdout").startswith("bob False")
@@ -172,12 +175,12 @@ def test_hub_users_are_who_the_hub_says_with_its_admin_rights_and_cannot_read_ea
         listed = bob.run("%snapshot list")
         assert listed.status == "ok", listed.error_text
         assert sid[:12] not in listed.stream_text("stdout")
-        for ref in (sid, "annsnap", f"ann/annsnap"):
+        for ref in (sid, "annsnap", "ann/annsnap"):
             stolen = bob.run(f"%snapshot restore {ref} --trust")
             assert stolen.status == "error", stolen.stream_text("stdout")
             assert bob.value("'secret' in globals()") == "False"
-        assert ann.value("'snapshot' in op('snapshot_get', ref=%r)" % sid) == "True"  # hers: she reads it
-        assert bob.value("op('snapshot_get', ref=%r)" % sid) == "{'refused': 'forbidden'}"
+        assert ann.value(f"'snapshot' in op('snapshot_get', ref={sid!r})") == "True"  # hers: she reads it
+        assert bob.value(f"op('snapshot_get', ref={sid!r})") == "{'refused': 'forbidden'}"
     finally:
         ann.shutdown()
         bob.shutdown()

@@ -77,8 +77,38 @@ class Hosts:
             self.exec_(self.gateway, "ip", "link", "set", outer, "up")
             self.exec_(ns, "ip", "addr", "add", f"{inner_ip}/24", "dev", inner)
             self.exec_(ns, "ip", "link", "set", inner, "up")
-        self.exec_(self.kernel, "tc", "qdisc", "add", "dev", self.kernel_dev, "root", "tbf", "rate", KERNEL_RATE, "burst", "256kb", "latency", "400ms")
-        self.exec_(self.gateway, "tc", "qdisc", "add", "dev", self.gateway_runtime_dev, "root", "tbf", "rate", RUNTIME_RATE, "burst", "256kb", "latency", "400ms")
+        self.exec_(
+            self.kernel,
+            "tc",
+            "qdisc",
+            "add",
+            "dev",
+            self.kernel_dev,
+            "root",
+            "tbf",
+            "rate",
+            KERNEL_RATE,
+            "burst",
+            "256kb",
+            "latency",
+            "400ms",
+        )
+        self.exec_(
+            self.gateway,
+            "tc",
+            "qdisc",
+            "add",
+            "dev",
+            self.gateway_runtime_dev,
+            "root",
+            "tbf",
+            "rate",
+            RUNTIME_RATE,
+            "burst",
+            "256kb",
+            "latency",
+            "400ms",
+        )
 
     def exec_(self, ns: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return sh("ip", "netns", "exec", ns, *args, check=check)
@@ -111,7 +141,11 @@ class KernelHost:
         self.log = log.open("w")
         self.process = subprocess.Popen(
             ["ip", "netns", "exec", ns, sys.executable, str(HERE / "kernel_host.py")],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            env=env,
         )
         assert self.answer(120)["status"] == "ready"
 
@@ -168,17 +202,36 @@ def test_three_hosts_every_byte_over_tls_and_a_cut_link_mid_transfer(hosts: Host
     try:
         # The gateway host: all its addresses, TLS made here; no plain-text port anywhere.
         command = node_entry("gateway") + ["--host", "0.0.0.0", "--tls", "auto", "--port", str(PORT)]
-        command += ["--grpc-port", str(GRPC_PORT), "--data", str(gateway_data), "--runtime-token-file", str(gateway_data / "runtime-token")]
-        refused = hosts.exec_(hosts.gateway, *node_entry("gateway"), "--host", "0.0.0.0", "--data", str(tmp_path / "plain"), check=False)
+        command += [
+            "--grpc-port",
+            str(GRPC_PORT),
+            "--data",
+            str(gateway_data),
+            "--runtime-token-file",
+            str(gateway_data / "runtime-token"),
+        ]
+        refused = hosts.exec_(
+            hosts.gateway, *node_entry("gateway"), "--host", "0.0.0.0", "--data", str(tmp_path / "plain"), check=False
+        )
         assert refused.returncode == 2 and "without TLS" in refused.stderr and "--tls auto" in refused.stderr
-        gateway = start_service("gateway", in_ns(hosts.gateway, command), GATEWAY_READY, env={**os.environ, "KERNELHOP_TOKEN": admin_token}, echo=None)
+        gateway = start_service(
+            "gateway",
+            in_ns(hosts.gateway, command),
+            GATEWAY_READY,
+            env={**os.environ, "KERNELHOP_TOKEN": admin_token},
+            echo=None,
+        )
         started.append(gateway)
         fingerprint = next(m["fp"] for m in map(FINGERPRINT.match, gateway.lines) if m)
         runtime_token = (gateway_data / "runtime-token").read_text().strip()
 
         sniffer = subprocess.Popen(
-            in_ns(hosts.gateway, [sys.executable, str(HERE / "tls_sniffer.py"), str(capture), admin_token, runtime_token, canary]),
-            stdout=subprocess.PIPE, text=True,
+            in_ns(
+                hosts.gateway,
+                [sys.executable, str(HERE / "tls_sniffer.py"), str(capture), admin_token, runtime_token, canary],
+            ),
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert sniffer.stdout is not None and sniffer.stdout.readline().strip() == "sniffing"
 
@@ -187,10 +240,24 @@ def test_three_hosts_every_byte_over_tls_and_a_cut_link_mid_transfer(hosts: Host
         runtime_host.mkdir()
         shutil.copyfile(gateway_data / "tls" / "ca.pem", runtime_host / "gateway-ca.pem")
         runtime_command = node_entry("runtime") + [
-            "--gateway", f"wss://{hosts.gateway_ip_for_runtime}:{PORT}/ws/v1", "--ca", str(runtime_host / "gateway-ca.pem"),
-            "--class", "h100", "--python", sys.executable, "--cache", str(runtime_host / "cache"),
+            "--gateway",
+            f"wss://{hosts.gateway_ip_for_runtime}:{PORT}/ws/v1",
+            "--ca",
+            str(runtime_host / "gateway-ca.pem"),
+            "--class",
+            "h100",
+            "--python",
+            sys.executable,
+            "--cache",
+            str(runtime_host / "cache"),
         ]
-        runtime = start_service("runtime", in_ns(hosts.runtime, runtime_command), RUNTIME_READY, env={**os.environ, "KERNELHOP_TOKEN": runtime_token}, echo=None)
+        runtime = start_service(
+            "runtime",
+            in_ns(hosts.runtime, runtime_command),
+            RUNTIME_READY,
+            env={**os.environ, "KERNELHOP_TOKEN": runtime_token},
+            echo=None,
+        )
         started.append(runtime)
 
         # The kernel host pins the fingerprint the gateway printed; it has no file of the gateway's.
@@ -209,7 +276,9 @@ def test_three_hosts_every_byte_over_tls_and_a_cut_link_mid_transfer(hosts: Host
         assert kernel.value("y") == "21"
 
         # A large state, cut off mid-upload.
-        ok = kernel.run(f"import numpy as np\nbig = np.random.default_rng(7).integers(0, 256, {BIG_BYTES}, dtype=np.uint8)")
+        ok = kernel.run(
+            f"import numpy as np\nbig = np.random.default_rng(7).integers(0, 256, {BIG_BYTES}, dtype=np.uint8)"
+        )
         assert ok["status"] == "ok", ok["error"]
         before = hosts.rx_bytes(hosts.gateway, hosts.gateway_kernel_dev)
         kernel.send("%%gpu h100 -q\nbig_sum = int(big.sum())\nx = -1", timeout=300)
@@ -222,7 +291,9 @@ def test_three_hosts_every_byte_over_tls_and_a_cut_link_mid_transfer(hosts: Host
         assert crossed < BIG_BYTES, f"the cut came after the whole state had crossed ({crossed} bytes)"
         cut = kernel.answer(240)
         assert cut["status"] == "error"
-        assert "connection to the gateway" in cut["error"] and "local namespace is unchanged" in cut["error"], cut["error"]
+        assert "connection to the gateway" in cut["error"] and "local namespace is unchanged" in cut["error"], cut[
+            "error"
+        ]
 
         hosts.exec_(hosts.kernel, "ip", "link", "set", hosts.kernel_dev, "up")
         assert kernel.value("x") == "20"
@@ -244,7 +315,9 @@ def test_three_hosts_every_byte_over_tls_and_a_cut_link_mid_transfer(hosts: Host
     summary = json.loads(capture.read_text())
     assert summary["secrets_in_clear"] == []
     connections = summary["directions"]
-    ports = {int(k.split(">")[1].rsplit(":", 1)[1]) for k in connections} | {int(k.split(">")[0].rsplit(":", 1)[1]) for k in connections}
+    ports = {int(k.split(">")[1].rsplit(":", 1)[1]) for k in connections} | {
+        int(k.split(">")[0].rsplit(":", 1)[1]) for k in connections
+    }
     assert {PORT, GRPC_PORT} <= ports, f"no traffic seen on both listeners: {sorted(connections)}"
     carried = 0
     for key, d in connections.items():

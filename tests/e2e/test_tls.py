@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from websockets.exceptions import ConnectionClosed
 
 from kernelhop.services import GATEWAY_READY, Service, node_entry, start_runtime, start_service
@@ -46,7 +45,9 @@ class TlsGateway:
 
     def kernel_env(self, **settings: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KERNELHOP_")}
-        env.update({"KERNELHOP_GATEWAY": self.url, "KERNELHOP_TOKEN": self.token, "KERNELHOP_HOME": str(self.data / "nowhere")})
+        env.update(
+            {"KERNELHOP_GATEWAY": self.url, "KERNELHOP_TOKEN": self.token, "KERNELHOP_HOME": str(self.data / "nowhere")}
+        )
         env.update(settings)
         return env
 
@@ -107,7 +108,11 @@ def test_a_hop_over_tls_verified_by_ca_pin_or_discovery(tls_gateway: TlsGateway,
 
 
 def test_a_wrong_pin_or_no_trust_is_refused_saying_what_to_set_and_the_state_stays(tls_gateway: TlsGateway) -> None:
-    wrong = "00:" + tls_gateway.fingerprint[3:] if not tls_gateway.fingerprint.startswith("00") else "11" + tls_gateway.fingerprint[2:]
+    wrong = (
+        "00:" + tls_gateway.fingerprint[3:]
+        if not tls_gateway.fingerprint.startswith("00")
+        else "11" + tls_gateway.fingerprint[2:]
+    )
     for env, said in [
         (tls_gateway.kernel_env(KERNELHOP_FINGERPRINT=wrong), f"not the pinned {wrong}"),
         (tls_gateway.kernel_env(), "set KERNELHOP_CA"),
@@ -125,7 +130,14 @@ def test_a_wrong_pin_or_no_trust_is_refused_saying_what_to_set_and_the_state_sta
 
 
 def run_runtime(tls_gateway: TlsGateway, *args: str) -> subprocess.CompletedProcess[str]:
-    command = node_entry("runtime") + ["--python", sys.executable, "--class", "h100", "--cache", str(tls_gateway.data / "rc2")]
+    command = node_entry("runtime") + [
+        "--python",
+        sys.executable,
+        "--class",
+        "h100",
+        "--cache",
+        str(tls_gateway.data / "rc2"),
+    ]
     env = {**os.environ, "KERNELHOP_TOKEN": (tls_gateway.data / "runtime-token").read_text().strip()}
     return subprocess.run(command + list(args), capture_output=True, text=True, env=env, timeout=60)
 
@@ -142,22 +154,32 @@ def test_runtimes_verify_the_gateway_by_pin_and_refuse_a_wrong_pin_or_plain_text
     )
     assert pinned.ready["classes"] == "a100"
     pinned.stop()
-    wrong = "00" + tls_gateway.fingerprint[2:] if not tls_gateway.fingerprint.startswith("00") else "11" + tls_gateway.fingerprint[2:]
+    wrong = (
+        "00" + tls_gateway.fingerprint[2:]
+        if not tls_gateway.fingerprint.startswith("00")
+        else "11" + tls_gateway.fingerprint[2:]
+    )
     refused = run_runtime(tls_gateway, "--gateway", grpc, "--fingerprint", wrong)
     assert refused.returncode == 1 and "refusing to send it our token" in refused.stderr, refused.stderr
     plain = run_runtime(tls_gateway, "--gateway", grpc)
-    assert plain.returncode == 1 and "If the gateway runs with TLS" in plain.stderr and "kernelhop gateway" in plain.stderr, plain.stderr
+    assert (
+        plain.returncode == 1 and "If the gateway runs with TLS" in plain.stderr and "kernelhop gateway" in plain.stderr
+    ), plain.stderr
     untrusted = run_runtime(tls_gateway, "--gateway", tls_gateway.url)
     assert untrusted.returncode == 1 and "--ca DATA/tls/ca.pem" in untrusted.stderr, untrusted.stderr
 
 
-def test_cli_over_tls_makes_a_class_bound_runtime_token_that_a_runtime_takes_with_token(tls_gateway: TlsGateway) -> None:
-    # The admin's `kernelhop` on the gateway's host: gateway.json names the wss:// URL and the CA, admin-token the token.
+def test_cli_over_tls_makes_a_class_bound_runtime_token_that_a_runtime_takes_with_token(
+    tls_gateway: TlsGateway,
+) -> None:
+    # The admin's `kernelhop` on the gateway's host: gateway.json names the wss:// URL and CA, admin-token its token.
     env = {k: v for k, v in os.environ.items() if not k.startswith("KERNELHOP_")}
     env["KERNELHOP_HOME"] = str(tls_gateway.data)
 
     def kernelhop(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "kernelhop.cli", *args], env=env, capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "kernelhop.cli", *args], env=env, capture_output=True, text=True, timeout=60
+        )
 
     created = kernelhop("runtime-token", "create", "--class", "a100")
     assert created.returncode == 0, created.stderr
@@ -174,7 +196,9 @@ def test_cli_over_tls_makes_a_class_bound_runtime_token_that_a_runtime_takes_wit
     assert runtime.ready["classes"] == "a100"
     runtime.stop()
     other_class = run_runtime(tls_gateway, "--gateway", tls_gateway.url, "--ca", tls_gateway.ca, "--token", token)
-    assert other_class.returncode == 1 and 'for GPU class a100 only; it cannot offer "h100"' in other_class.stderr, other_class.stderr
+    assert other_class.returncode == 1 and 'for GPU class a100 only; it cannot offer "h100"' in other_class.stderr, (
+        other_class.stderr
+    )
     assert kernelhop("runtime-token", "revoke", token_id).returncode == 0
     revoked = run_runtime(tls_gateway, "--gateway", tls_gateway.url, "--ca", tls_gateway.ca, "--token", token)
     assert revoked.returncode == 1 and "refused our token" in revoked.stderr, revoked.stderr
@@ -197,10 +221,17 @@ def test_jupyterlab_relays_the_browser_to_a_tls_gateway_it_verifies(tls_gateway:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     lab_token = secrets.token_hex(16)
-    command = [sys.executable, "-m", "jupyter_server", f"--ServerApp.port={port}", f"--IdentityProvider.token={lab_token}"]
+    command = [
+        sys.executable,
+        "-m",
+        "jupyter_server",
+        f"--ServerApp.port={port}",
+        f"--IdentityProvider.token={lab_token}",
+    ]
     command += ["--ServerApp.ip=127.0.0.1", "--ServerApp.open_browser=False", f"--ServerApp.root_dir={tmp_path}"]
     # The relay alone: the lab's other server extensions only slow the start.
-    only = "{'kernelhop.labserver': True, 'jupyterlab': False, 'jupyter_lsp': False, 'notebook_shim': False, 'jupyter_server_terminals': False}"
+    others = ("jupyterlab", "jupyter_lsp", "notebook_shim", "jupyter_server_terminals")
+    only = repr({"kernelhop.labserver": True, **dict.fromkeys(others, False)})
     command += [f"--ServerApp.jpserver_extensions={only}", "--allow-root"]
     env = tls_gateway.kernel_env(KERNELHOP_HOME=str(home))
     del env["KERNELHOP_GATEWAY"], env["KERNELHOP_TOKEN"]
@@ -221,7 +252,11 @@ def test_jupyterlab_relays_the_browser_to_a_tls_gateway_it_verifies(tls_gateway:
             ws.send(json.dumps({"id": "1", "op": "whoami"}))
             reply = json.loads(ws.recv(timeout=30))
         assert reply["re"] == "1" and reply["user"] == "admin", reply
-        wrong = "00" + tls_gateway.fingerprint[2:] if not tls_gateway.fingerprint.startswith("00") else "11" + tls_gateway.fingerprint[2:]
+        wrong = (
+            "00" + tls_gateway.fingerprint[2:]
+            if not tls_gateway.fingerprint.startswith("00")
+            else "11" + tls_gateway.fingerprint[2:]
+        )
         settings(wrong)
         with browser() as ws:
             with pytest.raises(ConnectionClosed) as closed:

@@ -1,4 +1,4 @@
-"""What the kernel side verifies a wss:// gateway by, and when it sends the Hub's token (kernelhop/config.py, tls.py)."""
+"""What the kernel side verifies a wss:// gateway by, and when it sends the Hub's token (config.py, tls.py)."""
 
 import json
 import ssl
