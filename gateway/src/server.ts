@@ -101,7 +101,9 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
     throw e;
   }
 
-  const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+  // Bound to every address, this host reaches it on loopback, which is also a name of the --tls auto certificate.
+  const reachable = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+  const host = reachable.includes(':') ? `[${reachable}]` : reachable;
   const wsUrl = `${tls === undefined ? 'ws' : 'wss'}://${host}:${wsPort}${WS_PATH}`;
   const grpcAddress = `${host}:${grpcPort}`;
   // Kernels read gateway.json for where the gateway is; the admin's token goes to a file of its own, read only by
