@@ -186,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Listed for --help only: main() hands their arguments to the Node services, which own their own --help.
     commands.add_parser(
         "gateway",
-        help="run the gateway: [--host H] [--port P] [--grpc-port G] [--data DIR] [--tls auto] [--jupyterhub]",
+        help="run the gateway: [--host H] [--port P] [--grpc-port G] [--data DIR] [--tls auto] [--jupyterhub] "
+        "[--store s3://BUCKET/PREFIX [--s3-endpoint URL]] [--metadata postgres://...]",
     )
     commands.add_parser(
         "runtime",

@@ -26,6 +26,14 @@ if ! command -v ip >/dev/null 2>&1 || ! command -v tc >/dev/null 2>&1; then
     echo "Debian's iproute2 (ip netns, tc) makes the three-host test's namespaces: sudo apt-get install -y iproute2" >&2; exit 1
   fi
 fi
+# PostgreSQL: the metadata suite and an end-to-end test run the gateway on a real server (initdb in a temp dir).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    echo "Debian's postgresql is needed for the Postgres metadata tests: sudo apt-get install -y postgresql" >&2; exit 1
+  fi
+fi
 bash scripts/install.sh --test
 
 export PATH="$PWD/.venv/bin:$PATH" KERNELHOP_PYTHON="$PWD/.venv/bin/python"

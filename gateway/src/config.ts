@@ -4,6 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { TlsSetting } from './tls.js';
+import { BlobStoreChoice, MetadataChoice, StoreUrlError, parseMetadata, parseStore } from './stores/storeUrl.js';
 
 export interface GatewayConfig {
   host: string;
@@ -23,6 +24,10 @@ export interface GatewayConfig {
   insecure?: boolean;
   /** JupyterHub's API: tokens the gateway does not know are checked there (hubIdentity.ts). */
   hubApiUrl?: string;
+  /** --store / --s3-endpoint: the directory under --data when absent. */
+  blobStore?: BlobStoreChoice;
+  /** --metadata: SQLite under --data when absent. */
+  metadataStore?: MetadataChoice;
 }
 
 export class ConfigError extends Error {
@@ -41,6 +46,7 @@ export function defaultDataDir(env: NodeJS.ProcessEnv): string {
 export const USAGE = `usage: kernelhop gateway [--host H] [--port P] [--grpc-port G] [--data DIR] [--runtime-token-file F]
                          [--tls auto [--tls-san NAME ...] | --tls-cert F --tls-key F] [--insecure]
                          [--jupyterhub [--hub-api URL]]
+                         [--store s3://BUCKET/PREFIX [--s3-endpoint URL]] [--metadata postgres://...]
 
   --host H         address to listen on (default ${DEFAULT_HOST}; 0.0.0.0 for runtimes on other hosts)
   --port P         WebSocket port for kernels and JupyterLab (default ${DEFAULT_WS_PORT}; 0 picks a free one)
@@ -57,6 +63,13 @@ export const USAGE = `usage: kernelhop gateway [--host H] [--port P] [--grpc-por
   --jupyterhub     users are JupyterHub's: a kernel's JUPYTERHUB_API_TOKEN is checked at the Hub's /user (cached
                    30 s), its user becomes a kernelhop user on first sight, admin as the Hub says
   --hub-api URL    the Hub's API (default $JUPYTERHUB_API_URL, which the Hub sets for its services)
+  --store s3://BUCKET/PREFIX
+                   keep blobs in an S3-compatible bucket (credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+                   AWS_REGION, or any source the AWS SDK reads); default: DIR/cas
+  --s3-endpoint URL
+                   a MinIO, Ceph, R2 or other S3-compatible server (path-style), e.g. http://127.0.0.1:9000
+  --metadata postgres://USER:PASSWORD@HOST:PORT/DB
+                   keep runs, runtimes and refs in PostgreSQL (migrated on start); default: SQLite in DIR
 
 environment:
   KERNELHOP_TOKEN  the admin's token (default: a new one, printed; also written to DIR/admin-token)
@@ -81,6 +94,9 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfi
     insecure?: boolean;
     jupyterhub?: boolean;
     'hub-api'?: string;
+    store?: string;
+    's3-endpoint'?: string;
+    metadata?: string;
   };
   try {
     ({ values } = parseArgs({
@@ -98,6 +114,9 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfi
         insecure: { type: 'boolean' },
         jupyterhub: { type: 'boolean' },
         'hub-api': { type: 'string' },
+        store: { type: 'string' },
+        's3-endpoint': { type: 'string' },
+        metadata: { type: 'string' },
       },
       strict: true,
       allowPositionals: false,
@@ -130,6 +149,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfi
     tokenGenerated,
     adminUser: parseUser(env.KERNELHOP_USER),
     runtimeTokenFile: values['runtime-token-file'] === undefined ? undefined : path.resolve(values['runtime-token-file']),
+    ...parseStores(values.store, values['s3-endpoint'], values.metadata),
   };
 }
 
@@ -166,6 +186,19 @@ function parseHub(on: boolean, flag: string | undefined, fromHub: string | undef
 /** Addresses no other host can reach. */
 export function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+function parseStores(
+  store: string | undefined,
+  endpoint: string | undefined,
+  metadata: string | undefined,
+): { blobStore: BlobStoreChoice; metadataStore: MetadataChoice } {
+  try {
+    return { blobStore: parseStore(store, endpoint), metadataStore: parseMetadata(metadata) };
+  } catch (e) {
+    if (e instanceof StoreUrlError) throw new ConfigError(e.message);
+    throw e;
+  }
 }
 
 function parseUser(text: string | undefined): string {

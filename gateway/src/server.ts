@@ -5,17 +5,18 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
-import { BlobStore, DiskBlobStore } from './blobStore.js';
+import { BlobStore } from './blobStore.js';
 import { DEFAULT_ADMIN_USER, GatewayConfig } from './config.js';
 import { Collector, Mutex } from './gc.js';
 import { GrpcApi } from './grpcApi.js';
-import { MetadataStore, SqliteMetadataStore } from './metadataStore.js';
+import { MetadataStore } from './metadataStore.js';
 import { RuntimeTokenStore, SqliteRuntimeTokens } from './runtimeTokens.js';
 import { Scheduler } from './scheduler.js';
 import { SnapshotApi } from './snapshotApi.js';
 import { SnapshotStore, SqliteSnapshotStore } from './snapshotStore.js';
 import { HubIdentity } from './hubIdentity.js';
 import { loadServerTls } from './tls.js';
+import { openStores } from './stores/openStores.js';
 import { WS_PATH, WsApi } from './wsApi.js';
 
 /** Where a runtime that has the WebSocket URL asks for the gRPC port. */
@@ -47,8 +48,8 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
   const log = tuning.log ?? ((line: string) => console.error(`kernelhop gateway: ${line}`));
   await fsp.mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   const tls = await loadServerTls(config.tls ?? { mode: 'off' }, config.dataDir, config.host);
-  const store = await DiskBlobStore.open(path.join(config.dataDir, 'cas'));
-  const metadata = new SqliteMetadataStore(path.join(config.dataDir, 'kernelhop.db'), store);
+  const stores = await openStores(config);
+  const { store, metadata } = stores;
   const scheduler = new Scheduler({
     store,
     metadata,
@@ -94,7 +95,7 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
     grpcPort = await grpcApi.bind(config.host, config.grpcPort, tls);
   } catch (e) {
     httpServer.close();
-    await metadata.close();
+    await stores.close();
     await snapshots.close();
     await runtimeTokens.close();
     scheduler.close();
@@ -121,7 +122,7 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
       wsApi.close();
       await Promise.all([new Promise<void>((r) => httpServer.close(() => r())), grpcApi.close()]);
       httpServer.closeAllConnections();
-      await metadata.close();
+      await stores.close();
       await snapshots.close();
       await runtimeTokens.close();
     })());

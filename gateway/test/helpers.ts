@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { Digest, digestOf, encodeManifest, formatDigest, parseManifest } from '@kernelhop/kernel-snapshot';
 import { WebSocket } from 'ws';
+import type { GatewayConfig } from '../src/config.js';
 import { loadProto } from '../src/grpcApi.js';
 import { Gateway, startGateway } from '../src/server.js';
 
@@ -21,10 +22,11 @@ export interface TestGateway {
   stop(): Promise<void>;
 }
 
-export async function startTestGateway(): Promise<TestGateway> {
+/** `stores`: where blobs and metadata live (default: the directory and SQLite under the data dir). */
+export async function startTestGateway(stores: Pick<GatewayConfig, 'blobStore' | 'metadataStore'> = {}): Promise<TestGateway> {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'kernelhop-gw-'));
   const gw = await startGateway(
-    { host: '127.0.0.1', port: 0, grpcPort: 0, dataDir, token: TOKEN, tokenGenerated: false },
+    { host: '127.0.0.1', port: 0, grpcPort: 0, dataDir, token: TOKEN, tokenGenerated: false, ...stores },
     { heartbeatIntervalMs: 200, missedHeartbeats: 3, cancelGraceMs: 400, log: () => undefined },
   );
   runtimeToken = (await gw.runtimeTokens.create(null, Date.now())).token;

@@ -88,7 +88,7 @@ async function main(): Promise<void> {
     sessionGraceMs: config.sessionGraceS * 1000,
     log,
   });
-  const gateway = new GatewayClient(address, config.token, loadKernelhopProto(), grpcCredentials(trust));
+  const gateway = new GatewayClient(address, config.token, loadKernelhopProto(), log, grpcCredentials(trust));
   log(trust === undefined ? `plain text to ${address} (no TLS)` : `TLS to ${address}`);
   const { name, capacity } = config;
   const runtime = new Runtime({ gateway, cache, overlays, sandbox, pool, name, classes, capacity, version: version(), log });
