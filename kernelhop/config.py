@@ -1,6 +1,7 @@
 """Where the gateway is and which token it takes (ARCHITECTURE.md, "Discovery and auth").
 
-Environment first (`KERNELHOP_GATEWAY`, `KERNELHOP_TOKEN`), then `$KERNELHOP_HOME/gateway.json`, which a gateway
+Environment first (`KERNELHOP_GATEWAY`, `KERNELHOP_TOKEN`, `KERNELHOP_CA`, `KERNELHOP_FINGERPRINT`),
+then `$KERNELHOP_HOME/gateway.json`, which a gateway
 writes when it starts. Read at every hop, so `%env KERNELHOP_GATEWAY=...` takes effect without a restart.
 """
 
@@ -12,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+from .tls import TlsSettingError, normalize_fingerprint
 
 DEFAULT_PORT = 8731
 WS_PATH = "/ws/v1"
@@ -28,6 +31,9 @@ class GatewayConfig:
     token: str | None
     # Said in error messages, so a user knows which setting to fix.
     source: str
+    # What a wss:// gateway is verified by (kernelhop/tls.py): its CA file or its certificate's pinned SHA-256.
+    ca: str | None = None
+    fingerprint: str | None = None
 
 
 def kernelhop_home(environ: Mapping[str, str] = os.environ) -> Path:
@@ -55,7 +61,7 @@ def normalize_url(url: str) -> str:
 
 
 def read_gateway_file(path: Path) -> dict[str, str]:
-    """The `url` and `token` a gateway wrote; empty when there is no file."""
+    """The `url`, `token`, `ca` and `fingerprint` a gateway wrote; empty when there is no file."""
     try:
         raw = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -69,7 +75,7 @@ def read_gateway_file(path: Path) -> dict[str, str]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a JSON object with keys url and token")
     out: dict[str, str] = {}
-    for key in ("url", "token"):
+    for key in ("url", "token", "ca", "fingerprint"):
         value = data.get(key)
         if value is None:
             continue
@@ -112,9 +118,29 @@ def discover(environ: Mapping[str, str] = os.environ) -> GatewayConfig:
         except OSError as e:
             raise ConfigError(f"cannot read {admin_file}: {e.strerror or e}") from None
         token_source = f"from {admin_file}"
+    elif environ.get("JUPYTERHUB_API_TOKEN") and _may_carry_hub_token(url):
+        # Under JupyterHub the user's server holds the Hub's token for that user: a gateway started with
+        # --jupyterhub takes it as the user's identity, so nobody runs `kernelhop user add`.
+        token, token_source = environ["JUPYTERHUB_API_TOKEN"], "from JUPYTERHUB_API_TOKEN (the Hub's)"
     else:
         token_source = "not set"
-    return GatewayConfig(url=url, token=token, source=f"URL from {source}, token {token_source}")
+    # The file's CA and fingerprint are its gateway's: another URL gets only what the environment says.
+    ca = environ.get("KERNELHOP_CA") or (written.get("ca") if file_url == url else None)
+    fingerprint = environ.get("KERNELHOP_FINGERPRINT") or (written.get("fingerprint") if file_url == url else None)
+    if fingerprint is not None:
+        try:
+            fingerprint = normalize_fingerprint(fingerprint)
+        except TlsSettingError as e:
+            raise ConfigError(str(e)) from None
+    return GatewayConfig(
+        url=url, token=token, source=f"URL from {source}, token {token_source}", ca=ca, fingerprint=fingerprint
+    )
+
+
+def _may_carry_hub_token(url: str) -> bool:
+    """The Hub's token opens the user's server: it goes over TLS, or to this host, never in clear across a network."""
+    parts = urlsplit(url)
+    return parts.scheme == "wss" or parts.hostname in ("127.0.0.1", "localhost", "::1")
 
 
 # The most a hop re-runs to rebuild an unpicklable variable on the runtime: the seconds its cells took when they

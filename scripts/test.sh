@@ -18,6 +18,14 @@ if ! command -v bwrap >/dev/null 2>&1; then
     echo "Debian's bubblewrap sandboxes the runtime's workers: sudo apt-get install -y bubblewrap" >&2; exit 1
   fi
 fi
+# iproute2 (ip netns, tc) makes the three hosts of tests/e2e/test_three_hosts.py.
+if ! command -v ip >/dev/null 2>&1 || ! command -v tc >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null
+  else
+    echo "Debian's iproute2 (ip netns, tc) makes the three-host test's namespaces: sudo apt-get install -y iproute2" >&2; exit 1
+  fi
+fi
 # PostgreSQL: the metadata suite and an end-to-end test run the gateway on a real server (initdb in a temp dir).
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then

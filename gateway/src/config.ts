@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
+import type { TlsSetting } from './tls.js';
 import { BlobStoreChoice, MetadataChoice, StoreUrlError, parseMetadata, parseStore } from './stores/storeUrl.js';
 
 export interface GatewayConfig {
@@ -20,6 +21,11 @@ export interface GatewayConfig {
   runtimeTokenFile?: string;
   /** Runtimes started on demand (--provider); undefined = only the runtimes that register by themselves. */
   elastic?: ElasticConfig;
+  /** TLS on both listeners (tls.ts); off only on loopback unless `insecure`. */
+  tls?: TlsSetting;
+  insecure?: boolean;
+  /** JupyterHub's API: tokens the gateway does not know are checked there (hubIdentity.ts). */
+  hubApiUrl?: string;
   /** --store / --s3-endpoint: the directory under --data when absent. */
   blobStore?: BlobStoreChoice;
   /** --metadata: SQLite under --data when absent. */
@@ -55,6 +61,8 @@ export function defaultDataDir(env: NodeJS.ProcessEnv): string {
 }
 
 export const USAGE = `usage: kernelhop gateway [--host H] [--port P] [--grpc-port G] [--data DIR] [--runtime-token-file F]
+                         [--tls auto [--tls-san NAME ...] | --tls-cert F --tls-key F] [--insecure]
+                         [--jupyterhub [--hub-api URL]]
                          [--store s3://BUCKET/PREFIX [--s3-endpoint URL]] [--metadata postgres://...]
 
   --host H         address to listen on (default ${DEFAULT_HOST}; 0.0.0.0 for runtimes on other hosts)
@@ -63,6 +71,15 @@ export const USAGE = `usage: kernelhop gateway [--host H] [--port P] [--grpc-por
   --data DIR       blob store, SQLite database, gateway.json and admin-token (default $KERNELHOP_HOME or ~/.kernelhop)
   --runtime-token-file F
                    write a runtime token to F (mode 0600; kept while it stays live) for a runtime on this host
+  --tls auto       TLS on both ports with a CA and a certificate made under DIR/tls (kernels and runtimes on other
+                   hosts verify with DIR/tls/ca.pem, or pin the fingerprint the gateway prints)
+  --tls-san NAME   with --tls auto, one more name or address clients reach this host by (repeatable)
+  --tls-cert F --tls-key F
+                   TLS with your own certificate (PEM, chain after it) and its key
+  --insecure       listen on a non-loopback address without TLS (tokens and state then cross the network in clear)
+  --jupyterhub     users are JupyterHub's: a kernel's JUPYTERHUB_API_TOKEN is checked at the Hub's /user (cached
+                   30 s), its user becomes a kernelhop user on first sight, admin as the Hub says
+  --hub-api URL    the Hub's API (default $JUPYTERHUB_API_URL, which the Hub sets for its services)
   --store s3://BUCKET/PREFIX
                    keep blobs in an S3-compatible bucket (credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
                    AWS_REGION, or any source the AWS SDK reads); default: DIR/cas
@@ -95,7 +112,7 @@ export function wantsHelp(argv: string[]): boolean {
 }
 
 export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfig {
-  let values: Record<string, string | string[] | undefined>;
+  let values: Record<string, string | string[] | boolean | undefined>;
   try {
     ({ values } = parseArgs({
       args: argv,
@@ -116,6 +133,13 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfi
         'idle-release': { type: 'string' },
         'max-runtimes': { type: 'string' },
         'register-timeout': { type: 'string' },
+        tls: { type: 'string' },
+        'tls-san': { type: 'string', multiple: true },
+        'tls-cert': { type: 'string' },
+        'tls-key': { type: 'string' },
+        insecure: { type: 'boolean' },
+        jupyterhub: { type: 'boolean' },
+        'hub-api': { type: 'string' },
         store: { type: 'string' },
         's3-endpoint': { type: 'string' },
         metadata: { type: 'string' },
@@ -130,8 +154,22 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfi
   const tokenGenerated = envToken === undefined || envToken === '';
   const str = (name: string): string | undefined => values[name] as string | undefined;
   const tokenFile = str('runtime-token-file');
+  const host = str('host') ?? DEFAULT_HOST;
+  const tls = parseTls(values as TlsValues);
+  const insecure = (values.insecure as boolean | undefined) ?? false;
+  if (tls.mode === 'off' && !insecure && !isLoopback(host)) {
+    throw new ConfigError(
+      `refusing to listen on ${host} without TLS: tokens and kernel state would cross the network in clear. ` +
+        'Pass --tls auto (a CA and a certificate made under the data directory; give other hosts DATA/tls/ca.pem ' +
+        'as KERNELHOP_CA, or the fingerprint the gateway prints as KERNELHOP_FINGERPRINT), or --tls-cert F --tls-key F ' +
+        'with your own, or --insecure on a network you trust.',
+    );
+  }
   return {
-    host: str('host') ?? DEFAULT_HOST,
+    host,
+    tls,
+    insecure,
+    hubApiUrl: parseHub((values.jupyterhub as boolean | undefined) ?? false, str('hub-api'), env.JUPYTERHUB_API_URL),
     port: parsePort(str('port'), DEFAULT_WS_PORT, '--port'),
     grpcPort: parsePort(str('grpc-port'), DEFAULT_GRPC_PORT, '--grpc-port'),
     dataDir: path.resolve(str('data') ?? defaultDataDir(env)),
@@ -144,7 +182,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfi
   };
 }
 
-function parseElastic(values: Record<string, string | string[] | undefined>): ElasticConfig | undefined {
+function parseElastic(values: Record<string, string | string[] | boolean | undefined>): ElasticConfig | undefined {
   const str = (name: string): string | undefined => values[name] as string | undefined;
   const kind = str('provider');
   const elasticFlags = ['provider-command', 'k8s-template', 'elastic-class', 'runtime-gateway', 'scale-up-after', 'idle-release', 'max-runtimes', 'register-timeout'];
@@ -193,6 +231,48 @@ function parseCount(text: string | undefined, fallback: number, flag: string): n
   const n = Number(text);
   if (!/^\d+$/.test(text) || n < 1) throw new ConfigError(`${flag} ${JSON.stringify(text)} must be a whole number, 1 or more`);
   return n;
+}
+
+interface TlsValues {
+  tls?: string;
+  'tls-san'?: string[];
+  'tls-cert'?: string;
+  'tls-key'?: string;
+}
+
+function parseTls(values: TlsValues): TlsSetting {
+  const cert = values['tls-cert'];
+  const key = values['tls-key'];
+  const names = values['tls-san'] ?? [];
+  if (values.tls !== undefined && values.tls !== 'auto') {
+    throw new ConfigError(`--tls ${JSON.stringify(values.tls)}: the one value is auto (or give --tls-cert F --tls-key F)`);
+  }
+  if (values.tls === 'auto') {
+    if (cert !== undefined || key !== undefined) throw new ConfigError('--tls auto makes its own certificate: drop --tls-cert/--tls-key, or drop --tls auto');
+    return { mode: 'auto', names };
+  }
+  if (names.length > 0) throw new ConfigError('--tls-san names go into the certificate --tls auto makes: add --tls auto');
+  if ((cert === undefined) !== (key === undefined)) throw new ConfigError('--tls-cert and --tls-key go together: give both');
+  if (cert !== undefined && key !== undefined) return { mode: 'files', certFile: path.resolve(cert), keyFile: path.resolve(key) };
+  return { mode: 'off' };
+}
+
+function parseHub(on: boolean, flag: string | undefined, fromHub: string | undefined): string | undefined {
+  if (!on) {
+    if (flag !== undefined) throw new ConfigError('--hub-api goes with --jupyterhub: add --jupyterhub');
+    return undefined;
+  }
+  const url = flag ?? fromHub;
+  if (url === undefined || url === '') {
+    throw new ConfigError('--jupyterhub needs the Hub\'s API: pass --hub-api http://HUB:8081/hub/api, or run the gateway as a Hub service (which sets JUPYTERHUB_API_URL)');
+  }
+  if (!/^https?:\/\/[^/]+/.test(url)) throw new ConfigError(`--hub-api ${JSON.stringify(url)}: expected http(s)://HOST:PORT/hub/api`);
+  return url;
+}
+
+/** Addresses no other host can reach. */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
 function parseStores(

@@ -120,11 +120,15 @@ export class GrpcApi {
     });
   }
 
-  /** Binds `host:port` (0 = a free port) and returns the port bound. */
-  bind(host: string, port: number): Promise<number> {
+  /** Binds `host:port` (0 = a free port) and returns the port bound; TLS only when `tls` is given. */
+  bind(host: string, port: number, tls?: { certChain: Buffer; key: Buffer }): Promise<number> {
     const addr = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+    const creds =
+      tls === undefined
+        ? grpc.ServerCredentials.createInsecure()
+        : grpc.ServerCredentials.createSsl(null, [{ cert_chain: tls.certChain, private_key: tls.key }], false);
     return new Promise((resolve, reject) => {
-      this.server.bindAsync(addr, grpc.ServerCredentials.createInsecure(), (err, bound) =>
+      this.server.bindAsync(addr, creds, (err, bound) =>
         err ? reject(err) : resolve(bound),
       );
     });

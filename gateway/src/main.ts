@@ -2,6 +2,7 @@
 // Entry point: `node gateway/dist/src/main.js [--host H] [--port P] [--grpc-port G] [--data DIR]`.
 import { ConfigError, USAGE, loadConfig, wantsHelp } from './config.js';
 import { startGateway } from './server.js';
+import { TlsError } from './tls.js';
 
 async function main(): Promise<void> {
   // Each stored blob is written and fsynced on libuv's thread pool; its default 4 threads serialise a batch's fsyncs.
@@ -14,6 +15,10 @@ async function main(): Promise<void> {
   const config = loadConfig(process.argv.slice(2), process.env);
   const gateway = await startGateway(config);
   // Test harnesses and `kernelhop` wait for exactly this line.
+  if (gateway.tlsFingerprint !== undefined) {
+    const ca = config.tls?.mode === 'auto' ? `; CA ${config.dataDir}/tls/ca.pem (KERNELHOP_CA)` : '';
+    console.log(`kernelhop gateway TLS certificate sha256 ${gateway.tlsFingerprint} (KERNELHOP_FINGERPRINT)${ca}`);
+  }
   console.log(`kernelhop gateway ready ws=${gateway.wsUrl} grpc=${gateway.grpcAddress}`);
   if (config.tokenGenerated) {
     console.log(`kernelhop gateway token ${config.token} (set KERNELHOP_TOKEN to choose one; also in ${config.dataDir}/admin-token)`);
@@ -33,7 +38,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((e: unknown) => {
-  if (e instanceof ConfigError) {
+  if (e instanceof ConfigError || e instanceof TlsError) {
     console.error(`kernelhop gateway: ${e.message}`);
     process.exit(2);
   }

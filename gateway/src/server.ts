@@ -2,6 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as http from 'node:http';
+import * as https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { BlobStore } from './blobStore.js';
@@ -21,6 +22,8 @@ import { Scheduler } from './scheduler.js';
 import { SnapshotApi } from './snapshotApi.js';
 import { SnapshotStore, SqliteSnapshotStore } from './snapshotStore.js';
 import { SqliteUsageLedger, UsageLedger } from './usage.js';
+import { HubIdentity } from './hubIdentity.js';
+import { loadServerTls } from './tls.js';
 import { openStores } from './stores/openStores.js';
 import { WS_PATH, WsApi } from './wsApi.js';
 
@@ -41,6 +44,8 @@ export interface GatewayTuning {
 export interface Gateway {
   wsUrl: string;
   grpcAddress: string;
+  /** SHA-256 of the server certificate when TLS is on: what a client may pin instead of trusting a CA file. */
+  tlsFingerprint?: string;
   store: BlobStore;
   metadata: MetadataStore;
   snapshots: SnapshotStore;
@@ -55,6 +60,7 @@ export interface Gateway {
 export async function startGateway(config: GatewayConfig, tuning: GatewayTuning = {}): Promise<Gateway> {
   const log = tuning.log ?? jsonLog('kernelhop-gateway');
   await fsp.mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  const tls = await loadServerTls(config.tls ?? { mode: 'off' }, config.dataDir, config.host);
   const stores = await openStores(config);
   const { store, metadata } = stores;
   const usage = new SqliteUsageLedger(path.join(config.dataDir, 'kernelhop.db'));
@@ -102,6 +108,12 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
 
   // A new key per start: sessions do not outlive the gateway's runs anyway (a runtime's warm workers are per session).
   const sessionKey = randomBytes(32);
+  const hub =
+    config.hubApiUrl === undefined
+      ? undefined
+      : new HubIdentity({ apiUrl: config.hubApiUrl, snapshots, adminUser: config.adminUser ?? DEFAULT_ADMIN_USER, log });
+  // The gateway's own tokens first (the admin's, `kernelhop user add`'s), then the Hub's.
+  const authenticate = hub && (async (token: string) => (await snapshots.authenticate(token)) ?? hub.authenticate(token));
   const wsApi = new WsApi({
     snapshots,
     api,
@@ -113,9 +125,10 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
     sessionKey,
     log,
     pingIntervalMs: tuning.pingIntervalMs,
+    authenticate,
   });
   let grpcPort = 0;
-  const httpServer = http.createServer((req, res) => {
+  const onRequest: http.RequestListener = (req, res) => {
     if (req.method === 'GET' && req.url === RUNTIMES_INFO_PATH) {
       // A runtime given the WebSocket URL learns here where to register (runtime/src/gatewayAddress.ts).
       res.writeHead(200, { 'Content-Type': 'application/json' });
@@ -128,14 +141,15 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
     }
     res.writeHead(426, { 'Content-Type': 'text/plain; charset=utf-8', Upgrade: 'websocket' });
     res.end(`kernelhop gateway: connect a WebSocket to ${WS_PATH}\n`);
-  });
+  };
+  const httpServer = tls === undefined ? http.createServer(onRequest) : https.createServer({ cert: tls.certChain, key: tls.key }, onRequest);
   httpServer.on('upgrade', (req, socket, head) => wsApi.handleUpgrade(req, socket, head));
   const grpcApi = new GrpcApi(runtimeTokens, snapshots, store, scheduler, log, metrics);
 
   let wsPort: number;
   try {
     wsPort = await listen(httpServer, config.host, config.port);
-    grpcPort = await grpcApi.bind(config.host, config.grpcPort);
+    grpcPort = await grpcApi.bind(config.host, config.grpcPort, tls);
   } catch (e) {
     httpServer.close();
     await stores.close();
@@ -146,12 +160,16 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
     throw e;
   }
 
-  const host = config.host.includes(':') ? `[${config.host}]` : config.host;
-  const wsUrl = `ws://${host}:${wsPort}${WS_PATH}`;
+  // Bound to every address, this host reaches it on loopback, which is also a name of the --tls auto certificate.
+  const reachable = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+  const host = reachable.includes(':') ? `[${reachable}]` : reachable;
+  const wsUrl = `${tls === undefined ? 'ws' : 'wss'}://${host}:${wsPort}${WS_PATH}`;
   const grpcAddress = `${host}:${grpcPort}`;
   // Kernels read gateway.json for where the gateway is; the admin's token goes to a file of its own, read only by
   // the `kernelhop` command's admin operations. Both are the gateway owner's alone.
-  await writePrivate(path.join(config.dataDir, 'gateway.json'), `${JSON.stringify({ url: wsUrl, grpc: grpcAddress }, null, 2)}\n`);
+  // With TLS it also says what to verify against: the CA made here (auto) and the certificate's fingerprint.
+  const discovery = { url: wsUrl, grpc: grpcAddress, ...(tls && { ca: tls.caFile, fingerprint: tls.fingerprint }) };
+  await writePrivate(path.join(config.dataDir, 'gateway.json'), `${JSON.stringify(discovery, null, 2)}\n`);
   await writePrivate(path.join(config.dataDir, ADMIN_TOKEN_FILE), `${config.token}\n`);
   if (config.runtimeTokenFile !== undefined) await writeRuntimeToken(runtimeTokens, config.runtimeTokenFile);
   if (config.elastic !== undefined) {
@@ -179,7 +197,7 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
       await usage.close();
     })());
 
-  return { wsUrl, grpcAddress, store, metadata, snapshots, collector, scheduler, runtimeTokens, usage, metrics, close };
+  return { wsUrl, grpcAddress, tlsFingerprint: tls?.fingerprint, store, metadata, snapshots, collector, scheduler, runtimeTokens, usage, metrics, close };
 }
 
 function openProvider(e: ElasticConfig, log: Log): Promise<RuntimeProvider> {

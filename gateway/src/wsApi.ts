@@ -55,6 +55,8 @@ export interface WsApiOptions {
   sessionKey: Buffer;
   log: Log;
   pingIntervalMs?: number;
+  /** Token → user, where users come from elsewhere too (JupyterHub); default: `snapshots` alone. */
+  authenticate?: (token: string) => Promise<User | undefined>;
 }
 
 type RequestId = string | number;
@@ -107,7 +109,7 @@ export class WsApi {
       unauthorized();
       return;
     }
-    this.opts.snapshots.authenticate(token).then(
+    (this.opts.authenticate ?? ((t: string) => this.opts.snapshots.authenticate(t)))(token).then(
       (user) => {
         if (user === undefined) unauthorized();
         else this.wss.handleUpgrade(req, socket, head, (ws) => this.connected(ws, user));

@@ -99,8 +99,10 @@ def _up(ns: argparse.Namespace) -> int:
     try:
         grpc_port = ns.grpc_port if ns.grpc_port is not None else ns.port + 1
         token_file = home / "runtime-token"
+        # The gateway stays on loopback whatever --host says: its kernels and runtime are here, and a browser elsewhere
+        # reaches it through JupyterLab's relay, so it needs neither TLS nor an open port.
         gateway = start_gateway(
-            data=home, token=token, host=ns.host, port=ns.port, grpc_port=grpc_port, runtime_token_file=token_file
+            data=home, token=token, host="127.0.0.1", port=ns.port, grpc_port=grpc_port, runtime_token_file=token_file
         )
         services.append(gateway)
         # The local runtime gets a runtime token of its own: the admin's never reaches a runtime or its workers.
@@ -162,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     up = commands.add_parser("up", help="gateway, one local runtime and JupyterLab with the example notebook")
-    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument(
+        "--host", default="127.0.0.1", help="address JupyterLab listens on (the gateway stays on loopback)"
+    )
     up.add_argument("--port", type=int, default=8731, help="gateway WebSocket port")
     up.add_argument("--grpc-port", type=int, default=None, help="gateway gRPC port (default: port + 1)")
     up.add_argument("--lab-port", type=int, default=8888)
@@ -182,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Listed for --help only: main() hands their arguments to the Node services, which own their own --help.
     commands.add_parser(
         "gateway",
-        help="run the gateway: [--host H] [--port P] [--grpc-port G] [--data DIR] "
+        help="run the gateway: [--host H] [--port P] [--grpc-port G] [--data DIR] [--tls auto] [--jupyterhub] "
         "[--store s3://BUCKET/PREFIX [--s3-endpoint URL]] [--metadata postgres://...]",
     )
     commands.add_parser(

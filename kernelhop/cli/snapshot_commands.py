@@ -22,7 +22,8 @@ from ..client.usage import format_report, parse_since
 
 def _api() -> Snapshots:
     cfg = discover()
-    return Snapshots(GatewayConnection(cfg.url, cfg.token, source=cfg.source), MemoryBlobStore())
+    client = GatewayConnection(cfg.url, cfg.token, source=cfg.source, ca=cfg.ca, fingerprint=cfg.fingerprint)
+    return Snapshots(client, MemoryBlobStore())
 
 
 def run(name: str, ns: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
@@ -23,6 +24,7 @@ from kernelhop_proto.v1.capabilities_pb2 import Capabilities
 from websockets.sync.client import ClientConnection, connect
 
 from .compression import CODEC, compress_if_it_pays, compression_wanted
+from ..tls import PinMismatch, TlsSettingError, client_context
 
 MiB = 1024 * 1024
 # The limits are the schema's defaults (proto/kernelhop/v1/capabilities.proto), the one place they are written.
@@ -116,6 +118,9 @@ def _batches(items: Iterable[tuple[str, int]], limit: int) -> Iterator[list[str]
         yield batch
 
 
+STALL_S = 30.0
+
+
 class GatewayConnection:
     """One connection to one gateway, opened on first use and again after it drops.
 
@@ -130,12 +135,16 @@ class GatewayConnection:
         source: str = "",
         open_timeout: float = 10.0,
         reply_timeout: float = 300.0,
+        ca: str | None = None,
+        fingerprint: str | None = None,
     ):
         self.url = url
         self.token = token
         self.source = source
         self.open_timeout = open_timeout
         self.reply_timeout = reply_timeout
+        self.ca = ca
+        self.fingerprint = fingerprint
         # zstd on the uplink where it pays (compression.py); tests and benchmarks may set it either way.
         self.compress = compression_wanted(url)
         self.known: set[str] = set()
@@ -158,8 +167,13 @@ class GatewayConnection:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         where = f" ({self.source})" if self.source else ""
         try:
+            tls = client_context(self.ca, self.fingerprint) if self.url.startswith("wss://") else None
+        except TlsSettingError as e:
+            raise GatewayUnreachable(f"{e}{where}") from None
+        try:
             self._ws = connect(
                 self.url,
+                ssl=tls,
                 additional_headers=headers,
                 max_size=MAX_FRAME,
                 open_timeout=self.open_timeout,
@@ -194,6 +208,10 @@ class GatewayConnection:
                 "Start one with `kernelhop up` (gateway, runtime and JupyterLab) or `kernelhop gateway`, "
                 "or set KERNELHOP_GATEWAY."
             ) from None
+        # A link that dies mid-send (a cut cable, a laptop's Wi-Fi gone) would leave a send blocked for TCP's ~15
+        # minutes of retries; with this the kernel gives up once the gateway acknowledged nothing for STALL_S.
+        if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux; elsewhere the keepalive pings are the only watch
+            self._ws.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(STALL_S * 1000))
         self._hello(self._ws)
         return self._ws
 
@@ -555,6 +573,15 @@ def _field(reply: dict[str, Any], key: str, kind: type):
 
 
 def _why(e: BaseException, open_timeout: float) -> str:
+    if isinstance(e, PinMismatch):
+        return str(e.args[1])
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return (
+            f"its TLS certificate did not verify ({e.verify_message}): set KERNELHOP_CA to the gateway's CA "
+            "(DATA/tls/ca.pem for `--tls auto`) or KERNELHOP_FINGERPRINT to the sha256 it prints"
+        )
+    if isinstance(e, ssl.SSLError):
+        return f"TLS failed ({e.reason or e}): is it a wss:// gateway?"
     if isinstance(e, ConnectionRefusedError):
         return "connection refused"
     if isinstance(e, socket.gaierror):
@@ -562,5 +589,7 @@ def _why(e: BaseException, open_timeout: float) -> str:
     if isinstance(e, TimeoutError):
         return f"no answer within {open_timeout:g} s"
     if isinstance(e, InvalidHandshake):
-        return f"the server did not complete a WebSocket handshake ({e})"
+        return (
+            f"the server did not complete a WebSocket handshake ({e}); a gateway with TLS takes wss:// URLs only"
+        )
     return getattr(e, "strerror", None) or str(e) or type(e).__name__

@@ -177,9 +177,11 @@ class Hopper:
     def client(self) -> GatewayConnection:
         """The connection to the gateway the settings name now; a new one when they changed since the last hop."""
         cfg = discover()
-        if self._client is None or (self._client.url, self._client.token) != (cfg.url, cfg.token):
+        seen = (cfg.url, cfg.token, cfg.ca, cfg.fingerprint)
+        client = self._client
+        if client is None or (client.url, client.token, client.ca, client.fingerprint) != seen:
             self.close()
-            self._client = GatewayConnection(cfg.url, cfg.token, source=cfg.source)
+            self._client = GatewayConnection(cfg.url, cfg.token, source=cfg.source, ca=cfg.ca, fingerprint=cfg.fingerprint)
         return self._client
 
     def new_store(self) -> HopStore:

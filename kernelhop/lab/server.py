@@ -23,6 +23,7 @@ from jupyter_server.base.websocket import WebSocketMixin
 from jupyter_server.utils import ensure_async, url_path_join
 from tornado.httpclient import HTTPClientError, HTTPRequest
 
+from ..tls import TlsSettingError, client_context
 from ..config import ConfigError, discover
 
 CLOSE_TOKEN_REFUSED = 4401
@@ -89,7 +90,12 @@ class GatewayRelayHandler(WebSocketMixin, tornado.websocket.WebSocketHandler, Ju
             self._close(CLOSE_GATEWAY_DOWN, str(e))
             return
         headers = {"Authorization": f"Bearer {config.token}"} if config.token else {}
-        request = HTTPRequest(config.url, headers=headers, connect_timeout=CONNECT_TIMEOUT_S)
+        try:
+            tls = client_context(config.ca, config.fingerprint) if config.url.startswith("wss://") else None
+        except TlsSettingError as e:
+            self._close(CLOSE_GATEWAY_DOWN, str(e))
+            return
+        request = HTTPRequest(config.url, headers=headers, connect_timeout=CONNECT_TIMEOUT_S, ssl_options=tls)
         try:
             self._upstream = await tornado.websocket.websocket_connect(request, max_message_size=MAX_MESSAGE_SIZE)
         except HTTPClientError as e:

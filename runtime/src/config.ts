@@ -2,6 +2,7 @@
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseSize } from './cgroups.js';
+import { TlsTrustError, normalizeFingerprint } from './tls.js';
 
 export interface RuntimeConfig {
   gateway: string;
@@ -27,6 +28,10 @@ export interface RuntimeConfig {
   /** Where the kernel's missing packages come from (packages.ts); none: pip's own configuration. */
   indexUrl: string | null;
   findLinks: string[];
+  /** The gateway's CA (PEM) to verify its certificate against; TLS is on with it, a fingerprint or a wss:// URL. */
+  ca: string | null;
+  /** The gateway certificate's SHA-256, pinned instead of a CA. */
+  fingerprint: string | null;
 }
 
 export class ConfigError extends Error {
@@ -36,6 +41,7 @@ export class ConfigError extends Error {
 export const USAGE = `usage: node runtime/dist/src/main.js --gateway URL|HOST:PORT [--class NAME ...] [--capacity N] [--warm N]
                                    [--python PATH] [--cache DIR] [--name NAME] [--session-grace SECONDS] [--token TOKEN]
                                    [--single-user [--no-sandbox]] [--worker-memory SIZE] [--worker-cpus N] [--probe-sandbox] [--index-url URL] [--find-links DIR ...]
+                                   [--ca FILE | --fingerprint SHA256]
 
   --gateway URL|HOST:PORT  the gateway: the ws:// or wss:// URL it prints (the runtime asks it for its gRPC port),
                            or HOST:PORT of its gRPC port for runtimes (8732 by default)
@@ -59,7 +65,12 @@ export const USAGE = `usage: node runtime/dist/src/main.js --gateway URL|HOST:PO
   --probe-sandbox          print whether workers can be sandboxed here as one JSON line, and exit (0: they can)
   --index-url URL          the package index the kernel's missing packages are installed from (default pip's own
                            configuration)
-  --find-links DIR         a wheelhouse to install them from (repeatable); without --index-url it is the only source`;
+  --find-links DIR         a wheelhouse to install them from (repeatable); without --index-url it is the only source
+  --ca FILE                TLS to the gateway, verified against this CA (default $KERNELHOP_CA; a gateway started
+                           with --tls auto keeps it in DATA/tls/ca.pem)
+  --fingerprint SHA256     TLS to the gateway, trusting only the certificate with this SHA-256 (default
+                           $KERNELHOP_FINGERPRINT; the gateway prints it). A wss:// --gateway with neither uses the
+                           system's CAs`;
 
 export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): RuntimeConfig {
   const home = env.KERNELHOP_HOME || path.join(os.homedir(), '.kernelhop');
@@ -80,7 +91,10 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
     probeSandbox: false,
     indexUrl: null,
     findLinks: [],
+    ca: env.KERNELHOP_CA ? path.resolve(env.KERNELHOP_CA) : null,
+    fingerprint: null,
   };
+  let fingerprint = env.KERNELHOP_FINGERPRINT || null;
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i] as string;
     const value = (): string => {
@@ -149,11 +163,25 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
       case '--find-links':
         config.findLinks.push(path.resolve(value()));
         break;
+      case '--ca':
+        config.ca = path.resolve(value());
+        break;
+      case '--fingerprint':
+        fingerprint = value();
+        break;
       case '--help':
       case '-h':
         throw new ConfigError(USAGE);
       default:
         throw new ConfigError(`unknown option ${JSON.stringify(flag)}\n\n${USAGE}`);
+    }
+  }
+  if (fingerprint !== null) {
+    try {
+      config.fingerprint = normalizeFingerprint(fingerprint);
+    } catch (e) {
+      if (e instanceof TlsTrustError) throw new ConfigError(`--fingerprint / KERNELHOP_FINGERPRINT: ${e.message}`);
+      throw e;
     }
   }
   if (config.probeSandbox) return config;

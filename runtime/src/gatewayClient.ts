@@ -50,6 +50,7 @@ export class GatewayClient {
     private readonly token: string,
     pkg: KernelhopPackage,
     readonly log: (line: string) => void = () => undefined,
+    creds: grpc.ChannelCredentials = grpc.credentials.createInsecure(),
   ) {
     const options: grpc.ChannelOptions = {
       'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
@@ -59,7 +60,6 @@ export class GatewayClient {
       // window of bytes through per event-loop round trip, ~60 MB/s on loopback.
       'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW_BYTES,
     };
-    const creds = grpc.credentials.createInsecure();
     this.runtimes = new pkg.Runtimes(address, creds, options);
     // Share the one connection: a second client with the same options would open a second channel.
     this.cas = new pkg.ContentAddressableStorage(address, creds, { ...options, channelOverride: this.runtimes.getChannel() });

@@ -13,6 +13,7 @@ import { PackageOverlays } from './packages.js';
 import { loadKernelhopProto } from './proto.js';
 import { Runtime } from './runtime.js';
 import { Sandbox } from './sandbox.js';
+import { TlsTrust, TlsTrustError, grpcCredentials, readCa, resolvePin } from './tls.js';
 import { WorkerPool } from './workerPool.js';
 
 const REGISTER_TIMEOUT_MS = 10_000;
@@ -65,10 +66,19 @@ async function main(): Promise<void> {
   log(sandbox.kind === 'none' ? `workers run unsandboxed (--single-user): ${sandbox.detail}` : `workers sandboxed: ${sandbox.detail}`);
 
   let address: string;
+  let trust: TlsTrust | undefined;
   try {
-    address = await grpcAddressOf(config.gateway);
+    // TLS when the gateway's URL says so or something to verify it by is given; plain text only on loopback's word.
+    if (config.gateway.startsWith('wss://') || config.ca !== null || config.fingerprint !== null) {
+      trust = { ...(config.ca !== null && { ca: readCa(config.ca) }) };
+      if (config.fingerprint !== null) {
+        const named = config.gateway.startsWith('wss://') ? new URL(config.gateway) : new URL(`https://${config.gateway}`);
+        trust = await resolvePin(named.hostname.replace(/^\[|\]$/g, ''), Number(named.port || 443), config.fingerprint);
+      }
+    }
+    address = await grpcAddressOf(config.gateway, trust);
   } catch (err) {
-    if (!(err instanceof GatewayAddressError)) throw err;
+    if (!(err instanceof GatewayAddressError) && !(err instanceof TlsTrustError)) throw err;
     log(err.message);
     process.exit(1);
   }
@@ -89,7 +99,8 @@ async function main(): Promise<void> {
     sessionGraceMs: config.sessionGraceS * 1000,
     log,
   });
-  const gateway = new GatewayClient(address, config.token, loadKernelhopProto(), log);
+  const gateway = new GatewayClient(address, config.token, loadKernelhopProto(), log, grpcCredentials(trust));
+  log(trust === undefined ? `plain text to ${address} (no TLS)` : `TLS to ${address}`);
   const { name, capacity } = config;
   const runtime = new Runtime({ gateway, cache, overlays, sandbox, pool, name, classes, capacity, version: version(), log });
 
@@ -123,7 +134,11 @@ async function main(): Promise<void> {
     } else {
       log(
         `cannot reach a gateway at ${address} (${detail}). Start one with \`kernelhop gateway\` ` +
-          `(it listens for runtimes on port 8732), or pass --gateway with the URL a running gateway prints.`,
+          `(it listens for runtimes on port 8732), or pass --gateway with the URL a running gateway prints.` +
+          (trust === undefined
+            ? ' If the gateway runs with TLS, pass its wss:// URL, or --ca FILE (KERNELHOP_CA) or --fingerprint SHA256 ' +
+              '(KERNELHOP_FINGERPRINT) as its first lines print them.'
+            : ''),
       );
     }
     process.exit(1);
