@@ -17,6 +17,8 @@ export interface GatewayConfig {
   adminUser?: string;
   /** Where to write a runtime token for a runtime started next to the gateway (--runtime-token-file). */
   runtimeTokenFile?: string;
+  /** How long a session's worker stays warm on its slot after a cell (--warm-grace; seconds, 0 = never). */
+  warmGraceS?: number;
 }
 
 export class ConfigError extends Error {
@@ -27,12 +29,14 @@ export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_WS_PORT = 8731;
 export const DEFAULT_GRPC_PORT = 8732;
 export const DEFAULT_ADMIN_USER = 'admin';
+export const DEFAULT_WARM_GRACE_S = 60;
 
 export function defaultDataDir(env: NodeJS.ProcessEnv): string {
   return env.KERNELHOP_HOME && env.KERNELHOP_HOME !== '' ? env.KERNELHOP_HOME : path.join(os.homedir(), '.kernelhop');
 }
 
 export const USAGE = `usage: kernelhop gateway [--host H] [--port P] [--grpc-port G] [--data DIR] [--runtime-token-file F]
+                         [--warm-grace S]
 
   --host H         address to listen on (default ${DEFAULT_HOST}; 0.0.0.0 for runtimes on other hosts)
   --port P         WebSocket port for kernels and JupyterLab (default ${DEFAULT_WS_PORT}; 0 picks a free one)
@@ -40,6 +44,8 @@ export const USAGE = `usage: kernelhop gateway [--host H] [--port P] [--grpc-por
   --data DIR       blob store, SQLite database, gateway.json and admin-token (default $KERNELHOP_HOME or ~/.kernelhop)
   --runtime-token-file F
                    write a runtime token to F (mode 0600; kept while it stays live) for a runtime on this host
+  --warm-grace S   seconds a session's worker stays warm on its GPU after a cell (default ${DEFAULT_WARM_GRACE_S}; 0 = never);
+                   a run of another session that finds no free GPU evicts the worker idle the longest at once
 
 environment:
   KERNELHOP_TOKEN  the admin's token (default: a new one, printed; also written to DIR/admin-token)
@@ -51,7 +57,7 @@ export function wantsHelp(argv: string[]): boolean {
 }
 
 export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfig {
-  let values: { host?: string; port?: string; 'grpc-port'?: string; data?: string; 'runtime-token-file'?: string };
+  let values: { host?: string; port?: string; 'grpc-port'?: string; data?: string; 'runtime-token-file'?: string; 'warm-grace'?: string };
   try {
     ({ values } = parseArgs({
       args: argv,
@@ -61,6 +67,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfi
         'grpc-port': { type: 'string' },
         data: { type: 'string' },
         'runtime-token-file': { type: 'string' },
+        'warm-grace': { type: 'string' },
       },
       strict: true,
       allowPositionals: false,
@@ -79,6 +86,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfi
     tokenGenerated,
     adminUser: parseUser(env.KERNELHOP_USER),
     runtimeTokenFile: values['runtime-token-file'] === undefined ? undefined : path.resolve(values['runtime-token-file']),
+    warmGraceS: parseSeconds(values['warm-grace'], DEFAULT_WARM_GRACE_S, '--warm-grace'),
   };
 }
 
@@ -88,6 +96,13 @@ function parseUser(text: string | undefined): string {
     throw new ConfigError(`KERNELHOP_USER ${JSON.stringify(text)}: 1-32 lowercase letters, digits, _ . -, starting with a letter`);
   }
   return text;
+}
+
+function parseSeconds(text: string | undefined, fallback: number, flag: string): number {
+  if (text === undefined) return fallback;
+  const n = Number(text);
+  if (text.trim() === '' || !Number.isFinite(n) || n < 0) throw new ConfigError(`${flag} ${JSON.stringify(text)}: expected seconds, 0 or more`);
+  return n;
 }
 
 function parsePort(text: string | undefined, fallback: number, flag: string): number {

@@ -59,6 +59,8 @@ type PbGatewayMessage =
         timeout_s: number;
         lazy: boolean;
         reach: string[];
+        slot: number;
+        warm_grace_s: number;
       };
     }
   | { cancel: { run_id: string; reason: string } };
@@ -312,6 +314,7 @@ export class GrpcApi {
       name: req.name,
       classes: req.classes.map((c) => ({ name: c.name, simulated: c.simulated })),
       capacity: req.capacity,
+      slots: req.slots.map((s) => ({ index: s.index, device: s.device, name: s.name, memoryMib: Number(s.memory_mib) })),
       version: req.version,
     }, credential.id);
     return { runtime_id: runtimeId, heartbeat_interval_ms: this.scheduler.heartbeatIntervalMs };
@@ -377,6 +380,7 @@ interface RegisterReq {
   classes: Array<{ name: string; simulated: boolean }>;
   capacity: number;
   version: string;
+  slots: Array<{ index: number; device: string; name: string; memory_mib: number }>;
 }
 
 /** Maps a CellEvent to the scheduler's form; a Done with a malformed snapshot digest becomes a Failed. */
@@ -446,6 +450,8 @@ class StreamLink implements WorkLink {
               timeout_s: msg.timeoutS,
               lazy: msg.reach !== null,
               reach: msg.reach ?? [],
+              slot: msg.slot,
+              warm_grace_s: msg.warmGraceS,
             },
           }
         : { cancel: { run_id: msg.runId, reason: msg.reason } },

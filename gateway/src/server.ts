@@ -5,11 +5,14 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { BlobStore, DiskBlobStore } from './blobStore.js';
-import { DEFAULT_ADMIN_USER, GatewayConfig } from './config.js';
+import { DEFAULT_ADMIN_USER, DEFAULT_WARM_GRACE_S, GatewayConfig } from './config.js';
 import { Collector, Mutex } from './gc.js';
 import { GrpcApi } from './grpcApi.js';
 import { MetadataStore, SqliteMetadataStore } from './metadataStore.js';
 import { RuntimeTokenStore, SqliteRuntimeTokens } from './runtimeTokens.js';
+import { PoolOps } from './runs/poolOps.js';
+import { RunService } from './runs/runService.js';
+import { SqliteUserLimits } from './runs/userLimits.js';
 import { Scheduler } from './scheduler.js';
 import { SnapshotApi } from './snapshotApi.js';
 import { SnapshotStore, SqliteSnapshotStore } from './snapshotStore.js';
@@ -34,6 +37,7 @@ export interface Gateway {
   snapshots: SnapshotStore;
   collector: Collector;
   scheduler: Scheduler;
+  runs: RunService;
   runtimeTokens: RuntimeTokenStore;
   close(): Promise<void>;
 }
@@ -43,24 +47,28 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
   await fsp.mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   const store = await DiskBlobStore.open(path.join(config.dataDir, 'cas'));
   const metadata = new SqliteMetadataStore(path.join(config.dataDir, 'kernelhop.db'), store);
+  const limits = new SqliteUserLimits(path.join(config.dataDir, 'kernelhop.db'));
   const scheduler = new Scheduler({
-    store,
-    metadata,
     heartbeatIntervalMs: tuning.heartbeatIntervalMs,
     missedHeartbeats: tuning.missedHeartbeats,
     cancelGraceMs: tuning.cancelGraceMs,
+    warmGraceMs: (config.warmGraceS ?? DEFAULT_WARM_GRACE_S) * 1000,
+    slotLimit: (user) => limits.slots(user),
+    runtimeLog: metadata,
     log,
   });
   // Runtimes use gRPC with runtime tokens; users (the admin too) reach the store only through the WebSocket.
   const runtimeTokens = new SqliteRuntimeTokens(path.join(config.dataDir, 'kernelhop.db'));
   const snapshots = new SqliteSnapshotStore(path.join(config.dataDir, 'kernelhop.db'));
   await snapshots.ensureAdmin(config.adminUser ?? DEFAULT_ADMIN_USER, config.token);
-  const collector = new Collector(store, snapshots, () => scheduler.activeSnapshots(), new Mutex());
+  const runs = new RunService({ store, snapshots, metadata, scheduler, log });
+  const collector = new Collector(store, snapshots, () => runs.activeSnapshots(), new Mutex());
   const api = new SnapshotApi(store, snapshots, collector);
 
   // A new key per start: sessions do not outlive the gateway's runs anyway (a runtime's warm workers are per session).
   const sessionKey = randomBytes(32);
-  const wsApi = new WsApi({ snapshots, api, store, scheduler, runtimeTokens, sessionKey, log, pingIntervalMs: tuning.pingIntervalMs });
+  const pool = new PoolOps(scheduler, limits, snapshots);
+  const wsApi = new WsApi({ snapshots, api, store, scheduler, runs, pool, runtimeTokens, sessionKey, log, pingIntervalMs: tuning.pingIntervalMs });
   let grpcPort = 0;
   const httpServer = http.createServer((req, res) => {
     if (req.method === 'GET' && req.url === RUNTIMES_INFO_PATH) {
@@ -84,6 +92,7 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
     await metadata.close();
     await snapshots.close();
     await runtimeTokens.close();
+    await limits.close();
     scheduler.close();
     throw e;
   }
@@ -100,6 +109,7 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> =>
     (closing ??= (async () => {
+      runs.close();
       scheduler.close();
       wsApi.close();
       await Promise.all([new Promise<void>((r) => httpServer.close(() => r())), grpcApi.close()]);
@@ -107,9 +117,10 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
       await metadata.close();
       await snapshots.close();
       await runtimeTokens.close();
+      await limits.close();
     })());
 
-  return { wsUrl, grpcAddress, store, metadata, snapshots, collector, scheduler, runtimeTokens, close };
+  return { wsUrl, grpcAddress, store, metadata, snapshots, collector, scheduler, runs, runtimeTokens, close };
 }
 
 /** The admin's token, under the data directory: for `kernelhop` on this host, never for kernels. */
