@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { Digest, digestOf, encodeManifest, formatDigest, parseManifest } from '@kernelhop/kernel-snapshot';
 import { WebSocket } from 'ws';
+import type { GatewayConfig } from '../src/config.js';
 import { loadProto } from '../src/grpcApi.js';
 import { Gateway, startGateway } from '../src/server.js';
 
@@ -21,10 +22,10 @@ export interface TestGateway {
   stop(): Promise<void>;
 }
 
-export async function startTestGateway(): Promise<TestGateway> {
+export async function startTestGateway(config: Partial<GatewayConfig> = {}): Promise<TestGateway> {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'kernelhop-gw-'));
   const gw = await startGateway(
-    { host: '127.0.0.1', port: 0, grpcPort: 0, dataDir, token: TOKEN, tokenGenerated: false },
+    { host: '127.0.0.1', port: 0, grpcPort: 0, dataDir, token: TOKEN, tokenGenerated: false, ...config },
     { heartbeatIntervalMs: 200, missedHeartbeats: 3, cancelGraceMs: 400, log: () => undefined },
   );
   runtimeToken = (await gw.runtimeTokens.create(null, Date.now())).token;
@@ -176,6 +177,8 @@ export interface Assignment {
   timeout_s: number;
   lazy: boolean;
   reach: string[];
+  slot: number;
+  warm_grace_s: number;
 }
 
 export type GatewayMsg = { kind: 'assign'; assign: Assignment } | { kind: 'cancel'; cancel: { run_id: string; reason: string } };

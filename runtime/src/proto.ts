@@ -19,11 +19,18 @@ export interface PbGpuClass {
   name: string;
   simulated: boolean;
 }
+export interface PbSlot {
+  index: number;
+  device: string;
+  name: string;
+  memoryMib: number;
+}
 export interface RegisterRequest {
   name: string;
   classes: PbGpuClass[];
   capacity: number;
   version: string;
+  slots: PbSlot[];
 }
 export interface RegisterResponse {
   runtimeId: string;
@@ -46,6 +53,8 @@ export interface Assignment {
   timeoutS: number;
   lazy: boolean;
   reach: string[];
+  slot: number;
+  warmGraceS: number;
 }
 export interface Cancel {
   runId: string;

@@ -143,6 +143,8 @@ class FakeGateway:
                 return
             assert self.runner is not None, "the test set no runner"
             threading.Thread(target=self.runner, args=(self, conn, msg), daemon=True).start()
+        elif op == "session_status":
+            send_json(conn, {"re": rid, "ok": True, "status": {"state": "cold"}, "warm_grace_s": 60})
         elif op == "cancel":
             self.cancelled.set()
             send_json(conn, {"re": rid, "ok": True})
