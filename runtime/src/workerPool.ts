@@ -25,7 +25,8 @@ interface SlotState {
   /** Workers of runs holding the slot (one, unless a gateway assigned a busy slot twice). */
   running: Set<WorkerProcess>;
   idle: Idle | null;
-  spare: WorkerProcess | null;
+  /** Started and importing or ready, for the slot's next cold run. */
+  spares: WorkerProcess[];
 }
 
 // After a worker fails to start, wait this long before starting spares again (no crash loop).
@@ -39,7 +40,7 @@ export class WorkerPool {
   private stopped = false;
 
   constructor(private readonly opts: PoolOptions) {
-    this.slots = opts.slots.map((slot) => ({ slot, running: new Set(), idle: null, spare: null }));
+    this.slots = opts.slots.map((slot) => ({ slot, running: new Set(), idle: null, spares: [] }));
   }
 
   start(): void {
@@ -48,7 +49,7 @@ export class WorkerPool {
 
   /** Workers ready to take a cell now (spares and sessions' idle workers). */
   get warmCount(): number {
-    return this.slots.filter((s) => s.idle !== null || s.spare?.isReady === true).length;
+    return this.slots.reduce((n, s) => n + (s.idle !== null ? 1 : 0) + s.spares.filter((w) => w.isReady).length, 0);
   }
 
   /**
@@ -71,9 +72,9 @@ export class WorkerPool {
       }
       this.endIdle(state, 'evicted for another session');
     }
-    let worker = state.spare;
-    state.spare = null;
-    if (worker === null || !worker.alive) worker = this.spawn(state);
+    const ready = state.spares.findIndex((w) => w.isReady && w.alive);
+    const pick = ready >= 0 ? ready : state.spares.findIndex((w) => w.alive);
+    const worker = pick >= 0 ? (state.spares.splice(pick, 1)[0] as WorkerProcess) : this.spawn(state);
     const warm = worker.isReady;
     state.running.add(worker);
     // The spare taken is replaced once the run has restored its state (replenish) or ended (release), not now: a
@@ -112,7 +113,7 @@ export class WorkerPool {
     for (const s of this.slots) {
       if (s.idle !== null) clearTimeout(s.idle.timer);
       s.idle = null;
-      s.spare = null;
+      s.spares.length = 0;
     }
     for (const w of this.all) w.kill();
   }
@@ -152,7 +153,8 @@ export class WorkerPool {
     worker.once('exit', () => {
       if (!worker.isReady) this.backoffUntil = Date.now() + RESTART_BACKOFF_MS;
       this.all.delete(worker);
-      if (state.spare === worker) state.spare = null;
+      const spare = state.spares.indexOf(worker);
+      if (spare >= 0) state.spares.splice(spare, 1);
       if (state.idle?.worker === worker) {
         clearTimeout(state.idle.timer);
         state.idle = null;
@@ -176,11 +178,12 @@ export class WorkerPool {
       }
       return;
     }
-    let spares = this.slots.filter((s) => s.spare?.alive === true).length;
-    for (const s of this.slots) {
-      if (spares >= this.opts.warm) break;
-      if (s.spare !== null || s.idle !== null || s.running.size > 0) continue;
-      s.spare = this.spawn(s);
+    // Spares go to the free slots first, one each, then round the slots again.
+    const load = (s: SlotState): number => s.spares.length * 2 + (s.idle !== null || s.running.size > 0 ? 1 : 0);
+    let spares = this.slots.reduce((n, s) => n + s.spares.filter((w) => w.alive).length, 0);
+    while (spares < this.opts.warm && this.slots.length > 0) {
+      const s = this.slots.reduce((a, b) => (load(b) < load(a) ? b : a));
+      s.spares.push(this.spawn(s));
       spares += 1;
     }
   }
