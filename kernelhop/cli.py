@@ -180,10 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(run=cmd_up)
 
     # Listed for --help only: main() hands their arguments to the Node services, which own their own --help.
-    commands.add_parser("gateway", help="run the gateway: [--host H] [--port P] [--grpc-port G] [--data DIR]")
+    commands.add_parser(
+        "gateway", help="run the gateway: [--host H] [--port P] [--grpc-port G] [--data DIR] [--warm-grace S]"
+    )
     commands.add_parser(
         "runtime",
-        help="run a runtime: --gateway URL|HOST:PORT [--token RUNTIME_TOKEN] [--class NAME ...] [--capacity N] [--python PATH]",
+        help="run a runtime: --gateway URL|HOST:PORT [--token RUNTIME_TOKEN] [--class NAME ...] [--gpus N] [--python PATH]",
     )
     add_subcommands(commands)
     return parser
