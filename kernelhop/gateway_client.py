@@ -53,10 +53,12 @@ class GatewayAuthError(KernelhopError):
 class GatewayError(KernelhopError):
     """A request failed at the gateway (or a reply could not be used); `code` is the protocol's error code."""
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, missing: tuple[str, ...] = ()):
         super().__init__(f"{message} [{code}]")
         self.code = code
         self.message = message
+        # missing_blobs: the digests the gateway lacks, when it named them.
+        self.missing = missing
 
 
 def blob_digest(data: bytes | bytearray | memoryview) -> str:
@@ -500,7 +502,9 @@ def _raise_if_failed(msg: dict[str, Any]) -> None:
         err = msg.get("error")
         if not isinstance(err, dict):
             raise GatewayError("bad_reply", "the gateway reported a failure without an error object")
-        raise GatewayError(str(err.get("code", "error")), str(err.get("message", "")) or str(err.get("code")))
+        missing = err.get("missing")
+        named = tuple(d for d in missing if isinstance(d, str)) if isinstance(missing, list) else ()
+        raise GatewayError(str(err.get("code", "error")), str(err.get("message", "")) or str(err.get("code")), named)
 
 
 def _field(reply: dict[str, Any], key: str, kind: type):

@@ -305,8 +305,12 @@ class Hopper:
         except GatewayError as e:
             if e.code != "missing_blobs":
                 raise
-            # The gateway lacks chunks we took it to hold (its store was wiped?): forget what we knew, send again.
-            client.known.clear()
+            # The gateway lacks chunks we took it to hold (its store was wiped?): forget what we knew of those (of
+            # everything, when it did not name them), send again.
+            if e.missing:
+                client.known.difference_update(e.missing)
+            else:
+                client.known.clear()
             tree = self.files.send(client, store) if files else None
             cap = self._upload(client, store, cap, lambda: capture(None))
             outcome = self._run(client, gpu_class, code, str(cap.digest), timeout_s, quiet, reach)

@@ -49,6 +49,8 @@ class FakeGateway:
         # What get_blobs answers instead of the stored bytes: bytes (corrupt) or None (not_found).
         self.get_override: dict[str, bytes | None] = {}
         self.put_codes: dict[str, str] = {}
+        # Every digest stored by put_blobs, in order.
+        self.put_digests: list[str] = []
         self.requests: list[dict[str, Any]] = []
         self.classes: dict[str, Any] = {
             "h100": {"runtimes": 1, "capacity": 2, "busy": 0, "queued": 0, "simulated": True}
@@ -107,6 +109,7 @@ class FakeGateway:
                 )
                 if code == "ok":
                     self.blobs[b["digest"]] = data
+                    self.put_digests.append(b["digest"])
                 results.append({"digest": b["digest"], "code": code, "message": "" if code == "ok" else code})
             send_json(conn, {"re": rid, "ok": True, "results": results})
         elif op == "get_blobs":
@@ -139,7 +142,9 @@ class FakeGateway:
             if not missing:
                 missing = self._missing_chunks(self.blobs[msg["snapshot"]])
             if missing:
-                send_json(conn, error_reply(rid, "missing_blobs", f"snapshot names {missing[0]}, not in the store"))
+                reply = error_reply(rid, "missing_blobs", f"snapshot names {missing[0]}, not in the store")
+                reply["error"]["missing"] = missing  # as the real gateway: the digests it lacks
+                send_json(conn, reply)
                 return
             assert self.runner is not None, "the test set no runner"
             threading.Thread(target=self.runner, args=(self, conn, msg), daemon=True).start()
