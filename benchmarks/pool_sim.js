@@ -19,9 +19,12 @@ const round = (r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, ty
 const full = simulate(cells, trace, { ...DEFAULT_POOL, runtimes });
 console.log(JSON.stringify({ case: `${runtimes} runtimes x 8, ${trace.sessions} sessions`, cells: cells.cells.length, ...round(full), wall_s: (Date.now() - t0) / 1000 }));
 
-// Bisection on the pool size: the fewest runtimes whose p95 wait meets the goal.
-let lo = 1;
-let hi = runtimes;
+// Bisection on the pool size: the fewest runtimes whose p95 wait meets the goal, bracketed by the busiest hour's
+// mean demand (no pool smaller than that can keep up) and 1.5 times it.
+const peakBusy = full.peakHourUtilization * full.poolGpus;
+let lo = Math.max(1, Math.floor(peakBusy / 8));
+let hi = Math.min(runtimes, Math.ceil((1.5 * peakBusy) / 8));
+while (hi < runtimes && simulate(cells, trace, { ...DEFAULT_POOL, runtimes: hi }).waitP95S > 2) hi = Math.min(runtimes, hi * 2);
 let best = full;
 while (lo < hi) {
   const mid = Math.floor((lo + hi) / 2);
