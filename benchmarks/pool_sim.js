@@ -13,9 +13,19 @@ const opt = (name, fallback) => {
 };
 const trace = { ...FULL_TRACE, sessions: opt('sessions', FULL_TRACE.sessions), hours: opt('hours', FULL_TRACE.hours) };
 const runtimes = opt('runtimes', 1000);
+// --sizes A,B,...: simulate only these pool sizes (runtimes of 8), one JSON line each, instead of the search.
+const sizesAt = args.indexOf('--sizes');
+const sizes = sizesAt >= 0 ? args[sizesAt + 1].split(',').map(Number) : null;
 const t0 = Date.now();
 const cells = makeTrace(trace);
 const round = (r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, typeof v === 'number' ? Math.round(v * 1000) / 1000 : v]));
+if (sizes !== null) {
+  for (const n of sizes) {
+    const r = simulate(cells, trace, { ...DEFAULT_POOL, runtimes: n });
+    console.log(JSON.stringify({ case: `${n} runtimes x 8, ${trace.sessions} sessions`, ...round(r), pool_over_reserved: Math.round((r.poolGpus / r.reservedGpus) * 1000) / 1000, wall_s: (Date.now() - t0) / 1000 }));
+  }
+  process.exit(0);
+}
 const full = simulate(cells, trace, { ...DEFAULT_POOL, runtimes });
 console.log(JSON.stringify({ case: `${runtimes} runtimes x 8, ${trace.sessions} sessions`, cells: cells.cells.length, ...round(full), wall_s: (Date.now() - t0) / 1000 }));
 
