@@ -6,9 +6,9 @@ export interface RuntimeConfig {
   gateway: string;
   /** Classes posed with --class; empty means "detect". */
   classOverrides: string[];
-  /** Slots posed on a host without the device (--gpus, or its older name --capacity); 1 when neither is given. */
+  /** Slots to offer (--gpus, or its older name --capacity); 1 when neither is given. */
   capacity: number;
-  /** Whether --gpus/--capacity was given: a host with the device offers one slot per GPU instead. */
+  /** Whether --gpus/--capacity was given: a host with the device then offers its first `capacity` GPUs. */
   capacityGiven: boolean;
   warm: number;
   python: string;
@@ -37,10 +37,10 @@ export const USAGE = `usage: node runtime/dist/src/main.js --gateway URL|HOST:PO
                            or HOST:PORT of its gRPC port for runtimes (8732 by default)
   --class NAME             a GPU class this runtime offers (repeatable); overrides detection with nvidia-smi,
                            and a class the host lacks is registered as simulated
-  --gpus N                 slots to pose on a host without the device (default 1): with --class NAME, N simulated
-                           GPUs of class NAME, each worker seeing CUDA_VISIBLE_DEVICES=its slot's index. A host with
-                           NVIDIA GPUs offers one slot per GPU (or per MIG instance) that nvidia-smi reports instead.
-                           --capacity N is its older name.
+  --gpus N                 slots to offer. A host with NVIDIA GPUs offers one slot per GPU (or per MIG instance)
+                           that nvidia-smi reports, its first N with --gpus; on a host without the device,
+                           --class NAME --gpus N poses N simulated GPUs (default 1), each worker seeing
+                           CUDA_VISIBLE_DEVICES=its slot's index. --capacity N is its older name.
   --warm N                 Python workers kept started and ready (default 1)
   --python PATH            interpreter for workers (default $KERNELHOP_PYTHON, which the kernelhop command sets
                            to its own interpreter, else python3)

@@ -64,24 +64,22 @@ export class SlotError extends Error {
 }
 
 /**
- * The slots to offer for `classes`: the devices when one of them is this host's, else `posed` slots (each shown to
- * its worker as device `i` when the class is simulated, none for plain cpu).
+ * The slots to offer for `classes`: the devices when one of them is this host's (the first `posed` of them when
+ * given), else `posed` slots (each shown to its worker as device `i` when the class is simulated, none for plain cpu).
  */
 export function resolveSlots(classes: PbGpuClass[], gpus: Gpu[], posed: number | null): Slot[] {
   const real = classes.some((c) => !c.simulated && c.name !== 'cpu');
   if (real) {
-    if (posed !== null) {
-      throw new SlotError(
-        `--gpus poses slots on a host without the device; this host has ${gpus.length} GPU(s) (nvidia-smi), one slot each`,
-      );
-    }
     const offered = new Set(classes.map((c) => c.name));
     const slots: Slot[] = [];
     for (const g of gpus.filter((g) => offered.has(classOfDeviceName(g.name)))) {
       if (g.mig.length === 0) slots.push({ index: slots.length, device: String(g.index), name: g.name, memoryMib: g.memoryMib });
       for (const m of g.mig) slots.push({ index: slots.length, device: m.uuid, name: `${g.name} MIG ${m.profile}`, memoryMib: m.memoryMib });
     }
-    return slots;
+    if (posed !== null && posed > slots.length) {
+      throw new SlotError(`--gpus ${posed}: this host has ${slots.length} GPU slot(s) of ${[...offered].join(', ')} (nvidia-smi)`);
+    }
+    return posed === null ? slots : slots.slice(0, posed);
   }
   const simulated = classes.some((c) => c.simulated);
   return Array.from({ length: posed ?? 1 }, (_, index) => ({ index, device: simulated ? String(index) : '', name: '', memoryMib: 0 }));

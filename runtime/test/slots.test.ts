@@ -24,7 +24,9 @@ test('nvidia-smi: one slot per GPU, one per MIG instance of a GPU in MIG mode', 
     slots.map((s) => [s.index, s.device, s.memoryMib]),
     [[0, 'MIG-1111', 20480], [1, 'MIG-2222', 20480], [2, '1', 40960]],
   );
-  assert.throws(() => resolveSlots([{ name: 'a100', simulated: false }], gpus, 4), /--gpus poses slots on a host without the device/);
+  // --gpus N on a host with the devices offers the first N of them.
+  assert.deepEqual(resolveSlots([{ name: 'a100', simulated: false }], gpus, 2).map((s) => s.device), ['MIG-1111', 'MIG-2222']);
+  assert.throws(() => resolveSlots([{ name: 'a100', simulated: false }], gpus, 4), /--gpus 4: this host has 3 GPU slot\(s\) of a100/);
 });
 
 test('posed slots: a simulated class shows each worker its index; plain cpu shows none', () => {
