@@ -181,7 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Listed for --help only: main() hands their arguments to the Node services, which own their own --help.
     commands.add_parser(
-        "gateway", help="run the gateway: [--host H] [--port P] [--grpc-port G] [--data DIR] [--warm-grace S]"
+        "gateway",
+        help="run the gateway: [--host H] [--port P] [--grpc-port G] [--data DIR] "
+        "[--store s3://BUCKET/PREFIX [--s3-endpoint URL]] [--metadata postgres://...] [--warm-grace S]",
     )
     commands.add_parser(
         "runtime",

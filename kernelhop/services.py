@@ -164,15 +164,18 @@ def start_gateway(
     port: int = 8731,
     grpc_port: int | None = None,
     runtime_token_file: Path | None = None,
+    extra: list[str] | None = None,
     echo: IO[str] | None = sys.stdout,
 ) -> Service:
     """The gateway, with `token` as the admin's; with `runtime_token_file`, it writes there a runtime token for a
-    runtime on this host (`runtime_token` reads it), so that runtime never holds the admin's token."""
+    runtime on this host (`runtime_token` reads it), so that runtime never holds the admin's token. `extra` are more
+    gateway options (--store, --metadata, ...)."""
     command = node_entry("gateway") + ["--host", host, "--port", str(port), "--data", str(data)]
     if grpc_port is not None:
         command += ["--grpc-port", str(grpc_port)]
     if runtime_token_file is not None:
         command += ["--runtime-token-file", str(runtime_token_file)]
+    command += extra or []
     return start_service("gateway", command, GATEWAY_READY, env={**os.environ, "KERNELHOP_TOKEN": token}, echo=echo)
 
 

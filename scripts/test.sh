@@ -18,6 +18,14 @@ if ! command -v bwrap >/dev/null 2>&1; then
     echo "Debian's bubblewrap sandboxes the runtime's workers: sudo apt-get install -y bubblewrap" >&2; exit 1
   fi
 fi
+# PostgreSQL: the metadata suite and an end-to-end test run the gateway on a real server (initdb in a temp dir).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    echo "Debian's postgresql is needed for the Postgres metadata tests: sudo apt-get install -y postgresql" >&2; exit 1
+  fi
+fi
 bash scripts/install.sh --test
 
 export PATH="$PWD/.venv/bin:$PATH" KERNELHOP_PYTHON="$PWD/.venv/bin/python"

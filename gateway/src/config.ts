@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
+import { BlobStoreChoice, MetadataChoice, StoreUrlError, parseMetadata, parseStore } from './stores/storeUrl.js';
 
 export interface GatewayConfig {
   host: string;
@@ -17,6 +18,10 @@ export interface GatewayConfig {
   adminUser?: string;
   /** Where to write a runtime token for a runtime started next to the gateway (--runtime-token-file). */
   runtimeTokenFile?: string;
+  /** --store / --s3-endpoint: the directory under --data when absent. */
+  blobStore?: BlobStoreChoice;
+  /** --metadata: SQLite under --data when absent. */
+  metadataStore?: MetadataChoice;
   /** How long a session's worker stays warm on its slot after a cell (--warm-grace; seconds, 0 = never). */
   warmGraceS?: number;
 }
@@ -36,6 +41,7 @@ export function defaultDataDir(env: NodeJS.ProcessEnv): string {
 }
 
 export const USAGE = `usage: kernelhop gateway [--host H] [--port P] [--grpc-port G] [--data DIR] [--runtime-token-file F]
+                         [--store s3://BUCKET/PREFIX [--s3-endpoint URL]] [--metadata postgres://...]
                          [--warm-grace S]
 
   --host H         address to listen on (default ${DEFAULT_HOST}; 0.0.0.0 for runtimes on other hosts)
@@ -44,6 +50,13 @@ export const USAGE = `usage: kernelhop gateway [--host H] [--port P] [--grpc-por
   --data DIR       blob store, SQLite database, gateway.json and admin-token (default $KERNELHOP_HOME or ~/.kernelhop)
   --runtime-token-file F
                    write a runtime token to F (mode 0600; kept while it stays live) for a runtime on this host
+  --store s3://BUCKET/PREFIX
+                   keep blobs in an S3-compatible bucket (credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+                   AWS_REGION, or any source the AWS SDK reads); default: DIR/cas
+  --s3-endpoint URL
+                   a MinIO, Ceph, R2 or other S3-compatible server (path-style), e.g. http://127.0.0.1:9000
+  --metadata postgres://USER:PASSWORD@HOST:PORT/DB
+                   keep runs, runtimes and refs in PostgreSQL (migrated on start); default: SQLite in DIR
   --warm-grace S   seconds a session's worker stays warm on its GPU after a cell (default ${DEFAULT_WARM_GRACE_S}; 0 = never);
                    a run of another session that finds no free GPU evicts the worker idle the longest at once
 
@@ -57,7 +70,17 @@ export function wantsHelp(argv: string[]): boolean {
 }
 
 export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfig {
-  let values: { host?: string; port?: string; 'grpc-port'?: string; data?: string; 'runtime-token-file'?: string; 'warm-grace'?: string };
+  let values: {
+    host?: string;
+    port?: string;
+    'grpc-port'?: string;
+    data?: string;
+    'runtime-token-file'?: string;
+    store?: string;
+    's3-endpoint'?: string;
+    metadata?: string;
+    'warm-grace'?: string;
+  };
   try {
     ({ values } = parseArgs({
       args: argv,
@@ -67,6 +90,9 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfi
         'grpc-port': { type: 'string' },
         data: { type: 'string' },
         'runtime-token-file': { type: 'string' },
+        store: { type: 'string' },
+        's3-endpoint': { type: 'string' },
+        metadata: { type: 'string' },
         'warm-grace': { type: 'string' },
       },
       strict: true,
@@ -87,7 +113,21 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfi
     adminUser: parseUser(env.KERNELHOP_USER),
     runtimeTokenFile: values['runtime-token-file'] === undefined ? undefined : path.resolve(values['runtime-token-file']),
     warmGraceS: parseSeconds(values['warm-grace'], DEFAULT_WARM_GRACE_S, '--warm-grace'),
+    ...parseStores(values.store, values['s3-endpoint'], values.metadata),
   };
+}
+
+function parseStores(
+  store: string | undefined,
+  endpoint: string | undefined,
+  metadata: string | undefined,
+): { blobStore: BlobStoreChoice; metadataStore: MetadataChoice } {
+  try {
+    return { blobStore: parseStore(store, endpoint), metadataStore: parseMetadata(metadata) };
+  } catch (e) {
+    if (e instanceof StoreUrlError) throw new ConfigError(e.message);
+    throw e;
+  }
 }
 
 function parseUser(text: string | undefined): string {

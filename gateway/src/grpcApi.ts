@@ -7,6 +7,7 @@ import { BlobStore, PutCode } from './blobStore.js';
 import { RuntimeCredential, RuntimeTokenStore } from './runtimeTokens.js';
 import { DownMessage, RuntimeEvent, Scheduler, SchedulerError, WorkLink } from './scheduler.js';
 import { SnapshotStore } from './snapshotStore.js';
+import { PresignError, blobUrls } from './stores/presignedReads.js';
 
 // Compiled to gateway/dist/src/grpcApi.js; the proto lives at the repository root.
 export const PROTO_PATH = path.resolve(__dirname, '../../../proto/kernelhop/v1/runtime.proto');
@@ -144,6 +145,11 @@ export class GrpcApi {
         this.batchUpdate(req, caller),
       ),
       BatchReadBlobs: this.unary(true, (req: { digests: PbDigest[] }, caller) => this.batchRead(req, caller)),
+      GetBlobUrls: this.unary(true, async (req: { digests: PbDigest[] }, caller) => {
+        const digests = req.digests.map((d, i) => toDigest(d, `digests[${i}]`));
+        const urls = await blobUrls(this.store, this.scheduler.readScope(caller.runtimeId), digests);
+        return { responses: urls.map((u) => ({ digest: toPb(u.digest), url: u.url, status: u.status })) };
+      }),
     });
     this.server.addService(serviceOf(proto, 'Runtimes'), {
       Register: this.unary(false, (req: RegisterReq, caller) => this.registerRuntime(req, caller.credential)),
@@ -211,7 +217,7 @@ export class GrpcApi {
       this.caller(call.metadata, forRuntime).then((caller) => fn(call.request, caller)).then(
         (res) => callback(null, res),
         (e: unknown) => {
-          if (e instanceof CallerError) {
+          if (e instanceof CallerError || e instanceof PresignError) {
             callback(statusError(e.code, e.message));
           } else if (e instanceof DigestError || e instanceof SchedulerError || e instanceof RequestError) {
             callback(statusError(grpc.status.INVALID_ARGUMENT, e.message));

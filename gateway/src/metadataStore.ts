@@ -4,6 +4,7 @@ import Database from 'better-sqlite3';
 import { Digest, formatDigest } from '@kernelhop/kernel-snapshot';
 import { BlobStore } from './blobStore.js';
 import { checkSnapshot } from './snapshotCheck.js';
+import { SCHEMA_VERSION_TABLE, SQLITE_MIGRATIONS, pendingMigrations } from './stores/migrations/index.js';
 
 export interface RuntimeInfo {
   id: string;
@@ -62,44 +63,8 @@ export interface MetadataStore {
   close(): Promise<void>;
 }
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS runtimes (
-  id TEXT PRIMARY KEY,
-  name TEXT NOT NULL,
-  classes_json TEXT NOT NULL,
-  capacity INTEGER NOT NULL,
-  version TEXT NOT NULL,
-  registered_at INTEGER NOT NULL,
-  last_seen_at INTEGER NOT NULL,
-  gone_at INTEGER,
-  gone_reason TEXT
-);
-CREATE TABLE IF NOT EXISTS runs (
-  id TEXT PRIMARY KEY,
-  session TEXT NOT NULL,
-  gpu_class TEXT NOT NULL,
-  snapshot TEXT NOT NULL,
-  status TEXT NOT NULL,
-  runtime_id TEXT,
-  outcome TEXT,
-  result_snapshot TEXT,
-  error_code TEXT,
-  error_message TEXT,
-  timings_json TEXT,
-  created_at INTEGER NOT NULL,
-  started_at INTEGER,
-  finished_at INTEGER
-);
-CREATE INDEX IF NOT EXISTS runs_by_session ON runs (session, created_at);
-CREATE TABLE IF NOT EXISTS refs (
-  name TEXT PRIMARY KEY,
-  manifest TEXT NOT NULL,
-  owner TEXT NOT NULL,
-  updated_at INTEGER NOT NULL
-);
-`;
-
-interface RunRow {
+/** A runs row as both SQL databases give it. */
+export interface RunRow {
   id: string;
   session: string;
   gpu_class: string;
@@ -116,11 +81,30 @@ interface RunRow {
   finished_at: number | null;
 }
 
-interface RefRow {
+export interface RefRow {
   name: string;
   manifest: string;
   owner: string;
   updated_at: number;
+}
+
+export function toRunRecord(r: RunRow): RunRecord {
+  return {
+    id: r.id,
+    session: r.session,
+    gpuClass: r.gpu_class,
+    snapshot: r.snapshot,
+    status: r.status,
+    runtimeId: r.runtime_id,
+    outcome: r.outcome,
+    resultSnapshot: r.result_snapshot,
+    errorCode: r.error_code,
+    errorMessage: r.error_message,
+    timingsJson: r.timings_json,
+    createdAt: r.created_at,
+    startedAt: r.started_at,
+    finishedAt: r.finished_at,
+  };
 }
 
 export class SqliteMetadataStore implements MetadataStore {
@@ -132,7 +116,25 @@ export class SqliteMetadataStore implements MetadataStore {
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('busy_timeout = 5000');
-    this.db.exec(SCHEMA);
+    this.migrate(file);
+  }
+
+  /** Applies the migrations this database lacks, each with its schema_version row in one transaction. */
+  private migrate(file: string): void {
+    // Only exec, prepare, all and run: the calls every SQLite driver has.
+    this.db.exec(SCHEMA_VERSION_TABLE);
+    const applied = (this.db.prepare('SELECT version FROM schema_version').all() as Array<{ version: number }>).map((r) => r.version);
+    for (const m of pendingMigrations(SQLITE_MIGRATIONS, applied, file)) {
+      this.db.exec('BEGIN IMMEDIATE');
+      try {
+        this.db.exec(m.sql);
+        this.db.prepare('INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)').run(m.version, m.name, Date.now());
+        this.db.exec('COMMIT');
+      } catch (e) {
+        this.db.exec('ROLLBACK');
+        throw e;
+      }
+    }
   }
 
   async runtimeRegistered(info: RuntimeInfo): Promise<void> {
@@ -184,23 +186,7 @@ export class SqliteMetadataStore implements MetadataStore {
 
   async getRun(id: string): Promise<RunRecord | undefined> {
     const r = this.db.prepare('SELECT * FROM runs WHERE id = ?').get(id) as RunRow | undefined;
-    if (r === undefined) return undefined;
-    return {
-      id: r.id,
-      session: r.session,
-      gpuClass: r.gpu_class,
-      snapshot: r.snapshot,
-      status: r.status,
-      runtimeId: r.runtime_id,
-      outcome: r.outcome,
-      resultSnapshot: r.result_snapshot,
-      errorCode: r.error_code,
-      errorMessage: r.error_message,
-      timingsJson: r.timings_json,
-      createdAt: r.created_at,
-      startedAt: r.started_at,
-      finishedAt: r.finished_at,
-    };
+    return r === undefined ? undefined : toRunRecord(r);
   }
 
   async setRef(name: string, manifest: Digest, owner: string): Promise<void> {

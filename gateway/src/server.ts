@@ -4,11 +4,11 @@ import { promises as fsp } from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
-import { BlobStore, DiskBlobStore } from './blobStore.js';
+import { BlobStore } from './blobStore.js';
 import { DEFAULT_ADMIN_USER, DEFAULT_WARM_GRACE_S, GatewayConfig } from './config.js';
 import { Collector, Mutex } from './gc.js';
 import { GrpcApi } from './grpcApi.js';
-import { MetadataStore, SqliteMetadataStore } from './metadataStore.js';
+import { MetadataStore } from './metadataStore.js';
 import { RuntimeTokenStore, SqliteRuntimeTokens } from './runtimeTokens.js';
 import { PoolOps } from './runs/poolOps.js';
 import { RunService } from './runs/runService.js';
@@ -16,6 +16,7 @@ import { SqliteUserLimits } from './runs/userLimits.js';
 import { Scheduler } from './scheduler.js';
 import { SnapshotApi } from './snapshotApi.js';
 import { SnapshotStore, SqliteSnapshotStore } from './snapshotStore.js';
+import { openStores } from './stores/openStores.js';
 import { WS_PATH, WsApi } from './wsApi.js';
 
 /** Where a runtime that has the WebSocket URL asks for the gRPC port. */
@@ -45,8 +46,8 @@ export interface Gateway {
 export async function startGateway(config: GatewayConfig, tuning: GatewayTuning = {}): Promise<Gateway> {
   const log = tuning.log ?? ((line: string) => console.error(`kernelhop gateway: ${line}`));
   await fsp.mkdir(config.dataDir, { recursive: true, mode: 0o700 });
-  const store = await DiskBlobStore.open(path.join(config.dataDir, 'cas'));
-  const metadata = new SqliteMetadataStore(path.join(config.dataDir, 'kernelhop.db'), store);
+  const stores = await openStores(config);
+  const { store, metadata } = stores;
   const limits = new SqliteUserLimits(path.join(config.dataDir, 'kernelhop.db'));
   const scheduler = new Scheduler({
     heartbeatIntervalMs: tuning.heartbeatIntervalMs,
@@ -89,7 +90,7 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
     grpcPort = await grpcApi.bind(config.host, config.grpcPort);
   } catch (e) {
     httpServer.close();
-    await metadata.close();
+    await stores.close();
     await snapshots.close();
     await runtimeTokens.close();
     await limits.close();
@@ -114,7 +115,7 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
       wsApi.close();
       await Promise.all([new Promise<void>((r) => httpServer.close(() => r())), grpcApi.close()]);
       httpServer.closeAllConnections();
-      await metadata.close();
+      await stores.close();
       await snapshots.close();
       await runtimeTokens.close();
       await limits.close();

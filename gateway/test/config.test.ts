@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { ConfigError, loadConfig } from '../src/config.js';
@@ -25,4 +26,34 @@ test('an unknown option or a bad port is refused with the reason and the usage',
   const run = spawnSync(process.execPath, [main, '--bogus'], { encoding: 'utf8', timeout: 10_000 });
   assert.equal(run.status, 2);
   assert.match(run.stderr, /^kernelhop gateway: Unknown option '--bogus'/);
+});
+
+test('--store, --s3-endpoint and --metadata name S3 and Postgres; anything else is refused with the form to use', () => {
+  assert.deepEqual(loadConfig([], {}).blobStore, { kind: 'disk' });
+  assert.deepEqual(loadConfig([], {}).metadataStore, { kind: 'sqlite' });
+  const c = loadConfig(['--store', 's3://team-bucket/kernelhop/prod/', '--s3-endpoint', 'http://127.0.0.1:9000', '--metadata', 'postgres://kh:pw@db:5432/kh'], {});
+  assert.deepEqual(c.blobStore, { kind: 's3', location: { bucket: 'team-bucket', prefix: 'kernelhop/prod' }, endpoint: 'http://127.0.0.1:9000' });
+  assert.deepEqual(c.metadataStore, { kind: 'postgres', url: 'postgres://kh:pw@db:5432/kh' });
+  assert.deepEqual(loadConfig(['--store', 's3://bucket'], {}).blobStore, { kind: 's3', location: { bucket: 'bucket', prefix: '' } });
+  assert.throws(() => loadConfig(['--store', '/mnt/cas'], {}), /--store "\/mnt\/cas": expected s3:\/\/BUCKET\/PREFIX/);
+  assert.throws(() => loadConfig(['--store', 's3://Bad_Bucket/x'], {}), /a bucket name of 3-63 lowercase letters/);
+  assert.throws(() => loadConfig(['--s3-endpoint', 'http://x:9000'], {}), /--s3-endpoint is for --store s3:\/\/BUCKET\/PREFIX; give --store too/);
+  assert.throws(() => loadConfig(['--store', 's3://bucket', '--s3-endpoint', 'x:9000'], {}), /expected an http:\/\/ or https:\/\/ URL/);
+  assert.throws(
+    () => loadConfig(['--metadata', 'mysql://u:secret@h/db'], {}),
+    (e: unknown) => e instanceof ConfigError && /expected postgres:\/\/USER:PASSWORD@HOST:PORT\/DATABASE/.test(e.message) && !e.message.includes('secret'),
+  );
+  const run = spawnSync(process.execPath, [main, '--help'], { encoding: 'utf8', timeout: 10_000 });
+  for (const word of ['--store s3://BUCKET/PREFIX', '--s3-endpoint', '--metadata postgres://', 'AWS_ACCESS_KEY_ID']) assert.ok(run.stdout.includes(word), word);
+});
+
+test('a gateway whose bucket or database does not answer exits at start with what to check', () => {
+  const dead = spawnSync(
+    process.execPath,
+    [main, '--port', '0', '--grpc-port', '0', '--data', path.join(os.tmpdir(), `kh-dead-${process.pid}`), '--metadata', 'postgres://kh:pw@127.0.0.1:1/kh'],
+    { encoding: 'utf8', timeout: 30_000, env: { ...process.env, KERNELHOP_TOKEN: 'x'.repeat(20) } },
+  );
+  assert.equal(dead.status, 1);
+  assert.match(dead.stderr, /the metadata database postgres:\/\/kh:\*\*\*@127.0.0.1:1\/kh did not answer/);
+  assert.doesNotMatch(dead.stderr, /kh:pw@/);
 });

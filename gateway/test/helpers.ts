@@ -22,7 +22,8 @@ export interface TestGateway {
   stop(): Promise<void>;
 }
 
-export async function startTestGateway(config: Partial<GatewayConfig> = {}): Promise<TestGateway> {
+/** `config`: where blobs and metadata live (default: the directory and SQLite under the data dir), the warm grace. */
+export async function startTestGateway(config: Pick<GatewayConfig, 'blobStore' | 'metadataStore' | 'warmGraceS'> = {}): Promise<TestGateway> {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'kernelhop-gw-'));
   const gw = await startGateway(
     { host: '127.0.0.1', port: 0, grpcPort: 0, dataDir, token: TOKEN, tokenGenerated: false, ...config },

@@ -1,149 +1,321 @@
+// The blob store suite runs on both stores: the directory under --data and an S3-compatible bucket (moto's server,
+// started here). What only one of them has (file layout, multipart, conditional writes, retries) follows each.
 import assert from 'node:assert/strict';
-import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { after, test } from 'node:test';
-import Database from 'better-sqlite3';
-import { digestOf, formatDigest, parseDigest } from '@kernelhop/kernel-snapshot';
-import { DiskBlobStore } from '../src/blobStore.js';
-import { RefError, SqliteMetadataStore } from '../src/metadataStore.js';
+import { after, before, describe, test } from 'node:test';
+import {
+  CreateMultipartUploadCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListMultipartUploadsCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  S3ServiceException,
+} from '@aws-sdk/client-s3';
+import { Digest, digestOf, formatDigest, parseDigest } from '@kernelhop/kernel-snapshot';
+import { DiskBlobStore, SweepableBlobStore } from '../src/blobStore.js';
 import { SqliteSnapshotStore } from '../src/snapshotStore.js';
 import { checkSnapshot } from '../src/snapshotCheck.js';
+import { S3BlobStore } from '../src/stores/s3BlobStore.js';
 import { blob, snapshotOf } from './helpers.js';
+import { S3TestServer, startS3Server } from './s3Server.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kernelhop-stores-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-test('DiskBlobStore stores verified blobs at <root>/<hash[0:2]>/<hash>', async () => {
-  const store = await DiskBlobStore.open(path.join(dir, 'cas1'));
+/** What the suite needs of a store beyond its interface: a fresh one, and a look behind its back. */
+interface Backend {
+  name: string;
+  open(): Promise<SweepableBlobStore>;
+  /** Every name stored for `store`, temporaries and unfinished uploads included. */
+  entries(store: SweepableBlobStore): Promise<string[]>;
+  /** Replaces what is stored for `d` with `bytes`, as a damaged disk or a foreign writer would. */
+  overwrite(store: SweepableBlobStore, d: Digest, bytes: Buffer): Promise<void>;
+  exists(store: SweepableBlobStore, d: Digest): Promise<boolean>;
+}
+
+let diskN = 0;
+const disk: Backend = {
+  name: 'disk',
+  open: () => DiskBlobStore.open(path.join(dir, `cas${diskN++}`)),
+  entries: async (store) => {
+    const root = path.dirname(path.dirname((store as DiskBlobStore).pathOf({ hash: '00'.repeat(32), sizeBytes: 0 })));
+    return readdirSync(root, { recursive: true, withFileTypes: true })
+      .filter((e) => e.isFile())
+      .map((e) => e.name);
+  },
+  overwrite: async (store, d, bytes) => writeFileSync((store as DiskBlobStore).pathOf(d), bytes),
+  exists: async (store, d) => existsSync((store as DiskBlobStore).pathOf(d)),
+};
+
+const BUCKET = 'kernelhop-test';
+let s3: S3TestServer;
+/** The tests' own client, straight to moto: what they look at is not what the store under test says. */
+let raw: S3Client;
+let s3N = 0;
+const prefixes = new WeakMap<SweepableBlobStore, string>();
+const s3Backend: Backend = {
+  name: 's3',
+  open: async () => {
+    const prefix = `suite/t${s3N++}`;
+    const store = await S3BlobStore.open({ location: { bucket: BUCKET, prefix }, endpoint: s3.endpoint });
+    prefixes.set(store, prefix);
+    after(() => store.close());
+    return store;
+  },
+  entries: async (store) => {
+    const prefix = `${prefixes.get(store)}/`;
+    const objects = await raw.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: prefix }));
+    const uploads = await raw.send(new ListMultipartUploadsCommand({ Bucket: BUCKET, Prefix: prefix }));
+    return [
+      ...(objects.Contents ?? []).map((o) => (o.Key ?? '').slice(prefix.length)),
+      ...(uploads.Uploads ?? []).map((u) => `upload:${u.Key}`),
+    ];
+  },
+  overwrite: async (store, d, bytes) => {
+    await raw.send(new PutObjectCommand({ Bucket: BUCKET, Key: (store as S3BlobStore).keyOf(d), Body: bytes }));
+  },
+  exists: async (store, d) =>
+    raw.send(new HeadObjectCommand({ Bucket: BUCKET, Key: (store as S3BlobStore).keyOf(d) })).then(
+      () => true,
+      () => false,
+    ),
+};
+
+before(async () => {
+  s3 = await startS3Server();
+  await s3.createBucket(BUCKET);
+  raw = new S3Client({ endpoint: s3.motoEndpoint, forcePathStyle: true, region: 'us-east-1' });
+});
+after(async () => {
+  raw?.destroy();
+  await s3?.stop();
+});
+
+for (const backend of [disk, s3Backend]) {
+  describe(`blob store on ${backend.name}`, () => {
+    test('stores verified blobs, finds what is missing, and a second put of one blob is fine', async () => {
+      const store = await backend.open();
+      const b = blob('hello');
+      const d = parseDigest(b.digest);
+      assert.deepEqual(await store.findMissing([d, d]), [d]);
+      assert.equal((await store.put(d, b.data)).code, 'ok');
+      assert.deepEqual(await store.get(d), b.data);
+      assert.equal(await store.has(d), true);
+      assert.deepEqual(await store.findMissing([d]), []);
+      assert.equal((await store.put(d, b.data)).code, 'ok', 'a second put of the same blob is fine');
+      assert.deepEqual(await backend.entries(store), backend.name === 'disk' ? [d.hash] : [`cas/${d.hash}`]);
+    });
+
+    test('refuses bytes that do not match the digest and stores nothing', async () => {
+      const store = await backend.open();
+      const d = parseDigest(blob('hello').digest);
+      const wrongBytes = await store.put(d, Buffer.from('jello'));
+      assert.equal(wrongBytes.code, 'digest_mismatch');
+      assert.match(wrongBytes.message, /hashes to .* not /);
+      const wrongSize = await store.put(d, Buffer.from('hello!'));
+      assert.equal(wrongSize.code, 'digest_mismatch');
+      assert.match(wrongSize.message, /6 bytes but its digest says 5/);
+      assert.equal(await store.has(d), false);
+      assert.equal(await store.get(d), undefined);
+      assert.deepEqual(await backend.entries(store), []);
+    });
+
+    test('concurrent puts of one blob leave one complete blob and no temporaries', async () => {
+      const store = await backend.open();
+      const data = Buffer.alloc(1 << 20, 7);
+      const d = digestOf(data);
+      const results = await Promise.all(Array.from({ length: 16 }, () => store.put(d, data)));
+      assert.ok(results.every((r) => r.code === 'ok'));
+      assert.equal((await backend.entries(store)).length, 1);
+      assert.ok((await store.get(d))?.equals(data));
+    });
+
+    test('get gives a blob only when what is stored holds exactly the bytes its size says', async () => {
+      const store = await backend.open();
+      const empty = blob('');
+      const b = blob('some bytes of a chunk');
+      for (const x of [empty, b]) await store.put(parseDigest(x.digest), x.data);
+      assert.deepEqual(await store.get(parseDigest(empty.digest)), Buffer.alloc(0));
+      const d = parseDigest(b.digest);
+      assert.deepEqual(await store.get(d), b.data);
+      await backend.overwrite(store, d, Buffer.concat([b.data, Buffer.from('x')]));
+      assert.equal(await store.get(d), undefined, 'a longer blob');
+      await backend.overwrite(store, d, b.data.subarray(0, b.data.length - 1));
+      assert.equal(await store.get(d), undefined, 'a truncated blob');
+    });
+
+    test('a blob known to be present is not remembered across its removal, however the two overlap', async () => {
+      const store = await backend.open();
+      const b = blob('removed by gc');
+      const d = parseDigest(b.digest);
+      const later = Date.now() + 60_000;
+      for (let round = 0; round < 20; round++) {
+        assert.equal((await store.put(d, b.data)).code, 'ok');
+        assert.equal(await store.has(d), true); // remembered from here on
+        // A check that starts before, during or after the removal's own look and delete, as they interleave:
+        // none may leave the blob remembered once it is gone.
+        const checks = [store.has(d), store.removeIfOlder(d, later).then(() => store.has(d)), store.has(d)];
+        await Promise.all(checks);
+        assert.equal(await backend.exists(store, d), false);
+        assert.equal(await store.has(d), false, `round ${round}`);
+        assert.deepEqual(await store.findMissing([d]), [d]);
+      }
+    });
+
+    test('gc lists every blob with its size and time, and removes only what is older than the cutoff', async () => {
+      const store = await backend.open();
+      const blobs = ['one', 'two', 'three'].map(blob);
+      const before = Date.now() - 1000;
+      for (const b of blobs) await store.put(parseDigest(b.digest), b.data);
+      const listed = [];
+      for await (const e of store.list()) listed.push(e);
+      assert.deepEqual(listed.map((e) => formatDigest(e.digest)).sort(), blobs.map((b) => b.digest).sort());
+      assert.ok(listed.every((e) => e.mtimeMs >= before - 1000 && e.mtimeMs <= Date.now() + 1000), 'times are the writes\'');
+      const [first, second] = blobs.map((b) => parseDigest(b.digest));
+      assert.equal(await store.removeIfOlder(first!, before), false, 'written after the cutoff: kept');
+      assert.equal(await store.removeIfOlder(first!, Date.now() + 60_000), true);
+      assert.equal(await store.removeIfOlder(first!, Date.now() + 60_000), false, 'gone already');
+      assert.equal(await store.has(first!), false);
+      assert.equal(await store.has(second!), true);
+      assert.equal(await store.removeStaleTemporaries(Date.now() + 60_000), 0);
+    });
+
+    test('a snapshot checked before is still looked for in each store it is checked in', async () => {
+      const store = await backend.open();
+      const chunk = blob('a chunk of some state');
+      const snap = snapshotOf([chunk]);
+      for (const b of [chunk, snap]) await store.put(parseDigest(b.digest), b.data);
+      const manifest = parseDigest(snap.digest);
+      assert.equal((await checkSnapshot(store, manifest)).ok, true);
+      const missingManifest = {
+        ok: false,
+        code: 'missing_blobs',
+        missing: [manifest],
+        message: `snapshot manifest ${snap.digest} is not in the store; upload it (after its chunks) first`,
+      };
+      assert.deepEqual(await checkSnapshot(await backend.open(), manifest), missingManifest);
+      await store.removeIfOlder(parseDigest(chunk.digest), Date.now() + 60_000);
+      const check = await checkSnapshot(store, manifest);
+      assert.equal(check.ok, false);
+      assert.match((check as { message: string }).message, /names 1 chunk\(s\) not in the store/);
+      await store.removeIfOlder(manifest, Date.now() + 60_000);
+      assert.deepEqual(await checkSnapshot(store, manifest), missingManifest);
+    });
+  });
+}
+
+test('the disk store keeps a blob at <root>/<hash[0:2]>/<hash>', async () => {
+  const store = await DiskBlobStore.open(path.join(dir, 'cas-layout'));
   const b = blob('hello');
   const d = parseDigest(b.digest);
-  assert.deepEqual(await store.findMissing([d, d]), [d]);
-  assert.equal((await store.put(d, b.data)).code, 'ok');
-  const file = path.join(dir, 'cas1', d.hash.slice(0, 2), d.hash);
-  assert.deepEqual(readFileSync(file), b.data);
-  assert.deepEqual(await store.get(d), b.data);
-  assert.equal(await store.has(d), true);
-  assert.deepEqual(await store.findMissing([d]), []);
-  assert.equal((await store.put(d, b.data)).code, 'ok', 'a second put of the same blob is fine');
+  await store.put(d, b.data);
+  assert.deepEqual(readFileSync(path.join(dir, 'cas-layout', d.hash.slice(0, 2), d.hash)), b.data);
 });
 
-test('DiskBlobStore refuses bytes that do not match the digest and stores nothing', async () => {
-  const store = await DiskBlobStore.open(path.join(dir, 'cas2'));
-  const d = parseDigest(blob('hello').digest);
-  const wrongBytes = await store.put(d, Buffer.from('jello'));
-  assert.equal(wrongBytes.code, 'digest_mismatch');
-  assert.match(wrongBytes.message, /hashes to .* not /);
-  const wrongSize = await store.put(d, Buffer.from('hello!'));
-  assert.equal(wrongSize.code, 'digest_mismatch');
-  assert.match(wrongSize.message, /6 bytes but its digest says 5/);
-  assert.equal(await store.has(d), false);
-  assert.equal(await store.get(d), undefined);
-  assert.deepEqual(readdirSync(path.join(dir, 'cas2')), []);
-});
+describe('S3 store', () => {
+  test('keeps a blob at PREFIX/cas/<hash>, and refuses to open a bucket that is not there', async () => {
+    const store = await S3BlobStore.open({ location: { bucket: BUCKET, prefix: 'layout/p' }, endpoint: s3.endpoint });
+    const b = blob('hello');
+    await store.put(parseDigest(b.digest), b.data);
+    const got = await raw.send(new GetObjectCommand({ Bucket: BUCKET, Key: `layout/p/cas/${parseDigest(b.digest).hash}` }));
+    assert.deepEqual(Buffer.from(await got.Body!.transformToByteArray()), b.data);
+    store.close();
+    await assert.rejects(
+      S3BlobStore.open({ location: { bucket: 'no-such-bucket', prefix: '' }, endpoint: s3.endpoint }),
+      /s3:\/\/no-such-bucket\/ at http.* did not answer: no such bucket \(create it first\)/,
+    );
+  });
 
-test('concurrent puts of one blob leave one complete file and no temporaries', async () => {
-  const store = await DiskBlobStore.open(path.join(dir, 'cas3'));
-  const data = Buffer.alloc(1 << 20, 7);
-  const d = digestOf(data);
-  const results = await Promise.all(Array.from({ length: 16 }, () => store.put(d, data)));
-  assert.ok(results.every((r) => r.code === 'ok'));
-  assert.deepEqual(readdirSync(path.join(dir, 'cas3', d.hash.slice(0, 2))), [d.hash]);
-  assert.ok((await store.get(d))?.equals(data));
-});
+  test('writes are conditional: the server refuses to replace a blob, and the store takes that as stored', async () => {
+    const store = await s3Backend.open();
+    const b = blob('written once');
+    const d = parseDigest(b.digest);
+    await store.put(d, b.data);
+    // moto honours If-None-Match: * (as AWS, MinIO do): a second writer of the key is refused.
+    await assert.rejects(
+      raw.send(new PutObjectCommand({ Bucket: BUCKET, Key: (store as S3BlobStore).keyOf(d), Body: b.data, IfNoneMatch: '*' })),
+      (e: unknown) => e instanceof S3ServiceException && e.$metadata.httpStatusCode === 412,
+    );
+    // Another gateway's write landing between this store's look and its write: the look misses, the write is refused.
+    const fresh = await S3BlobStore.open({ location: { bucket: BUCKET, prefix: prefixes.get(store)! }, endpoint: s3.endpoint });
+    s3.hideFromHead(d.hash);
+    const seen = s3.requests.length;
+    try {
+      assert.equal((await fresh.put(d, b.data)).code, 'ok');
+    } finally {
+      s3.hideFromHead(null);
+      fresh.close();
+    }
+    const puts = s3.requests.slice(seen).filter((r) => r.method === 'PUT');
+    assert.deepEqual(puts.map((r) => r.status), [412], 'one conditional PUT, refused by the server');
+    assert.deepEqual(await store.get(d), b.data);
+  });
 
-test('get gives a blob only when its file holds exactly the bytes its size says', async () => {
-  const store = await DiskBlobStore.open(path.join(dir, 'cas8'));
-  const empty = blob('');
-  const b = blob('some bytes of a chunk');
-  for (const x of [empty, b]) await store.put(parseDigest(x.digest), x.data);
-  assert.deepEqual(await store.get(parseDigest(empty.digest)), Buffer.alloc(0));
-  const d = parseDigest(b.digest);
-  assert.deepEqual(await store.get(d), b.data);
-  appendFileSync(store.pathOf(d), 'x');
-  assert.equal(await store.get(d), undefined, 'a longer file');
-  truncateSync(store.pathOf(d), b.data.length - 1);
-  assert.equal(await store.get(d), undefined, 'a truncated file');
-});
+  test('a large blob goes up in parts (multipart) and comes back whole', async () => {
+    const store = await S3BlobStore.open({
+      location: { bucket: BUCKET, prefix: 'multipart' },
+      endpoint: s3.endpoint,
+      multipartThreshold: 6 * 1024 * 1024,
+    });
+    try {
+      const data = Buffer.alloc(12 * 1024 * 1024);
+      for (let i = 0; i < data.length; i += 4096) data.writeUInt32LE((i * 2654435761) >>> 0, i);
+      const d = digestOf(data);
+      const seen = s3.requests.length;
+      assert.equal((await store.put(d, data)).code, 'ok');
+      const parts = s3.requests.slice(seen).filter((r) => r.method === 'PUT' && /[?&]partNumber=/.test(r.url));
+      assert.equal(parts.length, 3, '5 + 5 + 2 MiB');
+      const head = await raw.send(new HeadObjectCommand({ Bucket: BUCKET, Key: store.keyOf(d) }));
+      assert.match(head.ETag ?? '', /-3"$/, 'a multipart ETag');
+      assert.ok((await store.get(d))?.equals(data));
+      const small = blob('small');
+      const before = s3.requests.length;
+      await store.put(parseDigest(small.digest), small.data);
+      assert.ok(!s3.requests.slice(before).some((r) => /[?&]uploads/.test(r.url)), 'a small blob is one PutObject');
+    } finally {
+      store.close();
+    }
+  });
 
-test('a blob known to be present is not remembered across its removal, however the two overlap', async () => {
-  const store = await DiskBlobStore.open(path.join(dir, 'cas5'));
-  const b = blob('removed by gc');
-  const d = parseDigest(b.digest);
-  const later = Date.now() + 60_000;
-  for (let round = 0; round < 20; round++) {
+  test('requests the server answers 503 are retried with backoff', async () => {
+    const store = await s3Backend.open();
+    const b = blob('retried');
+    const d = parseDigest(b.digest);
+    const seen = s3.requests.length;
+    s3.failNext(3);
     assert.equal((await store.put(d, b.data)).code, 'ok');
-    assert.equal(await store.has(d), true); // remembered from here on
-    // A check that starts before, during or after the removal's own stat and unlink, as they interleave on
-    // the thread pool: none may leave the blob remembered once it is gone.
-    const checks = [store.has(d), store.removeIfOlder(d, later).then(() => store.has(d)), store.has(d)];
-    await Promise.all(checks);
-    assert.equal(existsSync(store.pathOf(d)), false);
-    assert.equal(await store.has(d), false, `round ${round}`);
-    assert.deepEqual(await store.findMissing([d]), [d]);
-  }
-});
+    s3.failNext(2);
+    assert.deepEqual(await store.get(d), b.data);
+    assert.equal(s3.requests.slice(seen).filter((r) => r.status === 503).length, 5);
+  });
 
-test('a snapshot checked before is still looked for in each store it is checked in', async () => {
-  const store = await DiskBlobStore.open(path.join(dir, 'cas6'));
-  const chunk = blob('a chunk of some state');
-  const snap = snapshotOf([chunk]);
-  for (const b of [chunk, snap]) await store.put(parseDigest(b.digest), b.data);
-  const manifest = parseDigest(snap.digest);
-  assert.equal((await checkSnapshot(store, manifest)).ok, true);
-  const missingManifest = {
-    ok: false,
-    code: 'missing_blobs',
-    missing: [manifest],
-    message: `snapshot manifest ${snap.digest} is not in the store; upload it (after its chunks) first`,
-  };
-  assert.deepEqual(await checkSnapshot(await DiskBlobStore.open(path.join(dir, 'cas7')), manifest), missingManifest);
-  await store.removeIfOlder(parseDigest(chunk.digest), Date.now() + 60_000);
-  const check = await checkSnapshot(store, manifest);
-  assert.equal(check.ok, false);
-  assert.match((check as { message: string }).message, /names 1 chunk\(s\) not in the store/);
-  await store.removeIfOlder(manifest, Date.now() + 60_000);
-  assert.deepEqual(await checkSnapshot(store, manifest), missingManifest);
-});
+  test('gc aborts multipart uploads a crash left open', async () => {
+    const store = await s3Backend.open();
+    const key = `${prefixes.get(store)}/cas/${'ab'.repeat(32)}`;
+    await raw.send(new CreateMultipartUploadCommand({ Bucket: BUCKET, Key: key }));
+    // moto reports every upload as initiated in 2010 (a fixed date in its ListMultipartUploads), so that an upload
+    // younger than the cutoff is kept cannot be shown against it; AWS and MinIO report the real time.
+    assert.deepEqual(await s3Backend.entries(store), [`upload:${key}`]);
+    assert.equal(await store.removeStaleTemporaries(Date.now() + 60_000), 1);
+    assert.deepEqual(await s3Backend.entries(store), []);
+  });
 
-test('a ref may only name a snapshot whose blobs are all stored; SQLite file is written', async () => {
-  const store = await DiskBlobStore.open(path.join(dir, 'cas4'));
-  const dbFile = path.join(dir, 'meta.db');
-  const meta = new SqliteMetadataStore(dbFile, store);
-  const c1 = blob('chunk one');
-  const c2 = blob('chunk two');
-  const snap = snapshotOf([c1, c2]);
-  const snapDigest = parseDigest(snap.digest);
-
-  await assert.rejects(meta.setRef('main', snapDigest, 'ada'), (e: unknown) => e instanceof RefError && /not in the store/.test(e.message));
-  await store.put(snapDigest, snap.data);
-  await store.put(parseDigest(c1.digest), c1.data);
-  await assert.rejects(
-    meta.setRef('main', snapDigest, 'ada'),
-    (e: unknown) => e instanceof RefError && e.message.includes(c2.digest) && /1 chunk\(s\) not in the store/.test(e.message),
-  );
-  assert.equal(await meta.getRef('main'), undefined);
-  await store.put(parseDigest(c2.digest), c2.data);
-  await meta.setRef('main', snapDigest, 'ada');
-  assert.equal((await meta.getRef('main'))?.manifest, snap.digest);
-
-  await meta.runtimeRegistered({ id: 'rt1', name: 'host', classes: [{ name: 'h100', simulated: true }], capacity: 1, version: 't' });
-  await meta.runCreated({ id: 'run1', session: 's', gpuClass: 'h100', snapshot: snapDigest });
-  await meta.runStarted('run1', 'rt1');
-  await meta.runFinished('run1', { status: 'done', outcome: 'ok', resultSnapshot: snap.digest, timingsJson: '{"run_s":1}' });
-  const run = await meta.getRun('run1');
-  assert.equal(run?.status, 'done');
-  assert.equal(run?.runtimeId, 'rt1');
-  await meta.close();
-
-  assert.ok(existsSync(dbFile));
-  const db = new Database(dbFile, { readonly: true });
-  assert.equal((db.pragma('journal_mode', { simple: true }) as string).toLowerCase(), 'wal');
-  assert.deepEqual(db.prepare('SELECT name, manifest, owner FROM refs').all(), [{ name: 'main', manifest: snap.digest, owner: 'ada' }]);
-  assert.equal((db.prepare('SELECT COUNT(*) AS n FROM runtimes').get() as { n: number }).n, 1);
-  assert.equal((db.prepare('SELECT result_snapshot FROM runs').get() as { result_snapshot: string }).result_snapshot, snap.digest);
-  db.close();
-  assert.equal(formatDigest(snapDigest), snap.digest);
+  test('a presigned GET fetches the blob without credentials, and only that blob', async () => {
+    const store = (await s3Backend.open()) as S3BlobStore;
+    const b = blob('fetched by a runtime');
+    const d = parseDigest(b.digest);
+    await store.put(d, b.data);
+    const url = await store.presignGet(d);
+    assert.match(url, /X-Amz-Signature=/);
+    assert.match(url, /X-Amz-Expires=300/);
+    const res = await fetch(url);
+    assert.equal(res.status, 200);
+    assert.deepEqual(Buffer.from(await res.arrayBuffer()), b.data);
+  });
 });
 
 test("refreshHolds moves on only this user's holds older than the cutoff, so gc keeps them", async () => {

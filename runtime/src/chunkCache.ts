@@ -15,6 +15,7 @@ import {
   parseManifestBytes,
   reachedBlobDigests,
 } from '@kernelhop/kernel-snapshot';
+import { readBlobs } from './blobReads.js';
 import { GatewayClient, MAX_BATCH_BYTES } from './gatewayClient.js';
 import type { PbDigest } from './proto.js';
 import type { WorkerSpace } from './sandbox.js';
@@ -222,19 +223,8 @@ export class ChunkCache {
     if (total > 0) progress?.(0, total);
     await inParallel([...batches(missing, PIPELINE_BATCH_BYTES)], PIPELINE_DEPTH, async (batch) => {
       signal?.throwIfAborted();
-      const res = await gateway.batchReadBlobs(batch.map(toPb));
-      const byHash = new Map(res.responses.map((r) => [r.digest?.hash ?? '', r]));
-      await Promise.all(
-        batch.map(async (d) => {
-          const r = byHash.get(d.hash);
-          if (!r) throw new BlobError(`the gateway's answer to BatchReadBlobs left out blob ${formatDigest(d)}`);
-          if (r.status && r.status.code !== 0) {
-            const why = r.status.message || `status ${r.status.code}`;
-            throw new BlobError(`the gateway could not give blob ${formatDigest(d)}: ${why}`);
-          }
-          await this.write(d, r.data);
-        }),
-      );
+      const blobs = await readBlobs(gateway, batch, signal);
+      await Promise.all(batch.map((d, i) => this.write(d, blobs[i] as Buffer)));
       done += batch.reduce((n, d) => n + d.sizeBytes, 0);
       progress?.(done, total);
     });

@@ -7,6 +7,7 @@ import type {
   CellEvent,
   FindMissingBlobsResponse,
   GatewayMessage,
+  GetBlobUrlsResponse,
   HeartbeatRequest,
   HeartbeatResponse,
   KernelhopPackage,
@@ -36,11 +37,14 @@ export class GatewayClient {
   private readonly cas: grpc.Client;
   /** Set once registered: the gateway lets a runtime read and upload only for the runs assigned to that id. */
   private runtimeId = '';
+  /** Whether to try presigned reads from the gateway's store (blobReads.ts); off once the gateway says it cannot. */
+  presignedReads = true;
 
   constructor(
     readonly address: string,
     private readonly token: string,
     pkg: KernelhopPackage,
+    readonly log: (line: string) => void = () => undefined,
   ) {
     const options: grpc.ChannelOptions = {
       'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
@@ -98,6 +102,10 @@ export class GatewayClient {
 
   batchReadBlobs(digests: PbDigest[]): Promise<BatchReadBlobsResponse> {
     return this.unary(this.cas, 'batchReadBlobs', { digests }, BLOB_DEADLINE_MS);
+  }
+
+  getBlobUrls(digests: PbDigest[]): Promise<GetBlobUrlsResponse> {
+    return this.unary(this.cas, 'getBlobUrls', { digests }, CONTROL_DEADLINE_MS);
   }
 
   openWork(runtimeId: string): WorkStream {

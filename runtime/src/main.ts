@@ -89,7 +89,7 @@ async function main(): Promise<void> {
     sessionGraceMs: config.sessionGraceS * 1000,
     log,
   });
-  const gateway = new GatewayClient(address, config.token, loadKernelhopProto());
+  const gateway = new GatewayClient(address, config.token, loadKernelhopProto(), log);
   const { name } = config;
   const capacity = slots.length;
   const runtime = new Runtime({ gateway, cache, overlays, sandbox, pool, name, classes, slots, version: version(), log });

@@ -94,6 +94,10 @@ export interface BatchReadBlobsResponse {
   responses: { digest: PbDigest | null; data: Buffer; status: PbStatus | null }[];
 }
 
+export interface GetBlobUrlsResponse {
+  responses: { digest: PbDigest | null; url: string; status: PbStatus | null }[];
+}
+
 export interface KernelhopPackage {
   Runtimes: grpc.ServiceClientConstructor;
   ContentAddressableStorage: grpc.ServiceClientConstructor;

@@ -1,0 +1,179 @@
+// The metadata suite runs on both databases: SQLite under --data and a real PostgreSQL started here.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import Database from 'better-sqlite3';
+import pg from 'pg';
+import { parseDigest } from '@kernelhop/kernel-snapshot';
+import { DiskBlobStore } from '../src/blobStore.js';
+import { MetadataStore, RefError, SqliteMetadataStore } from '../src/metadataStore.js';
+import { POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS } from '../src/stores/migrations/index.js';
+import { PostgresMetadataStore } from '../src/stores/postgresMetadataStore.js';
+import { blob, snapshotOf } from './helpers.js';
+import { PostgresTestServer, startPostgres } from './postgresServer.js';
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'kernelhop-meta-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+let postgres: PostgresTestServer;
+before(async () => {
+  postgres = await startPostgres();
+});
+after(async () => {
+  await postgres?.stop();
+});
+
+interface Backend {
+  name: string;
+  /** A fresh database; `where` says where it is (a file or a URL), to open it again. */
+  open(store: DiskBlobStore, where?: string): Promise<{ meta: MetadataStore; where: string }>;
+  /** The applied versions, read behind the store's back. */
+  versions(where: string): Promise<number[]>;
+  /** Runs SQL on the database behind the store's back. */
+  exec(where: string, sql: string): Promise<void>;
+}
+
+let n = 0;
+const sqlite: Backend = {
+  name: 'SQLite',
+  open: async (store, where = path.join(dir, `meta${n++}.db`)) => ({ meta: new SqliteMetadataStore(where, store), where }),
+  versions: async (where) => {
+    const db = new Database(where, { readonly: true });
+    try {
+      return db.prepare('SELECT version FROM schema_version ORDER BY version').pluck().all() as number[];
+    } finally {
+      db.close();
+    }
+  },
+  exec: async (where, sql) => {
+    const db = new Database(where);
+    db.exec(sql);
+    db.close();
+  },
+};
+
+const withClient = async <T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> => {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+};
+const postgresBackend: Backend = {
+  name: 'PostgreSQL',
+  open: async (store, where) => {
+    const url = where ?? (await postgres.newDatabase());
+    return { meta: await PostgresMetadataStore.open(url, store), where: url };
+  },
+  versions: (url) =>
+    withClient(url, async (c) => (await c.query('SELECT version FROM schema_version ORDER BY version')).rows.map((r) => Number(r.version))),
+  exec: (url, sql) => withClient(url, async (c) => void (await c.query(sql))),
+};
+
+for (const backend of [sqlite, postgresBackend]) {
+  describe(`metadata on ${backend.name}`, () => {
+    test('a ref may only name a snapshot whose blobs are all stored', async () => {
+      const store = await DiskBlobStore.open(path.join(dir, `cas${n++}`));
+      const { meta } = await backend.open(store);
+      try {
+        const c1 = blob('chunk one');
+        const c2 = blob('chunk two');
+        const snap = snapshotOf([c1, c2]);
+        const snapDigest = parseDigest(snap.digest);
+        await assert.rejects(meta.setRef('main', snapDigest, 'ada'), (e: unknown) => e instanceof RefError && /not in the store/.test(e.message));
+        await store.put(snapDigest, snap.data);
+        await store.put(parseDigest(c1.digest), c1.data);
+        await assert.rejects(
+          meta.setRef('main', snapDigest, 'ada'),
+          (e: unknown) => e instanceof RefError && e.message.includes(c2.digest) && /1 chunk\(s\) not in the store/.test(e.message),
+        );
+        assert.equal(await meta.getRef('main'), undefined);
+        await store.put(parseDigest(c2.digest), c2.data);
+        await meta.setRef('main', snapDigest, 'ada');
+        assert.equal((await meta.getRef('main'))?.manifest, snap.digest);
+        await meta.setRef('main', parseDigest(c1.digest), 'ben').catch(() => undefined); // not a manifest: refused
+        assert.equal((await meta.getRef('main'))?.owner, 'ada');
+        await assert.rejects(meta.setRef('', snapDigest, 'ada'), /non-empty name/);
+      } finally {
+        await meta.close();
+      }
+    });
+
+    test('a run is recorded through its steps, in the order they were asked for', async () => {
+      const store = await DiskBlobStore.open(path.join(dir, `cas${n++}`));
+      const { meta } = await backend.open(store);
+      try {
+        const snap = parseDigest(blob('x').digest);
+        await meta.runtimeRegistered({ id: 'rt1', name: 'host', classes: [{ name: 'h100', simulated: true }], capacity: 1, version: 't' });
+        // As the scheduler does: each step recorded without waiting for the one before.
+        const steps = [
+          meta.runCreated({ id: 'run1', session: 's', gpuClass: 'h100', snapshot: snap }),
+          meta.runStarted('run1', 'rt1'),
+          meta.runFinished('run1', { status: 'done', outcome: 'ok', resultSnapshot: 'r/1', timingsJson: '{"run_s":1}' }),
+          meta.runCreated({ id: 'run2', session: 's', gpuClass: 'h100', snapshot: snap }),
+          meta.runStarted('run2', 'rt1'),
+          meta.runFinished('run2', { status: 'failed', errorCode: 'runtime_lost', errorMessage: 'gone' }),
+          meta.runtimeSeen('rt1'),
+          meta.runtimeGone('rt1', 'stream ended'),
+        ];
+        await Promise.all(steps);
+        const run = await meta.getRun('run1');
+        assert.equal(run?.status, 'done');
+        assert.equal(run?.runtimeId, 'rt1');
+        assert.equal(run?.outcome, 'ok');
+        assert.equal(run?.resultSnapshot, 'r/1');
+        assert.equal(run?.snapshot, blob('x').digest);
+        assert.equal(typeof run?.createdAt, 'number');
+        assert.ok(run!.createdAt <= run!.startedAt! && run!.startedAt! <= run!.finishedAt!);
+        const failed = await meta.getRun('run2');
+        assert.deepEqual([failed?.status, failed?.errorCode, failed?.errorMessage], ['failed', 'runtime_lost', 'gone']);
+        assert.equal(await meta.getRun('nope'), undefined);
+      } finally {
+        await meta.close();
+      }
+    });
+
+    test('migrations are applied once, in order, and a database from a newer gateway is refused', async () => {
+      const store = await DiskBlobStore.open(path.join(dir, `cas${n++}`));
+      const { meta, where } = await backend.open(store);
+      await meta.close();
+      const all = (backend === sqlite ? SQLITE_MIGRATIONS : POSTGRES_MIGRATIONS).map((m) => m.version);
+      assert.deepEqual(all, all.map((_, i) => i + 1), 'versions are 1..n');
+      assert.deepEqual(await backend.versions(where), all);
+      const again = await backend.open(store, where); // nothing left to apply: opens as is
+      await again.meta.close();
+      assert.deepEqual(await backend.versions(where), all);
+      await backend.exec(where, `INSERT INTO schema_version (version, name, applied_at) VALUES (999, 'from_the_future', 0)`);
+      await assert.rejects(backend.open(store, where), /has schema version 999, newer than this gateway knows \(up to 1\); upgrade kernelhop/);
+    });
+  });
+}
+
+test('a SQLite database from before migrations is taken as version 1 and keeps its rows', async () => {
+  const file = path.join(dir, 'legacy.db');
+  const db = new Database(file);
+  db.exec(`CREATE TABLE refs (name TEXT PRIMARY KEY, manifest TEXT NOT NULL, owner TEXT NOT NULL, updated_at INTEGER NOT NULL);
+           INSERT INTO refs VALUES ('main', 'm/1', 'ada', 5);`);
+  db.close();
+  const meta = new SqliteMetadataStore(file, await DiskBlobStore.open(path.join(dir, 'cas-legacy')));
+  assert.equal((await meta.getRef('main'))?.owner, 'ada');
+  await meta.close();
+  assert.deepEqual(await sqlite.versions(file), [1]);
+  const check = new Database(file, { readonly: true });
+  assert.equal((check.pragma('journal_mode', { simple: true }) as string).toLowerCase(), 'wal');
+  check.close();
+});
+
+test('Postgres that does not answer fails the open with what to check, without the password', async () => {
+  await assert.rejects(
+    PostgresMetadataStore.open('postgres://kh:s3cret@127.0.0.1:1/db', await DiskBlobStore.open(path.join(dir, 'cas-down'))),
+    (e: unknown) => {
+      const m = (e as Error).message;
+      return /postgres:\/\/kh:\*\*\*@127.0.0.1:1\/db did not answer/.test(m) && !m.includes('s3cret');
+    },
+  );
+});
