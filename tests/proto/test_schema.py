@@ -82,7 +82,7 @@ def test_run_events_round_trip_as_the_wire_has_them() -> None:
 
 
 def test_hop_display_payload_parses_against_the_schema() -> None:
-    from kernelhop.hop_display import MIME_TYPE, HopDisplay
+    from kernelhop.magics.hop_display import MIME_TYPE, HopDisplay
 
     display = HopDisplay("h100", enabled=False)
     display.finished({"total_s": 1.0, "capture_s": 0.1, "remote_s": 0.5}, "ok")

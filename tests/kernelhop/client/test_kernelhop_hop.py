@@ -53,27 +53,6 @@ def test_changed_new_and_deleted_names_come_home(shell, capsys):
         assert part in status[0]
 
 
-def test_a_chunk_the_gateway_lost_is_sent_again_alone(shell, gateway_env):
-    shell.user_ns["big"] = np.arange(200_000)
-    shell.user_ns["small"] = [1, 2, 3]
-    hop(shell, "n = 1")
-    # The gateway loses one chunk it had said it holds (a store wiped in part): it names it, and the kernel
-    # sends that one again, not the whole state.
-    lost = next(d for d in gateway_env.put_digests if int(d.split("/")[1]) > 100_000)
-    del gateway_env.blobs[lost]
-    gateway_env.put_digests.clear()
-    asked = len(gateway_env.requests)
-    hop(shell, "m = 2")
-    assert shell.user_ns["m"] == 2
-    assert lost in gateway_env.put_digests
-    assert all(int(d.split("/")[1]) < 100_000 for d in gateway_env.put_digests if d != lost), gateway_env.put_digests
-    # It did not forget what else the gateway holds: no find_missing after the refusal names the other chunks.
-    runs = [i for i, r in enumerate(gateway_env.requests) if r["op"] == "run" and i >= asked]
-    after = [r for r in gateway_env.requests[runs[0] :] if r["op"] == "find_missing"]
-    others = {d for d in gateway_env.blobs if int(d.split("/")[1]) > 100_000} - {lost}
-    assert not any(others & set(r["digests"]) for r in after), after
-
-
 def test_missing_blobs_sends_just_those_and_runs_again(shell, gateway):
     """A gateway that lost blobs the kernel took it to hold names them: the kernel sends those, no capture again."""
     shell.user_ns["big"] = np.arange(200_000)
