@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from kernelhop.gateway_client import GatewayClient
-from kernelhop.hop_display import MIME_TYPE
-from kernelhop.services import Service, runtime_token, start_gateway, start_runtime
-from kernelhop.testing import Kernel
+from kernelhop.client.gateway import GatewayConnection
+from kernelhop.magics.hop_display import MIME_TYPE
+from kernelhop.cli.services import Service, runtime_token, start_gateway, start_runtime
+from kernelhop_testing import Kernel
 
 USERS = ("ann", "bob", "cat")
 KERNELS_PER_USER = 8
@@ -55,7 +55,7 @@ class Pool:
         return service
 
     def user_env(self, user: str) -> dict[str, str]:
-        client = GatewayClient(self.gateway.ready["ws"], self.admin)
+        client = GatewayConnection(self.gateway.ready["ws"], self.admin)
         try:
             token = client._op("user_add", name=user)[0]["token"]
         finally:
