@@ -30,6 +30,8 @@ export interface GatewayConfig {
   blobStore?: BlobStoreChoice;
   /** --metadata: SQLite under --data when absent. */
   metadataStore?: MetadataChoice;
+  /** How long a session's worker stays warm on its slot after a cell (--warm-grace; seconds, 0 = never). */
+  warmGraceS?: number;
 }
 
 export interface ElasticConfig {
@@ -55,6 +57,7 @@ export const DEFAULT_SCALE_UP_S = 10;
 export const DEFAULT_IDLE_RELEASE_S = 300;
 export const DEFAULT_MAX_RUNTIMES = 4;
 export const DEFAULT_REGISTER_TIMEOUT_S = 300;
+export const DEFAULT_WARM_GRACE_S = 60;
 
 export function defaultDataDir(env: NodeJS.ProcessEnv): string {
   return env.KERNELHOP_HOME && env.KERNELHOP_HOME !== '' ? env.KERNELHOP_HOME : path.join(os.homedir(), '.kernelhop');
@@ -64,6 +67,7 @@ export const USAGE = `usage: kernelhop gateway [--host H] [--port P] [--grpc-por
                          [--tls auto [--tls-san NAME ...] | --tls-cert F --tls-key F] [--insecure]
                          [--jupyterhub [--hub-api URL]]
                          [--store s3://BUCKET/PREFIX [--s3-endpoint URL]] [--metadata postgres://...]
+                         [--warm-grace S]
 
   --host H         address to listen on (default ${DEFAULT_HOST}; 0.0.0.0 for runtimes on other hosts)
   --port P         WebSocket port for kernels and JupyterLab (default ${DEFAULT_WS_PORT}; 0 picks a free one)
@@ -87,6 +91,8 @@ export const USAGE = `usage: kernelhop gateway [--host H] [--port P] [--grpc-por
                    a MinIO, Ceph, R2 or other S3-compatible server (path-style), e.g. http://127.0.0.1:9000
   --metadata postgres://USER:PASSWORD@HOST:PORT/DB
                    keep runs, runtimes and refs in PostgreSQL (migrated on start); default: SQLite in DIR
+  --warm-grace S   seconds a session's worker stays warm on its GPU after a cell (default ${DEFAULT_WARM_GRACE_S}; 0 = never);
+                   a run of another session that finds no free GPU evicts the worker idle the longest at once
 
 elastic runtimes, started when runs wait and released when idle (scale to zero):
   --provider command|kubernetes
@@ -143,6 +149,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfi
         store: { type: 'string' },
         's3-endpoint': { type: 'string' },
         metadata: { type: 'string' },
+        'warm-grace': { type: 'string' },
       },
       strict: true,
       allowPositionals: false,
@@ -178,6 +185,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfi
     adminUser: parseUser(env.KERNELHOP_USER),
     runtimeTokenFile: tokenFile === undefined ? undefined : path.resolve(tokenFile),
     elastic: parseElastic(values),
+    warmGraceS: parseSeconds(str('warm-grace'), DEFAULT_WARM_GRACE_S, '--warm-grace'),
     ...parseStores(str('store'), str('s3-endpoint'), str('metadata')),
   };
 }

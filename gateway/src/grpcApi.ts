@@ -288,6 +288,7 @@ export class GrpcApi {
       name: req.name,
       classes: req.classes.map((c) => ({ name: c.name, simulated: c.simulated })),
       capacity: req.capacity,
+      slots: req.slots.map((s) => ({ index: s.index, device: s.device, name: s.name, memoryMib: Number(s.memory_mib) })),
       version: req.version,
     }, credential.id);
     return { runtime_id: runtimeId, heartbeat_interval_ms: this.scheduler.heartbeatIntervalMs, capabilities: toProtoNames(agreed) };
@@ -415,6 +416,8 @@ class StreamLink implements WorkLink {
               timeout_s: msg.timeoutS,
               lazy: msg.reach !== null,
               reach: msg.reach ?? [],
+              slot: msg.slot,
+              warm_grace_s: msg.warmGraceS,
             },
           }
         : { cancel: { run_id: msg.runId, reason: msg.reason } },

@@ -1,15 +1,24 @@
-// Runtimes, per-class FIFO queues, assignment, cancellation, timeouts and the relay of a run's events.
-// Transport-free: grpcApi feeds it runtime traffic through WorkLink/RuntimeEvent, wsApi gives it a RunSink per run.
+// The pool: runtimes and their slots, warm sessions, the fair-share wait queue, dispatch and eviction.
+// Transport-free and store-free, on an injected clock: grpcApi feeds it runtime traffic (WorkLink/RuntimeEvent),
+// runs/runService.ts gives it one Job per run, and benchmarks/pool_sim drives this same code in simulated time.
 import { randomUUID } from 'node:crypto';
-import { Digest, formatDigest } from '@kernelhop/kernel-snapshot';
-import { BlobStore } from './blobStore.js';
-import { MetadataStore, RunEnd } from './metadataStore.js';
-import type { Log } from './log.js';
-import { checkSnapshot } from './snapshotCheck.js';
+import { Digest } from '@kernelhop/kernel-snapshot';
+import { LRUCache } from 'lru-cache';
+import { Clock, Timer, systemClock } from './runs/clock.js';
+import { FairShare } from './runs/fairShare.js';
 
 export interface GpuClassOffer {
   name: string;
   simulated: boolean;
+}
+
+/** One device a runtime offers: a GPU, a MIG instance, or a slot posed on a CPU host. */
+export interface SlotOffer {
+  index: number;
+  /** What the worker's CUDA_VISIBLE_DEVICES is set to: a GPU index, a MIG UUID, or the posed slot's index. */
+  device: string;
+  name: string;
+  memoryMib: number;
 }
 
 /** Messages down a runtime's Work stream. */
@@ -23,6 +32,10 @@ export type DownMessage =
       snapshot: Digest;
       timeoutS: number;
       reach: string[] | null;
+      /** The slot the run takes; a warm worker of another session on it is ended first (eviction). */
+      slot: number;
+      /** How long the session's worker stays warm on the slot after the run. */
+      warmGraceS: number;
     }
   | { kind: 'cancel'; runId: string; reason: string };
 
@@ -43,37 +56,58 @@ export type RuntimeEvent =
   | { kind: 'done'; status: string; snapshot: Digest; timingsJson: string }
   | { kind: 'failed'; code: string; message: string };
 
-/** A non-final event of a run, as the kernel sees it (without `re`). */
-export type RunEvent = { event: string } & Record<string, unknown>;
+export type FinalEvent = Extract<RuntimeEvent, { kind: 'done' | 'failed' }>;
 
-export type RunFinal =
-  | { ok: true; event: 'done'; status: string; snapshot: string; timings: Record<string, unknown> }
-  | { ok: false; error: { code: string; message: string; missing?: string[] } };
-
-export interface RunSink {
-  event(ev: RunEvent): void;
-  finish(final: RunFinal): void;
+/** Where a run was placed. */
+export interface Placement {
+  runtimeId: string;
+  runtime: string;
+  slot: number;
+  device: string;
+  simulated: boolean;
+  /** The session whose idle worker was evicted for it, if any. */
+  evicted: string | null;
 }
 
-export interface RunRequest {
-  session: string;
-  gpuClass: string;
-  code: string;
-  snapshot: Digest;
-  /** 0 = no limit. Counted from assignment to a runtime, not from queueing. */
-  timeoutS: number;
-  /** The names the cell can reach, for a lazy restore of only those; null = the whole snapshot. */
-  reach: string[] | null;
-  /** Who and what the run is for, for counting GPU-seconds (usage.ts). */
+/** A run as the pool sees it; runs/runService.ts implements it and owns everything else of the run. */
+export interface Job {
+  readonly id: string;
+  readonly user: string;
+  readonly session: string;
+  readonly gpuClass: string;
+  /** Place in line among runs of one user: FIFO within a user. */
+  readonly seq: number;
+  /** When the run was asked for (the scheduler's clock, ms): its wait in the queue is counted from here. */
+  readonly submittedAt: number;
+  /** The notebook and cell it came from ('' when unknown): the usage ledger's labels. */
+  readonly notebook: string;
+  readonly cell: string;
+  readonly work: { code: string; snapshot: Digest; timeoutS: number; reach: string[] | null };
+  /** The input snapshot's manifest and chunks (formatted digests): what its runtime may read for it. */
+  readonly readable: ReadonlySet<string>;
+  /** Blobs its runtime uploaded (verified) or was told are present while holding it. */
+  readonly proven: Set<string>;
+  queued(position: number, waitS: number | null): void;
+  dispatched(placement: Placement): void;
+  event(ev: Exclude<RuntimeEvent, FinalEvent>): void;
+  /** The runtime ended the run and its slot is released; `mayName` says which blobs its result may name. */
+  ended(ev: FinalEvent, mayName: (digest: string) => boolean): void;
+  /** The run can no longer end normally (its runtime is gone, its class is no longer offered). */
+  lost(code: 'runtime_lost' | 'unknown_class', message: string): void;
+}
+
+/** Who a run was for, as usage and metrics count it. */
+export interface RunLabels {
   user: string;
+  gpuClass: string;
   notebook: string;
   cell: string;
 }
 
-/** A run that held a slot, once the slot is free again: what usage and metrics count. */
+/** A run that held a slot, once the slot is free again (or warm): what usage and metrics count. */
 export interface SlotUse {
   runId: string;
-  req: RunRequest;
+  req: RunLabels;
   runtime: string;
   submittedAt: number;
   startedAt: number;
@@ -84,34 +118,11 @@ export interface SlotUse {
   timings: Record<string, unknown>;
 }
 
-/** Told of each run as it takes a slot and as it frees it; must not throw. */
+/** Told of each run as it takes a slot and as it frees it, and of each eviction; must not throw. */
 export interface RunObserver {
-  started(run: { runId: string; req: RunRequest; runtime: string; waitedSeconds: number }): void;
+  started(run: { runId: string; req: RunLabels; runtime: string; waitedSeconds: number }): void;
   released(use: SlotUse): void;
-}
-
-export interface ClassInfo {
-  runtimes: number;
-  capacity: number;
-  busy: number;
-  queued: number;
-  simulated: boolean;
-}
-
-export interface SchedulerOptions {
-  store: BlobStore;
-  metadata: MetadataStore;
-  heartbeatIntervalMs?: number;
-  /** A runtime silent for this many heartbeat intervals is dropped. */
-  missedHeartbeats?: number;
-  /** How long a runtime has to confirm a cancel or timeout before the gateway gives up on that run's slot. */
-  cancelGraceMs?: number;
-  log?: Log;
-  observer?: RunObserver;
-  /** Classes no runtime may offer now that a provider can start one of (elastic/): their runs wait, not fail. */
-  provisionable?: readonly string[];
-  /** Asked before a runtime registers with a runtime token: a reason to refuse it, or null (elastic's one-time tokens). */
-  admitRegistration?: (credentialId: string) => string | null;
+  evicted?(gpuClass: string): void;
 }
 
 /** A runtime as the autoscaler sees it. */
@@ -119,34 +130,78 @@ export interface RuntimeLoad {
   id: string;
   name: string;
   credential: string;
+  /** Slots running a run (warm workers do not count: they make way for any run). */
   busy: number;
-  /** Since when it has held no run (ms since the epoch); null while it holds one. */
+  /** Since when it has run nothing (ms on the scheduler's clock); null while it runs something. */
   idleSince: number | null;
+}
+
+export interface ClassInfo {
+  runtimes: number;
+  capacity: number;
+  busy: number;
+  warm: number;
+  queued: number;
+  simulated: boolean;
+}
+
+export type SessionStatus =
+  | { state: 'running'; runtime: string; gpu_class: string }
+  | { state: 'queued'; gpu_class: string; position: number }
+  | { state: 'warm'; runtime: string; gpu_class: string; warm_s_left: number }
+  | { state: 'evicted' | 'expired' | 'lost'; runtime: string; gpu_class: string; ago_s: number }
+  | { state: 'cold' };
+
+export interface SchedulerOptions {
+  heartbeatIntervalMs?: number;
+  /** A runtime silent for this many heartbeat intervals is dropped. */
+  missedHeartbeats?: number;
+  /** How long a runtime has to confirm a cancel or timeout before the gateway gives up on that run's slot. */
+  cancelGraceMs?: number;
+  /** How long a session's worker stays warm on its slot after a run; 0: never. */
+  warmGraceMs?: number;
+  /** Slots one user may hold at once (running or warm); Infinity: no limit. */
+  slotLimit?: (user: string) => number;
+  fairShare?: FairShare;
+  /** Where runtimes' registrations and departures are recorded (the metadata store). */
+  runtimeLog?: RuntimeLog;
+  clock?: Clock;
+  log?: (line: string) => void;
+  observer?: RunObserver;
+  /** Classes no runtime may offer now that a provider can start one of (elastic/): their runs wait, not fail. */
+  provisionable?: readonly string[];
+  /** Asked before a runtime registers with a runtime token: a reason to refuse it, or null (elastic's one-time tokens). */
+  admitRegistration?: (credentialId: string) => string | null;
+}
+
+export interface RuntimeLog {
+  runtimeRegistered(info: { id: string; name: string; classes: GpuClassOffer[]; capacity: number; version: string }): Promise<void>;
+  runtimeSeen(id: string): Promise<void>;
+  runtimeGone(id: string, reason: string): Promise<void>;
 }
 
 export class SchedulerError extends Error {
   override name = 'SchedulerError';
 }
 
-type RunState = 'checking' | 'queued' | 'running' | 'finishing' | 'finished';
+interface Slot {
+  rt: RuntimeEntry;
+  offer: SlotOffer;
+  job: Job | null;
+  /** When the run holding it was dispatched (ms). */
+  heldSince: number;
+  /** A cancel or timeout was sent: released when the runtime confirms, or after the grace. */
+  stopping: Timer | null;
+  warm: Warm | null;
+}
 
-interface Run {
-  id: string;
-  req: RunRequest;
-  sink: RunSink;
-  seq: number;
-  state: RunState;
-  submittedAt: number;
-  /** When a runtime took it: its GPU-seconds count from here to the slot's release. */
-  startedAt?: number;
-  runtime?: RuntimeEntry;
-  position?: number;
-  timer?: NodeJS.Timeout;
-  graceTimer?: NodeJS.Timeout;
-  /** The input snapshot's manifest and chunks: what its runtime may read for it (formatted digests). */
-  readable?: ReadonlySet<string>;
-  /** Blobs its runtime uploaded (verified) or was told are present while holding it: what its result may name besides its input. */
-  proven: Set<string>;
+interface Warm {
+  session: string;
+  user: string;
+  gpuClass: string;
+  slot: Slot;
+  since: number;
+  timer: Timer;
 }
 
 interface RuntimeEntry {
@@ -155,48 +210,92 @@ interface RuntimeEntry {
   credential: string;
   name: string;
   classes: Map<string, GpuClassOffer>;
-  capacity: number;
-  seq: number;
+  slots: Slot[];
+  /** Slots with neither a run nor a warm worker. */
+  free: number;
   link?: WorkLink;
-  /** Runs holding a slot: assigned and not yet confirmed finished by the runtime. */
-  slots: Map<string, Run>;
   lastSeen: number;
+  /** When its last running slot became free (ms); kept while it runs something. */
   idleSince: number;
 }
 
+interface ClassState {
+  runtimes: Set<RuntimeEntry>;
+  /** Runtimes with a free slot (and a Work stream). */
+  withFree: Set<RuntimeEntry>;
+  /** Warm workers by session, oldest idle first (Map keeps insertion order; a worker is inserted when it idles). */
+  warm: Map<string, Warm>;
+  /** Waiting runs, FIFO per user. */
+  waiting: Map<string, Job[]>;
+  queued: number;
+  /** Recent run time (ms), averaged: the expected hold of a running slot, for wait estimates. */
+  meanRunMs: number;
+}
+
+/** Remembered per session after its warm worker ended, so `%gpu` can say why the next cell starts cold. */
+interface Ended {
+  state: 'evicted' | 'expired' | 'lost';
+  runtime: string;
+  gpuClass: string;
+  at: number;
+}
+
+const DEFAULT_RUN_MS = 30_000;
+
 export class Scheduler {
   readonly heartbeatIntervalMs: number;
+  readonly warmGraceMs: number;
+  readonly fairShare: FairShare;
+  readonly clock: Clock;
   private readonly missedHeartbeats: number;
   private readonly cancelGraceMs: number;
-  private readonly store: BlobStore;
-  private readonly metadata: MetadataStore;
-  private readonly log: Log;
-  private readonly observer?: RunObserver;
+  private readonly slotLimit: (user: string) => number;
+  private readonly log: (line: string) => void;
+  private readonly runtimeLog: RuntimeLog | null;
+  private readonly observer: RunObserver | undefined;
   private readonly provisionable: ReadonlySet<string>;
   private readonly admitRegistration: (credentialId: string) => string | null;
   private readonly runtimes = new Map<string, RuntimeEntry>();
-  private readonly runs = new Map<string, Run>();
-  private readonly queues = new Map<string, Run[]>();
+  private readonly classStates = new Map<string, ClassState>();
+  /** Slots by the id of the run they hold. */
+  private readonly holding = new Map<string, Slot>();
+  private readonly warmBySession = new Map<string, Warm>();
+  /** Slots each user holds (running or warm). */
+  private readonly held = new Map<string, number>();
+  private readonly ended = new LRUCache<string, Ended>({ max: 100_000 });
+  private readonly positions = new WeakMap<Job, number>();
   private seq = 0;
-  private readonly livenessTimer: NodeJS.Timeout;
+  private pumping = false;
+  private readonly livenessTimer: NodeJS.Timeout | null;
 
-  constructor(opts: SchedulerOptions) {
-    this.store = opts.store;
-    this.metadata = opts.metadata;
+  constructor(opts: SchedulerOptions = {}) {
+    this.clock = opts.clock ?? systemClock;
     this.heartbeatIntervalMs = opts.heartbeatIntervalMs ?? 5000;
     this.missedHeartbeats = opts.missedHeartbeats ?? 3;
     this.cancelGraceMs = opts.cancelGraceMs ?? 5000;
+    this.warmGraceMs = opts.warmGraceMs ?? 60_000;
+    this.slotLimit = opts.slotLimit ?? (() => Infinity);
+    this.fairShare = opts.fairShare ?? new FairShare(this.clock);
     this.log = opts.log ?? ((line) => console.error(`kernelhop gateway: ${line}`));
+    this.runtimeLog = opts.runtimeLog ?? null;
     this.observer = opts.observer;
     this.provisionable = new Set(opts.provisionable ?? []);
     this.admitRegistration = opts.admitRegistration ?? (() => null);
-    this.livenessTimer = setInterval(() => this.dropSilentRuntimes(), this.heartbeatIntervalMs);
-    this.livenessTimer.unref();
+    // Simulated runtimes send no heartbeats: liveness runs on the system clock only.
+    if (opts.clock === undefined) {
+      this.livenessTimer = setInterval(() => this.dropSilentRuntimes(), this.heartbeatIntervalMs);
+      this.livenessTimer.unref();
+    } else {
+      this.livenessTimer = null;
+    }
   }
 
   // ---- runtimes ----
 
-  register(req: { name: string; classes: GpuClassOffer[]; capacity: number; version: string }, credential: string): string {
+  register(
+    req: { name: string; classes: GpuClassOffer[]; capacity: number; slots?: SlotOffer[]; version: string },
+    credential: string,
+  ): string {
     if (req.name.trim() === '') throw new SchedulerError('Register needs a runtime name (e.g. the host name)');
     if (req.classes.length === 0) throw new SchedulerError('Register needs at least one GPU class');
     for (const c of req.classes) {
@@ -204,9 +303,16 @@ export class Scheduler {
         throw new SchedulerError(`GPU class ${JSON.stringify(c.name)} must be 1-64 letters, digits, ".", "_" or "-"`);
       }
     }
-    if (!Number.isInteger(req.capacity) || req.capacity < 1) {
+    const offers = req.slots !== undefined && req.slots.length > 0 ? req.slots : null;
+    if (offers === null && (!Number.isInteger(req.capacity) || req.capacity < 1)) {
       throw new SchedulerError(`capacity must be at least 1 cell at once, got ${req.capacity}`);
     }
+    if (offers !== null && new Set(offers.map((s) => s.index)).size !== offers.length) {
+      throw new SchedulerError('Register names a slot index twice; each device is one slot');
+    }
+    // A runtime that names no devices (an older one, a test's) has `capacity` anonymous slots.
+    const slotOffers =
+      offers ?? Array.from({ length: req.capacity }, (_, index) => ({ index, device: String(index), name: '', memoryMib: 0 }));
     const refused = this.admitRegistration(credential);
     if (refused !== null) throw new SchedulerError(refused);
     const id = randomUUID();
@@ -215,15 +321,16 @@ export class Scheduler {
       credential,
       name: req.name,
       classes: new Map(req.classes.map((c) => [c.name, c])),
-      capacity: req.capacity,
-      seq: this.seq++,
-      slots: new Map(),
-      lastSeen: Date.now(),
-      idleSince: Date.now(),
+      slots: [],
+      free: slotOffers.length,
+      lastSeen: this.clock.now(),
+      idleSince: this.clock.now(),
     };
+    rt.slots = slotOffers.map((offer) => ({ rt, offer, job: null, heldSince: 0, stopping: null, warm: null }));
     this.runtimes.set(id, rt);
-    this.record(this.metadata.runtimeRegistered({ id, ...req }));
-    this.log(`runtime ${req.name} (${id}) registered: ${[...rt.classes.keys()].join(',')} x${req.capacity}`, { runtime: req.name });
+    for (const c of rt.classes.keys()) this.classState(c).runtimes.add(rt);
+    this.record(this.runtimeLog?.runtimeRegistered({ id, name: req.name, classes: req.classes, capacity: rt.slots.length, version: req.version }));
+    this.log(`runtime ${req.name} (${id}) registered: ${[...rt.classes.keys()].join(',')} x${rt.slots.length}`);
     return id;
   }
 
@@ -244,26 +351,26 @@ export class Scheduler {
    * is trusted with the state of the runs assigned to it, and with nothing else in the store.
    */
   readScope(runtimeId: string): (digest: string) => boolean {
-    const runs = [...(this.runtimes.get(runtimeId)?.slots.values() ?? [])];
-    return (digest) => inScope(runs, digest);
+    const jobs = this.jobsOf(runtimeId);
+    return (digest) => inScope(jobs, digest);
   }
 
   /** Records blobs the runtime uploaded, or was told are present, while holding its runs: their results may name them. */
   proved(runtimeId: string, digests: readonly string[]): void {
-    for (const run of this.runtimes.get(runtimeId)?.slots.values() ?? []) for (const d of digests) run.proven.add(d);
+    for (const job of this.jobsOf(runtimeId)) for (const d of digests) job.proven.add(d);
   }
 
   /** Whether the runtime holds a run at all (may upload). */
   holdsRuns(runtimeId: string): boolean {
-    return (this.runtimes.get(runtimeId)?.slots.size ?? 0) > 0;
+    return this.jobsOf(runtimeId).length > 0;
   }
 
   /** False when the runtime is unknown (dropped or never registered): it must register again. */
   heartbeat(runtimeId: string): boolean {
     const rt = this.runtimes.get(runtimeId);
     if (rt === undefined) return false;
-    rt.lastSeen = Date.now();
-    this.record(this.metadata.runtimeSeen(runtimeId));
+    rt.lastSeen = this.clock.now();
+    this.record(this.runtimeLog?.runtimeSeen(runtimeId));
     return true;
   }
 
@@ -272,7 +379,8 @@ export class Scheduler {
     if (rt === undefined) return 'unknown';
     if (rt.link !== undefined) return 'already_attached';
     rt.link = link;
-    rt.lastSeen = Date.now();
+    rt.lastSeen = this.clock.now();
+    this.freeChanged(rt);
     this.pump();
     return 'ok';
   }
@@ -286,403 +394,405 @@ export class Scheduler {
   runtimeEvent(runtimeId: string, runId: string, ev: RuntimeEvent): void {
     const rt = this.runtimes.get(runtimeId);
     if (rt === undefined) return;
-    rt.lastSeen = Date.now();
-    const run = rt.slots.get(runId);
-    if (run === undefined) {
-      this.log(`runtime ${rt.name} sent ${ev.kind} for run ${runId}, which it does not hold; ignored`, { run: runId, runtime: rt.name });
+    rt.lastSeen = this.clock.now();
+    const slot = this.holding.get(runId);
+    if (slot === undefined || slot.rt !== rt || slot.job === null) {
+      this.log(`runtime ${rt.name} sent ${ev.kind} for run ${runId}, which it does not hold; ignored`);
       return;
     }
+    const job = slot.job;
     if (ev.kind === 'done' || ev.kind === 'failed') {
       // What the runtime could read or proved, taken before the slot goes: its result may name nothing else.
-      const scope = [...rt.slots.values()];
+      const scope = this.jobsOf(rt.id);
       const outcome = ev.kind === 'failed' ? ev.code || 'worker_died' : ev.status;
-      this.releaseSlot(run, outcome, ev.kind === 'done' ? parseObject(ev.timingsJson) : {});
-      if (ev.kind === 'failed') {
-        this.finish(run, { ok: false, error: { code: ev.code || 'worker_died', message: ev.message } });
-      } else {
-        this.finishDone(run, rt, ev, scope);
-      }
+      this.release(slot, ev.kind === 'done', outcome, ev.kind === 'done' ? parseObject(ev.timingsJson) : {});
+      job.ended(ev, (d) => inScope(scope, d));
+      this.pump();
       return;
     }
-    // After a timeout or an unconfirmed cancel the kernel has its final reply; later output has nowhere to go.
-    if (run.state !== 'running') return;
-    run.sink.event(this.relayed(run, rt, ev));
+    job.event(ev);
   }
 
   // ---- runs ----
 
-  /**
-   * A place in line, taken when a request arrives: runs queue in the order of their tickets even when the
-   * checks before `submit` finish out of order.
-   */
+  /** A place in line, taken when a request arrives: runs of a user queue in the order they were asked for. */
   ticket(): number {
     return this.seq++;
   }
 
-  /** Starts a run and returns its id at once; everything else reaches `sink`, including errors. */
-  submit(req: RunRequest, sink: RunSink, ticket = this.ticket()): string {
-    const run: Run = { id: randomUUID(), req, sink, seq: ticket, state: 'checking', submittedAt: Date.now(), proven: new Set() };
-    this.runs.set(run.id, run);
-    if (!this.classOffered(req.gpuClass)) {
-      this.finish(run, { ok: false, error: { code: 'unknown_class', message: this.unknownClassMessage(req.gpuClass) } });
-      return run.id;
-    }
-    this.record(
-      this.metadata.runCreated({ id: run.id, session: req.session, gpuClass: req.gpuClass, snapshot: req.snapshot }),
-    );
-    void this.admit(run);
-    return run.id;
+  /** Whether a run of class `name` can be served: a runtime offers it, or a provider can start one that does. */
+  classOffered(name: string): boolean {
+    return (this.classStates.get(name)?.runtimes.size ?? 0) > 0 || this.provisionable.has(name);
   }
 
-  cancel(runId: string, reason = 'cancelled by the user'): void {
-    const run = this.runs.get(runId);
-    if (run === undefined) return;
-    const cancelled: RunFinal = {
-      ok: false,
-      error: { code: 'cancelled', message: `${reason}; your local state is unchanged` },
-    };
-    switch (run.state) {
-      case 'checking':
-        this.finish(run, cancelled);
-        return;
-      case 'queued':
-        this.dequeue(run);
-        this.finish(run, cancelled);
-        this.updatePositions();
-        return;
-      case 'running':
-        // The runtime interrupts the worker and answers with Failed{cancelled} (or Done, when the cell caught it).
-        this.sendCancel(run, reason, cancelled);
-        return;
-      default:
-        return;
-    }
-  }
-
-  /** When each waiting run of each class was submitted (ms since the epoch), oldest first: for the autoscaler. */
+  /** When each waiting run of each class was asked for (ms on the scheduler's clock), oldest first: for the autoscaler. */
   waiting(): Map<string, number[]> {
     const out = new Map<string, number[]>();
-    for (const [name, q] of this.queues) out.set(name, q.map((r) => r.submittedAt).sort((a, b) => a - b));
+    for (const [name, cs] of this.classStates) {
+      if (cs.queued === 0) continue;
+      out.set(name, [...cs.waiting.values()].flat().map((j) => j.submittedAt).sort((a, b) => a - b));
+    }
     return out;
   }
 
-  /** The runtimes registered with runtime token `credential`, and what they hold. */
+  /** The runtimes registered with runtime token `credential`, and what they run. */
   runtimesOf(credential: string): RuntimeLoad[] {
     return [...this.runtimes.values()]
       .filter((rt) => rt.credential === credential)
-      .map((rt) => ({ id: rt.id, name: rt.name, credential, busy: rt.slots.size, idleSince: rt.slots.size === 0 ? rt.idleSince : null }));
+      .map((rt) => {
+        const busy = running(rt);
+        return { id: rt.id, name: rt.name, credential, busy, idleSince: busy === 0 ? rt.idleSince : null };
+      });
   }
 
-  /** Input snapshots of the runs not yet finished, for gc. */
-  activeSnapshots(): Digest[] {
-    return [...this.runs.values()].filter((r) => r.state !== 'finished').map((r) => r.req.snapshot);
+  /** Puts a run in line for its class (the class must be offered) and assigns what can be assigned. */
+  enqueue(job: Job): void {
+    const cs = this.classState(job.gpuClass);
+    const line = cs.waiting.get(job.user) ?? [];
+    // Admission checks finish in any order; a user's line keeps the order its runs were asked for.
+    const after = line.findIndex((other) => other.seq > job.seq);
+    line.splice(after < 0 ? line.length : after, 0, job);
+    cs.waiting.set(job.user, line);
+    cs.queued += 1;
+    this.pump();
+  }
+
+  /** Takes a waiting run out of line; false when it is not waiting. */
+  withdraw(job: Job): boolean {
+    const cs = this.classStates.get(job.gpuClass);
+    const line = cs?.waiting.get(job.user);
+    const i = line?.indexOf(job) ?? -1;
+    if (cs === undefined || line === undefined || i < 0) return false;
+    line.splice(i, 1);
+    if (line.length === 0) cs.waiting.delete(job.user);
+    cs.queued -= 1;
+    this.updatePositions(job.gpuClass);
+    return true;
+  }
+
+  /**
+   * Asks the runtime to stop a running run (Cancel with `reason`); its slot stays held until the runtime ends the run,
+   * or for at most the cancel grace, after which `unconfirmed` is called and the slot is released.
+   */
+  stop(job: Job, reason: string, unconfirmed: () => void): void {
+    const slot = this.holding.get(job.id);
+    if (slot === undefined || slot.job !== job) return;
+    slot.rt.link?.send({ kind: 'cancel', runId: job.id, reason });
+    if (slot.stopping !== null) return;
+    slot.stopping = this.clock.after(this.cancelGraceMs, () => {
+      if (slot.job !== job) return;
+      this.log(`runtime ${slot.rt.name} did not confirm the end of run ${job.id} in ${this.cancelGraceMs} ms`);
+      this.release(slot, false, reason === 'timeout' ? 'timeout' : 'cancelled', {});
+      unconfirmed();
+      this.pump();
+    });
   }
 
   classes(): Record<string, ClassInfo> {
     const out: Record<string, ClassInfo> = {};
-    for (const rt of this.runtimes.values()) {
-      for (const c of rt.classes.values()) {
-        const info = (out[c.name] ??= { runtimes: 0, capacity: 0, busy: 0, queued: 0, simulated: true });
+    for (const [name, cs] of this.classStates) {
+      if (cs.runtimes.size === 0) continue;
+      const info: ClassInfo = { runtimes: 0, capacity: 0, busy: 0, warm: cs.warm.size, queued: cs.queued, simulated: true };
+      for (const rt of cs.runtimes) {
         info.runtimes += 1;
-        info.capacity += rt.capacity;
-        info.busy += [...rt.slots.values()].filter((r) => r.req.gpuClass === c.name).length;
+        info.capacity += rt.slots.length;
+        for (const s of rt.slots) if (s.job?.gpuClass === name) info.busy += 1;
         // A class is simulated only when every runtime offering it merely poses as it.
-        info.simulated &&= c.simulated;
+        info.simulated &&= rt.classes.get(name)?.simulated ?? true;
       }
+      out[name] = info;
     }
     // A class a provider starts runtimes of is served even with none up (scaled to zero).
-    for (const name of this.provisionable) out[name] ??= { runtimes: 0, capacity: 0, busy: 0, queued: 0, simulated: false };
-    for (const [name, q] of this.queues) if (out[name] !== undefined) out[name].queued = q.length;
+    for (const name of this.provisionable) {
+      out[name] ??= { runtimes: 0, capacity: 0, busy: 0, warm: 0, queued: this.classStates.get(name)?.queued ?? 0, simulated: false };
+    }
     return out;
   }
 
-  /** Fails every run (the gateway is stopping) and stops timers. */
-  close(): void {
-    clearInterval(this.livenessTimer);
-    for (const run of [...this.runs.values()]) {
-      this.finish(run, {
-        ok: false,
-        error: { code: 'runtime_lost', message: 'the gateway is shutting down; your local state is unchanged' },
-      });
+  /** Where a session's cells would run now: on its warm worker, or cold (and why). */
+  sessionStatus(session: string): SessionStatus {
+    const now = this.clock.now();
+    for (const slot of this.holding.values()) {
+      if (slot.job?.session === session) return { state: 'running', runtime: slot.rt.name, gpu_class: slot.job.gpuClass };
     }
+    const warm = this.warmBySession.get(session);
+    if (warm !== undefined) {
+      const left = Math.max(0, (warm.since + this.warmGraceMs - now) / 1000);
+      return { state: 'warm', runtime: warm.slot.rt.name, gpu_class: warm.gpuClass, warm_s_left: Math.round(left) };
+    }
+    for (const [name, cs] of this.classStates) {
+      for (const line of cs.waiting.values()) {
+        const job = line.find((j) => j.session === session);
+        if (job !== undefined) return { state: 'queued', gpu_class: name, position: this.positions.get(job) ?? 0 };
+      }
+    }
+    const ended = this.ended.get(session);
+    if (ended !== undefined) {
+      return { state: ended.state, runtime: ended.runtime, gpu_class: ended.gpuClass, ago_s: Math.round((now - ended.at) / 1000) };
+    }
+    return { state: 'cold' };
+  }
+
+  /** Ends every runtime link and stops timers (the gateway is stopping; its runs were failed by their owner). */
+  close(): void {
+    if (this.livenessTimer !== null) clearInterval(this.livenessTimer);
+    for (const w of this.warmBySession.values()) w.timer.cancel();
+    for (const slot of this.holding.values()) slot.stopping?.cancel();
     for (const rt of this.runtimes.values()) rt.link?.close('gateway shutting down');
     this.runtimes.clear();
+    this.classStates.clear();
   }
 
-  // ---- internals ----
+  // ---- placement ----
 
-  private async admit(run: Run): Promise<void> {
-    let check;
-    try {
-      check = await checkSnapshot(this.store, run.req.snapshot);
-    } catch (e) {
-      this.finish(run, { ok: false, error: { code: 'internal', message: `could not read the store: ${String(e)}` } });
-      return;
-    }
-    if (run.state !== 'checking') return; // cancelled meanwhile
-    if (!check.ok) {
-      this.finish(run, { ok: false, error: { code: 'missing_blobs', message: check.message, missing: 'missing' in check ? check.missing.map(formatDigest) : [] } });
-      return;
-    }
-    run.readable = new Set([formatDigest(run.req.snapshot), ...check.chunks.map(formatDigest)]);
-    if (!this.classOffered(run.req.gpuClass)) {
-      this.finish(run, {
-        ok: false,
-        error: { code: 'unknown_class', message: this.unknownClassMessage(run.req.gpuClass) },
-      });
-      return;
-    }
-    run.state = 'queued';
-    const q = this.queues.get(run.req.gpuClass) ?? [];
-    // Checks finish in any order; the queue keeps the order the runs were asked for.
-    const after = q.findIndex((other) => other.seq > run.seq);
-    q.splice(after < 0 ? q.length : after, 0, run);
-    this.queues.set(run.req.gpuClass, q);
-    this.pump();
-  }
-
-  /** Assigns queued runs, oldest first, to runtimes with a free slot; then tells the waiting their place. */
+  /**
+   * Assigns waiting runs while slots allow. Users are served in order of their recent GPU-seconds, least first,
+   * one run each per round (so a run that starts counts against its user at once), FIFO within a user.
+   */
   private pump(): void {
-    const waiting = [...this.queues.values()].flat().sort((a, b) => a.seq - b.seq);
-    for (const run of waiting) {
-      const rt = this.pickRuntime(run.req.gpuClass);
-      if (rt !== undefined) this.dispatch(run, rt);
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      for (const [name, cs] of this.classStates) {
+        if (cs.queued === 0) continue;
+        let placed = true;
+        while (placed && cs.queued > 0) {
+          placed = false;
+          for (const user of this.usersInOrder(cs)) {
+            const line = cs.waiting.get(user) as Job[];
+            const job = line[0] as Job;
+            const slot = this.place(job, cs);
+            if (slot === null) continue;
+            line.shift();
+            if (line.length === 0) cs.waiting.delete(user);
+            cs.queued -= 1;
+            this.dispatch(job, slot);
+            placed = true;
+          }
+        }
+        this.updatePositions(name);
+      }
+    } finally {
+      this.pumping = false;
     }
-    this.updatePositions();
   }
 
-  private pickRuntime(gpuClass: string): RuntimeEntry | undefined {
+  private usersInOrder(cs: ClassState): string[] {
+    const users = [...cs.waiting.keys()];
+    if (users.length < 2) return users;
+    const usage = new Map(users.map((u) => [u, this.fairShare.usage(u)]));
+    const head = (u: string): number => (cs.waiting.get(u) as Job[])[0]?.seq ?? 0;
+    // Equal usage (new users): the one asking first goes first.
+    return users.sort((a, b) => (usage.get(a) as number) - (usage.get(b) as number) || head(a) - head(b));
+  }
+
+  /** The slot `job` gets now, or null: its own warm worker, a free slot, or the oldest idle warm worker (evicted). */
+  private place(job: Job, cs: ClassState): Slot | null {
+    const own = this.warmBySession.get(job.session);
+    if (own !== undefined && own.slot.rt.classes.has(job.gpuClass) && own.slot.rt.link !== undefined) return own.slot;
+    if ((this.held.get(job.user) ?? 0) >= this.slotLimit(job.user)) {
+      // At its limit a user may still trade one of its own idle workers for this run.
+      for (const w of cs.warm.values()) if (w.user === job.user && w.slot.rt.link !== undefined) return w.slot;
+      return null;
+    }
     let best: RuntimeEntry | undefined;
-    for (const rt of this.runtimes.values()) {
-      if (rt.link === undefined || !rt.classes.has(gpuClass) || rt.slots.size >= rt.capacity) continue;
-      const load = rt.slots.size / rt.capacity;
-      if (best === undefined || load < best.slots.size / best.capacity) best = rt;
+    for (const rt of cs.withFree) if (best === undefined || rt.free > best.free) best = rt;
+    if (best !== undefined) return best.slots.find((s) => s.job === null && s.warm === null) as Slot;
+    // No slot free: the worker idle the longest goes (its state is home already).
+    for (const w of cs.warm.values()) if (w.slot.rt.link !== undefined) return w.slot;
+    return null;
+  }
+
+  private dispatch(job: Job, slot: Slot): void {
+    const rt = slot.rt;
+    const now = this.clock.now();
+    let evictedSession: string | null = null;
+    if (slot.warm !== null) {
+      const w = slot.warm;
+      if (w.session !== job.session) {
+        evictedSession = w.session;
+        this.ended.set(w.session, { state: 'evicted', runtime: rt.name, gpuClass: w.gpuClass, at: now });
+        this.log(`evicted the idle worker of a session of ${w.user} from ${rt.name} slot ${slot.offer.index} for a run of ${job.user}`);
+        this.observer?.evicted?.(w.gpuClass);
+      }
+      this.dropWarm(w);
+      this.held.set(w.user, (this.held.get(w.user) ?? 1) - 1);
+    } else {
+      rt.free -= 1;
+      this.freeChanged(rt);
     }
-    return best;
-  }
-
-  private dispatch(run: Run, rt: RuntimeEntry): void {
-    this.dequeue(run);
-    run.state = 'running';
-    run.runtime = rt;
-    run.startedAt = Date.now();
-    rt.slots.set(run.id, run);
-    this.observer?.started({ runId: run.id, req: run.req, runtime: rt.name, waitedSeconds: (run.startedAt - run.submittedAt) / 1000 });
-    const { session, gpuClass, code, snapshot, timeoutS, reach } = run.req;
-    (rt.link as WorkLink).send({ kind: 'assign', runId: run.id, session, gpuClass, code, snapshot, timeoutS, reach });
-    if (timeoutS > 0) {
-      run.timer = setTimeout(() => this.timedOut(run), timeoutS * 1000);
-    }
-    this.record(this.metadata.runStarted(run.id, rt.id));
-  }
-
-  private timedOut(run: Run): void {
-    if (run.state !== 'running') return;
-    const final: RunFinal = {
-      ok: false,
-      error: {
-        code: 'timeout',
-        message: `the cell ran longer than timeout_s=${run.req.timeoutS} and was stopped; your local state is unchanged`,
-      },
-    };
-    this.sendCancel(run, 'timeout', final);
-    // The kernel learns of the timeout now; the slot stays held until the runtime confirms or the grace passes.
-    this.finish(run, final);
-  }
-
-  /** Sends Cancel; if the runtime does not end the run within the grace, ends it here with `fallback`. */
-  private sendCancel(run: Run, reason: string, fallback: RunFinal): void {
-    const rt = run.runtime as RuntimeEntry;
-    rt.link?.send({ kind: 'cancel', runId: run.id, reason });
-    if (run.graceTimer !== undefined) return;
-    run.graceTimer = setTimeout(() => {
-      this.log(`runtime ${rt.name} did not confirm the end of run ${run.id} in ${this.cancelGraceMs} ms`, { run: run.id, runtime: rt.name });
-      this.releaseSlot(run, fallback.ok ? fallback.status : fallback.error.code, {});
-      this.finish(run, fallback);
-    }, this.cancelGraceMs);
-  }
-
-  private releaseSlot(run: Run, outcome: string, timings: Record<string, unknown>): void {
-    clearTimeout(run.graceTimer);
-    run.graceTimer = undefined;
-    if (run.state === 'finished') this.runs.delete(run.id);
-    if (run.runtime?.slots.delete(run.id)) {
-      if (run.runtime.slots.size === 0) run.runtime.idleSince = Date.now();
-      this.released(run, run.runtime, outcome, timings);
-      this.pump();
-    }
-  }
-
-  private released(run: Run, rt: RuntimeEntry, outcome: string, timings: Record<string, unknown>): void {
-    const startedAt = run.startedAt ?? Date.now();
-    this.observer?.released({
-      runId: run.id,
-      req: run.req,
+    this.ended.delete(job.session);
+    this.held.set(job.user, (this.held.get(job.user) ?? 0) + 1);
+    slot.job = job;
+    slot.heldSince = now;
+    this.holding.set(job.id, slot);
+    this.fairShare.onRunStart(job.user, now);
+    const waitedSeconds = Math.max(0, now - job.submittedAt) / 1000;
+    this.observer?.started({ runId: job.id, req: labelsOf(job), runtime: rt.name, waitedSeconds });
+    const { code, snapshot, timeoutS, reach } = job.work;
+    (rt.link as WorkLink).send({
+      kind: 'assign',
+      runId: job.id,
+      session: job.session,
+      gpuClass: job.gpuClass,
+      code,
+      snapshot,
+      timeoutS,
+      reach,
+      slot: slot.offer.index,
+      warmGraceS: this.warmGraceMs / 1000,
+    });
+    job.dispatched({
+      runtimeId: rt.id,
       runtime: rt.name,
-      submittedAt: run.submittedAt,
-      startedAt,
-      endedAt: Date.now(),
-      outcome,
-      timings,
+      slot: slot.offer.index,
+      device: slot.offer.device,
+      simulated: rt.classes.get(job.gpuClass)?.simulated ?? false,
+      evicted: evictedSession,
     });
   }
 
-  private finishDone(run: Run, rt: RuntimeEntry, ev: Extract<RuntimeEvent, { kind: 'done' }>, scope: Run[]): void {
-    if (run.state !== 'running') return;
-    run.state = 'finishing';
-    clearTimeout(run.timer);
-    // The kernel will fetch what the new manifest names: refuse to hand it a snapshot the store cannot serve.
-    checkSnapshot(this.store, ev.snapshot).then(
-      (check) => {
-        if (!check.ok) {
-          this.finish(run, {
-            ok: false,
-            error: {
-              code: 'missing_blobs',
-              message: `runtime ${rt.name} finished the cell but its snapshot is incomplete (${check.message}); your local state is unchanged`,
-            },
-          });
-          return;
-        }
-        // The user is about to hold every blob the result names: only those the runtime had for its runs or
-        // uploaded, never a digest of someone else's it merely learned.
-        const foreign = [ev.snapshot, ...check.chunks].map(formatDigest).filter((d) => !inScope(scope, d));
-        if (foreign.length > 0) {
-          this.log(`runtime ${rt.name} named ${foreign.length} blob(s) in the result of run ${run.id} it neither got nor uploaded`, {
-            run: run.id,
-            runtime: rt.name,
-          });
-          this.finish(run, {
-            ok: false,
-            error: {
-              code: 'bad_result',
-              message: `runtime ${rt.name} returned a snapshot naming ${foreign.length} blob(s) it was never given nor uploaded (first ${foreign[0]}); refused, your local state is unchanged`,
-            },
-          });
-          return;
-        }
-        this.finish(run, {
-          ok: true,
-          event: 'done',
-          status: ev.status,
-          snapshot: formatDigest(ev.snapshot),
-          timings: parseObject(ev.timingsJson),
-        });
-      },
-      (e: unknown) => {
-        this.finish(run, { ok: false, error: { code: 'internal', message: `could not read the store: ${String(e)}` } });
-      },
-    );
-  }
-
-  private finish(run: Run, final: RunFinal): void {
-    if (run.state === 'finished') return;
-    if (run.state === 'queued') this.dequeue(run);
-    run.state = 'finished';
-    clearTimeout(run.timer);
-    // While a slot is held (timeout sent, not yet confirmed) releaseSlot forgets the run instead.
-    if (run.runtime === undefined || !run.runtime.slots.has(run.id)) this.runs.delete(run.id);
-    const end: RunEnd = final.ok
-      ? { status: 'done', outcome: final.status, resultSnapshot: final.snapshot, timingsJson: JSON.stringify(final.timings) }
-      : { status: 'failed', errorCode: final.error.code, errorMessage: final.error.message };
-    this.record(this.metadata.runFinished(run.id, end));
-    run.sink.finish(final);
-  }
-
-  private dequeue(run: Run): void {
-    const q = this.queues.get(run.req.gpuClass);
-    if (q === undefined) return;
-    const i = q.indexOf(run);
-    if (i >= 0) q.splice(i, 1);
-    if (q.length === 0) this.queues.delete(run.req.gpuClass);
-  }
-
-  private updatePositions(): void {
-    for (const q of this.queues.values()) {
-      q.forEach((run, i) => {
-        if (run.position !== i + 1) {
-          run.position = i + 1;
-          run.sink.event({ event: 'queued', position: i + 1 });
-        }
+  /** The run on `slot` ended: its slot time is counted, and its worker stays warm for the session or the slot is free. */
+  private release(slot: Slot, keepWarm: boolean, outcome: string, timings: Record<string, unknown>): void {
+    const job = slot.job as Job;
+    const rt = slot.rt;
+    const now = this.clock.now();
+    slot.stopping?.cancel();
+    slot.stopping = null;
+    slot.job = null;
+    this.holding.delete(job.id);
+    const heldMs = now - slot.heldSince;
+    const cs = this.classStates.get(job.gpuClass);
+    if (cs !== undefined) cs.meanRunMs = cs.meanRunMs * 0.9 + heldMs * 0.1;
+    this.fairShare.onRunEnd({ user: job.user, gpuClass: job.gpuClass, runtime: rt.name, gpuSeconds: heldMs / 1000 }, slot.heldSince);
+    if (running(rt) === 0) rt.idleSince = now;
+    this.observer?.released({
+      runId: job.id,
+      req: labelsOf(job),
+      runtime: rt.name,
+      submittedAt: job.submittedAt,
+      startedAt: slot.heldSince,
+      endedAt: now,
+      outcome,
+      timings,
+    });
+    const previous = this.warmBySession.get(job.session);
+    if (keepWarm && this.warmGraceMs > 0 && rt.link !== undefined && cs !== undefined) {
+      // The runtime keeps one worker per session: a worker warm elsewhere for it is ended there.
+      if (previous !== undefined) this.expire(previous);
+      const warm: Warm = { session: job.session, user: job.user, gpuClass: job.gpuClass, slot, since: now, timer: { cancel: () => undefined } };
+      warm.timer = this.clock.after(this.warmGraceMs, () => {
+        if (slot.warm !== warm) return;
+        this.ended.set(warm.session, { state: 'expired', runtime: rt.name, gpuClass: warm.gpuClass, at: this.clock.now() });
+        this.expire(warm);
+        this.pump();
       });
+      slot.warm = warm;
+      cs.warm.set(job.session, warm);
+      this.warmBySession.set(job.session, warm);
+      return;
+    }
+    this.held.set(job.user, (this.held.get(job.user) ?? 1) - 1);
+    rt.free += 1;
+    this.freeChanged(rt);
+  }
+
+  /** A warm worker's slot becomes free. */
+  private expire(w: Warm): void {
+    this.dropWarm(w);
+    this.held.set(w.user, (this.held.get(w.user) ?? 1) - 1);
+    w.slot.rt.free += 1;
+    this.freeChanged(w.slot.rt);
+  }
+
+  private dropWarm(w: Warm): void {
+    w.timer.cancel();
+    w.slot.warm = null;
+    this.classStates.get(w.gpuClass)?.warm.delete(w.session);
+    if (this.warmBySession.get(w.session) === w) this.warmBySession.delete(w.session);
+  }
+
+  private freeChanged(rt: RuntimeEntry): void {
+    const has = rt.free > 0 && rt.link !== undefined && this.runtimes.get(rt.id) === rt;
+    for (const c of rt.classes.keys()) {
+      const cs = this.classState(c);
+      if (has) cs.withFree.add(rt);
+      else cs.withFree.delete(rt);
     }
   }
 
-  private relayed(run: Run, rt: RuntimeEntry, ev: RuntimeEvent): RunEvent {
-    switch (ev.kind) {
-      case 'started':
-        return {
-          event: 'started',
-          runtime: rt.name,
-          worker: ev.worker,
-          warm: ev.warm,
-          gpu_class: run.req.gpuClass,
-          simulated: rt.classes.get(run.req.gpuClass)?.simulated ?? false,
-        };
-      case 'stream':
-        return { event: 'stream', name: ev.name, text: ev.text };
-      case 'display':
-      case 'result':
-        return { event: ev.kind, data: parseObject(ev.dataJson), metadata: parseObject(ev.metadataJson) };
-      case 'error':
-        return { event: 'error', ename: ev.ename, evalue: ev.evalue, traceback: ev.traceback, etype: ev.etype };
-      case 'progress':
-        return { event: 'progress', phase: ev.phase, done_bytes: ev.doneBytes, total_bytes: ev.totalBytes };
-      default:
-        throw new Error(`unreachable: ${ev.kind}`);
+  /** Tells each waiting run of the class its place and the expected wait, when its place changed. */
+  private updatePositions(gpuClass: string): void {
+    const cs = this.classStates.get(gpuClass);
+    if (cs === undefined || cs.queued === 0) return;
+    const order: Job[] = [];
+    const lines = this.usersInOrder(cs).map((u) => [...(cs.waiting.get(u) as Job[])]);
+    // The order in which they would be served: one run per user per round, users by usage.
+    for (let round = 0; order.length < cs.queued; round++) for (const line of lines) if (line[round]) order.push(line[round]);
+    let releases: number[] | null = null;
+    order.forEach((job, i) => {
+      if (this.positions.get(job) === i + 1) return;
+      this.positions.set(job, i + 1);
+      releases ??= this.expectedReleases(cs, order.length);
+      job.queued(i + 1, waitEstimate(releases, i, cs.meanRunMs, this.clock.now()));
+    });
+  }
+
+  /** When the busy slots of the class are expected free, soonest first: at most `n` of them. */
+  private expectedReleases(cs: ClassState, n: number): number[] {
+    const now = this.clock.now();
+    const out: number[] = [];
+    for (const rt of cs.runtimes) {
+      for (const s of rt.slots) {
+        if (s.job !== null) out.push(Math.max(now, s.heldSince + cs.meanRunMs));
+        else if (s.warm !== null) out.push(now);
+      }
     }
+    out.sort((a, b) => a - b);
+    return out.slice(0, n);
   }
 
   private dropRuntime(rt: RuntimeEntry, reason: string): void {
     if (this.runtimes.get(rt.id) !== rt) return;
     this.runtimes.delete(rt.id);
-    this.log(`runtime ${rt.name} (${rt.id}) dropped: ${reason}`, { runtime: rt.name });
+    this.log(`runtime ${rt.name} (${rt.id}) dropped: ${reason}`);
     rt.link?.close(reason);
-    for (const run of [...rt.slots.values()]) {
-      clearTimeout(run.graceTimer);
-      rt.slots.delete(run.id);
-      this.released(run, rt, 'runtime_lost', {});
-      this.finish(run, {
-        ok: false,
-        error: {
-          code: 'runtime_lost',
-          message: `runtime ${rt.name} stopped while running the cell; your local state is unchanged`,
-        },
-      });
-      this.runs.delete(run.id); // also when it had finished already and only held its slot
-    }
-    // Waiting runs of a class nobody offers any more would wait forever: say so now.
-    for (const [name, q] of [...this.queues]) {
-      if (this.classOffered(name)) continue;
-      for (const run of [...q]) {
-        this.finish(run, {
-          ok: false,
-          error: {
-            code: 'unknown_class',
-            message: `runtime ${rt.name} stopped and ${this.unknownClassMessage(name)}; your local state is unchanged`,
-          },
-        });
+    const now = this.clock.now();
+    for (const slot of rt.slots) {
+      if (slot.warm !== null) {
+        this.ended.set(slot.warm.session, { state: 'lost', runtime: rt.name, gpuClass: slot.warm.gpuClass, at: now });
+        this.expire(slot.warm);
       }
+      const job = slot.job;
+      if (job === null) continue;
+      this.release(slot, false, 'runtime_lost', {});
+      job.lost('runtime_lost', `runtime ${rt.name} stopped while running the cell; your local state is unchanged`);
     }
-    this.record(this.metadata.runtimeGone(rt.id, reason));
+    for (const c of rt.classes.keys()) {
+      const cs = this.classState(c);
+      cs.runtimes.delete(rt);
+      cs.withFree.delete(rt);
+      if (cs.runtimes.size > 0 || this.provisionable.has(c)) continue;
+      // Waiting runs of a class nobody offers any more would wait forever: say so now.
+      for (const job of [...cs.waiting.values()].flat()) {
+        job.lost('unknown_class', `runtime ${rt.name} stopped and ${this.unknownClassMessage(c)}; your local state is unchanged`);
+      }
+      cs.waiting.clear();
+      cs.queued = 0;
+    }
+    this.record(this.runtimeLog?.runtimeGone(rt.id, reason));
     this.pump();
   }
 
   private dropSilentRuntimes(): void {
     const limit = this.heartbeatIntervalMs * this.missedHeartbeats;
-    const now = Date.now();
+    const now = this.clock.now();
     for (const rt of [...this.runtimes.values()]) {
       if (now - rt.lastSeen > limit) this.dropRuntime(rt, `no heartbeat for ${now - rt.lastSeen} ms`);
     }
   }
 
-  /** Whether a run of class `name` can be served: a runtime offers it, or a provider can start one that does. */
-  private classOffered(name: string): boolean {
-    for (const rt of this.runtimes.values()) if (rt.classes.has(name)) return true;
-    return this.provisionable.has(name);
-  }
-
-  private unknownClassMessage(name: string): string {
+  unknownClassMessage(name: string): string {
     const available = Object.entries(this.classes()).map(
       ([c, info]) => `${c} (${info.runtimes} runtime${info.runtimes === 1 ? '' : 's'}${info.simulated ? ', simulated' : ''})`,
     );
@@ -691,14 +801,33 @@ export class Scheduler {
       : `no runtime offers GPU class ${JSON.stringify(name)}; available now: ${available.join(', ')}`;
   }
 
-  /** Metadata writes must not fail or delay a run; a failed write is logged. */
-  private record(p: Promise<void>): void {
-    p.catch((e: unknown) => this.log(`metadata write failed: ${String(e)}`));
+  /** Metadata writes must not fail or delay scheduling; a failed write is logged. */
+  private record(p: Promise<void> | undefined): void {
+    p?.catch((e: unknown) => this.log(`metadata write failed: ${String(e)}`));
+  }
+
+  private jobsOf(runtimeId: string): Job[] {
+    const rt = this.runtimes.get(runtimeId);
+    if (rt === undefined) return [];
+    return rt.slots.flatMap((s) => (s.job === null ? [] : [s.job]));
+  }
+
+  private classState(name: string): ClassState {
+    let cs = this.classStates.get(name);
+    if (cs === undefined) {
+      cs = { runtimes: new Set(), withFree: new Set(), warm: new Map(), waiting: new Map(), queued: 0, meanRunMs: DEFAULT_RUN_MS };
+      this.classStates.set(name, cs);
+    }
+    return cs;
   }
 }
 
-function inScope(runs: readonly Run[], digest: string): boolean {
-  return runs.some((r) => r.readable?.has(digest) === true || r.proven.has(digest));
+function running(rt: RuntimeEntry): number {
+  return rt.slots.filter((s) => s.job !== null).length;
+}
+
+function labelsOf(job: Job): RunLabels {
+  return { user: job.user, gpuClass: job.gpuClass, notebook: job.notebook, cell: job.cell };
 }
 
 function parseObject(json: string): Record<string, unknown> {
@@ -709,4 +838,15 @@ function parseObject(json: string): Record<string, unknown> {
   } catch {
     return {};
   }
+}
+
+function inScope(jobs: readonly Job[], digest: string): boolean {
+  return jobs.some((j) => j.readable.has(digest) || j.proven.has(digest));
+}
+
+/** Seconds until the run at 0-based place `i` gets a slot, from when the busy slots are expected free. */
+function waitEstimate(releases: number[], i: number, meanRunMs: number, now: number): number | null {
+  if (releases.length === 0) return null;
+  const at = (releases[i % releases.length] as number) + Math.floor(i / releases.length) * meanRunMs;
+  return Math.round(Math.max(0, at - now) / 100) / 10;
 }

@@ -6,7 +6,7 @@ import * as https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { BlobStore } from './blobStore.js';
-import { DEFAULT_ADMIN_USER, ElasticConfig, GatewayConfig } from './config.js';
+import { DEFAULT_ADMIN_USER, DEFAULT_WARM_GRACE_S, ElasticConfig, GatewayConfig } from './config.js';
 import { Autoscaler } from './elastic/autoscaler.js';
 import { CommandProvider } from './elastic/commandProvider.js';
 import { KubernetesProvider } from './elastic/kubernetesProvider.js';
@@ -18,6 +18,9 @@ import { GatewayMetrics } from './metrics.js';
 import { METRICS_PATH, serveMetrics } from './metricsHttp.js';
 import { MetadataStore } from './metadataStore.js';
 import { RuntimeTokenStore, SqliteRuntimeTokens } from './runtimeTokens.js';
+import { PoolOps } from './runs/poolOps.js';
+import { RunService } from './runs/runService.js';
+import { SqliteUserLimits } from './runs/userLimits.js';
 import { Scheduler } from './scheduler.js';
 import { SnapshotApi } from './snapshotApi.js';
 import { SnapshotStore, SqliteSnapshotStore } from './snapshotStore.js';
@@ -51,6 +54,7 @@ export interface Gateway {
   snapshots: SnapshotStore;
   collector: Collector;
   scheduler: Scheduler;
+  runs: RunService;
   runtimeTokens: RuntimeTokenStore;
   usage: UsageLedger;
   metrics: GatewayMetrics;
@@ -68,12 +72,14 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
   const metrics = new GatewayMetrics(() => scheduler.classes());
   // Made once the gRPC port is known (provided runtimes are told it); registrations before that are not its.
   let autoscaler: Autoscaler | undefined;
+  const limits = new SqliteUserLimits(path.join(config.dataDir, 'kernelhop.db'));
   const scheduler: Scheduler = new Scheduler({
-    store,
-    metadata,
     heartbeatIntervalMs: tuning.heartbeatIntervalMs,
     missedHeartbeats: tuning.missedHeartbeats,
     cancelGraceMs: tuning.cancelGraceMs,
+    warmGraceMs: (config.warmGraceS ?? DEFAULT_WARM_GRACE_S) * 1000,
+    slotLimit: (user) => limits.slots(user),
+    runtimeLog: metadata,
     log,
     provisionable: config.elastic?.classes ?? [],
     admitRegistration: (credential) => autoscaler?.admitRegistration(credential) ?? null,
@@ -103,7 +109,8 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
   const runtimeTokens = new SqliteRuntimeTokens(path.join(config.dataDir, 'kernelhop.db'));
   const snapshots = new SqliteSnapshotStore(path.join(config.dataDir, 'kernelhop.db'));
   await snapshots.ensureAdmin(config.adminUser ?? DEFAULT_ADMIN_USER, config.token);
-  const collector = new Collector(store, snapshots, () => scheduler.activeSnapshots(), new Mutex());
+  const runs = new RunService({ store, snapshots, metadata, scheduler, log });
+  const collector = new Collector(store, snapshots, () => runs.activeSnapshots(), new Mutex());
   const api = new SnapshotApi(store, snapshots, collector);
 
   // A new key per start: sessions do not outlive the gateway's runs anyway (a runtime's warm workers are per session).
@@ -114,11 +121,14 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
       : new HubIdentity({ apiUrl: config.hubApiUrl, snapshots, adminUser: config.adminUser ?? DEFAULT_ADMIN_USER, log });
   // The gateway's own tokens first (the admin's, `kernelhop user add`'s), then the Hub's.
   const authenticate = hub && (async (token: string) => (await snapshots.authenticate(token)) ?? hub.authenticate(token));
+  const pool = new PoolOps(scheduler, limits, snapshots);
   const wsApi = new WsApi({
     snapshots,
     api,
     store,
     scheduler,
+    runs,
+    pool,
     runtimeTokens,
     usage,
     metrics,
@@ -156,6 +166,7 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
     await snapshots.close();
     await runtimeTokens.close();
     await usage.close();
+    await limits.close();
     scheduler.close();
     throw e;
   }
@@ -186,6 +197,7 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> =>
     (closing ??= (async () => {
+      runs.close();
       await autoscaler?.close();
       scheduler.close();
       wsApi.close();
@@ -194,10 +206,11 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
       await stores.close();
       await snapshots.close();
       await runtimeTokens.close();
+      await limits.close();
       await usage.close();
     })());
 
-  return { wsUrl, grpcAddress, tlsFingerprint: tls?.fingerprint, store, metadata, snapshots, collector, scheduler, runtimeTokens, usage, metrics, close };
+  return { wsUrl, grpcAddress, tlsFingerprint: tls?.fingerprint, store, metadata, snapshots, collector, scheduler, runs, runtimeTokens, usage, metrics, close };
 }
 
 function openProvider(e: ElasticConfig, log: Log): Promise<RuntimeProvider> {

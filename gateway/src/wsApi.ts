@@ -11,9 +11,9 @@ import { DISK_FULL_MESSAGE, isDiskFull } from './diskFull.js';
 import { RUNTIME_TOKEN_OPS, RuntimeTokenStore, isRuntimeTokenOp, runtimeTokenOp } from './runtimeTokens.js';
 import type { Log } from './log.js';
 import type { GatewayMetrics } from './metrics.js';
-import { RunFinal, RunEvent, Scheduler } from './scheduler.js';
-import { quotaMessage } from './quota.js';
-import { checkSnapshot } from './snapshotCheck.js';
+import { POOL_OPS, PoolOps, isPoolOp } from './runs/poolOps.js';
+import { RunEvent, RunFinal, RunHandle, RunService } from './runs/runService.js';
+import { Scheduler } from './scheduler.js';
 import { agree, DEFAULT_LIMITS, fromProtoNames, IncompatiblePeer, offer, toProtoNames } from '@kernelhop/proto';
 import { OpError, SNAPSHOT_OPS, SnapshotApi } from './snapshotApi.js';
 import { SnapshotStore, User } from './snapshotStore.js';
@@ -38,7 +38,7 @@ export const MAX_JSON_BYTES = 8 * 1024 * 1024;
 export const MAX_DIGESTS = 10_000;
 /** Requests of one user handled at once, over all its sockets; the rest wait their turn, so no user stalls others. */
 export const PER_USER_REQUESTS = 8;
-const OPS = ['hello', 'find_missing', 'put_blobs', 'get_blobs', 'classes', 'run', 'cancel', ...SNAPSHOT_OPS, ...RUNTIME_TOKEN_OPS, ...USAGE_OPS];
+const OPS = ['hello', 'find_missing', 'put_blobs', 'get_blobs', 'classes', 'run', 'cancel', ...SNAPSHOT_OPS, ...RUNTIME_TOKEN_OPS, ...USAGE_OPS, ...POOL_OPS];
 /** Longest notebook path or cell id a run may carry for its usage line. */
 const MAX_LABEL_CHARS = 1024;
 
@@ -48,6 +48,9 @@ export interface WsApiOptions {
   api: SnapshotApi;
   store: BlobStore;
   scheduler: Scheduler;
+  /** The owner of every run: the ws layer only validates a run request and routes its events. */
+  runs: RunService;
+  pool: PoolOps;
   runtimeTokens: RuntimeTokenStore;
   usage: UsageLedger;
   metrics: GatewayMetrics;
@@ -60,8 +63,6 @@ export interface WsApiOptions {
 }
 
 type RequestId = string | number;
-// A hold's time is moved on at most this often by runs: gc keeps holds younger than its grace (15 min by default).
-const HOLD_REFRESH_MS = 60_000;
 type Json = Record<string, unknown>;
 
 /** A request the client got wrong: answered with bad_request, the socket stays open. */
@@ -145,11 +146,8 @@ export class WsApi {
 
 /** One client socket: its user, its requests, its runs, its queue of big replies. */
 class Connection {
-  /** Request id (JSON-encoded, so 1 and "1" differ) → scheduler run id ('' while its snapshot is being checked). */
-  private readonly runs = new Map<string, string>();
-  /** Runs cancelled while their snapshot was still being checked. */
-  private readonly cancelledEarly = new Set<string>();
-  private open = true;
+  /** Request id (JSON-encoded, so 1 and "1" differ) → its run. */
+  private readonly runs = new Map<string, RunHandle>();
   /** get_blobs replies go out one at a time so a client cannot pile up many 48 MiB reads. */
   private bigReplies: Promise<void> = Promise.resolve();
   /** The store as this user may see it (per-user scope for dedup: see access.ts). */
@@ -177,9 +175,8 @@ class Connection {
   }
 
   closed(): void {
-    this.open = false;
     // Nobody is left to receive the results: free the GPUs.
-    for (const runId of this.runs.values()) this.opts.scheduler.cancel(runId, 'the kernel disconnected');
+    for (const run of this.runs.values()) run.cancel('the kernel disconnected');
     this.runs.clear();
   }
 
@@ -241,16 +238,18 @@ class Connection {
         if (typeof target !== 'string' && typeof target !== 'number') {
           throw new BadRequest('cancel needs "run": the id of the run request');
         }
-        const runId = this.runs.get(JSON.stringify(target));
         // Cancelling a run that already ended is not an error: the two cross on the wire.
-        if (runId === '') this.cancelledEarly.add(JSON.stringify(target));
-        else if (runId !== undefined) this.opts.scheduler.cancel(runId);
+        this.runs.get(JSON.stringify(target))?.cancel();
         this.send({ re: id, ok: true });
         return;
       }
       default: {
         if (isUsageOp(op)) {
           this.send({ re: id, ok: true, ...(await usageOp(this.opts.usage, this.user, req)) });
+          return;
+        }
+        if (isPoolOp(op)) {
+          this.send({ re: id, ok: true, ...(await this.opts.pool.handle(this.user, op, req, (s) => this.boundSession(s))) });
           return;
         }
         if (isRuntimeTokenOp(op)) {
@@ -346,59 +345,29 @@ class Connection {
     if (reach !== null && !(Array.isArray(reach) && reach.every((n) => typeof n === 'string'))) {
       throw new BadRequest('reach must be a list of the names the cell can reach, or null for the whole state');
     }
-    // The map entry is set first: a run refused at once (unknown class) finishes inside submit.
-    this.runs.set(key, '');
-    const ticket = this.opts.scheduler.ticket();
-    // A user runs only a snapshot whose blobs are its own to read: else a run would hand it another's state.
-    const check = await checkSnapshot(this.blobs, snapshot);
-    if (!this.open || this.cancelledEarly.delete(key) || !check.ok) {
-      this.runs.delete(key);
-      const error = !check.ok
-        ? { code: 'missing_blobs', message: check.message, missing: 'missing' in check ? check.missing.map(formatDigest) : [] }
-        : { code: 'cancelled', message: 'cancelled by the user; your local state is unchanged' };
-      this.send({ re: id, ok: false, error });
-      return;
-    }
-    const input = new Set(check.chunks.map(formatDigest));
     const sink = {
       event: (ev: RunEvent) => this.send({ re: id, ...ev }),
       finish: (final: RunFinal) => {
         this.runs.delete(key);
-        if (!final.ok) {
-          this.send({ re: id, ...final });
-          return;
-        }
-        // The runtime made the result on this user's behalf: the user now holds its blobs (and can fetch them),
-        // charged to its quota like an upload.
-        this.holdResult(parseDigest(final.snapshot), input).then(
-          (held) => {
-            if (!held.ok) {
-              this.send({ re: id, ok: false, error: { code: 'quota_exceeded', message: held.message } });
-              return;
-            }
-            this.send({ re: id, ...final });
-            held.refresh().catch((e: unknown) => this.opts.log(`refreshing the holds of run ${key}: ${String(e)}`));
-          },
-          (e: unknown) => this.failed(id, e),
-        );
+        this.send({ re: id, ...final });
       },
     };
-    const runId = this.opts.scheduler.submit(
+    const run = this.opts.runs.submit(
       {
+        user: this.user.name,
         session: this.boundSession(session),
         gpuClass,
         code,
         snapshot,
         timeoutS: timeout,
         reach: reach as string[] | null,
-        user: this.user.name,
         notebook,
         cell,
       },
+      this.blobs,
       sink,
-      ticket,
     );
-    if (this.runs.has(key)) this.runs.set(key, runId);
+    this.runs.set(key, run);
   }
 
   /**
@@ -408,29 +377,6 @@ class Connection {
    */
   private boundSession(session: string): string {
     return createHmac('sha256', this.opts.sessionKey).update(`${this.user.name}\0${session}`, 'utf8').digest('hex').slice(0, 32);
-  }
-
-  /**
-   * Holds the result's new blobs (the kernel fetches those next), and returns what refreshes the holds of the
-   * rest: the chunks the run started from, which this user held when it began. A warm hop so neither waits on an
-   * upsert per chunk of the whole state before its reply (~9 ms at 3,700 chunks) nor writes them all again after.
-   */
-  private async holdResult(
-    snapshot: Digest,
-    input: ReadonlySet<string>,
-  ): Promise<{ ok: true; refresh: () => Promise<void> } | { ok: false; message: string }> {
-    const check = await checkSnapshot(this.opts.store, snapshot);
-    const done = async (): Promise<void> => undefined;
-    if (!check.ok) return { ok: true, refresh: done }; // the scheduler checked it a moment ago; gc does not remove fresh blobs
-    const blobs = [snapshot, ...check.chunks].map((d) => ({ digest: formatDigest(d), size: d.sizeBytes }));
-    const now = Date.now();
-    const held = await this.opts.snapshots.holdResult(this.user.name, blobs.filter((b) => !input.has(b.digest)), now);
-    if (!held.ok) {
-      return { ok: false, message: `the cell's result does not fit: ${quotaMessage(held.used, held.quota, held.adding)}; your local state is unchanged` };
-    }
-    const kept = blobs.filter((b) => input.has(b.digest)).map((b) => b.digest);
-    if (kept.length === 0) return { ok: true, refresh: done };
-    return { ok: true, refresh: () => this.opts.snapshots.refreshHolds(this.user.name, kept, now - HOLD_REFRESH_MS, now) };
   }
 
   private failed(id: RequestId | null, e: unknown): void {

@@ -187,11 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "gateway",
         help="run the gateway: [--host H] [--port P] [--grpc-port G] [--data DIR] [--tls auto] [--jupyterhub] "
-        "[--store s3://BUCKET/PREFIX [--s3-endpoint URL]] [--metadata postgres://...]",
+        "[--store s3://BUCKET/PREFIX [--s3-endpoint URL]] [--metadata postgres://...] [--warm-grace S]",
     )
     commands.add_parser(
         "runtime",
-        help="run a runtime: --gateway URL|HOST:PORT [--token RUNTIME_TOKEN] [--class NAME ...] [--capacity N] [--python PATH]",
+        help="run a runtime: --gateway URL|HOST:PORT [--token RUNTIME_TOKEN] [--class NAME ...] [--gpus N] [--python PATH]",
     )
     add_subcommands(commands)
     return parser

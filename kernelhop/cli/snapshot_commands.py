@@ -138,6 +138,23 @@ def user_ls(api: Snapshots, ns: argparse.Namespace) -> None:
         print(f"{u['name']:<20} {'admin ' if u['admin'] else ''}{human(u['used_bytes'])} used, {quota}")
 
 
+def user_limit(api: Snapshots, ns: argparse.Namespace) -> None:
+    if ns.name is None:
+        limits = api.request("user_limit")["limits"]
+        for entry in limits:
+            print(f"{entry['user']:<20} {entry['slots']} slot(s)")
+        if not limits:
+            print("no user has a slot limit")
+        return
+    if ns.slots is None and not ns.none:
+        raise SystemExit("kernelhop user limit NAME takes --slots N (or --none to remove the limit)")
+    if ns.slots is not None and ns.slots < 0:
+        raise SystemExit("--slots takes a number of slots, 0 or more")
+    reply = api.request("user_limit", name=ns.name, slots=None if ns.none else ns.slots)
+    slots = reply["slots"]
+    print(f"user {reply['user']}: " + ("no slot limit" if slots is None else f"at most {slots} slot(s) at once"))
+
+
 def runtime_token_create(api: Snapshots, ns: argparse.Namespace) -> None:
     fields = {} if ns.gpu_class is None else {"gpu_class": ns.gpu_class}
     reply = api.request("runtime_token_create", **fields)
@@ -183,6 +200,7 @@ COMMANDS: dict[str, Callable[[Snapshots, argparse.Namespace], None]] = {
     "user_quota": user_quota,
     "user_rm": user_rm,
     "user_ls": user_ls,
+    "user_limit": user_limit,
     "runtime_token_create": runtime_token_create,
     "runtime_token_list": runtime_token_list,
     "runtime_token_revoke": runtime_token_revoke,

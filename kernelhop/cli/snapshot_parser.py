@@ -82,6 +82,12 @@ def add_subcommands(subparsers: Any) -> None:
     p.add_argument("name")
     p.set_defaults(run=_command("user_rm"))
     uc.add_parser("ls", help="users, what they hold and their quotas").set_defaults(run=_command("user_ls"))
+    p = uc.add_parser("limit", help="GPU slots a user may hold at once (running or warm); without --slots, list the limits")
+    p.add_argument("name", nargs="?")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--slots", type=int, metavar="N", help="slots it may hold at once (0 = none)")
+    group.add_argument("--none", action="store_true", help="remove the user's limit")
+    p.set_defaults(run=_command("user_limit"))
 
     p = subparsers.add_parser("usage", help="GPU-seconds per user, notebook, cell, GPU class and runtime")
     p.add_argument("--user", metavar="U", help="one user's (the admin may name anyone; others see their own)")

@@ -468,6 +468,11 @@ class GatewayConnection:
         reply, _ = self._op("classes")
         return _field(reply, "classes", dict)
 
+    def session_status(self, session: str) -> dict[str, Any]:
+        """Where `session`'s cells run now: warm on a runtime (and for how long), or cold and why."""
+        reply, _ = self._op("session_status", session=session)
+        return _field(reply, "status", dict)
+
     def run(
         self,
         *,

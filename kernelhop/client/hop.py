@@ -212,6 +212,7 @@ class Hopper:
             if c.get("simulated"):
                 line += "  (simulated on CPU)"
             lines.append(line)
+        lines.append(f"This kernel: {session_line(client.session_status(self.session))}")
         lines.append("Run a cell on one with %%gpu CLASS.")
         return "\n".join(lines)
 
@@ -533,6 +534,26 @@ def _recipe_code(manifest: Manifest) -> list[str]:
     recipes = manifest.meta.get(META_KEY)
     steps = recipes.get("steps") if isinstance(recipes, dict) else None
     return [code for code in steps if isinstance(code, str)] if isinstance(steps, list) else []
+
+
+def session_line(status: dict[str, Any]) -> str:
+    """The gateway's `session_status` in words: "warm on rt-1 for 42 s more", "evicted", ..."""
+    state = status.get("state")
+    where = f"{status.get('gpu_class')} on {status.get('runtime')}"
+    if state == "warm":
+        return f"warm on {status.get('runtime')} ({status.get('gpu_class')}) for {status.get('warm_s_left')} s more"
+    if state == "running":
+        return f"a cell is running, {where}"
+    if state == "queued":
+        return f"a cell waits for a {status.get('gpu_class')} (position {status.get('position')})"
+    cold = "the next %%gpu cell restores its state cold, on any runtime"
+    if state == "evicted":
+        return f"evicted from {where} {status.get('ago_s')} s ago (another session needed the GPU); {cold}"
+    if state == "expired":
+        return f"its warm worker on {where} ended after its grace {status.get('ago_s')} s ago; {cold}"
+    if state == "lost":
+        return f"runtime {status.get('runtime')} went away {status.get('ago_s')} s ago; {cold}"
+    return f"no warm worker; {cold}"
 
 
 @contextmanager

@@ -8,7 +8,10 @@ export interface RuntimeConfig {
   gateway: string;
   /** Classes posed with --class; empty means "detect". */
   classOverrides: string[];
+  /** Slots to offer (--gpus, or its older name --capacity); 1 when neither is given. */
   capacity: number;
+  /** Whether --gpus/--capacity was given: a host with the device then offers its first `capacity` GPUs. */
+  capacityGiven: boolean;
   warm: number;
   python: string;
   cache: string;
@@ -38,7 +41,7 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
-export const USAGE = `usage: node runtime/dist/src/main.js --gateway URL|HOST:PORT [--class NAME ...] [--capacity N] [--warm N]
+export const USAGE = `usage: node runtime/dist/src/main.js --gateway URL|HOST:PORT [--class NAME ...] [--gpus N] [--warm N]
                                    [--python PATH] [--cache DIR] [--name NAME] [--session-grace SECONDS] [--token TOKEN]
                                    [--single-user [--no-sandbox]] [--worker-memory SIZE] [--worker-cpus N] [--probe-sandbox] [--index-url URL] [--find-links DIR ...]
                                    [--ca FILE | --fingerprint SHA256]
@@ -47,7 +50,10 @@ export const USAGE = `usage: node runtime/dist/src/main.js --gateway URL|HOST:PO
                            or HOST:PORT of its gRPC port for runtimes (8732 by default)
   --class NAME             a GPU class this runtime offers (repeatable); overrides detection with nvidia-smi,
                            and a class the host lacks is registered as simulated
-  --capacity N             cells run at once (default 1)
+  --gpus N                 slots to offer. A host with NVIDIA GPUs offers one slot per GPU (or per MIG instance)
+                           that nvidia-smi reports, its first N with --gpus; on a host without the device,
+                           --class NAME --gpus N poses N simulated GPUs (default 1), each worker seeing
+                           CUDA_VISIBLE_DEVICES=its slot's index. --capacity N is its older name.
   --warm N                 Python workers kept started and ready (default 1)
   --python PATH            interpreter for workers (default $KERNELHOP_PYTHON, which the kernelhop command sets
                            to its own interpreter, else python3)
@@ -78,6 +84,7 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
     gateway: '',
     classOverrides: [],
     capacity: 1,
+    capacityGiven: false,
     warm: 1,
     python: env.KERNELHOP_PYTHON || 'python3',
     cache: path.join(home, 'runtime-cache'),
@@ -114,8 +121,10 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
         if (!config.classOverrides.includes(name)) config.classOverrides.push(name);
         break;
       }
+      case '--gpus':
       case '--capacity':
         config.capacity = integer(flag, value(), 1);
+        config.capacityGiven = true;
         break;
       case '--warm':
         config.warm = integer(flag, value(), 0);

@@ -1,17 +1,5 @@
 // Which GPU classes this host offers: nvidia-smi's device names, "cpu" without one, or --class overrides.
-import { execFile } from 'node:child_process';
 import type { PbGpuClass } from './proto.js';
-
-/** Device names nvidia-smi reports ("NVIDIA H100 80GB HBM3"), or [] when it is absent or fails. */
-export function queryNvidiaSmi(timeoutMs = 10_000): Promise<string[]> {
-  return new Promise((resolve) => {
-    execFile('nvidia-smi', ['--query-gpu=name', '--format=csv,noheader'], { timeout: timeoutMs }, (err, stdout) => {
-      // No nvidia-smi (ENOENT) or no driver (non-zero exit) both mean: no NVIDIA device usable here.
-      if (err) resolve([]);
-      else resolve(stdout.split('\n').map((l) => l.trim()).filter((l) => l.length > 0));
-    });
-  });
-}
 
 const VENDOR_WORDS = new Set(['nvidia', 'tesla', 'geforce', 'quadro']);
 const FAMILY_WORDS = new Set(['rtx', 'gtx']);

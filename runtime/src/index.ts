@@ -2,7 +2,8 @@
 export { BlobError, ChunkCache } from './chunkCache.js';
 export { ConfigError, RuntimeConfig, USAGE, parseArgs } from './config.js';
 export { GatewayClient, MAX_BATCH_BYTES, WorkStream } from './gatewayClient.js';
-export { classOfDeviceName, queryNvidiaSmi, resolveClasses } from './gpuClasses.js';
+export { classOfDeviceName, resolveClasses } from './gpuClasses.js';
+export { parseDevices, queryDevices, resolveSlots } from './devices.js';
 export { loadKernelhopProto } from './proto.js';
 export { EventSink, Run, RunnerDeps, toCellEvent } from './runner.js';
 export { Runtime, RuntimeOptions } from './runtime.js';

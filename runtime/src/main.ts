@@ -8,7 +8,8 @@ import { ChunkCache } from './chunkCache.js';
 import { ConfigError, parseArgs, pipSourceOptions } from './config.js';
 import { GatewayAddressError, grpcAddressOf } from './gatewayAddress.js';
 import { GatewayClient } from './gatewayClient.js';
-import { queryNvidiaSmi, resolveClasses } from './gpuClasses.js';
+import { SlotError, queryDevices, resolveSlots } from './devices.js';
+import { resolveClasses } from './gpuClasses.js';
 import { PackageOverlays } from './packages.js';
 import { loadKernelhopProto } from './proto.js';
 import { Runtime } from './runtime.js';
@@ -84,7 +85,16 @@ async function main(): Promise<void> {
   }
   if (address !== config.gateway) log(`${config.gateway} takes runtimes on its gRPC port ${address}`);
 
-  const classes = resolveClasses(config.classOverrides, await queryNvidiaSmi());
+  const gpus = await queryDevices();
+  const classes = resolveClasses(config.classOverrides, gpus.map((g) => g.name));
+  let slots;
+  try {
+    slots = resolveSlots(classes, gpus, config.capacityGiven ? config.capacity : null);
+  } catch (err) {
+    if (!(err instanceof SlotError)) throw err;
+    log(err.message);
+    process.exit(2);
+  }
   const cache = new ChunkCache(config.cache);
   const overlays = new PackageOverlays({
     python: config.python,
@@ -95,14 +105,16 @@ async function main(): Promise<void> {
   sandbox.sharePackages(overlays.root);
   const pool = new WorkerPool({
     worker: { python: config.python, sandbox },
+    slots,
     warm: config.warm,
     sessionGraceMs: config.sessionGraceS * 1000,
     log,
   });
   const gateway = new GatewayClient(address, config.token, loadKernelhopProto(), log, grpcCredentials(trust));
   log(trust === undefined ? `plain text to ${address} (no TLS)` : `TLS to ${address}`);
-  const { name, capacity } = config;
-  const runtime = new Runtime({ gateway, cache, overlays, sandbox, pool, name, classes, capacity, version: version(), log });
+  const { name } = config;
+  const capacity = slots.length;
+  const runtime = new Runtime({ gateway, cache, overlays, sandbox, pool, name, classes, slots, version: version(), log });
 
   let stopping = false;
   const shutdown = (signal: string): void => {
@@ -145,6 +157,7 @@ async function main(): Promise<void> {
   }
   const simulated = classes.filter((c) => c.simulated).map((c) => c.name);
   if (simulated.length > 0) log(`simulated classes (this host lacks the device): ${simulated.join(', ')}`);
+  for (const s of slots) log(`slot ${s.index}: ${s.name || 'posed'}${s.device === '' ? ' (no GPU)' : ` CUDA_VISIBLE_DEVICES=${s.device}`}`);
   process.stdout.write(
     `kernelhop runtime ready id=${runtime.runtimeId} classes=${classes.map((c) => c.name).join(',')} capacity=${capacity} gateway=${address}\n`,
   );

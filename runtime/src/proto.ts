@@ -17,6 +17,7 @@ export type { GpuClass as PbGpuClass } from '@kernelhop/proto/grpc/GpuClass';
 export type { HeartbeatRequestInit as HeartbeatRequest } from '@kernelhop/proto/grpc/HeartbeatRequest';
 export type { HeartbeatResponse } from '@kernelhop/proto/grpc/HeartbeatResponse';
 export type { RegisterRequest, RegisterRequestInit } from '@kernelhop/proto/grpc/RegisterRequest';
+export type { Slot as PbSlot } from '@kernelhop/proto/grpc/Slot';
 export type { RuntimeMessageInit } from '@kernelhop/proto/grpc/RuntimeMessage';
 
 /**

@@ -52,6 +52,8 @@ export class Run {
   /** The chunks of the snapshot this run started from (formatted digests), known once it is fetched. */
   private inputChunks = new Set<string>();
   private timeoutTimer: NodeJS.Timeout | null = null;
+  /** How long the session's worker stays warm after the run; 0 (unset): as long as the runtime's --session-grace. */
+  private readonly warmGraceMs: number;
   private killTimer: NodeJS.Timeout | null = null;
 
   constructor(
@@ -60,6 +62,7 @@ export class Run {
     private readonly sink: EventSink,
   ) {
     this.runId = assignment.runId;
+    this.warmGraceMs = assignment.warmGraceS > 0 ? assignment.warmGraceS * 1000 : Infinity;
   }
 
   /** Stop the run: SIGINT to a running cell, and a Failed with `code` as its final event. */
@@ -87,7 +90,7 @@ export class Run {
     }
     try {
       const snapshot = makeDigest(this.assignment.snapshot?.hash, Number(this.assignment.snapshot?.sizeBytes ?? -1));
-      const acquiring = this.deps.pool.acquire(this.assignment.session);
+      const acquiring = this.deps.pool.acquire(this.assignment.session, this.assignment.slot ?? 0);
       // Awaited below, after the fetch: a worker that fails to start meanwhile must not be an unhandled rejection.
       acquiring.catch(() => undefined);
       let fetched: Fetched;
@@ -97,7 +100,7 @@ export class Run {
         packages = await this.preparePackages(snapshot);
       } catch (err) {
         acquiring
-          .then(({ worker }) => this.deps.pool.release(worker, this.assignment.session, true))
+          .then(({ worker }) => this.deps.pool.release(worker, this.assignment.session, true, this.warmGraceMs))
           .catch(() => undefined);
         throw err;
       }
@@ -110,13 +113,13 @@ export class Run {
       const { worker, warm } = acquired;
       this.worker = worker;
       if (this.stop) {
-        this.deps.pool.release(worker, this.assignment.session, true);
+        this.deps.pool.release(worker, this.assignment.session, true, this.warmGraceMs);
         return await this.fail(this.stop.code, this.stop.message);
       }
       try {
         await this.deps.cache.give(worker.space, fetched.given);
       } catch (err) {
-        this.deps.pool.release(worker, this.assignment.session, false);
+        this.deps.pool.release(worker, this.assignment.session, false, this.warmGraceMs);
         throw err;
       }
       await this.emit({ started: { worker: `${this.deps.runtimeName}/${worker.pid}`, warm } });
@@ -215,10 +218,10 @@ export class Run {
                 const message = `could not upload the snapshot the cell left: ${err.message}`;
                 settle({ final: { code: 'upload_failed', message } });
               },
-            ).finally(() => this.deps.pool.release(worker, session, true));
+            ).finally(() => this.deps.pool.release(worker, session, true, this.warmGraceMs));
             return;
           }
-          this.deps.pool.release(worker, session, true);
+          this.deps.pool.release(worker, session, true, this.warmGraceMs);
           if (this.stop) return settle({ final: this.stop });
           if (kind.case === 'done') return settle({ final: { code: 'cancelled', message: 'the cell stopped on the interrupt' } });
           return settle({ final: { code: RunFailure_Code[kind.value.code] ?? 'worker_failed', message: kind.value.message } });
@@ -234,7 +237,7 @@ export class Run {
       };
       const onExit = (why: string): void => {
         cleanup();
-        this.deps.pool.release(worker, session, false);
+        this.deps.pool.release(worker, session, false, this.warmGraceMs);
         if (this.stop) return settle({ final: this.stop });
         const message = `the worker (pid ${worker.pid}) ${why} while running the cell${worker.stderrHint()}`;
         settle({ final: { code: 'worker_died', message } });

@@ -7,6 +7,7 @@ import type { GatewayMessage, PbGpuClass } from './proto.js';
 import type { PackageOverlays } from './packages.js';
 import { Run } from './runner.js';
 import type { Sandbox } from './sandbox.js';
+import type { Slot } from './devices.js';
 import { WorkerPool } from './workerPool.js';
 
 export interface RuntimeOptions {
@@ -17,7 +18,7 @@ export interface RuntimeOptions {
   pool: WorkerPool;
   name: string;
   classes: PbGpuClass[];
-  capacity: number;
+  slots: Slot[];
   version: string;
   log: (line: string) => void;
 }
@@ -38,7 +39,13 @@ export class Runtime {
   /** Register and open the Work stream; rejects with the gRPC error when the gateway can't be reached. */
   async connect(registerTimeoutMs: number): Promise<void> {
     const res = await this.opts.gateway.register(
-      { name: this.opts.name, classes: this.opts.classes, capacity: this.opts.capacity, version: this.opts.version },
+      {
+        name: this.opts.name,
+        classes: this.opts.classes,
+        capacity: this.opts.slots.length,
+        version: this.opts.version,
+        slots: this.opts.slots,
+      },
       registerTimeoutMs,
       true,
     );

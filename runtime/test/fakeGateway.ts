@@ -133,7 +133,7 @@ export class FakeGateway extends EventEmitter {
 
   async assign(runtimeId: string, assignment: Partial<Assignment> & { runId: string; code: string; snapshot: PbDigest }): Promise<void> {
     const stream = await this.streamOf(runtimeId);
-    stream.write({ assign: { session: 'session-1', gpuClass: 'cpu', timeoutS: 0, lazy: false, reach: [], ...assignment } });
+    stream.write({ assign: { session: 'session-1', gpuClass: 'cpu', timeoutS: 0, lazy: false, reach: [], slot: 0, warmGraceS: 0, ...assignment } });
   }
 
   async cancel(runtimeId: string, runId: string): Promise<void> {

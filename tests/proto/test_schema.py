@@ -32,7 +32,7 @@ def test_generated_python_matches_proto(tmp_path: pathlib.Path) -> None:
 
 
 def test_defaults_come_from_the_schema_on_both_sides() -> None:
-    from kernelhop import gateway_client
+    from kernelhop.client import gateway as gateway_client
 
     assert gateway_client.MAX_FRAME == kernelhop_proto.DEFAULT_LIMITS["max_frame_bytes"]
     assert gateway_client.PUT_FRAME_BYTES == kernelhop_proto.DEFAULT_LIMITS["max_batch_bytes"]

@@ -47,6 +47,20 @@ def test_user_commands_are_for_admins(gateway, users, monkeypatch, capsys, tmp_p
     assert cli(monkeypatch, capsys, admin_env(gateway, tmp_path), "user", "rm", "frank")[0] == 0
 
 
+def test_user_limit_sets_lists_and_removes_a_users_slot_limit(gateway, users, monkeypatch, capsys, tmp_path):
+    admin = admin_env(gateway, tmp_path)
+    assert cli(monkeypatch, capsys, admin, "user", "add", "gwen")[0] == 0
+    status, out = cli(monkeypatch, capsys, admin, "user", "limit", "gwen", "--slots", "2")
+    assert status == 0 and "gwen: at most 2 slot(s) at once" in out, out
+    status, out = cli(monkeypatch, capsys, admin, "user", "limit")
+    assert status == 0 and re.search(r"^gwen\s+2 slot\(s\)$", out, re.M), out
+    status, out = cli(monkeypatch, capsys, admin, "user", "limit", "nobody", "--slots", "1")
+    assert status == 1 and "no user \"nobody\"" in out, out
+    status, out = cli(monkeypatch, capsys, admin, "user", "limit", "gwen", "--none")
+    assert status == 0 and "gwen: no slot limit" in out, out
+    assert "no user has a slot limit" in cli(monkeypatch, capsys, admin, "user", "limit")[1]
+
+
 def test_export_import_show_diff_rm_gc(gateway, users, kernel, monkeypatch, capsys, tmp_path):
     alice = users["alice"]
     a = kernel(alice)

@@ -50,6 +50,8 @@ class FakeGateway:
         # What get_blobs answers instead of the stored bytes: bytes (corrupt) or None (not_found).
         self.get_override: dict[str, bytes | None] = {}
         self.put_codes: dict[str, str] = {}
+        # Every digest stored by put_blobs, in order.
+        self.put_digests: list[str] = []
         self.requests: list[dict[str, Any]] = []
         self.classes: dict[str, Any] = {
             "h100": {"runtimes": 1, "capacity": 2, "busy": 0, "queued": 0, "simulated": True}
@@ -111,6 +113,7 @@ class FakeGateway:
                 )
                 if code == "ok":
                     self.blobs[b["digest"]] = data
+                    self.put_digests.append(b["digest"])
                 results.append({"digest": b["digest"], "code": code, "message": "" if code == "ok" else code})
             send_json(conn, {"re": rid, "ok": True, "results": results})
         elif op == "get_blobs":
@@ -149,6 +152,8 @@ class FakeGateway:
                 return
             assert self.runner is not None, "the test set no runner"
             threading.Thread(target=self.runner, args=(self, conn, msg), daemon=True).start()
+        elif op == "session_status":
+            send_json(conn, {"re": rid, "ok": True, "status": {"state": "cold"}, "warm_grace_s": 60})
         elif op == "cancel":
             self.cancelled.set()
             send_json(conn, {"re": rid, "ok": True})
