@@ -22,23 +22,14 @@ from kernelhop.client.gateway import GatewayConnection
 ROGUE = Path(__file__).with_name("rogue_runtime.js")
 
 
-def admin_op(stack: Stack, op: str, **fields: object) -> dict:
-    client = GatewayConnection(stack.ws_url, stack.token, source="the test's admin token")
-    try:
-        reply, _ = client._op(op, **fields)
-        return reply
-    finally:
-        client.close()
-
-
 @pytest.fixture(scope="module")
 def tokens(stack: Stack) -> Iterator[dict[str, str]]:
     made = {}
     for name, quota in (("ann", 0), ("bob", 0), ("cap", 1 << 20)):
-        made[name] = admin_op(stack, "user_add", name=name, quota_bytes=quota)["token"]
+        made[name] = stack.admin_op("user_add", name=name, quota_bytes=quota)["token"]
     yield made
     for name in made:
-        admin_op(stack, "user_rm", name=name)
+        stack.admin_op("user_rm", name=name)
 
 
 @pytest.fixture
@@ -94,7 +85,7 @@ def test_rogue_runtime_is_refused_the_admin_token_and_reads_no_blob_of_another_u
         bob.put_blobs({digest: secret})
     finally:
         bob.close()
-    other_host = admin_op(stack, "runtime_token_create")["token"]
+    other_host = stack.admin_op("runtime_token_create")["token"]
     node = shutil.which("node")
     assert node is not None
     grpc = stack.gateway.ready["grpc"]

@@ -12,26 +12,16 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from kernelhop.client.gateway import GatewayConnection
 from kernelhop_testing import Kernel, Stack
 
 TIMINGS = "json.dumps(get_ipython().magics_manager.registry['GpuMagics'].hopper.last_timings)"
 
 
-def admin_op(stack: Stack, op: str, **fields: object) -> dict:
-    client = GatewayConnection(stack.ws_url, stack.token, source="the test's admin token")
-    try:
-        reply, _ = client._op(op, **fields)
-        return reply
-    finally:
-        client.close()
-
-
 @pytest.fixture(scope="module")
 def uma(stack: Stack) -> Iterator[str]:
-    token = admin_op(stack, "user_add", name="uma")["token"]
+    token = stack.admin_op("user_add", name="uma")["token"]
     yield token
-    admin_op(stack, "user_rm", name="uma")
+    stack.admin_op("user_rm", name="uma")
 
 
 def kernelhop(stack: Stack, token: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -46,6 +46,17 @@ class Stack:
         self.runtime.stop()
         self.gateway.stop()
 
+    def admin_op(self, op: str, **fields: object) -> dict[str, Any]:
+        """One WebSocket op as the stack's admin (user_add, user_rm, ...), on a connection of its own."""
+        from kernelhop.client.gateway import GatewayConnection
+
+        client = GatewayConnection(self.ws_url, self.token, source="the test's admin token")
+        try:
+            reply, _ = client._op(op, **fields)
+            return reply
+        finally:
+            client.close()
+
 
 def launch_stack(
     root: Path,
