@@ -11,7 +11,6 @@ import urllib.request
 from collections.abc import Callable, Iterator
 
 import pytest
-
 from kernelhop_testing import Kernel, Stack
 
 TIMINGS = "json.dumps(get_ipython().magics_manager.registry['GpuMagics'].hopper.last_timings)"
