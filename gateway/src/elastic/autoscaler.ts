@@ -52,6 +52,8 @@ interface Provisioned {
 export class Autoscaler {
   private readonly provisioned = new Map<string, Provisioned>();
   private readonly retryAt = new Map<string, number>();
+  /** Per class, runtimes asked for whose token is still being made: not in `provisioned` yet, but on their way. */
+  private readonly starting = new Map<string, number>();
   private readonly timer: NodeJS.Timeout;
   private seq = 0;
   private closed = false;
@@ -101,10 +103,11 @@ export class Autoscaler {
       const longWaits = (waiting.get(gpuClass) ?? []).filter((t) => now - t >= this.opts.scaleUpAfterMs).length;
       const ofClass = [...this.provisioned.values()].filter((p) => p.gpuClass === gpuClass && p.releasing === undefined);
       // A runtime on its way takes at least one of the waiting runs.
-      let need = longWaits - ofClass.filter((p) => !p.up).length;
-      let room = this.opts.maxPerClass - ofClass.length;
+      const starting = this.starting.get(gpuClass) ?? 0;
+      let need = longWaits - ofClass.filter((p) => !p.up).length - starting;
+      let room = this.opts.maxPerClass - ofClass.length - starting;
       while (need > 0 && room > 0) {
-        void this.provision(gpuClass, now);
+        this.provision(gpuClass, now).catch((e: unknown) => this.log(`could not ask for a runtime of class ${gpuClass}: ${String(e)}`));
         need -= 1;
         room -= 1;
       }
@@ -134,7 +137,14 @@ export class Autoscaler {
 
   private async provision(gpuClass: string, now: number): Promise<void> {
     const name = `${gpuClass}-elastic-${++this.seq}`;
-    const { credential, token } = await this.tokens.create(gpuClass, now);
+    this.starting.set(gpuClass, (this.starting.get(gpuClass) ?? 0) + 1);
+    let made: Awaited<ReturnType<RuntimeTokenStore['create']>>;
+    try {
+      made = await this.tokens.create(gpuClass, now);
+    } finally {
+      this.starting.set(gpuClass, (this.starting.get(gpuClass) ?? 1) - 1);
+    }
+    const { credential, token } = made;
     const p: Provisioned = { gpuClass, name, credentialId: credential.id, requestedAt: now, admitted: false, up: false };
     this.provisioned.set(credential.id, p);
     this.log(`asking the ${this.opts.provider.kind} provider for a runtime of class ${gpuClass}`, { runtime: name });
