@@ -2,14 +2,13 @@
 // running anything, with a result whose manifest gives the group of TARGET a pickle that writes MARKER when
 // unpickled. The kernel must refuse it when the cell could not reach TARGET (test_result_check.py).
 // usage: node rogue_result_runtime.js GRPC_ADDRESS TOKEN CLASS TARGET MARKER ; prints "ready" once registered.
-const path = require('node:path');
 const grpc = require('@grpc/grpc-js');
-const protoLoader = require('@grpc/proto-loader');
+// The schema's own loader and hello: the attacker speaks the protocol as any runtime does.
+const { loadRuntimeProtoKeepCase, offer, toProtoNames } = require('@kernelhop/proto');
 const { digestOf, encodeCanonical, formatDigest } = require('@kernelhop/kernel-snapshot');
 
 const [address, token, gpuClass, target, marker] = process.argv.slice(2);
-const proto = path.resolve(__dirname, '../../proto/kernelhop/v1/runtime.proto');
-const v1 = grpc.loadPackageDefinition(protoLoader.loadSync(proto, { keepCase: true, longs: Number, defaults: true })).kernelhop.v1;
+const v1 = loadRuntimeProtoKeepCase();
 const creds = grpc.credentials.createInsecure();
 const runtimes = new v1.Runtimes(address, creds);
 const cas = new v1.ContentAddressableStorage(address, creds);
@@ -49,7 +48,7 @@ async function answer(runtimeId, work, assign) {
 }
 
 (async () => {
-  const reg = await call(runtimes, 'Register', { name: 'rogue', classes: [{ name: gpuClass, simulated: true }], capacity: 1, version: 'x' }, md());
+  const reg = await call(runtimes, 'Register', { name: 'rogue', classes: [{ name: gpuClass, simulated: true }], capacity: 1, version: 'x', capabilities: toProtoNames(offer([])) }, md());
   const work = runtimes.Work(md(reg.runtime_id));
   work.on('data', (msg) => {
     if (msg.assign) answer(reg.runtime_id, work, msg.assign).catch((e) => process.stderr.write(`rogue: ${e.stack}\n`));
