@@ -1,6 +1,6 @@
 // Per-user limits on slots held at once (`kernelhop user limit NAME --slots N`), in the metadata database.
 // Read on every scheduling decision, so kept in memory too; the table is the truth across restarts.
-import Database from 'better-sqlite3';
+import { SqliteDatabase, openSqlite } from '../sqlite.js';
 
 export interface UserLimits {
   /** Slots `user` may hold at once (running or warm); Infinity when no limit is set. */
@@ -19,11 +19,11 @@ CREATE TABLE IF NOT EXISTS user_limits (
 `;
 
 export class SqliteUserLimits implements UserLimits {
-  private readonly db: Database.Database;
+  private readonly db: SqliteDatabase;
   private readonly cache = new Map<string, number>();
 
   constructor(file: string) {
-    this.db = new Database(file);
+    this.db = openSqlite(file);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('busy_timeout = 5000');
     this.db.exec(SCHEMA);
