@@ -1,6 +1,6 @@
 // Metadata: runtimes seen, runs, refs. An interface (Promise-returning, so a networked database fits it later)
 // and the embedded SQLite implementation.
-import { SqliteDatabase, openSqlite } from './sqlite.js';
+import { SqliteDatabase, openGatewayDb } from './sqlite.js';
 import { Digest, formatDigest } from '@kernelhop/kernel-snapshot';
 import { BlobStore } from './blobStore.js';
 import { checkSnapshot } from './snapshotCheck.js';
@@ -112,10 +112,8 @@ export class SqliteMetadataStore implements MetadataStore {
 
   /** `blobs` is consulted by setRef: a ref may only name a snapshot whose blobs are all stored. */
   constructor(file: string, private readonly blobs: BlobStore) {
-    this.db = openSqlite(file);
-    this.db.pragma('journal_mode = WAL');
+    this.db = openGatewayDb(file);
     this.db.pragma('synchronous = NORMAL');
-    this.db.pragma('busy_timeout = 5000');
     this.migrate(file);
   }
 

@@ -2,7 +2,7 @@
 // names one) and read only the chunks of runs the gateway assigned to that runtime. Distinct from the admin's and the
 // users' tokens, which gRPC refuses, so no GPU host holds a credential that opens the WebSocket API.
 import { randomBytes } from 'node:crypto';
-import { SqliteDatabase, openSqlite } from './sqlite.js';
+import { SqliteDatabase, openGatewayDb } from './sqlite.js';
 import { OpError } from './snapshotApi.js';
 import { User, hashToken } from './snapshotStore.js';
 
@@ -53,9 +53,7 @@ export class SqliteRuntimeTokens implements RuntimeTokenStore {
   private readonly db: SqliteDatabase;
 
   constructor(file: string) {
-    this.db = openSqlite(file);
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('busy_timeout = 5000');
+    this.db = openGatewayDb(file);
     this.db.exec(SCHEMA);
   }
 

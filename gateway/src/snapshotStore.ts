@@ -2,7 +2,7 @@
 // An interface (Promise-returning, so Postgres fits it later) and the embedded SQLite implementation, which shares
 // the gateway's kernelhop.db. Every method that must check and write at once does so in one transaction.
 import { createHash, randomBytes } from 'node:crypto';
-import { SqliteDatabase, openSqlite } from './sqlite.js';
+import { SqliteDatabase, openGatewayDb } from './sqlite.js';
 import { quotaMessage } from './quota.js';
 
 export interface User {
@@ -259,11 +259,9 @@ export class SqliteSnapshotStore implements SnapshotStore {
   private readonly db: SqliteDatabase;
 
   constructor(file: string) {
-    this.db = openSqlite(file);
-    this.db.pragma('journal_mode = WAL');
+    this.db = openGatewayDb(file);
     // FULL: a snapshot row that survives a crash must not outlive the commit that wrote it.
     this.db.pragma('synchronous = FULL');
-    this.db.pragma('busy_timeout = 5000');
     this.db.exec(SCHEMA);
   }
 

@@ -49,6 +49,17 @@ export function openSqlite(file: string): SqliteDatabase {
   return new Private.AddonDatabase(new addon(file));
 }
 
+/**
+ * The gateway's kernelhop.db as each of its stores opens it: WAL, so their connections read while one writes, and a
+ * busy timeout, so they wait their turn instead of failing. A store wanting a stricter `synchronous` sets it after.
+ */
+export function openGatewayDb(file: string): SqliteDatabase {
+  const db = openSqlite(file);
+  db.pragma('journal_mode = WAL');
+  db.pragma('busy_timeout = 5000');
+  return db;
+}
+
 namespace Private {
   // node:sqlite's types come with @types/node 22+, and this project builds against Node 20's: the part used, by hand.
   interface BuiltinStatement {

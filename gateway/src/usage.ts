@@ -1,7 +1,7 @@
 // GPU-seconds, counted per run (ARCHITECTURE.md, "Counting and seeing"): from the moment a runtime took the run, which
 // is when its slot stopped being free for anyone else, to the moment the run ended. One row per run that reached a
 // runtime; runs refused or cancelled while queued held no GPU and cost nothing.
-import { SqliteDatabase, openSqlite } from './sqlite.js';
+import { SqliteDatabase, openGatewayDb } from './sqlite.js';
 
 export interface UsageEntry {
   runId: string;
@@ -79,9 +79,7 @@ export class SqliteUsageLedger implements UsageLedger {
   private readonly db: SqliteDatabase;
 
   constructor(file: string) {
-    this.db = openSqlite(file);
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('busy_timeout = 5000');
+    this.db = openGatewayDb(file);
     this.db.exec(SCHEMA);
   }
 

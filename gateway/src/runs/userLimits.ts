@@ -1,6 +1,6 @@
 // Per-user limits on slots held at once (`kernelhop user limit NAME --slots N`), in the metadata database.
 // Read on every scheduling decision, so kept in memory too; the table is the truth across restarts.
-import { SqliteDatabase, openSqlite } from '../sqlite.js';
+import { SqliteDatabase, openGatewayDb } from '../sqlite.js';
 
 export interface UserLimits {
   /** Slots `user` may hold at once (running or warm); Infinity when no limit is set. */
@@ -23,9 +23,7 @@ export class SqliteUserLimits implements UserLimits {
   private readonly cache = new Map<string, number>();
 
   constructor(file: string) {
-    this.db = openSqlite(file);
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('busy_timeout = 5000');
+    this.db = openGatewayDb(file);
     this.db.exec(SCHEMA);
     for (const r of this.db.prepare('SELECT user, slots FROM user_limits').all() as Array<{ user: string; slots: number }>) {
       this.cache.set(r.user, r.slots);
