@@ -41,7 +41,7 @@ status=0
 echo "== TypeScript unit tests"
 npm test --workspaces --if-present || status=1
 echo "== Python tests (unit and end to end on loopback)"
-.venv/bin/python -m pytest -q -p no:cacheprovider || status=1
+.venv/bin/python -m pytest -q -p no:cacheprovider --durations=25 || status=1
 echo "== Browser tests (JupyterLab in Debian's Chromium)"
 npm run test:ui -w ui-tests --if-present || status=1
 exit $status

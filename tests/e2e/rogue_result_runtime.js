@@ -2,25 +2,11 @@
 // running anything, with a result whose manifest gives the group of TARGET a pickle that writes MARKER when
 // unpickled. The kernel must refuse it when the cell could not reach TARGET (test_result_check.py).
 // usage: node rogue_result_runtime.js GRPC_ADDRESS TOKEN CLASS TARGET MARKER ; prints "ready" once registered.
-const grpc = require('@grpc/grpc-js');
-// The schema's own loader and hello: the attacker speaks the protocol as any runtime does.
-const { loadRuntimeProtoKeepCase, offer, toProtoNames } = require('@kernelhop/proto');
+const { rogueClient } = require('./rogue_client.js');
 const { digestOf, encodeCanonical, formatDigest } = require('@kernelhop/kernel-snapshot');
 
 const [address, token, gpuClass, target, marker] = process.argv.slice(2);
-const v1 = loadRuntimeProtoKeepCase();
-const creds = grpc.credentials.createInsecure();
-const runtimes = new v1.Runtimes(address, creds);
-const cas = new v1.ContentAddressableStorage(address, creds);
-
-function md(runtimeId) {
-  const m = new grpc.Metadata();
-  m.set('authorization', `Bearer ${token}`);
-  if (runtimeId) m.set('runtime-id', runtimeId);
-  return m;
-}
-const call = (client, method, req, m) =>
-  new Promise((resolve, reject) => client[method](req, m, (err, res) => (err ? reject(err) : resolve(res))));
+const { runtimes, cas, md, call, register } = rogueClient(address, token);
 const wire = (d) => ({ hash: d.hash, size_bytes: d.sizeBytes });
 
 // Protocol 0: builtins.exec("open(MARKER, 'w').write('unpickled')"): code, as every pickle may be.
@@ -48,7 +34,7 @@ async function answer(runtimeId, work, assign) {
 }
 
 (async () => {
-  const reg = await call(runtimes, 'Register', { name: 'rogue', classes: [{ name: gpuClass, simulated: true }], capacity: 1, version: 'x', capabilities: toProtoNames(offer([])) }, md());
+  const reg = await register(gpuClass);
   const work = runtimes.Work(md(reg.runtime_id));
   work.on('data', (msg) => {
     if (msg.assign) answer(reg.runtime_id, work, msg.assign).catch((e) => process.stderr.write(`rogue: ${e.stack}\n`));
