@@ -225,6 +225,12 @@ export class Sandbox {
       '/proc',
       '--dev',
       '/dev',
+      // A private, writable /dev/shm: POSIX semaphores and shared memory (multiprocessing, joblib, a torch
+      // DataLoader's workers) need it, and it must not be another session's.
+      '--perms',
+      '1777',
+      '--tmpfs',
+      '/dev/shm',
       ...['/home', '/kernelhop'].flatMap((d) => ['--perms', '0755', '--dir', d]),
       ...this.gpuBinds(space.gpu),
       '--bind',

@@ -157,6 +157,20 @@ def test_a_cell_cannot_read_touch_or_signal_another_users_session(tenants: Tenan
     assert again.stream_text("stdout").strip() == tenants.secret.upper()[:10]
 
 
+def test_shared_memory_works_in_a_cell_and_is_its_own(tenants: Tenants) -> None:
+    """multiprocessing, joblib and a torch DataLoader's workers need a writable /dev/shm; each sandbox has its own."""
+    mark = f"ben-{secrets.token_hex(4)}"
+    planted = tenants.b.run(f"%%gpu h100\nopen('/dev/shm/{mark}', 'w').write('x')")
+    assert planted.status == "ok", planted.error_text
+    used = tenants.a.run(
+        "%%gpu h100\nimport multiprocessing as mp, os\nlock = mp.Lock(); del lock\n"
+        "with mp.Pool(2) as p:\n    squares = p.map(abs, [-2, -3])\ndel p\nseen = sorted(os.listdir('/dev/shm'))"
+    )
+    assert used.status == "ok", used.error_text
+    assert tenants.a.value("squares") == "[2, 3]"
+    assert mark not in tenants.a.value("seen")
+
+
 def test_a_zeroed_cache_heals_on_the_next_hop(tenants: Tenants) -> None:
     cache = Path(tenants.stack.data) / "runtime-cache"
     zeroed = 0
