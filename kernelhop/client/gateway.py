@@ -47,6 +47,11 @@ POLL_S = 0.25
 class KernelhopError(Exception):
     """Base of the errors a hop raises: each message says what happened and what to do."""
 
+    def _render_traceback_(self) -> list[str]:
+        # An expected failure (a refusal, a gateway down, a class nobody offers), not a bug in the user's code: the
+        # message is all the user needs, and kernelhop's own frames would only bury it.
+        return [f"{type(self).__name__}: {self}"]
+
 
 class GatewayUnreachable(KernelhopError):
     pass

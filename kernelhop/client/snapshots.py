@@ -22,10 +22,6 @@ from .gateway import GatewayConnection, GatewayError, KernelhopError
 class SnapshotError(KernelhopError):
     """A snapshot operation failed; the message says why and what to do."""
 
-    def _render_traceback_(self) -> list[str]:
-        # An expected refusal (untrusted, tampered, not yours), not a bug: the message is all the user needs.
-        return [f"{type(self).__name__}: {self}"]
-
 
 class TamperedSnapshot(SnapshotError):
     """The snapshot's record, manifest or a chunk does not match what its author signed: refused."""

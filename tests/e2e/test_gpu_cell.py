@@ -111,6 +111,9 @@ def test_unknown_class_lists_what_is_available(kernel: Kernel) -> None:
     execution = kernel.run("%%gpu a100\nvalue = 8")
     assert execution.status == "error"
     assert "a100" in execution.error_text and "h100" in execution.error_text
+    # The message alone, as for any expected failure: no frame of kernelhop's own code.
+    [error] = execution.outputs("error")
+    assert error["traceback"] == [f"GatewayError: {error['evalue']}"], error["traceback"]
     assert kernel.value("value") == "7"
 
 
