@@ -3,10 +3,13 @@ tracebacks go to the event channel the way ipykernel sends them to a frontend.""
 
 from __future__ import annotations
 
+import builtins
+import getpass
 from typing import Any
 
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
+from IPython.core.error import StdinNotImplementedError
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets import Any as AnyTrait
 from traitlets import Type
@@ -40,6 +43,14 @@ class EventDisplayHook(DisplayHook):
         self.channel.flush()
 
 
+def _no_stdin(prompt: object = "", *args: object, **kwargs: object) -> str:
+    # As ipykernel without stdin: the same exception type, so code that handles a frontend without input works too.
+    raise StdinNotImplementedError(
+        "input() and getpass() cannot ask the notebook from a %%gpu cell: the cell runs on a GPU runtime. "
+        "Set the value in a local cell first (it travels with the state), then use it here."
+    )
+
+
 class WorkerShell(InteractiveShell):
     displayhook_class = Type(EventDisplayHook)
     display_pub_class = Type(EventDisplayPublisher)
@@ -52,6 +63,8 @@ class WorkerShell(InteractiveShell):
         super().__init__(**kwargs)
         self.displayhook.channel = channel
         self.display_pub.channel = channel
+        builtins.input = _no_stdin
+        getpass.getpass = _no_stdin
 
     def _showtraceback(self, etype, evalue, stb) -> None:  # type: ignore[override]
         # As ipykernel: the traceback is a side-channel event with IPython's formatted lines.

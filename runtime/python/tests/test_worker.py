@@ -60,6 +60,15 @@ def test_bang_command_output_is_a_stream_event(worker, snapshot_of):
     assert "from-the-shell" in text
 
 
+def test_input_says_a_gpu_cell_cannot_ask_the_notebook(worker, snapshot_of):
+    for call in ("input('name? ')", "__import__('getpass').getpass()"):
+        events = worker.run(call, snapshot_of())
+        [error] = [e for e in events if e["event"] == "error"]
+        # ipykernel's type for a frontend without stdin, so code that handles that case works here too.
+        assert error["ename"] == "StdinNotImplementedError", error
+        assert "%%gpu" in error["evalue"] and "local cell" in error["evalue"]
+
+
 def test_matplotlib_figure_is_a_png_display(worker, snapshot_of):
     events = worker.run("import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nNone", snapshot_of())
     displays = [e for e in events if e["event"] == "display"]
