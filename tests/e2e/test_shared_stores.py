@@ -1,6 +1,7 @@
 """A `%%gpu` hop with the gateway past one disk: metadata in a real PostgreSQL (Debian's, initdb'd here) and blobs in
 an S3-compatible store (moto's standalone server, from the test extra), both started by this test on loopback. The
 runtime fetches the run's chunks straight from the store by presigned URLs: moto's request recorder shows them.
+Users, runtime tokens and usage live in the same Postgres, so a second gateway on it serves what the first made.
 """
 
 from __future__ import annotations
@@ -163,4 +164,66 @@ def test_a_hop_on_postgres_and_s3_fetches_chunks_by_presigned_urls(
     assert all("/hops/team-a/cas/" in r["url"] for r in presigned)
     # The run is in Postgres, done, with its result; the schema is at its migrated version.
     assert psql(postgres, "SELECT status || ' ' || outcome FROM runs") == "done ok"
-    assert psql(postgres, "SELECT max(version) FROM schema_version") == "1"
+    assert psql(postgres, "SELECT max(version) FROM schema_version") == "2"
+    assert not (tmp_path / "gateway" / "kernelhop.db").exists()
+
+
+def cli(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "kernelhop.cli", *args], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_user_added_on_one_gateway_hops_through_another_that_counts_both_runs(
+    postgres: str, moto: tuple[str, Path], tmp_path: Path
+) -> None:
+    endpoint, _ = moto
+    # One deployment: one admin token, one database, one bucket; each gateway its own --data.
+    token, token_file = secrets.token_hex(16), tmp_path / "runtime-token"
+    stores = ["--store", "s3://hops/team-b", "--s3-endpoint", endpoint, "--metadata", postgres]
+    data_a, data_b = tmp_path / "gateway-a", tmp_path / "gateway-b"
+
+    def hop(gateway_url: str, user_token: str, notebook: str) -> None:
+        kernel = Kernel(
+            {**os.environ, "KERNELHOP_GATEWAY": gateway_url, "KERNELHOP_TOKEN": user_token, "JPY_SESSION_NAME": notebook}
+        )
+        try:
+            done = kernel.run("%%gpu h100\nimport os\nprint('on', os.getpid() > 0)")
+            assert done.status == "ok", done.error_text
+            assert "on True" in done.stream_text("stdout")
+        finally:
+            kernel.shutdown()
+
+    gateway_a = start_gateway(data=data_a, token=token, port=0, grpc_port=0, runtime_token_file=token_file, extra=stores)
+    runtime = None
+    try:
+        admin_a = {**os.environ, "KERNELHOP_GATEWAY": gateway_a.ready["ws"], "KERNELHOP_TOKEN": token}
+        uma = cli(admin_a, "user", "add", "uma").strip().splitlines()[-1]
+        cli(admin_a, "user", "limit", "uma", "--slots", "1")
+        runtime = start_runtime(gateway=gateway_a.ready["grpc"], token=runtime_token(token_file), classes=["h100"], capacity=1)
+        hop(gateway_a.ready["ws"], uma, "a.ipynb")
+    finally:
+        if runtime is not None:
+            runtime.stop()
+        gateway_a.stop()
+
+    gateway_b = start_gateway(data=data_b, token=token, port=0, grpc_port=0, extra=stores)
+    runtime = None
+    try:
+        # The runtime token gateway A made registers on B: both read it from the database.
+        runtime = start_runtime(gateway=gateway_b.ready["grpc"], token=runtime_token(token_file), classes=["h100"], capacity=1)
+        hop(gateway_b.ready["ws"], uma, "b.ipynb")
+        as_uma = {**os.environ, "KERNELHOP_GATEWAY": gateway_b.ready["ws"], "KERNELHOP_TOKEN": uma}
+        report = json.loads(cli(as_uma, "usage", "--json"))
+        assert report["total"]["runs"] == 2, report
+        assert sorted(r["key"] for r in report["by"]["notebook"]) == ["uma\ta.ipynb", "uma\tb.ipynb"]
+        admin_b = {**os.environ, "KERNELHOP_GATEWAY": gateway_b.ready["ws"], "KERNELHOP_TOKEN": token}
+        assert "uma" in cli(admin_b, "user", "limit")
+    finally:
+        if runtime is not None:
+            runtime.stop()
+        gateway_b.stop()
+    # Every row is in Postgres, none on either gateway's disk.
+    for data in (data_a, data_b):
+        assert sorted(p.name for p in data.iterdir() if p.name.startswith("kernelhop")) == [], sorted(data.iterdir())
+    assert psql(postgres, "SELECT count(*) FROM usage WHERE \"user\" = 'uma'") == "2"
