@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from kernelhop.cli.services import runtime_token, start_gateway, start_runtime, stop_process
+from kernelhop.cli.services import Service, runtime_token, start_gateway, start_runtime, stop_process
 from kernelhop_testing import Kernel, Stack
 
 
@@ -183,47 +183,48 @@ def test_a_user_added_on_one_gateway_hops_through_another_that_counts_both_runs(
     stores = ["--store", "s3://hops/team-b", "--s3-endpoint", endpoint, "--metadata", postgres]
     data_a, data_b = tmp_path / "gateway-a", tmp_path / "gateway-b"
 
-    def hop(gateway_url: str, user_token: str, notebook: str) -> None:
-        kernel = Kernel(
-            {**os.environ, "KERNELHOP_GATEWAY": gateway_url, "KERNELHOP_TOKEN": user_token, "JPY_SESSION_NAME": notebook}
+    def as_(gateway: Service, user_token: str, **more: str) -> dict[str, str]:
+        return {**os.environ, "KERNELHOP_GATEWAY": gateway.ready["ws"], "KERNELHOP_TOKEN": user_token, **more}
+
+    def hop_through(gateway: Service, user_token: str, notebook: str) -> None:
+        """A runtime on `gateway` with the token A made, and one `%%gpu` hop of a new kernel through it."""
+        runtime = start_runtime(
+            gateway=gateway.ready["grpc"],
+            token=runtime_token(token_file),
+            classes=["h100"],
+            capacity=1,
+            cache=tmp_path / f"cache-{notebook}",
         )
+        kernel = Kernel(as_(gateway, user_token, JPY_SESSION_NAME=notebook))
         try:
             done = kernel.run("%%gpu h100\nimport os\nprint('on', os.getpid() > 0)")
             assert done.status == "ok", done.error_text
             assert "on True" in done.stream_text("stdout")
         finally:
             kernel.shutdown()
-
-    gateway_a = start_gateway(data=data_a, token=token, port=0, grpc_port=0, runtime_token_file=token_file, extra=stores)
-    runtime = None
-    try:
-        admin_a = {**os.environ, "KERNELHOP_GATEWAY": gateway_a.ready["ws"], "KERNELHOP_TOKEN": token}
-        uma = cli(admin_a, "user", "add", "uma").strip().splitlines()[-1]
-        cli(admin_a, "user", "limit", "uma", "--slots", "1")
-        runtime = start_runtime(gateway=gateway_a.ready["grpc"], token=runtime_token(token_file), classes=["h100"], capacity=1)
-        hop(gateway_a.ready["ws"], uma, "a.ipynb")
-    finally:
-        if runtime is not None:
             runtime.stop()
+
+    gateway_a = start_gateway(
+        data=data_a, token=token, port=0, grpc_port=0, runtime_token_file=token_file, extra=stores
+    )
+    try:
+        uma = cli(as_(gateway_a, token), "user", "add", "uma").strip().splitlines()[-1]
+        cli(as_(gateway_a, token), "user", "limit", "uma", "--slots", "1")
+        hop_through(gateway_a, uma, "a.ipynb")
+    finally:
         gateway_a.stop()
 
+    # A is gone; B, on the same database and bucket, knows uma, A's runtime token, A's run and uma's limit.
     gateway_b = start_gateway(data=data_b, token=token, port=0, grpc_port=0, extra=stores)
-    runtime = None
     try:
-        # The runtime token gateway A made registers on B: both read it from the database.
-        runtime = start_runtime(gateway=gateway_b.ready["grpc"], token=runtime_token(token_file), classes=["h100"], capacity=1)
-        hop(gateway_b.ready["ws"], uma, "b.ipynb")
-        as_uma = {**os.environ, "KERNELHOP_GATEWAY": gateway_b.ready["ws"], "KERNELHOP_TOKEN": uma}
-        report = json.loads(cli(as_uma, "usage", "--json"))
+        hop_through(gateway_b, uma, "b.ipynb")
+        report = json.loads(cli(as_(gateway_b, uma), "usage", "--json"))
         assert report["total"]["runs"] == 2, report
         assert sorted(r["key"] for r in report["by"]["notebook"]) == ["uma\ta.ipynb", "uma\tb.ipynb"]
-        admin_b = {**os.environ, "KERNELHOP_GATEWAY": gateway_b.ready["ws"], "KERNELHOP_TOKEN": token}
-        assert "uma" in cli(admin_b, "user", "limit")
+        assert cli(as_(gateway_b, token), "user", "limit").split() == ["uma", "1", "slot(s)"]
     finally:
-        if runtime is not None:
-            runtime.stop()
         gateway_b.stop()
     # Every row is in Postgres, none on either gateway's disk.
     for data in (data_a, data_b):
-        assert sorted(p.name for p in data.iterdir() if p.name.startswith("kernelhop")) == [], sorted(data.iterdir())
+        assert [p.name for p in data.iterdir() if p.name.startswith("kernelhop")] == [], sorted(data.iterdir())
     assert psql(postgres, "SELECT count(*) FROM usage WHERE \"user\" = 'uma'") == "2"
