@@ -9,8 +9,10 @@ import pg from 'pg';
 import { parseDigest } from '@kernelhop/kernel-snapshot';
 import { DiskBlobStore } from '../src/blobStore.js';
 import { MetadataStore, RefError, SqliteMetadataStore } from '../src/metadataStore.js';
-import { POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS } from '../src/stores/migrations/index.js';
+import { POSTGRES_MIGRATIONS, SCHEMA_VERSION_TABLE, SQLITE_MIGRATIONS } from '../src/stores/migrations/index.js';
 import { PostgresMetadataStore } from '../src/stores/postgresMetadataStore.js';
+import { SqliteUserLimits } from '../src/runs/userLimits.js';
+import { SqliteSnapshotStore } from '../src/snapshotStore.js';
 import { blob, snapshotOf } from './helpers.js';
 import { PostgresTestServer, startPostgres } from './postgresServer.js';
 
@@ -33,11 +35,14 @@ interface Backend {
   versions(where: string): Promise<number[]>;
   /** Runs SQL on the database behind the store's back. */
   exec(where: string, sql: string): Promise<void>;
+  /** Where a new, empty database is (nothing opened it yet). */
+  empty(): Promise<string>;
 }
 
 let n = 0;
 const sqlite: Backend = {
   name: 'SQLite',
+  empty: async () => path.join(dir, `meta${n++}.db`),
   open: async (store, where = path.join(dir, `meta${n++}.db`)) => ({ meta: new SqliteMetadataStore(where, store), where }),
   versions: async (where) => {
     const db = new Database(where, { readonly: true });
@@ -65,6 +70,7 @@ const withClient = async <T>(url: string, fn: (c: pg.Client) => Promise<T>): Pro
 };
 const postgresBackend: Backend = {
   name: 'PostgreSQL',
+  empty: () => postgres.newDatabase(),
   open: async (store, where) => {
     const url = where ?? (await postgres.newDatabase());
     return { meta: await PostgresMetadataStore.open(url, store), where: url };
@@ -137,6 +143,25 @@ for (const backend of [sqlite, postgresBackend]) {
       }
     });
 
+    test('a database at version 1 (runs, runtimes, refs only) gets the later versions and keeps its rows', async () => {
+      const where = await backend.empty();
+      const migrations = backend === sqlite ? SQLITE_MIGRATIONS : POSTGRES_MIGRATIONS;
+      const first = migrations[0]!;
+      await backend.exec(where, `${SCHEMA_VERSION_TABLE};
+        ${first.sql}
+        INSERT INTO schema_version (version, name, applied_at) VALUES (1, '${first.name}', 0);
+        INSERT INTO refs (name, manifest, owner, updated_at) VALUES ('main', 'm/1', 'ada', 5);`);
+      const store = await DiskBlobStore.open(path.join(dir, `cas${n++}`));
+      const { meta } = await backend.open(store, where);
+      try {
+        assert.equal((await meta.getRef('main'))?.owner, 'ada');
+      } finally {
+        await meta.close();
+      }
+      assert.deepEqual(await backend.versions(where), migrations.map((m) => m.version));
+      await backend.exec(where, `INSERT INTO users (name, token_hash, admin, public_key, quota_bytes, created_at) VALUES ('ada', 'h', 0, NULL, 0, 1)`);
+    });
+
     test('migrations are applied once, in order, and a database from a newer gateway is refused', async () => {
       const store = await DiskBlobStore.open(path.join(dir, `cas${n++}`));
       const { meta, where } = await backend.open(store);
@@ -148,21 +173,33 @@ for (const backend of [sqlite, postgresBackend]) {
       await again.meta.close();
       assert.deepEqual(await backend.versions(where), all);
       await backend.exec(where, `INSERT INTO schema_version (version, name, applied_at) VALUES (999, 'from_the_future', 0)`);
-      await assert.rejects(backend.open(store, where), /has schema version 999, newer than this gateway knows \(up to 1\); upgrade kernelhop/);
+      await assert.rejects(backend.open(store, where), /has schema version 999, newer than this gateway knows \(up to 2\); upgrade kernelhop/);
     });
   });
 }
 
-test('a SQLite database from before migrations is taken as version 1 and keeps its rows', async () => {
+test('a SQLite database from before migrations takes them as applied and keeps its rows', async () => {
   const file = path.join(dir, 'legacy.db');
   const db = new Database(file);
+  // As the gateway made them before: each store its CREATE TABLE IF NOT EXISTS, on open.
   db.exec(`CREATE TABLE refs (name TEXT PRIMARY KEY, manifest TEXT NOT NULL, owner TEXT NOT NULL, updated_at INTEGER NOT NULL);
-           INSERT INTO refs VALUES ('main', 'm/1', 'ada', 5);`);
+           INSERT INTO refs VALUES ('main', 'm/1', 'ada', 5);
+           CREATE TABLE users (name TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, admin INTEGER NOT NULL, public_key TEXT,
+                               quota_bytes INTEGER NOT NULL, created_at INTEGER NOT NULL);
+           INSERT INTO users VALUES ('ada', 'h', 0, NULL, 1000, 5);
+           CREATE TABLE user_limits (user TEXT PRIMARY KEY, slots INTEGER NOT NULL);
+           INSERT INTO user_limits VALUES ('ada', 3);`);
   db.close();
   const meta = new SqliteMetadataStore(file, await DiskBlobStore.open(path.join(dir, 'cas-legacy')));
   assert.equal((await meta.getRef('main'))?.owner, 'ada');
   await meta.close();
-  assert.deepEqual(await sqlite.versions(file), [1]);
+  const snapshots = new SqliteSnapshotStore(file);
+  assert.equal((await snapshots.getUser('ada'))?.quotaBytes, 1000);
+  await snapshots.close();
+  const limits = new SqliteUserLimits(file);
+  assert.equal(limits.slots('ada'), 3);
+  await limits.close();
+  assert.deepEqual(await sqlite.versions(file), SQLITE_MIGRATIONS.map((m) => m.version));
   const check = new Database(file, { readonly: true });
   assert.equal((check.pragma('journal_mode', { simple: true }) as string).toLowerCase(), 'wal');
   check.close();
