@@ -1,10 +1,10 @@
-// Metadata: runtimes seen, runs, refs. An interface (Promise-returning, so a networked database fits it later)
-// and the embedded SQLite implementation.
+// Metadata: runtimes seen, runs, refs. An interface (Promise-returning: Postgres implements it too,
+// stores/postgresMetadataStore.ts) and the embedded SQLite implementation.
 import { SqliteDatabase, openGatewayDb } from './sqlite.js';
 import { Digest, formatDigest } from '@kernelhop/kernel-snapshot';
 import { BlobStore } from './blobStore.js';
 import { checkSnapshot } from './snapshotCheck.js';
-import { SCHEMA_VERSION_TABLE, SQLITE_MIGRATIONS, pendingMigrations } from './stores/migrations/index.js';
+import { migrateSqlite } from './stores/migrations/index.js';
 
 export interface RuntimeInfo {
   id: string;
@@ -114,25 +114,7 @@ export class SqliteMetadataStore implements MetadataStore {
   constructor(file: string, private readonly blobs: BlobStore) {
     this.db = openGatewayDb(file);
     this.db.pragma('synchronous = NORMAL');
-    this.migrate(file);
-  }
-
-  /** Applies the migrations this database lacks, each with its schema_version row in one transaction. */
-  private migrate(file: string): void {
-    // Only exec, prepare, all and run: the calls every SQLite driver has.
-    this.db.exec(SCHEMA_VERSION_TABLE);
-    const applied = (this.db.prepare('SELECT version FROM schema_version').all() as Array<{ version: number }>).map((r) => r.version);
-    for (const m of pendingMigrations(SQLITE_MIGRATIONS, applied, file)) {
-      this.db.exec('BEGIN IMMEDIATE');
-      try {
-        this.db.exec(m.sql);
-        this.db.prepare('INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)').run(m.version, m.name, Date.now());
-        this.db.exec('COMMIT');
-      } catch (e) {
-        this.db.exec('ROLLBACK');
-        throw e;
-      }
-    }
+    migrateSqlite(this.db, file);
   }
 
   async runtimeRegistered(info: RuntimeInfo): Promise<void> {

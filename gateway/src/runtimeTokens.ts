@@ -3,6 +3,7 @@
 // users' tokens, which gRPC refuses, so no GPU host holds a credential that opens the WebSocket API.
 import { randomBytes } from 'node:crypto';
 import { SqliteDatabase, openGatewayDb } from './sqlite.js';
+import { migrateSqlite } from './stores/migrations/index.js';
 import { OpError } from './snapshotApi.js';
 import { User, hashToken } from './snapshotStore.js';
 
@@ -25,41 +26,36 @@ export interface RuntimeTokenStore {
   close(): Promise<void>;
 }
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS runtime_tokens (
-  id TEXT PRIMARY KEY,
-  token_hash TEXT NOT NULL UNIQUE,
-  gpu_class TEXT,
-  created_at INTEGER NOT NULL,
-  revoked_at INTEGER
-);
-`;
 
-interface Row {
+export interface RuntimeTokenRow {
   id: string;
   gpu_class: string | null;
   created_at: number;
   revoked_at: number | null;
 }
 
-const toCredential = (r: Row): RuntimeCredential => ({
+export const toCredential = (r: RuntimeTokenRow): RuntimeCredential => ({
   id: r.id,
   gpuClass: r.gpu_class,
   createdAt: r.created_at,
   revokedAt: r.revoked_at,
 });
 
+/** A new credential's id and token. */
+export function newRuntimeToken(): { id: string; token: string } {
+  return { id: `rt-${randomBytes(6).toString('hex')}`, token: `khr_${randomBytes(24).toString('base64url')}` };
+}
+
 export class SqliteRuntimeTokens implements RuntimeTokenStore {
   private readonly db: SqliteDatabase;
 
   constructor(file: string) {
     this.db = openGatewayDb(file);
-    this.db.exec(SCHEMA);
+    migrateSqlite(this.db, file);
   }
 
   async create(gpuClass: string | null, now: number): Promise<{ credential: RuntimeCredential; token: string }> {
-    const id = `rt-${randomBytes(6).toString('hex')}`;
-    const token = `khr_${randomBytes(24).toString('base64url')}`;
+    const { id, token } = newRuntimeToken();
     this.db
       .prepare('INSERT INTO runtime_tokens (id, token_hash, gpu_class, created_at, revoked_at) VALUES (?, ?, ?, ?, NULL)')
       .run(id, hashToken(token), gpuClass, now);
@@ -68,13 +64,13 @@ export class SqliteRuntimeTokens implements RuntimeTokenStore {
 
   async authenticate(token: string): Promise<RuntimeCredential | undefined> {
     const r = this.db.prepare('SELECT * FROM runtime_tokens WHERE token_hash = ? AND revoked_at IS NULL').get(hashToken(token)) as
-      | Row
+      | RuntimeTokenRow
       | undefined;
     return r === undefined ? undefined : toCredential(r);
   }
 
   async list(): Promise<RuntimeCredential[]> {
-    return (this.db.prepare('SELECT * FROM runtime_tokens ORDER BY created_at, id').all() as Row[]).map(toCredential);
+    return (this.db.prepare('SELECT * FROM runtime_tokens ORDER BY created_at, id').all() as RuntimeTokenRow[]).map(toCredential);
   }
 
   async revoke(id: string, now: number): Promise<boolean> {

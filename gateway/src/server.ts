@@ -17,14 +17,13 @@ import { Log, jsonLog } from './log.js';
 import { GatewayMetrics } from './metrics.js';
 import { METRICS_PATH, serveMetrics } from './metricsHttp.js';
 import { MetadataStore } from './metadataStore.js';
-import { RuntimeTokenStore, SqliteRuntimeTokens } from './runtimeTokens.js';
+import { RuntimeTokenStore } from './runtimeTokens.js';
 import { PoolOps } from './runs/poolOps.js';
 import { RunService } from './runs/runService.js';
-import { SqliteUserLimits } from './runs/userLimits.js';
 import { Scheduler } from './scheduler.js';
 import { SnapshotApi } from './snapshotApi.js';
-import { SnapshotStore, SqliteSnapshotStore } from './snapshotStore.js';
-import { SqliteUsageLedger, UsageLedger } from './usage.js';
+import { SnapshotStore } from './snapshotStore.js';
+import { UsageLedger } from './usage.js';
 import { HubIdentity } from './hubIdentity.js';
 import { loadServerTls } from './tls.js';
 import { openStores } from './stores/openStores.js';
@@ -65,14 +64,12 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
   const log = tuning.log ?? jsonLog('kernelhop-gateway');
   await fsp.mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   const tls = await loadServerTls(config.tls ?? { mode: 'off' }, config.dataDir, config.host);
-  const stores = await openStores(config);
-  const { store, metadata } = stores;
-  const usage = new SqliteUsageLedger(path.join(config.dataDir, 'kernelhop.db'));
+  const stores = await openStores(config, log);
+  const { store, metadata, snapshots, runtimeTokens, usage, limits } = stores;
   // The scheduler is made below; its classes are read at scrape time only.
   const metrics = new GatewayMetrics(() => scheduler.classes());
   // Made once the gRPC port is known (provided runtimes are told it); registrations before that are not its.
   let autoscaler: Autoscaler | undefined;
-  const limits = new SqliteUserLimits(path.join(config.dataDir, 'kernelhop.db'));
   const scheduler: Scheduler = new Scheduler({
     heartbeatIntervalMs: tuning.heartbeatIntervalMs,
     missedHeartbeats: tuning.missedHeartbeats,
@@ -106,8 +103,6 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
     },
   });
   // Runtimes use gRPC with runtime tokens; users (the admin too) reach the store only through the WebSocket.
-  const runtimeTokens = new SqliteRuntimeTokens(path.join(config.dataDir, 'kernelhop.db'));
-  const snapshots = new SqliteSnapshotStore(path.join(config.dataDir, 'kernelhop.db'));
   await snapshots.ensureAdmin(config.adminUser ?? DEFAULT_ADMIN_USER, config.token);
   const runs = new RunService({ store, snapshots, metadata, scheduler, log });
   const collector = new Collector(store, snapshots, () => runs.activeSnapshots(), new Mutex());
@@ -163,10 +158,6 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
   } catch (e) {
     httpServer.close();
     await stores.close();
-    await snapshots.close();
-    await runtimeTokens.close();
-    await usage.close();
-    await limits.close();
     scheduler.close();
     throw e;
   }
@@ -204,10 +195,6 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
       await Promise.all([new Promise<void>((r) => httpServer.close(() => r())), grpcApi.close()]);
       httpServer.closeAllConnections();
       await stores.close();
-      await snapshots.close();
-      await runtimeTokens.close();
-      await limits.close();
-      await usage.close();
     })());
 
   return { wsUrl, grpcAddress, tlsFingerprint: tls?.fingerprint, store, metadata, snapshots, collector, scheduler, runs, runtimeTokens, usage, metrics, close };

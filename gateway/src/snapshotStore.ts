@@ -1,8 +1,9 @@
 // Users, who holds which blob, snapshots, refs and shares ("Snapshots, users and trust" in ARCHITECTURE.md).
-// An interface (Promise-returning, so Postgres fits it later) and the embedded SQLite implementation, which shares
-// the gateway's kernelhop.db. Every method that must check and write at once does so in one transaction.
+// An interface (Promise-returning; Postgres implements it too, stores/postgresSnapshotStore.ts) and the embedded SQLite
+// implementation, which shares the gateway's kernelhop.db. Every method that must check and write at once does so in one transaction.
 import { createHash, randomBytes } from 'node:crypto';
 import { SqliteDatabase, openGatewayDb } from './sqlite.js';
+import { migrateSqlite } from './stores/migrations/index.js';
 import { quotaMessage } from './quota.js';
 
 export interface User {
@@ -121,80 +122,18 @@ export interface SnapshotStore {
   close(): Promise<void>;
 }
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS users (
-  name TEXT PRIMARY KEY,
-  token_hash TEXT NOT NULL UNIQUE,
-  admin INTEGER NOT NULL,
-  public_key TEXT,
-  quota_bytes INTEGER NOT NULL,
-  created_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS blob_holds (
-  user TEXT NOT NULL,
-  digest TEXT NOT NULL,
-  size INTEGER NOT NULL,
-  at INTEGER NOT NULL,
-  PRIMARY KEY (user, digest)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS blob_holds_by_digest ON blob_holds (digest);
-CREATE TABLE IF NOT EXISTS manifest_blobs (
-  manifest TEXT NOT NULL,
-  digest TEXT NOT NULL,
-  size INTEGER NOT NULL,
-  PRIMARY KEY (manifest, digest)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS manifest_blobs_by_digest ON manifest_blobs (digest);
-CREATE TABLE IF NOT EXISTS snapshots (
-  owner TEXT NOT NULL,
-  id TEXT NOT NULL,
-  author TEXT NOT NULL,
-  manifest TEXT NOT NULL,
-  record TEXT NOT NULL,
-  signature TEXT NOT NULL,
-  imported INTEGER NOT NULL,
-  created_at INTEGER NOT NULL,
-  size_bytes INTEGER NOT NULL,
-  PRIMARY KEY (owner, id)
-);
-CREATE INDEX IF NOT EXISTS snapshots_by_manifest ON snapshots (manifest);
-CREATE INDEX IF NOT EXISTS snapshots_by_id ON snapshots (id);
-CREATE TABLE IF NOT EXISTS snapshot_refs (
-  owner TEXT NOT NULL,
-  name TEXT NOT NULL,
-  snapshot TEXT NOT NULL,
-  updated_at INTEGER NOT NULL,
-  PRIMARY KEY (owner, name)
-);
-CREATE TABLE IF NOT EXISTS shares (
-  id TEXT PRIMARY KEY,
-  snapshot TEXT NOT NULL,
-  owner TEXT NOT NULL,
-  grantee TEXT,
-  link_hash TEXT UNIQUE,
-  created_at INTEGER NOT NULL,
-  expires_at INTEGER,
-  revoked_at INTEGER
-);
-CREATE INDEX IF NOT EXISTS shares_by_grantee ON shares (grantee);
-CREATE TABLE IF NOT EXISTS link_redemptions (
-  share TEXT NOT NULL,
-  user TEXT NOT NULL,
-  PRIMARY KEY (share, user)
-);
-`;
 
 // A share is active for a user when it names the user or a link the user redeemed, is not revoked, not expired.
 const ACTIVE_SHARE = `s.revoked_at IS NULL AND (s.expires_at IS NULL OR s.expires_at > @now)
   AND (s.grantee = @user OR s.id IN (SELECT share FROM link_redemptions WHERE user = @user))`;
 
-interface UserRow {
+export interface UserRow {
   name: string;
   admin: number;
   public_key: string | null;
   quota_bytes: number;
 }
-interface SnapRow {
+export interface SnapRow {
   owner: string;
   id: string;
   author: string;
@@ -205,7 +144,7 @@ interface SnapRow {
   created_at: number;
   size_bytes: number;
 }
-interface ShareDbRow {
+export interface ShareDbRow {
   id: string;
   snapshot: string;
   owner: string;
@@ -220,15 +159,15 @@ export function hashToken(token: string): string {
   return createHash('sha256').update(token, 'utf8').digest('hex');
 }
 
-function newToken(prefix: string): string {
+export function newToken(prefix: string): string {
   return `${prefix}_${randomBytes(24).toString('base64url')}`;
 }
 
-function toUser(r: UserRow): User {
+export function toUser(r: UserRow): User {
   return { name: r.name, admin: r.admin === 1, publicKey: r.public_key, quotaBytes: r.quota_bytes };
 }
 
-function toSnap(r: SnapRow): SnapshotRow {
+export function toSnap(r: SnapRow): SnapshotRow {
   return {
     id: r.id,
     owner: r.owner,
@@ -242,7 +181,7 @@ function toSnap(r: SnapRow): SnapshotRow {
   };
 }
 
-function toShare(r: ShareDbRow): ShareRow {
+export function toShare(r: ShareDbRow): ShareRow {
   return {
     id: r.id,
     snapshot: r.snapshot,
@@ -262,7 +201,7 @@ export class SqliteSnapshotStore implements SnapshotStore {
     this.db = openGatewayDb(file);
     // FULL: a snapshot row that survives a crash must not outlive the commit that wrote it.
     this.db.pragma('synchronous = FULL');
-    this.db.exec(SCHEMA);
+    migrateSqlite(this.db, file);
   }
 
   async ensureAdmin(name: string, token: string): Promise<void> {

@@ -2,6 +2,7 @@
 // is when its slot stopped being free for anyone else, to the moment the run ended. One row per run that reached a
 // runtime; runs refused or cancelled while queued held no GPU and cost nothing.
 import { SqliteDatabase, openGatewayDb } from './sqlite.js';
+import { migrateSqlite } from './stores/migrations/index.js';
 
 export interface UsageEntry {
   runId: string;
@@ -50,22 +51,6 @@ export interface UsageLedger {
 /** A report lists at most this many keys per group: the heaviest ones, which are what a cost question asks about. */
 export const USAGE_TOP = 50;
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS usage (
-  run_id TEXT PRIMARY KEY,
-  user TEXT NOT NULL,
-  notebook TEXT NOT NULL,
-  cell TEXT NOT NULL,
-  gpu_class TEXT NOT NULL,
-  runtime TEXT NOT NULL,
-  started_at INTEGER NOT NULL,
-  ended_at INTEGER NOT NULL,
-  gpu_ms INTEGER NOT NULL,
-  outcome TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS usage_by_user ON usage (user, ended_at);
-CREATE INDEX IF NOT EXISTS usage_by_end ON usage (ended_at);
-`;
 
 const GROUP_KEY: Record<UsageGroup, string> = {
   user: 'user',
@@ -80,7 +65,7 @@ export class SqliteUsageLedger implements UsageLedger {
 
   constructor(file: string) {
     this.db = openGatewayDb(file);
-    this.db.exec(SCHEMA);
+    migrateSqlite(this.db, file);
   }
 
   async record(e: UsageEntry): Promise<void> {
@@ -125,6 +110,6 @@ export class SqliteUsageLedger implements UsageLedger {
   }
 }
 
-function gpuMs(e: UsageEntry): number {
+export function gpuMs(e: UsageEntry): number {
   return Math.max(0, Math.round(e.endedAt - e.startedAt));
 }

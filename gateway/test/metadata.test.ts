@@ -11,6 +11,8 @@ import { DiskBlobStore } from '../src/blobStore.js';
 import { MetadataStore, RefError, SqliteMetadataStore } from '../src/metadataStore.js';
 import { POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS } from '../src/stores/migrations/index.js';
 import { PostgresMetadataStore } from '../src/stores/postgresMetadataStore.js';
+import { SqliteUserLimits } from '../src/runs/userLimits.js';
+import { SqliteSnapshotStore } from '../src/snapshotStore.js';
 import { blob, snapshotOf } from './helpers.js';
 import { PostgresTestServer, startPostgres } from './postgresServer.js';
 
@@ -148,21 +150,33 @@ for (const backend of [sqlite, postgresBackend]) {
       await again.meta.close();
       assert.deepEqual(await backend.versions(where), all);
       await backend.exec(where, `INSERT INTO schema_version (version, name, applied_at) VALUES (999, 'from_the_future', 0)`);
-      await assert.rejects(backend.open(store, where), /has schema version 999, newer than this gateway knows \(up to 1\); upgrade kernelhop/);
+      await assert.rejects(backend.open(store, where), /has schema version 999, newer than this gateway knows \(up to 2\); upgrade kernelhop/);
     });
   });
 }
 
-test('a SQLite database from before migrations is taken as version 1 and keeps its rows', async () => {
+test('a SQLite database from before migrations takes them as applied and keeps its rows', async () => {
   const file = path.join(dir, 'legacy.db');
   const db = new Database(file);
+  // As the gateway made them before: each store its CREATE TABLE IF NOT EXISTS, on open.
   db.exec(`CREATE TABLE refs (name TEXT PRIMARY KEY, manifest TEXT NOT NULL, owner TEXT NOT NULL, updated_at INTEGER NOT NULL);
-           INSERT INTO refs VALUES ('main', 'm/1', 'ada', 5);`);
+           INSERT INTO refs VALUES ('main', 'm/1', 'ada', 5);
+           CREATE TABLE users (name TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, admin INTEGER NOT NULL, public_key TEXT,
+                               quota_bytes INTEGER NOT NULL, created_at INTEGER NOT NULL);
+           INSERT INTO users VALUES ('ada', 'h', 0, NULL, 1000, 5);
+           CREATE TABLE user_limits (user TEXT PRIMARY KEY, slots INTEGER NOT NULL);
+           INSERT INTO user_limits VALUES ('ada', 3);`);
   db.close();
   const meta = new SqliteMetadataStore(file, await DiskBlobStore.open(path.join(dir, 'cas-legacy')));
   assert.equal((await meta.getRef('main'))?.owner, 'ada');
   await meta.close();
-  assert.deepEqual(await sqlite.versions(file), [1]);
+  const snapshots = new SqliteSnapshotStore(file);
+  assert.equal((await snapshots.getUser('ada'))?.quotaBytes, 1000);
+  await snapshots.close();
+  const limits = new SqliteUserLimits(file);
+  assert.equal(limits.slots('ada'), 3);
+  await limits.close();
+  assert.deepEqual(await sqlite.versions(file), SQLITE_MIGRATIONS.map((m) => m.version));
   const check = new Database(file, { readonly: true });
   assert.equal((check.pragma('journal_mode', { simple: true }) as string).toLowerCase(), 'wal');
   check.close();

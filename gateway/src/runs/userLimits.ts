@@ -1,6 +1,7 @@
 // Per-user limits on slots held at once (`kernelhop user limit NAME --slots N`), in the metadata database.
 // Read on every scheduling decision, so kept in memory too; the table is the truth across restarts.
 import { SqliteDatabase, openGatewayDb } from '../sqlite.js';
+import { migrateSqlite } from '../stores/migrations/index.js';
 
 export interface UserLimits {
   /** Slots `user` may hold at once (running or warm); Infinity when no limit is set. */
@@ -11,12 +12,6 @@ export interface UserLimits {
   close(): Promise<void>;
 }
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS user_limits (
-  user TEXT PRIMARY KEY,
-  slots INTEGER NOT NULL
-);
-`;
 
 export class SqliteUserLimits implements UserLimits {
   private readonly db: SqliteDatabase;
@@ -24,7 +19,7 @@ export class SqliteUserLimits implements UserLimits {
 
   constructor(file: string) {
     this.db = openGatewayDb(file);
-    this.db.exec(SCHEMA);
+    migrateSqlite(this.db, file);
     for (const r of this.db.prepare('SELECT user, slots FROM user_limits').all() as Array<{ user: string; slots: number }>) {
       this.cache.set(r.user, r.slots);
     }

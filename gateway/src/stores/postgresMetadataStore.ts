@@ -4,18 +4,7 @@ import { Digest, formatDigest } from '@kernelhop/kernel-snapshot';
 import { BlobStore } from '../blobStore.js';
 import { MetadataStore, RefError, RefRecord, RefRow, RunEnd, RunRow, RuntimeInfo, RunRecord, toRunRecord } from '../metadataStore.js';
 import { checkSnapshot } from '../snapshotCheck.js';
-import { Migration, POSTGRES_MIGRATIONS, SCHEMA_VERSION_TABLE, pendingMigrations } from './migrations/index.js';
-import { redact } from './storeUrl.js';
-
-/** Any number that fits: every BIGINT here is milliseconds since the epoch, far below 2^53. */
-const INT8_OID = 20;
-const types = {
-  getTypeParser: ((oid: number, format?: string) =>
-    oid === INT8_OID ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
-};
-
-/** Taken while migrating, so gateways starting together on one database migrate it once. */
-const MIGRATION_LOCK = 0x6b68_6d69; // "khmi"
+import { openPostgres } from './postgres.js';
 
 export class PostgresMetadataStore implements MetadataStore {
   /**
@@ -24,24 +13,16 @@ export class PostgresMetadataStore implements MetadataStore {
    */
   private tail: Promise<unknown> = Promise.resolve();
 
-  private constructor(
+  /** On a pool the caller owns (openStores shares one among the Postgres stores) unless `ownsPool`. */
+  constructor(
     private readonly pool: pg.Pool,
     private readonly blobs: BlobStore,
+    private readonly ownsPool = false,
   ) {}
 
-  /** Connects, migrates, and fails with what to check when the database cannot be reached. */
+  /** Its own pool: connects, migrates, and fails with what to check when the database cannot be reached. */
   static async open(url: string, blobs: BlobStore): Promise<PostgresMetadataStore> {
-    const pool = new pg.Pool({ connectionString: url, max: 8, types, connectionTimeoutMillis: 10_000 });
-    // An idle client losing its connection (server restart) must not take the gateway down; the next query reconnects.
-    pool.on('error', () => undefined);
-    try {
-      await migrate(pool, POSTGRES_MIGRATIONS, redact(url));
-    } catch (e) {
-      await pool.end();
-      if (e instanceof Error && e.name === 'MigrationError') throw e;
-      throw new Error(`the metadata database ${redact(url)} did not answer: ${String((e as Error).message ?? e)} (check --metadata, the server and its pg_hba.conf)`);
-    }
-    return new PostgresMetadataStore(pool, blobs);
+    return new PostgresMetadataStore(await openPostgres(url), blobs, true);
   }
 
   private write(sql: string, params: unknown[]): Promise<void> {
@@ -119,27 +100,6 @@ export class PostgresMetadataStore implements MetadataStore {
   private closing?: Promise<void>;
 
   close(): Promise<void> {
-    return (this.closing ??= this.tail.then(() => this.pool.end()));
-  }
-}
-
-/** Applies what the database lacks, each migration and its schema_version row in one transaction, under a lock. */
-async function migrate(pool: pg.Pool, migrations: readonly Migration[], where: string): Promise<void> {
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
-    await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
-    await client.query(SCHEMA_VERSION_TABLE);
-    const applied = (await client.query<{ version: number }>('SELECT version FROM schema_version')).rows.map((r) => r.version);
-    for (const m of pendingMigrations(migrations, applied, where)) {
-      await client.query(m.sql);
-      await client.query('INSERT INTO schema_version (version, name, applied_at) VALUES ($1, $2, $3)', [m.version, m.name, Date.now()]);
-    }
-    await client.query('COMMIT');
-  } catch (e) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw e;
-  } finally {
-    client.release();
+    return (this.closing ??= this.tail.then(() => (this.ownsPool ? this.pool.end() : undefined)));
   }
 }

@@ -1,6 +1,8 @@
-// The metadata tables, as SQLite's first migration; times are milliseconds since the epoch (BIGINT: past int4).
-export default `
-CREATE TABLE runtimes (
+// The metadata tables as the gateway first made them, one text for both databases. IF NOT EXISTS: a SQLite database
+// from before migrations takes this as applied, unchanged. Times are milliseconds since the epoch, BIGINT (past int4
+// in Postgres; in SQLite any type naming INT has integer affinity, so BIGINT and INTEGER store alike).
+export default (): string => `
+CREATE TABLE IF NOT EXISTS runtimes (
   id TEXT PRIMARY KEY,
   name TEXT NOT NULL,
   classes_json TEXT NOT NULL,
@@ -11,7 +13,7 @@ CREATE TABLE runtimes (
   gone_at BIGINT,
   gone_reason TEXT
 );
-CREATE TABLE runs (
+CREATE TABLE IF NOT EXISTS runs (
   id TEXT PRIMARY KEY,
   session TEXT NOT NULL,
   gpu_class TEXT NOT NULL,
@@ -27,8 +29,8 @@ CREATE TABLE runs (
   started_at BIGINT,
   finished_at BIGINT
 );
-CREATE INDEX runs_by_session ON runs (session, created_at);
-CREATE TABLE refs (
+CREATE INDEX IF NOT EXISTS runs_by_session ON runs (session, created_at);
+CREATE TABLE IF NOT EXISTS refs (
   name TEXT PRIMARY KEY,
   manifest TEXT NOT NULL,
   owner TEXT NOT NULL,
