@@ -6,8 +6,8 @@ loopback: gateways A and B, one runtime of one posed slot registered with both, 
 - A killed while a kernel's cell runs: the cell fails saying so, the kernel's state is intact, and its next hop
   goes through B.
 
-Both gateways take the admin token as `kernelhop gateway` does (KERNELHOP_TOKEN), so one token opens both; the
-runtime holds a runtime token of each (`--gateway A,B`, KERNELHOP_TOKEN="TA,TB").
+The kernels act as a user made on A (`user_add`, as `kernelhop user add` does): users are in the shared database,
+so its token opens B too. The runtime holds a runtime token of each gateway (`--gateway A,B`, KERNELHOP_TOKEN="TA,TB").
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class Gateways:
     root: Path
     token: str
     stores: list[str]
+    user_token: str
     a: Service
     b: Service
     runtime: Service
@@ -47,7 +48,7 @@ class Gateways:
         return {
             **os.environ,
             "KERNELHOP_GATEWAY": ",".join(self.ws(g) for g in order),
-            "KERNELHOP_TOKEN": self.token,
+            "KERNELHOP_TOKEN": self.user_token,
             "KERNELHOP_HOME": str(self.root / "home"),
         }
 
@@ -105,7 +106,12 @@ def gateways(postgres: str, moto: tuple[str, Path], tmp_path: Path) -> Iterator[
             echo=None,
         )
         services.append(runtime)
-        g = Gateways(tmp_path, token, stores, a, b, runtime)
+        admin = GatewayConnection(a.ready["ws"], token, source="the test's admin token")
+        try:
+            reply, _ = admin._op("user_add", name="ann")
+        finally:
+            admin.close()
+        g = Gateways(tmp_path, token, stores, str(reply["token"]), a, b, runtime)
         yield g
         services[0] = g.a
     finally:
@@ -162,6 +168,9 @@ def test_two_gateways_share_a_runtime_and_survive_losing_one(gateways: Gateways)
         assert waited.status == "ok", waited.error_text
         assert "is gone" in waited.stream_text("stderr"), waited.stream_text("stderr")
         assert third.value("(m, t)") == "(1, 100000.0)"
+        # The blobs went to the shared store through A; B's view of the user (shared holds) lacks none of them.
+        uploads = [s["bytes_total"] for _, msg in waited.messages if (s := hop_phase(msg)) and s["phase"] == "upload"]
+        assert uploads[0] > 0 and uploads[-1] == 0, uploads
 
         # (c) A back; a kernel's cell runs through A when A dies: a clear error, the state intact, the next hop via B.
         g.restart_a()
