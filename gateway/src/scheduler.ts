@@ -538,7 +538,8 @@ export class Scheduler {
       for (const rt of cs.runtimes) {
         info.runtimes += 1;
         info.capacity += rt.slots.length;
-        for (const s of rt.slots) if (s.job?.gpuClass === name) info.busy += 1;
+        // A slot another gateway's run holds is busy too, as far as this gateway's users can tell.
+        for (const s of rt.slots) if (s.job?.gpuClass === name || (s.taken && s.job === null)) info.busy += 1;
         // A class is simulated only when every runtime offering it merely poses as it.
         info.simulated &&= rt.classes.get(name)?.simulated ?? true;
       }

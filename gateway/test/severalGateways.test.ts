@@ -93,6 +93,7 @@ test("a slot another gateway takes is placed on no more; a warm worker of ours t
     return status.state === 'evicted';
   });
   assert.equal((await classes()).warm, 0);
+  assert.equal((await classes()).busy, 1, 'a slot another gateway holds is busy to our users');
   // Another session's cell, and this session's next one, wait for the slot rather than being placed on it.
   const other = run('nb-other');
   assert.equal((await ws.next(other)).event, 'queued');
