@@ -26,7 +26,6 @@ export interface RuntimeTokenStore {
   close(): Promise<void>;
 }
 
-
 export interface RuntimeTokenRow {
   id: string;
   gpu_class: string | null;

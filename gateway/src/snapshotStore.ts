@@ -1,6 +1,7 @@
 // Users, who holds which blob, snapshots, refs and shares ("Snapshots, users and trust" in ARCHITECTURE.md).
 // An interface (Promise-returning; Postgres implements it too, stores/postgresSnapshotStore.ts) and the embedded SQLite
-// implementation, which shares the gateway's kernelhop.db. Every method that must check and write at once does so in one transaction.
+// implementation, which shares the gateway's kernelhop.db. Every method that must check and write at once does so in
+// one transaction.
 import { createHash, randomBytes } from 'node:crypto';
 import { SqliteDatabase, openGatewayDb } from './sqlite.js';
 import { migrateSqlite } from './stores/migrations/index.js';
@@ -121,7 +122,6 @@ export interface SnapshotStore {
   heldDigests(): Promise<Set<string>>;
   close(): Promise<void>;
 }
-
 
 // A share is active for a user when it names the user or a link the user redeemed, is not revoked, not expired.
 const ACTIVE_SHARE = `s.revoked_at IS NULL AND (s.expires_at IS NULL OR s.expires_at > @now)

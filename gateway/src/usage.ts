@@ -51,7 +51,6 @@ export interface UsageLedger {
 /** A report lists at most this many keys per group: the heaviest ones, which are what a cost question asks about. */
 export const USAGE_TOP = 50;
 
-
 const GROUP_KEY: Record<UsageGroup, string> = {
   user: 'user',
   notebook: "user || char(9) || notebook",

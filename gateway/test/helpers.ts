@@ -30,8 +30,9 @@ export interface TestGateway {
 export async function startTestGateway(more: Partial<GatewayConfig> & { tuning?: GatewayTuning } = {}): Promise<TestGateway> {
   const { tuning, ...config } = more;
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'kernelhop-gw-'));
+  const metadataStore = config.metadataStore ?? (await testPostgres());
   const gw = await startGateway(
-    { host: '127.0.0.1', port: 0, grpcPort: 0, dataDir, token: TOKEN, tokenGenerated: false, ...config },
+    { host: '127.0.0.1', port: 0, grpcPort: 0, dataDir, token: TOKEN, tokenGenerated: false, metadataStore, ...config },
     { heartbeatIntervalMs: 200, missedHeartbeats: 3, cancelGraceMs: 400, log: () => undefined, ...tuning },
   );
   runtimeToken = (await gw.runtimeTokens.create(null, Date.now())).token;
@@ -45,6 +46,26 @@ export async function startTestGateway(more: Partial<GatewayConfig> & { tuning?:
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * With KERNELHOP_TEST_POSTGRES (a server's URL, no database: postgresSuites.test.ts sets it), each test gateway gets
+ * a new database there, so a suite written for the embedded default runs on Postgres as it is.
+ */
+let testDatabases = 0;
+async function testPostgres(): Promise<GatewayConfig['metadataStore']> {
+  const server = process.env.KERNELHOP_TEST_POSTGRES;
+  if (server === undefined || server === '') return undefined;
+  const name = `gw_${process.pid}_${testDatabases++}`;
+  const { default: pg } = await import('pg');
+  const client = new pg.Client({ connectionString: `${server}/postgres` });
+  await client.connect();
+  try {
+    await client.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await client.end();
+  }
+  return { kind: 'postgres', url: `${server}/${name}` };
 }
 
 export type Msg = Record<string, unknown>;

@@ -1,6 +1,7 @@
 """A `%%gpu` hop with the gateway past one disk: metadata in a real PostgreSQL (Debian's, initdb'd here) and blobs in
 an S3-compatible store (moto's standalone server, from the test extra), both started by this test on loopback. The
 runtime fetches the run's chunks straight from the store by presigned URLs: moto's request recorder shows them.
+Users, runtime tokens and usage live in the same Postgres, so a second gateway on it serves what the first made.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from kernelhop.cli.services import runtime_token, start_gateway, start_runtime, stop_process
+from kernelhop.cli.services import Service, runtime_token, start_gateway, start_runtime, stop_process
 from kernelhop_testing import Kernel, Stack
 
 
@@ -163,4 +164,67 @@ def test_a_hop_on_postgres_and_s3_fetches_chunks_by_presigned_urls(
     assert all("/hops/team-a/cas/" in r["url"] for r in presigned)
     # The run is in Postgres, done, with its result; the schema is at its migrated version.
     assert psql(postgres, "SELECT status || ' ' || outcome FROM runs") == "done ok"
-    assert psql(postgres, "SELECT max(version) FROM schema_version") == "1"
+    assert psql(postgres, "SELECT max(version) FROM schema_version") == "2"
+    assert not (tmp_path / "gateway" / "kernelhop.db").exists()
+
+
+def cli(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "kernelhop.cli", *args], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_user_added_on_one_gateway_hops_through_another_that_counts_both_runs(
+    postgres: str, moto: tuple[str, Path], tmp_path: Path
+) -> None:
+    endpoint, _ = moto
+    # One deployment: one admin token, one database, one bucket; each gateway its own --data.
+    token, token_file = secrets.token_hex(16), tmp_path / "runtime-token"
+    stores = ["--store", "s3://hops/team-b", "--s3-endpoint", endpoint, "--metadata", postgres]
+    data_a, data_b = tmp_path / "gateway-a", tmp_path / "gateway-b"
+
+    def as_(gateway: Service, user_token: str, **more: str) -> dict[str, str]:
+        return {**os.environ, "KERNELHOP_GATEWAY": gateway.ready["ws"], "KERNELHOP_TOKEN": user_token, **more}
+
+    def hop_through(gateway: Service, user_token: str, notebook: str) -> None:
+        """A runtime on `gateway` with the token A made, and one `%%gpu` hop of a new kernel through it."""
+        runtime = start_runtime(
+            gateway=gateway.ready["grpc"],
+            token=runtime_token(token_file),
+            classes=["h100"],
+            capacity=1,
+            cache=tmp_path / f"cache-{notebook}",
+        )
+        kernel = Kernel(as_(gateway, user_token, JPY_SESSION_NAME=notebook))
+        try:
+            done = kernel.run("%%gpu h100\nimport os\nprint('on', os.getpid() > 0)")
+            assert done.status == "ok", done.error_text
+            assert "on True" in done.stream_text("stdout")
+        finally:
+            kernel.shutdown()
+            runtime.stop()
+
+    gateway_a = start_gateway(
+        data=data_a, token=token, port=0, grpc_port=0, runtime_token_file=token_file, extra=stores
+    )
+    try:
+        uma = cli(as_(gateway_a, token), "user", "add", "uma").strip().splitlines()[-1]
+        cli(as_(gateway_a, token), "user", "limit", "uma", "--slots", "1")
+        hop_through(gateway_a, uma, "a.ipynb")
+    finally:
+        gateway_a.stop()
+
+    # A is gone; B, on the same database and bucket, knows uma, A's runtime token, A's run and uma's limit.
+    gateway_b = start_gateway(data=data_b, token=token, port=0, grpc_port=0, extra=stores)
+    try:
+        hop_through(gateway_b, uma, "b.ipynb")
+        report = json.loads(cli(as_(gateway_b, uma), "usage", "--json"))
+        assert report["total"]["runs"] == 2, report
+        assert sorted(r["key"] for r in report["by"]["notebook"]) == ["uma\ta.ipynb", "uma\tb.ipynb"]
+        assert cli(as_(gateway_b, token), "user", "limit").split() == ["uma", "1", "slot(s)"]
+    finally:
+        gateway_b.stop()
+    # Every row is in Postgres, none on either gateway's disk.
+    for data in (data_a, data_b):
+        assert [p.name for p in data.iterdir() if p.name.startswith("kernelhop")] == [], sorted(data.iterdir())
+    assert psql(postgres, "SELECT count(*) FROM usage WHERE \"user\" = 'uma'") == "2"

@@ -12,7 +12,6 @@ export interface UserLimits {
   close(): Promise<void>;
 }
 
-
 export class SqliteUserLimits implements UserLimits {
   private readonly db: SqliteDatabase;
   private readonly cache = new Map<string, number>();

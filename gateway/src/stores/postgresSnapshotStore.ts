@@ -31,11 +31,14 @@ type Queryable = pg.Pool | pg.PoolClient;
 const activeShare = (user: string, now: string): string => `s.revoked_at IS NULL AND (s.expires_at IS NULL OR s.expires_at > ${now})
   AND (s.grantee = ${user} OR s.id IN (SELECT share FROM link_redemptions WHERE "user" = ${user}))`;
 
-/** One row per distinct digest (Postgres refuses an upsert that names a row twice), the first size seen. */
+/**
+ * One row per distinct digest (Postgres refuses an upsert that names a row twice), the first size seen, in digest
+ * order: two transactions writing rows of one key set take their row locks in the same order, so neither deadlocks.
+ */
 function distinct(blobs: ReadonlyArray<{ digest: string; size: number }>): Array<{ digest: string; size: number }> {
   const seen = new Map<string, number>();
   for (const b of blobs) if (!seen.has(b.digest)) seen.set(b.digest, b.size);
-  return [...seen].map(([digest, size]) => ({ digest, size }));
+  return [...seen].sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0)).map(([digest, size]) => ({ digest, size }));
 }
 
 export class PostgresSnapshotStore implements SnapshotStore {
@@ -178,7 +181,7 @@ export class PostgresSnapshotStore implements SnapshotStore {
       if (heldBefore.size > 0) {
         await c.query('UPDATE blob_holds SET at = $1 WHERE "user" = $2 AND digest = ANY($3::text[])', [now, user, [...heldBefore]]);
       }
-      await this.hold(c, user, taken, now);
+      await this.hold(c, user, distinct(taken), now);
       return answers;
     });
   }
