@@ -9,7 +9,7 @@ import pg from 'pg';
 import { parseDigest } from '@kernelhop/kernel-snapshot';
 import { DiskBlobStore } from '../src/blobStore.js';
 import { MetadataStore, RefError, SqliteMetadataStore } from '../src/metadataStore.js';
-import { POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS } from '../src/stores/migrations/index.js';
+import { POSTGRES_MIGRATIONS, SCHEMA_VERSION_TABLE, SQLITE_MIGRATIONS } from '../src/stores/migrations/index.js';
 import { PostgresMetadataStore } from '../src/stores/postgresMetadataStore.js';
 import { SqliteUserLimits } from '../src/runs/userLimits.js';
 import { SqliteSnapshotStore } from '../src/snapshotStore.js';
@@ -35,11 +35,14 @@ interface Backend {
   versions(where: string): Promise<number[]>;
   /** Runs SQL on the database behind the store's back. */
   exec(where: string, sql: string): Promise<void>;
+  /** Where a new, empty database is (nothing opened it yet). */
+  empty(): Promise<string>;
 }
 
 let n = 0;
 const sqlite: Backend = {
   name: 'SQLite',
+  empty: async () => path.join(dir, `meta${n++}.db`),
   open: async (store, where = path.join(dir, `meta${n++}.db`)) => ({ meta: new SqliteMetadataStore(where, store), where }),
   versions: async (where) => {
     const db = new Database(where, { readonly: true });
@@ -67,6 +70,7 @@ const withClient = async <T>(url: string, fn: (c: pg.Client) => Promise<T>): Pro
 };
 const postgresBackend: Backend = {
   name: 'PostgreSQL',
+  empty: () => postgres.newDatabase(),
   open: async (store, where) => {
     const url = where ?? (await postgres.newDatabase());
     return { meta: await PostgresMetadataStore.open(url, store), where: url };
@@ -137,6 +141,25 @@ for (const backend of [sqlite, postgresBackend]) {
       } finally {
         await meta.close();
       }
+    });
+
+    test('a database at version 1 (runs, runtimes, refs only) gets the later versions and keeps its rows', async () => {
+      const where = await backend.empty();
+      const migrations = backend === sqlite ? SQLITE_MIGRATIONS : POSTGRES_MIGRATIONS;
+      const first = migrations[0]!;
+      await backend.exec(where, `${SCHEMA_VERSION_TABLE};
+        ${first.sql}
+        INSERT INTO schema_version (version, name, applied_at) VALUES (1, '${first.name}', 0);
+        INSERT INTO refs (name, manifest, owner, updated_at) VALUES ('main', 'm/1', 'ada', 5);`);
+      const store = await DiskBlobStore.open(path.join(dir, `cas${n++}`));
+      const { meta } = await backend.open(store, where);
+      try {
+        assert.equal((await meta.getRef('main'))?.owner, 'ada');
+      } finally {
+        await meta.close();
+      }
+      assert.deepEqual(await backend.versions(where), migrations.map((m) => m.version));
+      await backend.exec(where, `INSERT INTO users (name, token_hash, admin, public_key, quota_bytes, created_at) VALUES ('ada', 'h', 0, NULL, 0, 1)`);
     });
 
     test('migrations are applied once, in order, and a database from a newer gateway is refused', async () => {
