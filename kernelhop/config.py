@@ -1,9 +1,9 @@
 """Where the gateway is and which token it takes (ARCHITECTURE.md, "Discovery and auth").
 
 Environment first (`KERNELHOP_GATEWAY`, `KERNELHOP_TOKEN`, `KERNELHOP_CA`, `KERNELHOP_FINGERPRINT`),
-then `$KERNELHOP_HOME/gateway.json`, which a gateway
-writes when it starts. The URL may be a comma list of gateways sharing one database and store ("Several gateways"):
-the kernel uses the first that answers. Read at every hop, so `%env KERNELHOP_GATEWAY=...` takes effect without a restart.
+then `$KERNELHOP_HOME/gateway.json`, which a gateway writes when it starts. The URL may be a comma list of gateways
+sharing one database and store ("Several gateways"): the kernel uses the first that answers. Read at every hop, so
+`%env KERNELHOP_GATEWAY=...` takes effect without a restart.
 """
 
 from __future__ import annotations

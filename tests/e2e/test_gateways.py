@@ -59,7 +59,8 @@ class Gateways:
     def restart_a(self) -> None:
         """A again on its ports and data, as after a crash; the runtime registers with it by itself."""
         ws, grpc = self.a.ready["ws"], self.a.ready["grpc"]
-        self.a = gateway(self.root / "a", self.token, self.stores, int(ws.rsplit(":", 1)[1].split("/")[0]), int(grpc.rsplit(":", 1)[1]))
+        port, grpc_port = int(ws.rsplit(":", 1)[1].split("/")[0]), int(grpc.rsplit(":", 1)[1])
+        self.a = gateway(self.root / "a", self.token, self.stores, port, grpc_port)
         wait_for_runtime(self.ws(self.a), self.token)
 
 
@@ -99,7 +100,7 @@ def gateways(postgres: str, moto: tuple[str, Path], tmp_path: Path) -> Iterator[
         services.append(b)
         runtime = start_runtime(
             gateway=f"{a.ready['grpc']},{b.ready['grpc']}",
-            token=f"{runtime_token(tmp_path / 'a' / 'runtime-token')},{runtime_token(tmp_path / 'b' / 'runtime-token')}",
+            token=",".join(runtime_token(tmp_path / name / "runtime-token") for name in ("a", "b")),
             classes=["h100"],
             capacity=1,
             cache=tmp_path / "runtime-cache",

@@ -91,7 +91,8 @@ def test_the_recipe_cost_bound_is_a_setting():
 
 def test_several_gateways_as_a_comma_list(tmp_path):
     """Several gateways (ARCHITECTURE.md): the first is the one used; KERNELHOP_TOKEN goes to each of them."""
-    cfg = discover({"KERNELHOP_HOME": str(tmp_path), "KERNELHOP_GATEWAY": "a:1, wss://b/ws/v1,a:1", "KERNELHOP_TOKEN": "t"})
+    env = {"KERNELHOP_HOME": str(tmp_path), "KERNELHOP_GATEWAY": "a:1, wss://b/ws/v1,a:1", "KERNELHOP_TOKEN": "t"}
+    cfg = discover(env)
     assert cfg.urls == ("ws://a:1/ws/v1", "wss://b/ws/v1")
     assert cfg.url == "ws://a:1/ws/v1"
     assert cfg.token == "t" and cfg.token_everywhere
