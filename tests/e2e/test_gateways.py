@@ -12,6 +12,7 @@ so its token opens B too. The runtime holds a runtime token of each gateway (`--
 
 from __future__ import annotations
 
+import os
 import secrets
 import signal
 import threading
@@ -43,8 +44,6 @@ class Gateways:
         return gateway.ready["ws"]
 
     def env(self, *order: Service) -> dict[str, str]:
-        import os
-
         return {
             **os.environ,
             "KERNELHOP_GATEWAY": ",".join(self.ws(g) for g in order),
@@ -120,8 +119,9 @@ def gateways(postgres: str, moto: tuple[str, Path], tmp_path: Path) -> Iterator[
             service.stop()
 
 
-def blocking(kernel: Kernel, seconds: float) -> tuple[threading.Thread, threading.Event, dict]:
-    """A cell holding the one slot for `seconds`, run in a thread; the event is set once it runs."""
+def blocking(kernel: Kernel, seconds: float) -> tuple[threading.Thread, dict]:
+    """A cell holding the one slot for `seconds`, run in a thread that has started it; its Execution lands in the
+    dict."""
     running, result = threading.Event(), {}
     code = f"%%gpu h100\nimport time\nprint('holding', flush=True)\ntime.sleep({seconds})\nheld = True"
 
@@ -131,7 +131,7 @@ def blocking(kernel: Kernel, seconds: float) -> tuple[threading.Thread, threadin
     thread = threading.Thread(target=go, daemon=True)
     thread.start()
     assert running.wait(120), "the blocking cell never ran"
-    return thread, running, result
+    return thread, result
 
 
 def phases(execution) -> list[str]:
@@ -148,7 +148,7 @@ def test_two_gateways_share_a_runtime_and_survive_losing_one(gateways: Gateways)
             assert k.run("import numpy as np\nx = np.arange(200_000)\nn = 0").status == "ok"
 
         # (a) A's run holds the slot; B's waits for it (the runtime told B the slot is taken), then runs.
-        thread, _, held = blocking(via_a, 3)
+        thread, held = blocking(via_a, 3)
         second = via_b.run("%%gpu h100\nn += 1\ns = int(x.sum())")
         thread.join(120)
         assert held["execution"].status == "ok", held["execution"].error_text
@@ -161,7 +161,7 @@ def test_two_gateways_share_a_runtime_and_survive_losing_one(gateways: Gateways)
         # (b) A dies while a run waits in its queue behind B's: the run is sent again through B and completes.
         third = Kernel(g.env(g.a, g.b))
         assert third.run("import numpy as np\ny = np.ones(100_000)\nm = 0").status == "ok"
-        thread, _, held = blocking(via_b, 4)
+        thread, held = blocking(via_b, 4)
         queued = when(in_phase("queued"), lambda _: g.kill_a())
         waited = third.run("%%gpu h100\nm += 1\nt = float(y.sum())", on_message=queued)
         thread.join(120)
