@@ -196,7 +196,7 @@ class Hopper:
             self._client = GatewayConnection(url, token, source=cfg.source, ca=cfg.ca, fingerprint=cfg.fingerprint)
         return self._client
 
-    def _fail_over(self, why: KernelhopError, *, say: bool = True) -> GatewayConnection | None:
+    def _fail_over(self, why: str, *, say: bool = True) -> GatewayConnection | None:
         """The gateway in use went away (or never answered): the next one the settings name, the dead one last;
         None when there is no other."""
         if len(self._gateways) < 2:
@@ -206,7 +206,7 @@ class Hopper:
         self.close()
         client = self.client()
         if say:
-            self.presenter.warn(f"kernelhop: the gateway at {dead} is gone ({why}); going on through {client.url}")
+            self.presenter.warn(f"kernelhop: the gateway at {dead} is gone ({why}); this hop goes on through {client.url}")
         return client
 
     def new_store(self) -> HopStore:
@@ -273,10 +273,11 @@ class Hopper:
                     # another; its chunks are in the shared store, so only what that gateway's view lacks moves.
                     lost = isinstance(e, GatewayUnreachable) or e.code == "connection_lost"
                     tries -= 1
-                    other = self._fail_over(e) if lost and not self._started and tries > 0 else None
+                    why = "unreachable" if isinstance(e, GatewayUnreachable) else "its connection closed"
+                    other = self._fail_over(why) if lost and not self._started and tries > 0 else None
                     if other is None:
                         if isinstance(e, GatewayError) and e.code == "gateway_lost":
-                            self._fail_over(e, say=False)  # the next hop goes through another gateway, if there is one
+                            self._fail_over(why, say=False)  # the next hop goes through another gateway, if any
                         raise
                     client = other
         except GatewayUnreachable as e:
