@@ -1,8 +1,9 @@
 """Where the gateway is and which token it takes (ARCHITECTURE.md, "Discovery and auth").
 
 Environment first (`KERNELHOP_GATEWAY`, `KERNELHOP_TOKEN`, `KERNELHOP_CA`, `KERNELHOP_FINGERPRINT`),
-then `$KERNELHOP_HOME/gateway.json`, which a gateway
-writes when it starts. Read at every hop, so `%env KERNELHOP_GATEWAY=...` takes effect without a restart.
+then `$KERNELHOP_HOME/gateway.json`, which a gateway writes when it starts. The URL may be a comma list of gateways
+sharing one database and store ("Several gateways"): the kernel uses the first that answers. Read at every hop, so
+`%env KERNELHOP_GATEWAY=...` takes effect without a restart.
 """
 
 from __future__ import annotations
@@ -34,6 +35,18 @@ class GatewayConfig:
     # What a wss:// gateway is verified by (kernelhop/tls.py): its CA file or its certificate's pinned SHA-256.
     ca: str | None = None
     fingerprint: str | None = None
+    # Every gateway named, `url` first: gateways on one database and store, any of which serves this kernel.
+    urls: tuple[str, ...] = ()
+    # Whether `token` goes to the other gateways of `urls` too: not a token read from a file the first one wrote.
+    token_everywhere: bool = True
+
+
+def normalize_urls(text: str) -> tuple[str, ...]:
+    """A comma list of gateway URLs, each normalized; one URL is a list of one."""
+    urls = tuple(dict.fromkeys(normalize_url(part) for part in text.split(",") if part.strip()))
+    if not urls:
+        raise ConfigError(f"gateway URL {text!r} names no gateway (for example {DEFAULT_URL})")
+    return urls
 
 
 def kernelhop_home(environ: Mapping[str, str] = os.environ) -> Path:
@@ -95,15 +108,17 @@ def discover(environ: Mapping[str, str] = os.environ) -> GatewayConfig:
     home = kernelhop_home(environ)
     file_path = home / "gateway.json"
     written = read_gateway_file(file_path)
-    file_url = normalize_url(written["url"]) if "url" in written else None
+    file_urls = normalize_urls(written["url"]) if "url" in written else None
+    file_url = file_urls[0] if file_urls else None
 
     env_url = environ.get("KERNELHOP_GATEWAY", "").strip()
     if env_url:
-        url, source = normalize_url(env_url), "KERNELHOP_GATEWAY"
-    elif file_url:
-        url, source = file_url, str(file_path)
+        urls, source = normalize_urls(env_url), "KERNELHOP_GATEWAY"
+    elif file_urls:
+        urls, source = file_urls, str(file_path)
     else:
-        url, source = DEFAULT_URL, "the default"
+        urls, source = (DEFAULT_URL,), "the default"
+    url = urls[0]
 
     token = environ.get("KERNELHOP_TOKEN") or None
     if token is not None:
@@ -133,7 +148,13 @@ def discover(environ: Mapping[str, str] = os.environ) -> GatewayConfig:
         except TlsSettingError as e:
             raise ConfigError(str(e)) from None
     return GatewayConfig(
-        url=url, token=token, source=f"URL from {source}, token {token_source}", ca=ca, fingerprint=fingerprint
+        url=url,
+        token=token,
+        source=f"URL from {source}, token {token_source}",
+        ca=ca,
+        fingerprint=fingerprint,
+        urls=urls,
+        token_everywhere=not token_source.startswith(f"from {home}"),
     )
 
 

@@ -216,6 +216,7 @@ class SimJob implements Job {
   ) {}
 
   queued(): void {}
+  requeued(): void {}
   dispatched(p: Placement): void {
     this.dispatchedAt = this.clock.now();
     this.stats.waits.push((this.dispatchedAt - this.submittedAt) / 1000);

@@ -334,6 +334,10 @@ export class GrpcApi {
       this.scheduler.workEnded(runtimeId, link, reason);
     };
     call.on('data', (msg: PbRuntimeMessage) => {
+      if (msg.slots_taken !== null && msg.slots_taken !== undefined) {
+        this.scheduler.slotsTaken(runtimeId, msg.slots_taken.slots);
+        return;
+      }
       const ev = msg.event;
       if (ev === null || ev === undefined) return;
       const decoded = decodeEvent(ev);
@@ -389,6 +393,8 @@ function decodeEvent(ev: PbCellEvent): RuntimeEvent {
       }
     case 'failed':
       return { kind: 'failed', code: ev.failed?.code ?? '', message: ev.failed?.message ?? '' };
+    case 'refused':
+      return { kind: 'refused', reason: ev.refused?.reason ?? '' };
     default:
       return { kind: 'failed', code: 'worker_died', message: 'the runtime sent a CellEvent of no known kind' };
   }

@@ -54,9 +54,13 @@ export type RuntimeEvent =
   | { kind: 'error'; ename: string; evalue: string; traceback: string[]; etype: string }
   | { kind: 'progress'; phase: string; doneBytes: number; totalBytes: number }
   | { kind: 'done'; status: string; snapshot: Digest; timingsJson: string }
-  | { kind: 'failed'; code: string; message: string };
+  | { kind: 'failed'; code: string; message: string }
+  /** The runtime did not start the run: its slot is held by another gateway's run ("Several gateways"). */
+  | { kind: 'refused'; reason: string };
 
 export type FinalEvent = Extract<RuntimeEvent, { kind: 'done' | 'failed' }>;
+/** What a run's owner is told of as it happens: not its end, nor a refusal (the pool puts the run back in line). */
+export type RelayedEvent = Exclude<RuntimeEvent, FinalEvent | { kind: 'refused' }>;
 
 /** Where a run was placed. */
 export interface Placement {
@@ -89,7 +93,9 @@ export interface Job {
   readonly proven: Set<string>;
   queued(position: number, waitS: number | null): void;
   dispatched(placement: Placement): void;
-  event(ev: Exclude<RuntimeEvent, FinalEvent>): void;
+  /** Its runtime refused it (another gateway's run holds the slot): it is in line again, at its old place. */
+  requeued(): void;
+  event(ev: RelayedEvent): void;
   /** The runtime ended the run and its slot is released; `mayName` says which blobs its result may name. */
   ended(ev: FinalEvent, mayName: (digest: string) => boolean): void;
   /** The run can no longer end normally (its runtime is gone, its class is no longer offered). */
@@ -193,6 +199,8 @@ interface Slot {
   /** A cancel or timeout was sent: released when the runtime confirms, or after the grace. */
   stopping: Timer | null;
   warm: Warm | null;
+  /** Held by a run of another gateway the runtime serves, as the runtime says: neither free nor ours to place on. */
+  taken: boolean;
 }
 
 interface Warm {
@@ -326,7 +334,7 @@ export class Scheduler {
       lastSeen: this.clock.now(),
       idleSince: this.clock.now(),
     };
-    rt.slots = slotOffers.map((offer) => ({ rt, offer, job: null, heldSince: 0, stopping: null, warm: null }));
+    rt.slots = slotOffers.map((offer) => ({ rt, offer, job: null, heldSince: 0, stopping: null, warm: null, taken: false }));
     this.runtimes.set(id, rt);
     for (const c of rt.classes.keys()) this.classState(c).runtimes.add(rt);
     this.record(this.runtimeLog?.runtimeRegistered({ id, name: req.name, classes: req.classes, capacity: rt.slots.length, version: req.version }));
@@ -391,6 +399,36 @@ export class Scheduler {
     if (rt !== undefined && rt.link === link) this.dropRuntime(rt, reason);
   }
 
+  /**
+   * The slots of the runtime that runs of other gateways hold now (the whole set, "Several gateways"). A warm worker
+   * of ours on one was evicted by the runtime; a slot no longer taken is free again.
+   */
+  slotsTaken(runtimeId: string, indexes: readonly number[]): void {
+    const rt = this.runtimes.get(runtimeId);
+    if (rt === undefined) return;
+    rt.lastSeen = this.clock.now();
+    const taken = new Set(indexes);
+    for (const slot of rt.slots) {
+      const now = taken.has(slot.offer.index);
+      if (now === slot.taken) continue;
+      slot.taken = now;
+      // A slot our own run holds keeps it: the runtime refuses one of the two runs, and release() settles the count.
+      if (slot.job !== null) continue;
+      if (now && slot.warm !== null) {
+        const w = slot.warm;
+        this.ended.set(w.session, { state: 'evicted', runtime: rt.name, gpuClass: w.gpuClass, at: this.clock.now() });
+        this.dropWarm(w);
+        this.held.set(w.user, (this.held.get(w.user) ?? 1) - 1);
+      } else if (now) {
+        rt.free -= 1;
+      } else {
+        rt.free += 1;
+      }
+    }
+    this.freeChanged(rt);
+    this.pump();
+  }
+
   runtimeEvent(runtimeId: string, runId: string, ev: RuntimeEvent): void {
     const rt = this.runtimes.get(runtimeId);
     if (rt === undefined) return;
@@ -401,6 +439,10 @@ export class Scheduler {
       return;
     }
     const job = slot.job;
+    if (ev.kind === 'refused') {
+      this.refused(slot, ev.reason);
+      return;
+    }
     if (ev.kind === 'done' || ev.kind === 'failed') {
       // What the runtime could read or proved, taken before the slot goes: its result may name nothing else.
       const scope = this.jobsOf(rt.id);
@@ -496,7 +538,8 @@ export class Scheduler {
       for (const rt of cs.runtimes) {
         info.runtimes += 1;
         info.capacity += rt.slots.length;
-        for (const s of rt.slots) if (s.job?.gpuClass === name) info.busy += 1;
+        // A slot another gateway's run holds is busy too, as far as this gateway's users can tell.
+        for (const s of rt.slots) if (s.job?.gpuClass === name || (s.taken && s.job === null)) info.busy += 1;
         // A class is simulated only when every runtime offering it merely poses as it.
         info.simulated &&= rt.classes.get(name)?.simulated ?? true;
       }
@@ -597,7 +640,7 @@ export class Scheduler {
     }
     let best: RuntimeEntry | undefined;
     for (const rt of cs.withFree) if (best === undefined || rt.free > best.free) best = rt;
-    if (best !== undefined) return best.slots.find((s) => s.job === null && s.warm === null) as Slot;
+    if (best !== undefined) return best.slots.find((s) => s.job === null && s.warm === null && !s.taken) as Slot;
     // No slot free: the worker idle the longest goes (its state is home already).
     for (const w of cs.warm.values()) if (w.slot.rt.link !== undefined) return w.slot;
     return null;
@@ -677,6 +720,11 @@ export class Scheduler {
       timings,
     });
     const previous = this.warmBySession.get(job.session);
+    if (slot.taken) {
+      // Another gateway's run came onto the slot meanwhile (the runtime evicts our worker for it): neither free nor warm.
+      this.held.set(job.user, (this.held.get(job.user) ?? 1) - 1);
+      return;
+    }
     if (keepWarm && this.warmGraceMs > 0 && rt.link !== undefined && cs !== undefined) {
       // The runtime keeps one worker per session: a worker warm elsewhere for it is ended there.
       if (previous !== undefined) this.expire(previous);
@@ -695,6 +743,25 @@ export class Scheduler {
     this.held.set(job.user, (this.held.get(job.user) ?? 1) - 1);
     rt.free += 1;
     this.freeChanged(rt);
+  }
+
+  /**
+   * The runtime did not start the run on `slot` (another gateway's run holds it): the dispatch is undone, the slot
+   * counts as taken until the runtime says otherwise, and the run goes back in line at the place its ticket gives it.
+   */
+  private refused(slot: Slot, reason: string): void {
+    const job = slot.job as Job;
+    slot.stopping?.cancel();
+    slot.stopping = null;
+    slot.job = null;
+    slot.taken = true;
+    this.holding.delete(job.id);
+    this.held.set(job.user, (this.held.get(job.user) ?? 1) - 1);
+    this.fairShare.onRunUndone(job.user, slot.heldSince);
+    if (running(slot.rt) === 0) slot.rt.idleSince = this.clock.now();
+    this.log(`runtime ${slot.rt.name} refused run ${job.id} on slot ${slot.offer.index} (${reason}); it waits again`);
+    job.requeued();
+    this.enqueue(job);
   }
 
   /** A warm worker's slot becomes free. */

@@ -298,6 +298,11 @@ export class FakeRuntime {
     this.stream?.write({ event: { run_id: runId, ...ev } });
   }
 
+  /** Says which of its slots runs of other gateways hold ("Several gateways"). */
+  slotsTaken(slots: number[]): void {
+    this.stream?.write({ slots_taken: { slots } });
+  }
+
   /** Ends the Work stream as a crashing runtime would. */
   crash(): void {
     clearInterval(this.heartbeat);

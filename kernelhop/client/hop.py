@@ -160,6 +160,12 @@ class Hopper:
         # The working directory the hops carry and bring home (files.py).
         self.files = WorkingFiles()
         self._client: GatewayConnection | None = None
+        # The gateways the settings name, the one in use first (several gateways: a dead one goes to the back).
+        self._gateways: list[str] = []
+        self._settings: tuple[Any, ...] | None = None
+        # Set once the run of the hop under way was started on a runtime: then a lost gateway fails the hop, since
+        # the cell may have run; before that, the hop is sent again through another gateway.
+        self._started = False
         # Seconds of the last hop's steps, here and on the runtime (its `done` timings): for the benchmarks and the
         # GPU check, which need the split and not only the status line.
         self.last_timings: dict[str, float] = {}
@@ -175,14 +181,33 @@ class Hopper:
             self._client = None
 
     def client(self) -> GatewayConnection:
-        """The connection to the gateway the settings name now; a new one when they changed since the last hop."""
+        """The connection to the gateway in use of those the settings name now; a new one when they changed since
+        the last hop, or when the gateway in use was given up for another (`_fail_over`)."""
         cfg = discover()
-        seen = (cfg.url, cfg.token, cfg.ca, cfg.fingerprint)
-        client = self._client
-        if client is None or (client.url, client.token, client.ca, client.fingerprint) != seen:
+        seen = (cfg.urls or (cfg.url,), cfg.token, cfg.token_everywhere, cfg.ca, cfg.fingerprint, cfg.source)
+        if seen != self._settings:
             self.close()
-            self._client = GatewayConnection(cfg.url, cfg.token, source=cfg.source, ca=cfg.ca, fingerprint=cfg.fingerprint)
+            self._settings = seen
+            self._gateways = list(seen[0])
+        if self._client is None:
+            url = self._gateways[0]
+            # A token read from the file a gateway wrote goes to that gateway only, never to another host.
+            token = cfg.token if url == cfg.url or cfg.token_everywhere else None
+            self._client = GatewayConnection(url, token, source=cfg.source, ca=cfg.ca, fingerprint=cfg.fingerprint)
         return self._client
+
+    def _fail_over(self, why: str, *, say: bool = True) -> GatewayConnection | None:
+        """The gateway in use went away (or never answered): the next one the settings name, the dead one last;
+        None when there is no other."""
+        if len(self._gateways) < 2:
+            return None
+        dead = self._gateways.pop(0)
+        self._gateways.append(dead)
+        self.close()
+        client = self.client()
+        if say:
+            self.presenter.warn(f"kernelhop: the gateway at {dead} is gone ({why}); this hop goes on through {client.url}")
+        return client
 
     def new_store(self) -> HopStore:
         """A chunk store for one hop or snapshot operation. It starts with the chunks of values that live on the
@@ -237,8 +262,24 @@ class Hopper:
         self.presenter = self.present(gpu_class, quiet)
         try:
             client = self.client()
-            self.capturer.store = store = self.new_store()
-            return self._hop(client, store, gpu_class, code, timeout_s, eager, rebuild, files, packages)
+            tries = len(self._gateways)
+            while True:
+                self.capturer.store = store = self.new_store()
+                self._started = False
+                try:
+                    return self._hop(client, store, gpu_class, code, timeout_s, eager, rebuild, files, packages)
+                except (GatewayUnreachable, GatewayError) as e:
+                    # Several gateways: a hop whose cell has not started anywhere is sent again, whole, through
+                    # another; its chunks are in the shared store, so only what that gateway's view lacks moves.
+                    lost = isinstance(e, GatewayUnreachable) or e.code == "connection_lost"
+                    tries -= 1
+                    why = "unreachable" if isinstance(e, GatewayUnreachable) else "its connection closed"
+                    other = self._fail_over(why) if lost and not self._started and tries > 0 else None
+                    if other is None:
+                        if isinstance(e, GatewayError) and e.code == "gateway_lost":
+                            self._fail_over(why, say=False)  # the next hop goes through another gateway, if any
+                        raise
+                    client = other
         except GatewayUnreachable as e:
             # Also mid-hop, once the gateway died under it: say what the user keeps.
             stopped = GatewayUnreachable(f"{e} This hop stopped there; the local namespace is unchanged.")
@@ -442,6 +483,7 @@ class Hopper:
                     break
                 if kind == "started":
                     started_at = now
+                    self._started = True
                     self.presenter.started(ev)
                     out.started = ev
                     out.queue_s = now - sent
@@ -458,6 +500,20 @@ class Hopper:
         except KeyboardInterrupt:
             run.cancel(CANCEL_WAIT_S)
             raise
+        except GatewayError as e:
+            if e.code != "connection_lost" or started_at is None:
+                raise
+            others = [u for u in self._gateways if u != client.url]
+            raise GatewayError(
+                "gateway_lost",
+                f"the gateway at {client.url} went away while the cell ran on runtime "
+                f"{out.started.get('runtime') or '?'}; what it did there is lost and the local namespace is unchanged. "
+                + (
+                    f"The next %%gpu cell goes through the gateway at {others[0]}."
+                    if others
+                    else "Run the cell again once the gateway is back."
+                ),
+            ) from None
         out.remote_s = time.monotonic() - (started_at if started_at is not None else sent)
         if not isinstance(out.done.get("snapshot"), str):
             raise GatewayError("bad_reply", "the gateway's `done` reply names no snapshot")

@@ -5,7 +5,8 @@ import { parseSize } from './cgroups.js';
 import { TlsTrustError, normalizeFingerprint } from './tls.js';
 
 export interface RuntimeConfig {
-  gateway: string;
+  /** The gateways this runtime serves (--gateway, repeatable or a comma list): it registers with each. */
+  gateways: string[];
   /** Classes posed with --class; empty means "detect". */
   classOverrides: string[];
   /** Slots to offer (--gpus, or its older name --capacity); 1 when neither is given. */
@@ -17,7 +18,8 @@ export interface RuntimeConfig {
   cache: string;
   name: string;
   sessionGraceS: number;
-  token: string;
+  /** The runtime token per gateway, in the order of `gateways` (one token given: the same for each). */
+  tokens: string[];
   /** Serve one user only: workers may then run unsandboxed where this host cannot sandbox them. */
   singleUser: boolean;
   /** With --single-user only: workers unsandboxed even where this host could sandbox them (a trusted user's host,
@@ -47,7 +49,8 @@ export const USAGE = `usage: node runtime/dist/src/main.js --gateway URL|HOST:PO
                                    [--ca FILE | --fingerprint SHA256]
 
   --gateway URL|HOST:PORT  the gateway: the ws:// or wss:// URL it prints (the runtime asks it for its gRPC port),
-                           or HOST:PORT of its gRPC port for runtimes (8732 by default)
+                           or HOST:PORT of its gRPC port for runtimes (8732 by default). Repeatable, or a comma
+                           list: the runtime registers with each and shares its slots among them
   --class NAME             a GPU class this runtime offers (repeatable); overrides detection with nvidia-smi,
                            and a class the host lacks is registered as simulated
   --gpus N                 slots to offer. A host with NVIDIA GPUs offers one slot per GPU (or per MIG instance)
@@ -62,6 +65,8 @@ export const USAGE = `usage: node runtime/dist/src/main.js --gateway URL|HOST:PO
   --session-grace SECONDS  how long a session's worker stays warm for its next cell (default 60; 0 = never)
   --token TOKEN            a runtime token (default $KERNELHOP_TOKEN); an admin makes one with
                            \`kernelhop runtime-token create [--class C]\`. The gateway refuses the admin's and users' tokens.
+                           With several gateways: one per gateway, in their order (repeatable or a comma list),
+                           or one for all
   --single-user            this runtime serves one user: where workers cannot be sandboxed here (no bubblewrap,
                            no namespaces), run them unsandboxed instead of refusing to start
   --no-sandbox             with --single-user: run workers unsandboxed even where they could be sandboxed
@@ -81,7 +86,7 @@ export const USAGE = `usage: node runtime/dist/src/main.js --gateway URL|HOST:PO
 export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): RuntimeConfig {
   const home = env.KERNELHOP_HOME || path.join(os.homedir(), '.kernelhop');
   const config: RuntimeConfig = {
-    gateway: '',
+    gateways: [],
     classOverrides: [],
     capacity: 1,
     capacityGiven: false,
@@ -90,7 +95,7 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
     cache: path.join(home, 'runtime-cache'),
     name: os.hostname(),
     sessionGraceS: 60,
-    token: env.KERNELHOP_TOKEN ?? '',
+    tokens: [],
     singleUser: false,
     noSandbox: false,
     workerMemoryBytes: null,
@@ -111,7 +116,7 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
     };
     switch (flag) {
       case '--gateway':
-        config.gateway = value();
+        config.gateways.push(...list(value()));
         break;
       case '--class': {
         const name = value().trim().toLowerCase();
@@ -142,7 +147,7 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
         config.sessionGraceS = integer(flag, value(), 0);
         break;
       case '--token':
-        config.token = value();
+        config.tokens.push(...list(value()));
         break;
       case '--single-user':
         config.singleUser = true;
@@ -197,11 +202,23 @@ export function parseArgs(argv: string[], env: NodeJS.ProcessEnv = process.env):
   if (config.noSandbox && !config.singleUser) {
     throw new ConfigError('--no-sandbox needs --single-user: unsandboxed workers let one user read the state of another');
   }
-  if (!config.gateway) throw new ConfigError(`--gateway URL|HOST:PORT is required\n\n${USAGE}`);
-  if (!isGatewayUrl(config.gateway) && !isHostPort(config.gateway)) {
+  if (config.gateways.length === 0) throw new ConfigError(`--gateway URL|HOST:PORT is required\n\n${USAGE}`);
+  for (const gateway of config.gateways) {
+    if (!isGatewayUrl(gateway) && !isHostPort(gateway)) {
+      throw new ConfigError(
+        `--gateway ${JSON.stringify(gateway)}: expected the URL the gateway prints (ws://127.0.0.1:8731/ws/v1) ` +
+          'or HOST:PORT of its gRPC port (127.0.0.1:8732)',
+      );
+    }
+  }
+  if (new Set(config.gateways).size !== config.gateways.length) throw new ConfigError('--gateway names one gateway twice');
+  if (config.tokens.length === 0) config.tokens = list(env.KERNELHOP_TOKEN ?? '');
+  if (config.tokens.length <= 1) {
+    config.tokens = config.gateways.map(() => config.tokens[0] ?? '');
+  } else if (config.tokens.length !== config.gateways.length) {
     throw new ConfigError(
-      `--gateway ${JSON.stringify(config.gateway)}: expected the URL the gateway prints (ws://127.0.0.1:8731/ws/v1) ` +
-        'or HOST:PORT of its gRPC port (127.0.0.1:8732)',
+      `${config.tokens.length} runtime tokens for ${config.gateways.length} gateways: give one token per --gateway, ` +
+        'in the same order, or one token for all of them',
     );
   }
   return config;
@@ -225,6 +242,11 @@ export function isGatewayUrl(text: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** A comma list's items, trimmed, empty ones dropped. */
+function list(text: string): string[] {
+  return text.split(',').map((t) => t.trim()).filter((t) => t !== '');
 }
 
 function integer(flag: string, text: string, min: number): number {

@@ -180,6 +180,13 @@ export class WorkStream extends EventEmitter {
     return this.tail;
   }
 
+  /** The slots the other gateways' runs hold (slotArbiter.ts), in order with the events. */
+  sendSlotsTaken(slots: number[]): void {
+    this.tail = this.tail.then(() => {
+      if (!this.closed) this.call.write({ slotsTaken: { slots } });
+    });
+  }
+
   end(): void {
     if (this.closed) return;
     this.call.end();

@@ -14,6 +14,7 @@ import { PackageOverlays } from './packages.js';
 import { loadKernelhopProto } from './proto.js';
 import { Runtime } from './runtime.js';
 import { Sandbox } from './sandbox.js';
+import { SlotArbiter } from './slotArbiter.js';
 import { TlsTrust, TlsTrustError, grpcCredentials, readCa, resolvePin } from './tls.js';
 import { WorkerPool } from './workerPool.js';
 
@@ -66,24 +67,28 @@ async function main(): Promise<void> {
   }
   log(sandbox.kind === 'none' ? `workers run unsandboxed (--single-user): ${sandbox.detail}` : `workers sandboxed: ${sandbox.detail}`);
 
-  let address: string;
-  let trust: TlsTrust | undefined;
-  try {
-    // TLS when the gateway's URL says so or something to verify it by is given; plain text only on loopback's word.
-    if (config.gateway.startsWith('wss://') || config.ca !== null || config.fingerprint !== null) {
-      trust = { ...(config.ca !== null && { ca: readCa(config.ca) }) };
-      if (config.fingerprint !== null) {
-        const named = config.gateway.startsWith('wss://') ? new URL(config.gateway) : new URL(`https://${config.gateway}`);
-        trust = await resolvePin(named.hostname.replace(/^\[|\]$/g, ''), Number(named.port || 443), config.fingerprint);
+  // Each gateway's gRPC address and how it is verified; the CA or pin given is the same for all of them.
+  const links: { address: string; trust: TlsTrust | undefined; token: string }[] = [];
+  for (const [i, named] of config.gateways.entries()) {
+    let trust: TlsTrust | undefined;
+    try {
+      // TLS when the gateway's URL says so or something to verify it by is given; plain text only on loopback's word.
+      if (named.startsWith('wss://') || config.ca !== null || config.fingerprint !== null) {
+        trust = { ...(config.ca !== null && { ca: readCa(config.ca) }) };
+        if (config.fingerprint !== null) {
+          const url = named.startsWith('wss://') ? new URL(named) : new URL(`https://${named}`);
+          trust = await resolvePin(url.hostname.replace(/^\[|\]$/g, ''), Number(url.port || 443), config.fingerprint);
+        }
       }
+      const address = await grpcAddressOf(named, trust);
+      if (address !== named) log(`${named} takes runtimes on its gRPC port ${address}`);
+      links.push({ address, trust, token: config.tokens[i] ?? '' });
+    } catch (err) {
+      if (!(err instanceof GatewayAddressError) && !(err instanceof TlsTrustError)) throw err;
+      log(err.message);
+      process.exit(1);
     }
-    address = await grpcAddressOf(config.gateway, trust);
-  } catch (err) {
-    if (!(err instanceof GatewayAddressError) && !(err instanceof TlsTrustError)) throw err;
-    log(err.message);
-    process.exit(1);
   }
-  if (address !== config.gateway) log(`${config.gateway} takes runtimes on its gRPC port ${address}`);
 
   const gpus = await queryDevices();
   const classes = resolveClasses(config.classOverrides, gpus.map((g) => g.name));
@@ -110,18 +115,24 @@ async function main(): Promise<void> {
     sessionGraceMs: config.sessionGraceS * 1000,
     log,
   });
-  const gateway = new GatewayClient(address, config.token, loadKernelhopProto(), log, grpcCredentials(trust));
-  log(trust === undefined ? `plain text to ${address} (no TLS)` : `TLS to ${address}`);
   const { name } = config;
   const capacity = slots.length;
-  const runtime = new Runtime({ gateway, cache, overlays, sandbox, pool, name, classes, slots, version: version(), log });
+  // One link per gateway over the same workers, cache and slots; the arbiter keeps two gateways off one slot.
+  const arbiter = new SlotArbiter();
+  const pkg = loadKernelhopProto();
+  const runtimes = links.map(({ address, trust, token }) => {
+    const gateway = new GatewayClient(address, token, pkg, log, grpcCredentials(trust));
+    log(trust === undefined ? `plain text to ${address} (no TLS)` : `TLS to ${address}`);
+    return new Runtime({ gateway, cache, overlays, sandbox, pool, name, classes, slots, version: version(), log, arbiter });
+  });
 
   let stopping = false;
   const shutdown = (signal: string): void => {
     if (stopping) return;
     stopping = true;
-    log(`${signal}: stopping workers and leaving the gateway`);
-    runtime.stop();
+    log(`${signal}: stopping workers and leaving the gateway${runtimes.length > 1 ? 's' : ''}`);
+    for (const runtime of runtimes) runtime.stop();
+    pool.shutdown();
     // Workers got SIGKILL; give the event loop a moment to flush the last writes.
     setTimeout(() => process.exit(0), 200).unref();
   };
@@ -131,11 +142,24 @@ async function main(): Promise<void> {
 
   // Workers import their modules while we register.
   pool.start();
-  try {
-    await runtime.connect(REGISTER_TIMEOUT_MS);
-  } catch (err) {
+  const connected = await Promise.allSettled(runtimes.map((runtime) => runtime.connect(REGISTER_TIMEOUT_MS)));
+  const refused = connected.find(
+    (r): r is PromiseRejectedResult =>
+      r.status === 'rejected' && [grpc.status.UNAUTHENTICATED, grpc.status.PERMISSION_DENIED].includes((r.reason as grpc.ServiceError).code),
+  );
+  const failures = connected.flatMap((r, i) => (r.status === 'rejected' ? [{ err: r.reason as unknown, runtime: runtimes[i] as Runtime }] : []));
+  // Several gateways: serving those that answer is better than serving none; the others are tried until they do.
+  if (refused === undefined && failures.length < runtimes.length) {
+    for (const { err, runtime } of failures) {
+      const e = err as grpc.ServiceError;
+      log(`could not register with ${runtime.address} (${e.details || e.message}); retrying in the background`);
+      runtime.keepTrying();
+    }
+  } else {
+    for (const runtime of runtimes) runtime.stop();
     pool.shutdown();
-    gateway.close();
+    const err = refused?.reason ?? (failures[0] as { err: unknown }).err;
+    const address = (failures.find((f) => f.err === err) as { runtime: Runtime }).runtime.address;
     const e = err as grpc.ServiceError;
     const detail = e.details || e.message;
     if (e.code === grpc.status.UNAUTHENTICATED || e.code === grpc.status.PERMISSION_DENIED) {
@@ -147,7 +171,7 @@ async function main(): Promise<void> {
       log(
         `cannot reach a gateway at ${address} (${detail}). Start one with \`kernelhop gateway\` ` +
           `(it listens for runtimes on port 8732), or pass --gateway with the URL a running gateway prints.` +
-          (trust === undefined
+          (links.every((l) => l.trust === undefined)
             ? ' If the gateway runs with TLS, pass its wss:// URL, or --ca FILE (KERNELHOP_CA) or --fingerprint SHA256 ' +
               '(KERNELHOP_FINGERPRINT) as its first lines print them.'
             : ''),
@@ -159,7 +183,8 @@ async function main(): Promise<void> {
   if (simulated.length > 0) log(`simulated classes (this host lacks the device): ${simulated.join(', ')}`);
   for (const s of slots) log(`slot ${s.index}: ${s.name || 'posed'}${s.device === '' ? ' (no GPU)' : ` CUDA_VISIBLE_DEVICES=${s.device}`}`);
   process.stdout.write(
-    `kernelhop runtime ready id=${runtime.runtimeId} classes=${classes.map((c) => c.name).join(',')} capacity=${capacity} gateway=${address}\n`,
+    `kernelhop runtime ready id=${runtimes.map((r) => r.runtimeId || '-').join(',')} classes=${classes.map((c) => c.name).join(',')} ` +
+      `capacity=${capacity} gateway=${links.map((l) => l.address).join(',')}\n`,
   );
 }
 

@@ -12,6 +12,8 @@ export class FakeGateway extends EventEmitter {
   readonly events = new Map<string, CellEvent[]>();
   readonly known = new Set<string>();
   heartbeats = 0;
+  /** Every SlotsTaken the runtime sent, in order (several gateways). */
+  readonly slotsTaken: number[][] = [];
   /** Sizes of the BatchReadBlobs answers, and every blob BatchUpdateBlobs received. */
   readonly readBatches: number[] = [];
   readonly uploaded: PbDigest[] = [];
@@ -54,6 +56,11 @@ export class FakeGateway extends EventEmitter {
         this.streams.set(id, call);
         this.emit('stream', id);
         call.on('data', (msg: RuntimeMessage) => {
+          if (msg.slotsTaken !== undefined) {
+            this.slotsTaken.push(msg.slotsTaken.slots);
+            this.emit('slotsTaken', msg.slotsTaken.slots);
+            return;
+          }
           const ev = msg.event;
           if (ev === undefined) return;
           const list = this.events.get(ev.runId) ?? [];
@@ -140,9 +147,19 @@ export class FakeGateway extends EventEmitter {
     (await this.streamOf(runtimeId)).write({ cancel: { runId, reason: 'interrupted by the test' } });
   }
 
+  /** Resolves once the runtime has said the slots other gateways hold are `slots`. */
+  async told(slots: number[], timeoutMs = 30_000): Promise<void> {
+    const key = slots.join(',');
+    const deadline = Date.now() + timeoutMs;
+    while (this.slotsTaken.at(-1)?.join(',') !== key) {
+      if (Date.now() > deadline) throw new Error(`the runtime never said slots [${key}] are taken; it said ${JSON.stringify(this.slotsTaken)}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
   /** Resolves with a run's events once its final event (done or failed) arrived. */
   finished(runId: string, timeoutMs = 60_000): Promise<CellEvent[]> {
-    return this.until(runId, (e) => Boolean(e.done || e.failed), timeoutMs);
+    return this.until(runId, (e) => Boolean(e.done || e.failed || e.refused), timeoutMs);
   }
 
   until(runId: string, pred: (e: CellEvent) => boolean, timeoutMs = 60_000): Promise<CellEvent[]> {

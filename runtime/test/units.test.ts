@@ -39,8 +39,14 @@ test('options: defaults, repeats, and errors that name the option', () => {
   assert.throws(() => parseArgs(['--gateway', 'nohost'], {}), /expected the URL the gateway prints .* or HOST:PORT/);
   assert.throws(() => parseArgs(['--gateway', 'http://h:8731'], {}), /expected the URL the gateway prints/);
   for (const gateway of ['ws://127.0.0.1:8731/ws/v1', 'wss://gw.example.org/ws/v1', 'ws://[::1]:8731', '[::1]:8732']) {
-    assert.equal(parseArgs(['--gateway', gateway], {}).gateway, gateway);
+    assert.deepEqual(parseArgs(['--gateway', gateway], {}).gateways, [gateway]);
   }
+  // Several gateways: repeatable or a comma list, a token each or one for all.
+  const two = parseArgs(['--gateway', 'a:1,b:2', '--token', 'khr_a', '--token', 'khr_b'], {});
+  assert.deepEqual([two.gateways, two.tokens], [['a:1', 'b:2'], ['khr_a', 'khr_b']]);
+  assert.deepEqual(parseArgs(['--gateway', 'a:1', '--gateway', 'b:2'], { KERNELHOP_TOKEN: 'khr_all' }).tokens, ['khr_all', 'khr_all']);
+  assert.throws(() => parseArgs(['--gateway', 'a:1,b:2,c:3', '--token', 'x,y'], {}), /2 runtime tokens for 3 gateways/);
+  assert.throws(() => parseArgs(['--gateway', 'a:1,a:1'], {}), /names one gateway twice/);
   assert.throws(() => parseArgs(['--gateway', 'h:1', '--warm', '-1'], {}), /--warm "-1": expected an integer ≥ 0/);
   assert.throws(() => parseArgs(['--gateway', 'h:1', '--bogus'], {}), /unknown option "--bogus"/);
 });
@@ -54,7 +60,7 @@ test('package sources: pip\'s own by default, a wheelhouse alone is the only sou
 });
 
 test('the runtime token comes from --token, else KERNELHOP_TOKEN', () => {
-  assert.equal(parseArgs(['--gateway', 'h:1'], { KERNELHOP_TOKEN: 'khr_env' }).token, 'khr_env');
-  assert.equal(parseArgs(['--gateway', 'h:1', '--token', 'khr_flag'], { KERNELHOP_TOKEN: 'khr_env' }).token, 'khr_flag');
+  assert.deepEqual(parseArgs(['--gateway', 'h:1'], { KERNELHOP_TOKEN: 'khr_env' }).tokens, ['khr_env']);
+  assert.deepEqual(parseArgs(['--gateway', 'h:1', '--token', 'khr_flag'], { KERNELHOP_TOKEN: 'khr_env' }).tokens, ['khr_flag']);
   assert.throws(() => parseArgs(['--gateway', 'h:1', '--token'], {}), /--token needs a value/);
 });

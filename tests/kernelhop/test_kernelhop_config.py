@@ -87,3 +87,20 @@ def test_the_recipe_cost_bound_is_a_setting():
     for bad in ("soon", "-1", "nan"):
         with pytest.raises(ConfigError, match="KERNELHOP_RECIPE_MAX_S must be a number of seconds, 0 or more"):
             recipe_max_s({"KERNELHOP_RECIPE_MAX_S": bad})
+
+
+def test_several_gateways_as_a_comma_list(tmp_path):
+    """Several gateways (ARCHITECTURE.md): the first is the one used; KERNELHOP_TOKEN goes to each of them."""
+    env = {"KERNELHOP_HOME": str(tmp_path), "KERNELHOP_GATEWAY": "a:1, wss://b/ws/v1,a:1", "KERNELHOP_TOKEN": "t"}
+    cfg = discover(env)
+    assert cfg.urls == ("ws://a:1/ws/v1", "wss://b/ws/v1")
+    assert cfg.url == "ws://a:1/ws/v1"
+    assert cfg.token == "t" and cfg.token_everywhere
+    with pytest.raises(ConfigError, match="names no gateway"):
+        discover({"KERNELHOP_HOME": str(tmp_path), "KERNELHOP_GATEWAY": " , "})
+
+
+def test_a_file_token_goes_only_to_the_gateway_that_wrote_it(tmp_path):
+    (tmp_path / "gateway.json").write_text(json.dumps({"url": "ws://a:1/ws/v1", "token": "secret"}))
+    cfg = discover({"KERNELHOP_HOME": str(tmp_path), "KERNELHOP_GATEWAY": "ws://a:1,ws://b:2"})
+    assert (cfg.token, cfg.token_everywhere) == ("secret", False)

@@ -41,6 +41,13 @@ export class FairShare {
     a.starts += startedAt;
   }
 
+  /** A run that started at `startedAt` did not run after all (its runtime refused it): nothing is counted. */
+  onRunUndone(user: string, startedAt: number): void {
+    const a = this.account(user);
+    a.running -= 1;
+    a.starts -= startedAt;
+  }
+
   onRunEnd(usage: RunUsage, startedAt: number): void {
     const a = this.account(usage.user);
     a.running -= 1;

@@ -6,7 +6,7 @@ import { Digest, formatDigest } from '@kernelhop/kernel-snapshot';
 import { BlobStore } from '../blobStore.js';
 import { MetadataStore, RunEnd } from '../metadataStore.js';
 import { quotaMessage } from '../quota.js';
-import { FinalEvent, Job, Placement, RuntimeEvent, Scheduler } from '../scheduler.js';
+import { FinalEvent, Job, Placement, RelayedEvent, Scheduler } from '../scheduler.js';
 import { checkSnapshot } from '../snapshotCheck.js';
 import { SnapshotStore } from '../snapshotStore.js';
 import type { Timer } from './clock.js';
@@ -180,6 +180,15 @@ class ActiveRun implements Job, RunHandle {
     if (timeoutS > 0) this.deadline = this.scheduler.clock.after(timeoutS * 1000, () => this.timedOut());
   }
 
+  requeued(): void {
+    if (this.state !== 'running') return;
+    this.state = 'queued';
+    this.placement = null;
+    // The deadline counts from the assignment that the runtime takes.
+    this.deadline?.cancel();
+    this.deadline = null;
+  }
+
   private timedOut(): void {
     if (this.state !== 'running') return;
     const final: RunFinal = {
@@ -194,7 +203,7 @@ class ActiveRun implements Job, RunHandle {
     this.finish(final);
   }
 
-  event(ev: Exclude<RuntimeEvent, FinalEvent>): void {
+  event(ev: RelayedEvent): void {
     // After a timeout or an unconfirmed cancel the kernel has its final reply; later output has nowhere to go.
     if (this.state !== 'running') return;
     this.sink.event(relayed(ev, this.gpuClass, this.placement as Placement));
@@ -316,7 +325,7 @@ class ActiveRun implements Job, RunHandle {
   }
 }
 
-function relayed(ev: Exclude<RuntimeEvent, FinalEvent>, gpuClass: string, at: Placement): RunEvent {
+function relayed(ev: RelayedEvent, gpuClass: string, at: Placement): RunEvent {
   switch (ev.kind) {
     case 'started':
       return {
