@@ -32,6 +32,7 @@ from kernelhop_snapshot.module_state import KernelModuleState
 
 from ..config import discover, recipe_max_s
 from ..environment import record_environment
+from .background import BackgroundHop
 from .files import WorkingFiles
 from .gateway import GatewayConnection, GatewayError, GatewayUnreachable, KernelhopError
 from .hop_events import HopPresenter
@@ -197,6 +198,8 @@ class Hopper:
         # Names a cell made on the runtime that could not come home (unpicklable there): warned about once, and
         # again only once one has come home or gone and then been made again.
         self._left_on_runtime: set[str] = set()
+        # The background hop in flight or waiting to be applied (background.py); one hop at a time per kernel.
+        self.background: BackgroundHop | None = None
 
     def close(self) -> None:
         if self._client is not None:
@@ -262,6 +265,7 @@ class Hopper:
         unpicklable variables to rebuild there whatever the recipe rules say but the safety rule (recompute.py);
         with `files` the cell runs in a copy of the working directory, and what it did there comes home; with
         `packages` the runtime installs the packages of this kernel its workers lack."""
+        self.refuse_while_background("%%gpu")
         # --quiet leaves out both the live display and the status line.
         self.presenter = self.present(gpu_class, quiet)
         try:
@@ -278,6 +282,53 @@ class Hopper:
             raise
         finally:
             # Drop this hop's chunks (views of the user's objects, and what came home) with the store.
+            self.capturer.store = HopStore()
+
+    def hop_background(
+        self,
+        gpu_class: str,
+        code: str,
+        *,
+        timeout_s: float | None = None,
+        quiet: bool = False,
+        eager: bool = False,
+        rebuild: tuple[str, ...] = (),
+        files: bool = True,
+        packages: bool = True,
+    ) -> BackgroundHop:
+        """Capture and send now, as `hop` does, then run in the background; returns its handle at once
+        (background.py says what is applied when)."""
+        self.refuse_while_background("%%gpu --background")
+        self.presenter = self.present(gpu_class, quiet)
+        store = None
+        try:
+            client = self.client()
+            self.capturer.store = store = self.new_store()
+            sent = self._send(client, store, gpu_class, code, eager, rebuild, files, packages)
+            # A connection of its own: this one stays free for the kernel's other requests meanwhile.
+            own = GatewayConnection(
+                client.url, client.token, source=client.source, ca=client.ca, fingerprint=client.fingerprint
+            )
+            own.known = set(client.known)
+        except BaseException as e:
+            self.presenter.failed(e)
+            self.capturer.store = HopStore()
+            raise
+        # The hop's store stays the capturer's until the result is applied: the restore reads from it.
+        self.background = BackgroundHop(self, own, sent, timeout_s, sent.labels[1])
+        return self.background
+
+    def refuse_while_background(self, what: str) -> None:
+        handle = self.background
+        if handle is not None:
+            raise KernelhopError(
+                f"{what}: the background hop on {handle.gpu_class} ({handle.cell}) is {handle.status}; "
+                "`%gpu wait` (or handle.wait()) applies it, `%gpu cancel` (or handle.cancel()) drops it"
+            )
+
+    def _background_settled(self, handle: BackgroundHop) -> None:
+        if self.background is handle:
+            self.background = None
             self.capturer.store = HopStore()
 
     def _hop(
