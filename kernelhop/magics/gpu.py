@@ -210,7 +210,8 @@ class GpuMagics(Magics):
         print(f"every cell runs on {gpu_class} now, with the kernel's state; %gpu off runs them here again")
 
     def close(self) -> None:
-        self.shell.events.unregister("pre_run_cell", self._settle)
+        if self._settle in self.shell.events.callbacks["pre_run_cell"]:  # close() may come once per magic kind
+            self.shell.events.unregister("pre_run_cell", self._settle)
         self.sticky.close()
         self.hopper.close()
         self.hopper.cells.close()
