@@ -415,3 +415,25 @@ def worker_runner(gw: FakeGateway, conn: ServerConnection, msg: dict[str, Any]) 
 
 def error_reply(rid: Any, code: str, message: str) -> dict[str, Any]:
     return {"re": rid, "ok": False, "error": {"code": code, "message": message}}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The fake as a process, for tests in other languages (ui-tests): prints its URL as the first line on stdout
+    and serves until stdin closes."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--token", default=TOKEN)
+    parser.add_argument("--capacity", type=int, default=2, help="slots of its one class, h100")
+    args = parser.parse_args(argv)
+    gw = FakeGateway(args.token)
+    gw.classes["h100"]["capacity"] = args.capacity
+    print(gw.url, flush=True)
+    try:
+        sys.stdin.read()
+    finally:
+        gw.close()
+
+
+if __name__ == "__main__":
+    main()
