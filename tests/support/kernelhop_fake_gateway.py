@@ -272,12 +272,14 @@ class RealWorker:
         self.out = os.path.join(self._dir.name, "out")
         os.makedirs(self.out)
         read, write = os.pipe()
+        # A file, not a pipe nobody drains: a worker writing much to fd 2 must not block.
+        self._stderr = open(os.path.join(self._dir.name, "stderr"), "wb")
         env = {**os.environ, "KERNELHOP_PRELOAD": os.environ.get("KERNELHOP_PRELOAD", "numpy")}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kernelhop_worker", "--given", self.given.root, "--out", self.out],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=self._stderr,
             # The worker writes its events on fd 3.
             preexec_fn=lambda: os.dup2(write, 3),
             pass_fds=(3,),
@@ -301,7 +303,8 @@ class RealWorker:
     def next_event(self) -> dict[str, Any]:
         line = self.events.readline()
         if not line:
-            stderr = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+            with open(os.path.join(self._dir.name, "stderr"), "rb") as f:
+                stderr = f.read().decode(errors="replace")
             raise RuntimeError(f"the worker exited ({self.proc.wait()}): {stderr[-2000:]}")
         return json.loads(line)
 
@@ -331,8 +334,7 @@ class RealWorker:
                 self.proc.kill()
                 self.proc.wait()
         self.events.close()
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
+        self._stderr.close()
         self._dir.cleanup()
 
 
