@@ -171,27 +171,34 @@ class BackgroundHop:
             self.status = "applying"
             hopper, sent, outcome, home = self._hopper, self._sent, self._outcome, self._home
             assert outcome is not None
-            refused = self._changed_here(home) if home is not None else frozenset()
-            self.refused = {n: home.restored[n] for n in sorted(refused) if home is not None and n in home.restored}
-            if refused:
-                hopper.presenter.warn(
-                    f"kernelhop: not applied from the background hop on {self.gpu_class}: {', '.join(sorted(refused))} "
-                    "changed here since it started (this kernel's values stay; the remote ones are in "
-                    "handle.refused)"
-                )
-            if home is not None:
-                changed = set(home.changes.changed_names) | set(home.changes.deleted_names)
-                self.applied = sorted(changed - refused)
             try:
+                try:
+                    refused = self._changed_here(home) if home is not None else frozenset()
+                except Exception as e:  # nothing applied: the handle says why
+                    self.status = "failed"
+                    self.error = BackgroundHopError(
+                        f"could not tell what changed here since the background hop started ({type(e).__name__}: "
+                        f"{e}); nothing of it was applied"
+                    )
+                    return True
+                if home is not None:
+                    self.refused = {n: home.restored[n] for n in sorted(refused) if n in home.restored}
+                    changed = set(home.changes.changed_names) | set(home.changes.deleted_names)
+                    self.applied = sorted(changed - refused)
+                if refused:
+                    hopper.presenter.warn(
+                        f"kernelhop: not applied from the background hop on {self.gpu_class}: "
+                        f"{', '.join(sorted(refused))} changed here since it started (this kernel's values stay; "
+                        "the remote ones are in handle.refused)"
+                    )
                 hopper.capturer.store = sent.store
+                self.status = "applied"
                 self.result = hopper._settle(
                     self._client, sent, outcome, home, refused=frozenset(refused), module_state=False
                 )
             except BaseException as e:
                 self.error = e
             finally:
-                hopper.capturer.store = HopStore()
-                self.status = "applied"
                 hopper._background_settled(self)
                 self._client.close()
             return True
