@@ -30,6 +30,7 @@ async function realGateway(): Promise<Peer> {
   const data = tempDir('contract-gw');
   const tokenFile = path.join(data, 'runtime-token');
   const main = path.join(REPO, 'gateway', 'dist', 'src', 'main.js');
+  if (!fs.existsSync(main)) throw new Error(`the gateway is not built (${main} is missing): run \`npm run build\` first`);
   const proc: ChildProcess = spawn(
     process.execPath,
     [main, '--port', '0', '--grpc-port', '0', '--data', data, '--runtime-token-file', tokenFile],
