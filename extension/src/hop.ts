@@ -3,6 +3,7 @@
  *
  * Pure logic, no DOM: the renderer, the status bar and the cost meter share it, and node:test covers it.
  */
+import type { HopDisplayJson, HopSplitJson } from '@kernelhop/proto/es/hop_display_pb';
 
 /** The MIME type of the kernel's live hop display. */
 export const HOP_MIME_TYPE = 'application/vnd.kernelhop.hop+json';
@@ -43,32 +44,34 @@ export function parseHop(raw: unknown): IHopState | null {
   if (typeof raw !== 'object' || raw === null) {
     return null;
   }
-  const r = raw as Record<string, unknown>;
-  const phase = r['phase'] as HopPhase;
-  if (r['version'] !== 1 || typeof r['id'] !== 'string' || !PHASES.includes(phase)) {
+  // The schema's JSON shape (proto/kernelhop/v1/hop_display.proto); each field is still checked, as the payload
+  // comes from a kernel of any version.
+  const r = raw as HopDisplayJson;
+  const phase = r.phase as HopPhase;
+  if (r.version !== 1 || typeof r.id !== 'string' || !PHASES.includes(phase)) {
     return null;
   }
   let split: Record<SplitStep, number> | null = null;
-  if (typeof r['split'] === 'object' && r['split'] !== null) {
-    const s = r['split'] as Record<string, unknown>;
+  if (typeof r.split === 'object' && r.split !== null) {
+    const s: HopSplitJson = r.split;
     split = Object.fromEntries(SPLIT_STEPS.map(step => [step, seconds(s[step])])) as Record<SplitStep, number>;
   }
   return {
-    id: r['id'],
-    gpuClass: typeof r['gpu_class'] === 'string' ? r['gpu_class'] : '',
+    id: r.id,
+    gpuClass: typeof r.gpu_class === 'string' ? r.gpu_class : '',
     phase,
-    elapsedS: seconds(r['elapsed_s']),
-    runtime: typeof r['runtime'] === 'string' && r['runtime'] ? r['runtime'] : null,
-    simulated: r['simulated'] === true,
-    position: typeof r['position'] === 'number' ? r['position'] : null,
-    bytesDone: seconds(r['bytes_done']),
-    bytesTotal: seconds(r['bytes_total']),
-    etaS: typeof r['eta_s'] === 'number' && Number.isFinite(r['eta_s']) ? Math.max(0, r['eta_s']) : null,
+    elapsedS: seconds(r.elapsed_s),
+    runtime: typeof r.runtime === 'string' && r.runtime ? r.runtime : null,
+    simulated: r.simulated === true,
+    position: typeof r.position === 'number' ? r.position : null,
+    bytesDone: seconds(r.bytes_done),
+    bytesTotal: seconds(r.bytes_total),
+    etaS: typeof r.eta_s === 'number' && Number.isFinite(r.eta_s) ? Math.max(0, r.eta_s) : null,
     split,
-    totalS: seconds(r['total_s']),
-    gpuS: seconds(r['gpu_s']),
-    status: r['status'] === 'error' ? 'error' : 'ok',
-    error: typeof r['error'] === 'string' ? r['error'] : ''
+    totalS: seconds(r.total_s),
+    gpuS: seconds(r.gpu_s),
+    status: r.status === 'error' ? 'error' : 'ok',
+    error: typeof r.error === 'string' ? r.error : ''
   };
 }
 

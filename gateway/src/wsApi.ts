@@ -38,7 +38,7 @@ export const MAX_JSON_BYTES = 8 * 1024 * 1024;
 export const MAX_DIGESTS = 10_000;
 /** Requests of one user handled at once, over all its sockets; the rest wait their turn, so no user stalls others. */
 export const PER_USER_REQUESTS = 8;
-const OPS = ['hello', 'find_missing', 'put_blobs', 'get_blobs', 'classes', 'run', 'cancel', ...SNAPSHOT_OPS, ...RUNTIME_TOKEN_OPS, ...USAGE_OPS, ...POOL_OPS];
+export const OPS = ['hello', 'find_missing', 'put_blobs', 'get_blobs', 'classes', 'run', 'cancel', ...SNAPSHOT_OPS, ...RUNTIME_TOKEN_OPS, ...USAGE_OPS, ...POOL_OPS];
 /** Longest notebook path or cell id a run may carry for its usage line. */
 const MAX_LABEL_CHARS = 1024;
 

@@ -3,7 +3,8 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { fromJson, type JsonObject } from '@bufbuild/protobuf';
-import { decodeTagged, encodeTagged, ErrorSchema, RunDoneSchema, RunEventSchema } from '@kernelhop/proto';
+import { decodeTagged, encodeTagged, ErrorSchema, file_kernelhop_v1_gateway, RunDoneSchema, RunEventSchema } from '@kernelhop/proto';
+import { OPS } from '../src/wsApi.js';
 import { FakeRuntime, Msg, TestClient, TestGateway, blob, snapshotOf, startTestGateway } from './helpers.js';
 
 let t: TestGateway;
@@ -69,4 +70,10 @@ test('missing_blobs is the schema Error, naming every digest the gateway lacks',
   assert.equal(reply.ok, false);
   const error = fromJson(ErrorSchema, reply.error as JsonObject);
   assert.deepEqual([...error.missing].sort(), lost.map((b) => b.digest).sort());
+});
+
+test("every op the gateway serves has its request declared in gateway.proto (op snapshot_save: SnapshotSaveRequest)", () => {
+  const declared = new Set(file_kernelhop_v1_gateway.messages.map((m) => m.name));
+  const request = (op: string): string => op.split('_').map((w) => w[0]?.toUpperCase() + w.slice(1)).join('') + 'Request';
+  assert.deepEqual(OPS.filter((op) => !declared.has(request(op))), []);
 });

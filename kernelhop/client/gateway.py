@@ -19,8 +19,9 @@ from kernelhop_snapshot import Digest, digest_of
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.protocol import State
 from google.protobuf import json_format
-from kernelhop_proto import DEFAULT_LIMITS, PROTOCOL, offer, to_json
+from kernelhop_proto import DEFAULT_LIMITS, PROTOCOL, encode_request, offer
 from kernelhop_proto.v1.capabilities_pb2 import Capabilities
+from kernelhop_proto.v1.gateway_pb2 import HelloRequest
 from websockets.sync.client import ClientConnection, connect
 
 from .compression import CODEC, compress_if_it_pays, compression_wanted
@@ -222,7 +223,7 @@ class GatewayConnection:
 
     def _hello(self, ws: ClientConnection) -> None:
         """The socket's first exchange: our capabilities against the gateway's; an older gateway is named as such."""
-        ws.send(json.dumps({"id": "hello", "op": "hello", "capabilities": to_json(offer([CODEC]))}))
+        ws.send(json.dumps({"id": "hello", "op": "hello", **encode_request("hello", HelloRequest(capabilities=offer([CODEC])))}))
         try:
             msg = _parse_json(ws.recv(timeout=self.open_timeout))
         except (TimeoutError, ConnectionClosed) as e:
@@ -330,7 +331,8 @@ class GatewayConnection:
 
     def _op(self, op: str, **fields: Any) -> tuple[dict[str, Any], memoryview | None]:
         rid = self._next_id()
-        return self._call(rid, {"id": rid, "op": op, **fields})
+        # Every request is the schema's message (gateway.proto), held to it before it leaves.
+        return self._call(rid, {"id": rid, "op": op, **encode_request(op, fields)})
 
     # -- operations -------------------------------------------------------------------------------------------
 
@@ -381,7 +383,7 @@ class GatewayConnection:
                 while len(inflight) >= self._limit(PUT_DEPTH, "max_blobs_in_flight"):
                     self._put_reply(inflight)
                 rid = self._next_id()
-                self._send(encode_binary({"id": rid, "op": "put_blobs", "blobs": entries}, parts), retry=not inflight)
+                self._send(encode_binary({"id": rid, "op": "put_blobs", **encode_request("put_blobs", {"blobs": entries})}, parts), retry=not inflight)
                 inflight[rid] = batch
                 sent += sum(len(blobs[d]) for d in batch)
                 if progress is not None:
@@ -424,7 +426,7 @@ class GatewayConnection:
                 while len(inflight) >= self._limit(GET_DEPTH, "max_blobs_in_flight"):
                     self._get_reply(inflight, out)
                 rid = self._next_id()
-                self._send({"id": rid, "op": "get_blobs", "digests": batch}, retry=not inflight)
+                self._send({"id": rid, "op": "get_blobs", **encode_request("get_blobs", {"digests": batch})}, retry=not inflight)
                 inflight[rid] = batch
             while inflight:
                 self._get_reply(inflight, out)
@@ -494,20 +496,17 @@ class GatewayConnection:
         lazy restore of only those on the runtime; None restores the whole snapshot. ``manifest``: the digest of the
         captured state's manifest (the wire calls it `snapshot`). ``notebook`` and ``cell`` label its GPU-seconds."""
         rid = self._next_id()
-        self._send(
-            {
-                "id": rid,
-                "op": "run",
-                "session": session,
-                "gpu_class": gpu_class,
-                "code": code,
-                "snapshot": manifest,
-                "timeout_s": timeout_s,
-                "reach": None if reach is None else sorted(reach),
-                "notebook": notebook,
-                "cell": cell,
-            }
-        )
+        fields = {
+            "session": session,
+            "gpu_class": gpu_class,
+            "code": code,
+            "snapshot": manifest,
+            "timeout_s": timeout_s,
+            "reach": None if reach is None else sorted(reach),
+            "notebook": notebook,
+            "cell": cell,
+        }
+        self._send({"id": rid, "op": "run", **encode_request("run", fields)})
         return RunHandle(self, rid)
 
 
@@ -544,7 +543,7 @@ class RunHandle:
             # Done already, or the connection that carried the run is gone (and the gateway ends runs with it).
             return self.final
         try:
-            ws.send(json.dumps({"id": self.client._next_id(), "op": "cancel", "run": self.id}))
+            ws.send(json.dumps({"id": self.client._next_id(), "op": "cancel", **encode_request("cancel", {"run": self.id})}))
         except ConnectionClosed:
             self.client.close()
             return None

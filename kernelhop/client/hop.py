@@ -2,7 +2,7 @@
 
 This is the engine: it reports what happens to a presenter (hop_events.py) and shows nothing itself.
 
-The local namespace changes in one step at the very end (`_bring_home`), after everything that can fail has succeeded:
+The local namespace changes in one step at the very end (`_apply_home`), after everything that can fail has succeeded:
 a hop that fails or is interrupted earlier leaves it exactly as it was (ARCHITECTURE.md, "The path of one %%gpu cell").
 """
 
@@ -32,6 +32,7 @@ from kernelhop_snapshot.module_state import KernelModuleState
 
 from ..config import discover, recipe_max_s
 from ..environment import record_environment
+from .background import BackgroundHop
 from .files import WorkingFiles
 from .gateway import GatewayConnection, GatewayError, GatewayUnreachable, KernelhopError
 from .hop_events import HopPresenter
@@ -134,6 +135,35 @@ class Outcome:
     started: dict[str, Any] = field(default_factory=dict)
     queue_s: float = 0.0
     remote_s: float = 0.0
+    ended_at: float = 0.0
+
+
+@dataclass
+class Sent:
+    """A hop's state as sent (steps 1-3): what the run and the bring-home need of it."""
+
+    store: HopStore
+    cap: Capture
+    reach: frozenset[str] | None
+    tree: Any
+    files: bool
+    gpu_class: str
+    code: str
+    labels: tuple[str, str]  # (notebook, cell) of the cell that started the hop, for usage
+    capture: Callable[[frozenset[str] | None], Capture]
+    t0: float
+    t1: float
+    t2: float
+
+
+@dataclass
+class Home:
+    """What came home, restored into a scratch dict and not yet applied."""
+
+    manifest: Manifest
+    changes: Any  # kernelhop_snapshot.diff.ManifestDiff
+    restored: dict[str, Any]
+    apply_module_state: Callable[[], None]
 
 
 class Hopper:
@@ -174,6 +204,8 @@ class Hopper:
         # Names a cell made on the runtime that could not come home (unpicklable there): warned about once, and
         # again only once one has come home or gone and then been made again.
         self._left_on_runtime: set[str] = set()
+        # The background hop in flight or waiting to be applied (background.py); one hop at a time per kernel.
+        self.background: BackgroundHop | None = None
 
     def close(self) -> None:
         if self._client is not None:
@@ -258,6 +290,7 @@ class Hopper:
         unpicklable variables to rebuild there whatever the recipe rules say but the safety rule (recompute.py);
         with `files` the cell runs in a copy of the working directory, and what it did there comes home; with
         `packages` the runtime installs the packages of this kernel its workers lack."""
+        self.refuse_while_background("%%gpu")
         # --quiet leaves out both the live display and the status line.
         self.presenter = self.present(gpu_class, quiet)
         try:
@@ -292,6 +325,53 @@ class Hopper:
             # Drop this hop's chunks (views of the user's objects, and what came home) with the store.
             self.capturer.store = HopStore()
 
+    def hop_background(
+        self,
+        gpu_class: str,
+        code: str,
+        *,
+        timeout_s: float | None = None,
+        quiet: bool = False,
+        eager: bool = False,
+        rebuild: tuple[str, ...] = (),
+        files: bool = True,
+        packages: bool = True,
+    ) -> BackgroundHop:
+        """Capture and send now, as `hop` does, then run in the background; returns its handle at once
+        (background.py says what is applied when)."""
+        self.refuse_while_background("%%gpu --background")
+        self.presenter = self.present(gpu_class, quiet)
+        store = None
+        try:
+            client = self.client()
+            self.capturer.store = store = self.new_store()
+            sent = self._send(client, store, gpu_class, code, eager, rebuild, files, packages)
+            # A connection of its own: this one stays free for the kernel's other requests meanwhile.
+            own = GatewayConnection(
+                client.url, client.token, source=client.source, ca=client.ca, fingerprint=client.fingerprint
+            )
+            own.known = set(client.known)
+        except BaseException as e:
+            self.presenter.failed(e)
+            self.capturer.store = HopStore()
+            raise
+        # The hop's store stays the capturer's until the result is applied: the restore reads from it.
+        self.background = BackgroundHop(self, own, sent, timeout_s, sent.labels[1])
+        return self.background
+
+    def refuse_while_background(self, what: str) -> None:
+        handle = self.background
+        if handle is not None:
+            raise KernelhopError(
+                f"{what}: the background hop on {handle.gpu_class} ({handle.cell}) is {handle.status}; "
+                "`%gpu wait` (or handle.wait()) applies it, `%gpu cancel` (or handle.cancel()) drops it"
+            )
+
+    def _background_settled(self, handle: BackgroundHop) -> None:
+        if self.background is handle:
+            self.background = None
+            self.capturer.store = HopStore()
+
     def _hop(
         self,
         client: GatewayConnection,
@@ -304,6 +384,24 @@ class Hopper:
         files: bool,
         packages: bool,
     ):
+        sent = self._send(client, store, gpu_class, code, eager, rebuild, files, packages)
+        outcome = self._run_sent(client, sent, timeout_s)
+        home = self._fetch_home(client, sent, outcome)
+        return self._settle(client, sent, outcome, home)
+
+    def _send(
+        self,
+        client: GatewayConnection,
+        store: HopStore,
+        gpu_class: str,
+        code: str,
+        eager: bool,
+        rebuild: tuple[str, ...],
+        files: bool,
+        packages: bool,
+    ) -> Sent:
+        """Steps 1-3: capture the namespace (and the working directory) and send what the gateway lacks. Nothing of
+        the namespace is read after this returns."""
         t0 = time.monotonic()
         plan = Plan()
         tree = self.files.send(client, store) if files else None
@@ -352,29 +450,54 @@ class Hopper:
                 )
         t1 = time.monotonic()
         cap = self._upload(client, store, cap, lambda: capture(None))
-        t2 = time.monotonic()
+        return Sent(
+            store, cap, reach, tree, files, gpu_class, code, run_labels(self.shell), capture, t0, t1, time.monotonic()
+        )
+
+    def _run_sent(
+        self, client: GatewayConnection, sent: Sent, timeout_s: float | None, *, recapture: bool = True
+    ) -> Outcome:
+        """Step 4: run the sent state and report its events. ``recapture``: where the gateway lost blobs this kernel
+        no longer holds, capture the namespace anew (a background hop cannot: the namespace has moved on)."""
         try:
-            outcome = self._run(client, gpu_class, code, str(cap.digest), timeout_s, reach)
+            return self._run(client, sent, timeout_s)
         except GatewayError as e:
             if e.code != "missing_blobs":
                 raise
             # The gateway lacks blobs we took it to hold (its store was wiped?): send just those and run again;
             # only where this kernel does not hold one of them either, forget what we knew and send everything.
+            store = sent.store
             if e.missing and all(store.has(Digest.parse(d)) for d in e.missing):
                 client.known.difference_update(e.missing)
                 client.put_blobs({d: store.get(Digest.parse(d)) for d in e.missing})
+            elif not recapture:
+                raise HopError(
+                    "the gateway lost blobs of the state this background hop sent, and the kernel has moved on "
+                    "since; run the cell again. The local namespace is unchanged"
+                ) from None
             else:
                 client.known.clear()
-                tree = self.files.send(client, store) if files else None
-                cap = self._upload(client, store, cap, lambda: capture(None))
-            outcome = self._run(client, gpu_class, code, str(cap.digest), timeout_s, reach)
-        t3 = time.monotonic()
-        self.presenter.phase("home")
-        runtime = str(outcome.started.get("runtime") or "?")
-        self._bring_home(client, store, cap, outcome.done["snapshot"], reach, runtime)
-        if tree is not None and outcome.done["snapshot"] != str(cap.digest):
-            came = Manifest.from_bytes(store.get(Digest.parse(outcome.done["snapshot"])))
-            self.files.bring_home(client, came.files, gpu_class)
+                sent.tree = self.files.send(client, store) if sent.files else None
+                sent.cap = self._upload(client, store, sent.cap, lambda: sent.capture(None))
+            return self._run(client, sent, timeout_s)
+
+    def _settle(
+        self,
+        client: GatewayConnection,
+        sent: Sent,
+        outcome: Outcome,
+        home: Home | None,
+        *,
+        refused: frozenset[str] = frozenset(),
+        module_state: bool = True,
+    ):
+        """Steps 7 and after: apply what came home (but ``refused`` names), bring the files home, report; returns
+        the cell's result or raises the remote cell's error."""
+        if home is not None:
+            self._apply_home(home, sent.cap, refused=refused, module_state=module_state)
+        if sent.tree is not None and outcome.done["snapshot"] != str(sent.cap.digest):
+            came = Manifest.from_bytes(sent.store.get(Digest.parse(outcome.done["snapshot"])))
+            self.files.bring_home(client, came.files, sent.gpu_class)
         t4 = time.monotonic()
         remote = outcome.done.get("timings")
         self.last_timings = {
@@ -383,17 +506,17 @@ class Hopper:
                 for k, v in (remote.items() if isinstance(remote, dict) else ())
                 if isinstance(v, int | float)
             },
-            "capture_s": t1 - t0,
-            "upload_s": t2 - t1,
+            "capture_s": sent.t1 - sent.t0,
+            "upload_s": sent.t2 - sent.t1,
             "queue_s": outcome.queue_s,
             "remote_s": outcome.remote_s,
-            "home_s": t4 - t3,
-            "total_s": t4 - t0,
+            "home_s": t4 - outcome.ended_at,
+            "total_s": t4 - sent.t0,
         }
         raised = outcome.error is not None or outcome.done.get("status") == "error"
         self.presenter.finished(self.last_timings, "error" if raised else "ok")
         if raised:
-            raise remote_cell_error(gpu_class, outcome.error or {})
+            raise remote_cell_error(sent.gpu_class, outcome.error or {})
         return outcome.result
 
     # -- steps ------------------------------------------------------------------------------------------------
@@ -434,24 +557,16 @@ class Hopper:
             names |= reached
         return frozenset(names)
 
-    def _run(
-        self,
-        client: GatewayConnection,
-        gpu_class: str,
-        code: str,
-        manifest: str,
-        timeout_s: float | None,
-        reach: frozenset[str] | None,
-    ) -> Outcome:
+    def _run(self, client: GatewayConnection, sent: Sent, timeout_s: float | None) -> Outcome:
         # timeout_s 0 means none, as in the runtime protocol's Assignment.
-        notebook, cell = run_labels(self.shell)
+        notebook, cell = sent.labels
         run = client.run(
             session=self.session,
-            gpu_class=gpu_class,
-            code=code,
-            manifest=manifest,
+            gpu_class=sent.gpu_class,
+            code=sent.code,
+            manifest=str(sent.cap.digest),
             timeout_s=timeout_s or 0,
-            reach=reach,
+            reach=sent.reach,
             notebook=notebook,
             cell=cell,
         )
@@ -514,29 +629,27 @@ class Hopper:
                     else "Run the cell again once the gateway is back."
                 ),
             ) from None
-        out.remote_s = time.monotonic() - (started_at if started_at is not None else sent)
+        out.ended_at = time.monotonic()
+        out.remote_s = out.ended_at - (started_at if started_at is not None else sent)
         if not isinstance(out.done.get("snapshot"), str):
             raise GatewayError("bad_reply", "the gateway's `done` reply names no snapshot")
         return out
 
-    def _bring_home(
-        self,
-        client: GatewayConnection,
-        store: HopStore,
-        cap: Capture,
-        manifest: str,
-        reach: frozenset[str] | None,
-        runtime: str,
-    ) -> None:
+    def _fetch_home(self, client: GatewayConnection, sent: Sent, outcome: Outcome) -> Home | None:
+        """Steps 5-7 but the last: fetch and restore the changed groups into a scratch dict (None: the cell changed
+        nothing a snapshot holds). The namespace is not touched."""
+        self.presenter.phase("home")
+        runtime = str(outcome.started.get("runtime") or "?")
+        manifest, store, cap = outcome.done["snapshot"], sent.store, sent.cap
         if manifest == str(cap.digest):
-            return  # the cell changed nothing a snapshot holds
+            return None
         try:
             digest = Digest.parse(manifest)
             if not store.has(digest):
                 store.put(digest, client.get_blobs([manifest])[manifest])
             new = Manifest.from_bytes(store.get(digest))
             changes = diff(cap.manifest, new)
-            check_result(cap.manifest, changes, reach, runtime)  # before anything of it is fetched or unpickled
+            check_result(cap.manifest, changes, sent.reach, runtime)  # before anything of it is fetched or unpickled
             wanted = {d for g in changes.changed_groups for d in g.blob_digests()}
             fetched = client.get_blobs(sorted(str(d) for d in store.missing(wanted)))
             for text, data in fetched.items():
@@ -556,11 +669,22 @@ class Hopper:
                 f"the cell ran, but what it made could not be brought home ({type(e).__name__}: {e}); "
                 "the local namespace is unchanged"
             ) from e
+        return Home(new, changes, restored, apply_module_state)
+
+    def _apply_home(
+        self, home: Home, cap: Capture, *, refused: frozenset[str] = frozenset(), module_state: bool = True
+    ) -> None:
+        """Step 7's last part, in one step: changed and new names in, deleted names out (but ``refused``), then
+        the module state (unless not ``module_state``)."""
+        new, changes = home.manifest, home.changes
+        restored = {k: v for k, v in home.restored.items() if k not in refused}
         with _sigint_deferred():
             self.shell.user_ns.update(restored)
             for name in changes.deleted_names:  # diff never lists a name either side could not capture
-                self.shell.user_ns.pop(name, None)
-            apply_module_state()
+                if name not in refused:
+                    self.shell.user_ns.pop(name, None)
+            if module_state:
+                home.apply_module_state()
         for line in self.module_state.take_notes():
             self.presenter.warn(line)
         left = {n for n in new.unpicklable if n not in cap.unpicklable}

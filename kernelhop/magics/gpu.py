@@ -9,6 +9,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
+from ..client.background import BackgroundHop, settle_before_cell
 from ..client.hop import Hopper, RemoteResult
 from ..client.usage import format_report, parse_since
 from .hop_presenter import presenters_for
@@ -22,6 +23,9 @@ class GpuMagics(Magics):
         # One per kernel: its session id and capturer outlive single cells, so later hops move only what changed.
         self.hopper = Hopper(shell, presenters_for(shell))
         self.sticky = StickyGpu(shell)
+        # The safe point where a background hop's result is applied: before a cell runs, never inside one.
+        self._settle = lambda *_: settle_before_cell(self.hopper)
+        shell.events.register("pre_run_cell", self._settle)
 
     @magic_arguments("%gpu")  # usage reads `%%gpu ...`: a cell magic
     @argument("gpu_class", metavar="CLASS", help="the GPU class to run on, e.g. h100 (%%gpu without a cell lists them)")
@@ -56,8 +60,15 @@ class GpuMagics(Magics):
         action="store_true",
         help="do not send this kernel's package versions; the runtime installs nothing and names no difference",
     )
+    @argument(
+        "--background",
+        action="store_true",
+        help="return at once with a handle once the state is sent; the cell's output streams here meanwhile, and "
+        "what it changed is applied before the next cell runs (names changed here since are kept and named); "
+        "handle.wait() / %%gpu wait applies it now, handle.cancel() / %%gpu cancel drops it",
+    )
     @cell_magic("gpu")
-    def gpu_cell(self, line: str, cell: str) -> RemoteResult | None:
+    def gpu_cell(self, line: str, cell: str) -> RemoteResult | BackgroundHop | None:
         """Run this cell on a pooled GPU with the kernel's whole state, then bring home what it changed.
 
         The user namespace is captured and sent; output streams back live; variables the cell assigned, changed
@@ -118,7 +129,8 @@ class GpuMagics(Magics):
         for name in args.rebuild:
             if not name.isidentifier():
                 raise UsageError(f"%%gpu: --rebuild takes a variable name, got {name!r}")
-        return self.hopper.hop(
+        hop = self.hopper.hop_background if args.background else self.hopper.hop
+        return hop(
             args.gpu_class,
             cell,
             timeout_s=args.timeout,
@@ -136,6 +148,7 @@ class GpuMagics(Magics):
         `%gpu env CLASS` shows which of this kernel's packages a runtime of CLASS installs for its cells (and what
         it cannot), by a hop that runs nothing of the notebook (the runtime prepares them then, as for the next cell).
         `%gpu usage [SINCE]` shows your GPU-seconds per notebook, cell, class and runtime (SINCE: 24h, 7d, a date).
+        `%gpu wait` applies the background hop (`%%gpu CLASS --background`) now, waiting for it; `%gpu cancel` drops it.
         `%gpu CLASS [--timeout S] [-q] [--eager] [--no-files] [--no-packages]` runs every following cell on CLASS, as if
         each began with `%%gpu CLASS ...`; the session's worker stays warm there, so each cell moves only what
         changed, and the kernel's namespace is up to date after each. `%gpu off` runs cells here again, with the state.
@@ -157,6 +170,18 @@ class GpuMagics(Magics):
             except ValueError as e:
                 raise UsageError(f"%gpu usage: {e}") from None
             print(format_report(self.hopper.client().usage(**fields)))
+            return
+        if words in (["wait"], ["cancel"]):
+            handle = self.hopper.background
+            if handle is None:
+                print("no background hop is running")
+                return
+            if words == ["cancel"]:
+                handle.cancel()
+                print(f"cancelled the background hop on {handle.gpu_class} ({handle.cell}); nothing applied")
+                return
+            handle.wait()
+            print(f"applied the background hop on {handle.gpu_class} ({handle.cell}): {', '.join(handle.applied) or 'nothing changed'}")
             return
         if words == ["off"]:
             was = self.sticky.off()
@@ -185,6 +210,8 @@ class GpuMagics(Magics):
         print(f"every cell runs on {gpu_class} now, with the kernel's state; %gpu off runs them here again")
 
     def close(self) -> None:
+        if self._settle in self.shell.events.callbacks["pre_run_cell"]:  # close() may come once per magic kind
+            self.shell.events.unregister("pre_run_cell", self._settle)
         self.sticky.close()
         self.hopper.close()
         self.hopper.cells.close()

@@ -68,6 +68,7 @@ class SnapshotMagics(Magics):
     def api(self) -> Iterator[Snapshots]:
         """Snapshot operations over the kernel's connection, with a chunk store for this operation only (as a hop
         has): the capturer writes into it, and it is dropped afterwards so no GiBs stay held twice."""
+        self.hopper.refuse_while_background("%snapshot")  # the capturer and its store are the hop's until then
         self.hopper.capturer.store = store = self.hopper.new_store()
         try:
             yield Snapshots(self.hopper.client(), store)

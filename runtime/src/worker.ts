@@ -5,12 +5,17 @@ import { EventEmitter } from 'node:events';
 import * as readline from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import {
+  agree,
   create,
   decodeTagged,
   encodeTagged,
   WorkerCommandSchema,
   WorkerEventSchema,
+  offer,
+  RunFailure_Code,
+  type Capabilities,
   type RunCell,
+  type WorkerCommand,
   type WorkerEvent,
 } from '@kernelhop/proto';
 import { Sandbox, WorkerSpace } from './sandbox.js';
@@ -30,6 +35,9 @@ export interface WorkerOptions {
 
 const STDERR_TAIL_CHARS = 4000;
 
+/** What the runtime offers in the pipes' hello: the schema's defaults (no codecs: blobs go by files, not pipes). */
+const PIPE_CAPABILITIES = offer([]);
+
 /**
  * Emits 'event' (WorkerEvent), 'output' (stream name, text) for the process's own fd 1/2, and 'exit'
  * (description) once when the process is gone.
@@ -39,6 +47,8 @@ export class WorkerProcess extends EventEmitter {
   /** The run it serves now, if any: output outside a run belongs to the runtime's log. */
   runId: string | null = null;
   isReady = false;
+  /** What the pipes' hello agreed (worker.proto); the runtime's offer until then. */
+  agreed: Capabilities = PIPE_CAPABILITIES;
   /** Its own directories: blobs handed to it, blobs it wrote, home and /tmp. */
   readonly space: WorkerSpace;
   private readonly child: ChildProcess;
@@ -85,15 +95,37 @@ export class WorkerProcess extends EventEmitter {
         reject(new Error(`the Python worker did not start within ${(opts.startTimeoutMs ?? 120_000) / 1000} s`));
         this.kill();
       }, opts.startTimeoutMs ?? 120_000);
-      const onEvent = (e: WorkerEvent): void => {
-        if (e.kind.case !== 'ready') return;
+      const who = `the Python worker (${opts.python} -m kernelhop_worker)`;
+      const refuse = (why: string): void => {
         clearTimeout(timer);
         this.off('event', onEvent);
-        // bwrap wrote the pid before starting the worker, so it is there by now, or the process is gone.
-        void pidKnown.then(() => {
-          this.isReady = this.alive;
-          resolve();
-        });
+        reject(new Error(`${who} ${why}`));
+        this.kill();
+      };
+      // ready (its imports are done), then the hello: the runtime's offer, answered by the worker's own.
+      const onEvent = (e: WorkerEvent): void => {
+        if (e.kind.case === 'ready') {
+          this.write({ case: 'hello', value: PIPE_CAPABILITIES });
+        } else if (e.kind.case === 'failed') {
+          // A worker older than the pipes' hello answers it as an unknown command.
+          refuse(
+            `answered the hello with ${RunFailure_Code[e.kind.value.code]}: ${e.kind.value.message}. It is older than this runtime: ` +
+              `install the runtime's kernelhop for that Python, or pass --python / KERNELHOP_PYTHON of this installation`,
+          );
+        } else if (e.kind.case === 'hello') {
+          try {
+            this.agreed = agree(PIPE_CAPABILITIES, e.kind.value, who);
+          } catch (err) {
+            return refuse(`refused the hello: ${(err as Error).message}`);
+          }
+          clearTimeout(timer);
+          this.off('event', onEvent);
+          // bwrap wrote the pid before starting the worker, so it is there by now, or the process is gone.
+          void pidKnown.then(() => {
+            this.isReady = this.alive;
+            resolve();
+          });
+        }
       };
       this.on('event', onEvent);
       this.once('exit', (why: string) => {
@@ -136,8 +168,16 @@ export class WorkerProcess extends EventEmitter {
   }
 
   send(command: RunCommand): void {
-    const line = encodeTagged(WorkerCommandSchema, 'op', create(WorkerCommandSchema, { kind: { case: 'run', value: command } }));
-    (this.child.stdin as Writable).write(JSON.stringify(line) + '\n');
+    this.write({ case: 'run', value: command });
+  }
+
+  private write(kind: WorkerCommand['kind']): void {
+    const line = JSON.stringify(encodeTagged(WorkerCommandSchema, 'op', create(WorkerCommandSchema, { kind }))) + '\n';
+    // Obeying the agreement: a command over the worker's line limit is a bug here, not something to cut.
+    if (Buffer.byteLength(line) > this.agreed.maxFrameBytes) {
+      throw new Error(`a ${kind.case} command of ${Buffer.byteLength(line)} bytes is over the worker's line limit (${this.agreed.maxFrameBytes})`);
+    }
+    (this.child.stdin as Writable).write(line);
   }
 
   interrupt(): void {
@@ -186,6 +226,10 @@ export class WorkerProcess extends EventEmitter {
 
   private onLine(line: string): void {
     if (!line.trim()) return;
+    if (Buffer.byteLength(line) > this.agreed.maxFrameBytes) {
+      this.emit('output', 'stderr', `kernelhop runtime: a worker event line over the agreed ${this.agreed.maxFrameBytes} bytes was dropped\n`);
+      return;
+    }
     let event: WorkerEvent;
     try {
       event = decodeTagged<WorkerEvent>(WorkerEventSchema, 'event', JSON.parse(line));

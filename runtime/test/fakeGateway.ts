@@ -1,7 +1,8 @@
-// A small in-memory gateway for the runtime's tests: the proto's services with a Map as the store.
+// A small in-memory gateway for the runtime's tests: the proto's services with a Map as the store. Held to the real
+// gateway by test/contract.test.ts (the same cases against both).
 import { EventEmitter } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
-import { offer } from '@kernelhop/proto';
+import { IncompatiblePeer, agree, offer } from '@kernelhop/proto';
 import { digestOf, formatDigest } from '@kernelhop/kernel-snapshot';
 import { loadKernelhopProto } from '../src/proto.js';
 import type { Assignment, CellEvent, GatewayMessage, PbDigest, RegisterRequest, RuntimeMessage } from '../src/proto.js';
@@ -14,6 +15,8 @@ export class FakeGateway extends EventEmitter {
   heartbeats = 0;
   /** Every SlotsTaken the runtime sent, in order (several gateways). */
   readonly slotsTaken: number[][] = [];
+  /** Runs assigned and not yet ended: a runtime may upload only while it holds one. */
+  readonly held = new Set<string>();
   /** Sizes of the BatchReadBlobs answers, and every blob BatchUpdateBlobs received. */
   readonly readBatches: number[] = [];
   readonly uploaded: PbDigest[] = [];
@@ -32,10 +35,22 @@ export class FakeGateway extends EventEmitter {
       <Req, Res>(fn: (req: Req) => Res): grpc.handleUnaryCall<Req, Res> =>
       (call, cb) => {
         if (!this.authorized(call.metadata)) return cb({ code: grpc.status.UNAUTHENTICATED, details: 'bad token' });
-        cb(null, fn(call.request));
+        try {
+          cb(null, fn(call.request));
+        } catch (e) {
+          if (!(e instanceof CallError)) throw e;
+          cb({ code: e.code, details: e.message });
+        }
       };
     this.server.addService(pkg.Runtimes.service, {
       register: authed((req: RegisterRequest) => {
+        // As the real gateway: a runtime without the hello (or of another protocol) is refused.
+        try {
+          agree(offer([]), req.capabilities ?? null, 'this runtime');
+        } catch (e) {
+          if (e instanceof IncompatiblePeer) throw new CallError(grpc.status.FAILED_PRECONDITION, e.message);
+          throw e;
+        }
         const runtimeId = `rt-${this.nextId++}`;
         this.registrations.push(req);
         this.known.add(runtimeId);
@@ -50,7 +65,9 @@ export class FakeGateway extends EventEmitter {
       work: (call: grpc.ServerDuplexStream<RuntimeMessage, GatewayMessage>) => {
         const id = String(call.metadata.get('runtime-id')[0] ?? '');
         if (!this.authorized(call.metadata) || !this.known.has(id)) {
-          call.emit('error', { code: grpc.status.UNAUTHENTICATED, details: 'unknown runtime' });
+          // As the real gateway: a wrong token is UNAUTHENTICATED, an unknown runtime NOT_FOUND (register again).
+          const known = this.authorized(call.metadata);
+          call.emit('error', { code: known ? grpc.status.NOT_FOUND : grpc.status.UNAUTHENTICATED, details: known ? `unknown runtime ${id}` : 'bad token' });
           return;
         }
         this.streams.set(id, call);
@@ -66,6 +83,7 @@ export class FakeGateway extends EventEmitter {
           const list = this.events.get(ev.runId) ?? [];
           list.push(ev);
           this.events.set(ev.runId, list);
+          if (ev.done || ev.failed) this.held.delete(ev.runId);
           this.emit('event', ev);
         });
         call.on('end', () => call.end());
@@ -76,17 +94,21 @@ export class FakeGateway extends EventEmitter {
       findMissingBlobs: authed((req: { blobDigests: PbDigest[] }) => ({
         missingBlobDigests: req.blobDigests.filter((d) => !this.store.has(d.hash)),
       })),
-      batchUpdateBlobs: authed((req: { requests: { digest: PbDigest; data: Buffer }[] }) => ({
-        responses: req.requests.map(({ digest, data }) => {
-          const actual = digestOf(data);
-          if (actual.hash !== digest.hash || actual.sizeBytes !== Number(digest.sizeBytes)) {
-            return { digest, status: { code: grpc.status.INVALID_ARGUMENT, message: 'digest mismatch' } };
-          }
-          this.store.set(digest.hash, data);
-          this.uploaded.push(digest);
-          return { digest, status: { code: 0, message: '' } };
-        }),
-      })),
+      batchUpdateBlobs: authed((req: { requests: { digest: PbDigest; data: Buffer }[] }) => {
+        // As the real gateway: a runtime uploads only the results of runs it holds.
+        if (this.held.size === 0) throw new CallError(grpc.status.PERMISSION_DENIED, 'this runtime holds no run');
+        return {
+          responses: req.requests.map(({ digest, data }) => {
+            const actual = digestOf(data);
+            if (actual.hash !== digest.hash || actual.sizeBytes !== Number(digest.sizeBytes)) {
+              return { digest, status: { code: grpc.status.INVALID_ARGUMENT, message: 'digest mismatch' } };
+            }
+            this.store.set(digest.hash, data);
+            this.uploaded.push(digest);
+            return { digest, status: { code: 0, message: '' } };
+          }),
+        };
+      }),
       batchReadBlobs: authed((req: { digests: PbDigest[] }) => {
         this.readBatches.push(req.digests.reduce((n, d) => n + Number(d.sizeBytes), 0));
         const responses = req.digests.map((digest) => {
@@ -140,6 +162,7 @@ export class FakeGateway extends EventEmitter {
 
   async assign(runtimeId: string, assignment: Partial<Assignment> & { runId: string; code: string; snapshot: PbDigest }): Promise<void> {
     const stream = await this.streamOf(runtimeId);
+    this.held.add(assignment.runId);
     stream.write({ assign: { session: 'session-1', gpuClass: 'cpu', timeoutS: 0, lazy: false, reach: [], slot: 0, warmGraceS: 0, ...assignment } });
   }
 
@@ -179,5 +202,15 @@ export class FakeGateway extends EventEmitter {
       }, timeoutMs);
       if (!check()) this.on('event', onEvent);
     });
+  }
+}
+
+/** A refusal a handler throws: answered as that gRPC status. */
+class CallError extends Error {
+  constructor(
+    readonly code: grpc.status,
+    message: string,
+  ) {
+    super(message);
   }
 }

@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parseManifestBytes, manifestBlobDigests } from '@kernelhop/kernel-snapshot';
 import { FakeGateway } from './fakeGateway.js';
-import { RuntimeProcess, makeSnapshot, pidAlive, startRuntime, tempDir } from './helpers.js';
+import { PYTHON, RuntimeProcess, makeSnapshot, pidAlive, startRuntime, tempDir } from './helpers.js';
 import type { CellEvent } from '../src/proto.js';
 
 function kinds(events: CellEvent[]): string[] {
@@ -324,6 +324,40 @@ test('SIGTERM ends the runtime and its workers', async () => {
     await new Promise((r) => setTimeout(r, 300));
     for (const pid of pids) assert.equal(pidAlive(pid), false, `worker ${pid} is gone`);
   } finally {
+    gateway.stop();
+  }
+});
+
+test('a worker older than the pipes\' hello is refused, saying so, and serves no run', async () => {
+  // The worker of a kernelhop before the hello: ready, then every command other than run is unknown to it.
+  const shim = tempDir('oldworker');
+  fs.writeFileSync(
+    path.join(shim, 'old_worker.py'),
+    [
+      'import json, os, sys',
+      'os.write(3, (json.dumps({"event": "ready", "pid": os.getpid(), "python": "3"}) + "\\n").encode())',
+      'for line in sys.stdin:',
+      '    op = json.loads(line).get("op")',
+      '    failed = {"event": "failed", "code": "bad_command", "message": f"unknown op {op!r}; this worker knows \'run\'"}',
+      '    os.write(3, (json.dumps(failed) + "\\n").encode())',
+    ].join('\n'),
+  );
+  const python = path.join(shim, 'python');
+  // Whatever the runtime asks of it (`-m kernelhop_worker ...`), this interpreter runs the old worker.
+  fs.writeFileSync(python, `#!/bin/sh\nexec ${PYTHON} ${path.join(shim, 'old_worker.py')}\n`, { mode: 0o755 });
+  const gateway = new FakeGateway();
+  await gateway.start();
+  const args = ['--gateway', gateway.address, '--warm', '0', '--cache', tempDir('cache'), '--single-user', '--no-sandbox'];
+  const rt = await startRuntime([...args, '--python', python]);
+  try {
+    const snapshot = makeSnapshot(gateway, 'x = 1');
+    await gateway.assign(rt.runtimeId, { runId: 'run-old-worker', code: 'print(x)', snapshot });
+    const events = await gateway.finished('run-old-worker');
+    const failed = events.at(-1)?.failed;
+    assert.equal(failed?.code, 'worker_died', JSON.stringify(events));
+    assert.match(failed?.message ?? '', /answered the hello with bad_command: unknown op 'hello'.*older than this runtime.*KERNELHOP_PYTHON/s);
+  } finally {
+    await rt.stop();
     gateway.stop();
   }
 });

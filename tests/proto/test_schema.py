@@ -96,3 +96,18 @@ def test_protocol_reference_is_current() -> None:
     assert gen_protocol_doc.DOC.read_text() == gen_protocol_doc.render(), (
         "docs/PROTOCOL.md is stale: run .venv/bin/python scripts/gen_protocol_doc.py"
     )
+
+
+def test_a_request_is_held_to_its_message_before_it_is_sent():
+    from kernelhop_proto import encode_request
+
+    assert encode_request("snapshot_share", {"ref": "abc", "with": "bob", "expires_s": None}) == {
+        "ref": "abc",
+        "with": "bob",
+    }
+    with pytest.raises(ValueError, match="no field named \"reff\""):
+        encode_request("snapshot_get", {"reff": "abc"})
+    with pytest.raises(ValueError, match="timeout_s"):
+        encode_request("run", {"session": "s", "timeout_s": "soon"})
+    with pytest.raises(ValueError, match="not declared in proto/kernelhop/v1/gateway.proto"):
+        encode_request("no_such_op", {})

@@ -1,38 +1,32 @@
-import { IncomingMessage } from 'node:http';
-import { AddressInfo } from 'node:net';
-
-import { WebSocketServer } from 'ws';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
 
 import { expect, test } from './fixtures';
 
 const TOKEN = 'right-token';
-const CLASSES = { h100: { runtimes: 1, capacity: 1, busy: 0, queued: 0, simulated: true } };
+const REPO = path.resolve(__dirname, '..', '..');
 
 /**
- * A stand-in gateway speaking the `classes` op of docs/ARCHITECTURE.md, with its token check on the upgrade.
- * The real gateway and runtime are exercised by the end-to-end browser test; this one pins the extension's side.
+ * The one fake of the WebSocket protocol (tests/support/kernelhop_fake_gateway.py, held to the real gateway by
+ * tests/contract), as a process. The real gateway and runtime are exercised by the end-to-end browser test; this one
+ * pins the extension's side.
  */
 const withGateway = test.extend<object, { fakeGateway: { url: string } }>({
   fakeGateway: [
     async ({}, use) => {
-      const server = new WebSocketServer({
-        host: '127.0.0.1',
-        port: 0,
-        path: '/ws/v1',
-        verifyClient: ({ req }: { req: IncomingMessage }) => req.headers.authorization === `Bearer ${TOKEN}`
+      const venv = path.join(REPO, '.venv', 'bin', 'python');
+      const python = process.env.KERNELHOP_PYTHON ?? (existsSync(venv) ? venv : 'python3');
+      const script = path.join(REPO, 'tests', 'support', 'kernelhop_fake_gateway.py');
+      const fake = spawn(python, [script, '--token', TOKEN, '--capacity', '1'], { stdio: ['pipe', 'pipe', 'inherit'] });
+      const url = await new Promise<string>((resolve, reject) => {
+        fake.once('exit', code => reject(new Error(`the fake gateway exited with ${code}`)));
+        createInterface({ input: fake.stdout! }).once('line', resolve);
       });
-      await new Promise<void>(resolve => server.once('listening', () => resolve()));
-      server.on('connection', socket => {
-        socket.on('message', raw => {
-          const request = JSON.parse(String(raw)) as { id: string; op: string };
-          if (request.op === 'classes') {
-            socket.send(JSON.stringify({ re: request.id, ok: true, classes: CLASSES }));
-          }
-        });
-      });
-      const { port } = server.address() as AddressInfo;
-      await use({ url: `ws://127.0.0.1:${port}/ws/v1` });
-      await new Promise<void>(resolve => server.close(() => resolve()));
+      await use({ url });
+      fake.stdin!.end();
+      await new Promise<void>(resolve => (fake.exitCode !== null ? resolve() : fake.once('exit', () => resolve())));
     },
     { scope: 'worker' }
   ]

@@ -65,3 +65,54 @@ def encode_tagged(message: Message, tag: str) -> dict[str, Any]:
     data = to_json(message)
     inner = data.pop(which)
     return {tag: which, **data, **inner}
+
+
+class IncompatiblePeer(ValueError):
+    """The peer's hello is missing, or of another protocol or digest function."""
+
+
+def agree(
+    mine: capabilities_pb2.Capabilities, theirs: capabilities_pb2.Capabilities | None, peer: str
+) -> capabilities_pb2.Capabilities:
+    """The agreement of two offers, as proto/src/capabilities.ts's `agree`: the smaller of each limit (0: the schema's
+    default), the codecs both speak; a peer of another protocol or digest function is refused, saying which."""
+    if theirs is None or not theirs.protocol:
+        raise IncompatiblePeer(f"{peer} sent no capabilities (hello): it is older than {PROTOCOL}'s hello; upgrade it")
+    if theirs.protocol != PROTOCOL:
+        raise IncompatiblePeer(f"{peer} speaks protocol {theirs.protocol!r}, this side {PROTOCOL}")
+    if theirs.digest_function != DIGEST_FUNCTION:
+        raise IncompatiblePeer(f"{peer} names blobs by {theirs.digest_function!r}, this side by {DIGEST_FUNCTION}")
+    limits = {
+        name: min(getattr(mine, name) or DEFAULT_LIMITS[name], getattr(theirs, name) or DEFAULT_LIMITS[name])
+        for name in LIMITS
+    }
+    codecs = [c for c in mine.codecs if c in set(theirs.codecs)]
+    return capabilities_pb2.Capabilities(
+        **limits, codecs=codecs, digest_function=DIGEST_FUNCTION, protocol=PROTOCOL
+    )
+
+
+def request_type(op: str) -> type[Message]:
+    """The message of a WebSocket op's request: op "snapshot_save" is gateway.proto's SnapshotSaveRequest."""
+    from .v1 import gateway_pb2
+
+    name = "".join(part.capitalize() for part in op.split("_")) + "Request"
+    message = getattr(gateway_pb2, name, None)
+    if message is None:
+        raise ValueError(f"op {op!r} is not declared in proto/kernelhop/v1/gateway.proto (no {name})")
+    return message
+
+
+def encode_request(op: str, fields: dict[str, Any] | Message) -> dict[str, Any]:
+    """A WebSocket request's fields as the schema encodes them: from its message, or from fields held to it (a field
+    it does not declare, or of another type, raises ValueError here, before anything is sent). None: unset."""
+    message_type = request_type(op)
+    if isinstance(fields, Message):
+        if not isinstance(fields, message_type):
+            raise ValueError(f"op {op!r} takes a {message_type.DESCRIPTOR.full_name}, not {fields.DESCRIPTOR.full_name}")
+        return to_json(fields)
+    try:
+        message = json_format.ParseDict({k: v for k, v in fields.items() if v is not None}, message_type())
+    except json_format.ParseError as e:
+        raise ValueError(f"{op}: {e}") from None
+    return to_json(message)

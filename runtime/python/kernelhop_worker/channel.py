@@ -37,6 +37,8 @@ class EventChannel:
         self._pending: list[str] = []
         self._pending_chars = 0
         self.run_id: str | None = None
+        # The largest line the runtime takes, as the hello agreed (max_frame_bytes); None before the hello.
+        self.max_line_bytes: int | None = None
         # While the main thread writes, an interrupt must wait: a half-written line would corrupt
         # the channel. The SIGINT handler reads `busy` and is re-raised through `on_idle`.
         self.busy = False
@@ -103,10 +105,31 @@ class EventChannel:
         line = (json.dumps(message, default=_json_default, ensure_ascii=False, separators=(",", ":")) + "\n").encode(
             "utf-8", "surrogateescape"
         )
+        if self.max_line_bytes is not None and len(line) > self.max_line_bytes:
+            self._write_over_limit(event, fields, len(line))
+            return
         view = memoryview(line)
         while view:
             written = os.write(self._fd, view)
             view = view[written:]
+
+
+    def _write_over_limit(self, event: str, fields: dict[str, Any], size: int) -> None:
+        """Obey the agreed line limit: long text goes in halves, anything else too big is left out, saying so."""
+        text = fields.get("text") if event == "stream" else None
+        if isinstance(text, str) and len(text) > 1:
+            half = len(text) // 2
+            self._write(event, {**fields, "text": text[:half]})
+            self._write(event, {**fields, "text": text[half:]})
+            return
+        self._write(
+            "stream",
+            {
+                "name": "stderr",
+                "text": f"kernelhop worker: a {event} of {size} bytes was left out: the runtime takes lines of at "
+                f"most {self.max_line_bytes} bytes (the pipes' agreed max_frame_bytes)\n",
+            },
+        )
 
 
 class StreamWriter(io.TextIOBase):

@@ -32,8 +32,9 @@ from kernelhop_snapshot.blobstore import Buffer
 from kernelhop_snapshot.capturer import type_name
 from kernelhop_snapshot.errors import MissingBlobError
 from kernelhop_snapshot.module_state import WorkerModuleState
-from kernelhop_proto import decode_tagged
-from kernelhop_proto.v1 import worker_pb2
+from google.protobuf import json_format
+from kernelhop_proto import PROTOCOL, IncompatiblePeer, agree, decode_tagged, offer, to_json
+from kernelhop_proto.v1 import capabilities_pb2, worker_pb2
 
 from .channel import EventChannel, StreamWriter
 from .packages import EnvironmentCheck
@@ -204,13 +205,40 @@ class Worker:
             print(f"kernelhop worker: inline figures unavailable: {type(exc).__name__}: {exc}", file=sys.stderr)
 
     def serve(self, commands: queue.Queue[dict[str, Any]]) -> None:
+        agreed = False
         while True:
             command = commands.get()
             op = command.get("op")
-            if op == "run":
+            if op == "hello":
+                agreed = self._hello(command)
+            elif not agreed:
+                # What a runtime sends before agreeing is not held to any agreement: refused, not guessed at.
+                self._channel.emit(
+                    "failed",
+                    code="incompatible",
+                    message=f"{op!r} before the hello: the runtime's first command is hello ({PROTOCOL}); "
+                    "this worker needs a runtime of its own kernelhop installation",
+                )
+            elif op == "run":
                 self.run(command)
             else:
-                self._channel.emit("failed", code="bad_command", message=f"unknown op {op!r}; this worker knows 'run'")
+                self._channel.emit(
+                    "failed", code="bad_command", message=f"unknown op {op!r}; this worker knows 'hello' and 'run'"
+                )
+
+    def _hello(self, command: dict[str, Any]) -> bool:
+        """The pipes' hello (worker.proto): answer with this worker's offer and obey the agreement from now on."""
+        mine = offer([])
+        fields = {k: v for k, v in command.items() if k != "op"}
+        try:
+            theirs = json_format.ParseDict(fields, capabilities_pb2.Capabilities(), ignore_unknown_fields=True)
+            agreed = agree(mine, theirs, "the runtime")
+        except (json_format.ParseError, IncompatiblePeer) as exc:
+            self._channel.emit("failed", code="incompatible", message=str(exc))
+            return False
+        self._channel.max_line_bytes = int(agreed.max_frame_bytes)
+        self._channel.emit("hello", **to_json(mine))
+        return True
 
     def run(self, command: dict[str, Any]) -> None:
         run_id, code, snapshot = command.get("run_id"), command.get("code"), command.get("snapshot")

@@ -21,6 +21,63 @@ def test_ready_names_the_process(worker):
     assert worker.ready["pid"] == worker.proc.pid
 
 
+def test_hello_answers_the_workers_offer(worker):
+    from kernelhop_proto import DEFAULT_LIMITS, PROTOCOL
+
+    assert worker.hello["protocol"] == PROTOCOL and worker.hello["digest_function"] == "blake3"
+    assert worker.hello["max_frame_bytes"] == DEFAULT_LIMITS["max_frame_bytes"]
+
+
+def test_a_run_before_the_hello_is_refused_and_the_hello_still_works(cache, snapshot_of):
+    from kernelhop_proto import offer, to_json
+
+    w = WorkerUnderTest(cache, hello=False)
+    try:
+        w.send({"op": "run", "run_id": "r1", "code": "print(1)", "snapshot": snapshot_of("x = 1")})
+        refused = w.next_event()
+        assert refused["event"] == "failed" and refused["code"] == "incompatible", refused
+        assert "before the hello" in refused["message"]
+        w.send({"op": "hello", **to_json(offer([]))})
+        assert w.next_event()["event"] == "hello"
+        assert kinds(w.run("print(x)", snapshot_of("x = 1"))) == ["stream", "done"]
+    finally:
+        w.close()
+
+
+def test_a_hello_of_another_protocol_is_refused(cache):
+    from kernelhop_proto import offer, to_json
+
+    w = WorkerUnderTest(cache, hello=False)
+    try:
+        w.send({"op": "hello", **{**to_json(offer([])), "protocol": "kernelhop.v0"}})
+        refused = w.next_event()
+        assert refused["event"] == "failed" and refused["code"] == "incompatible", refused
+        assert "kernelhop.v0" in refused["message"]
+    finally:
+        w.close()
+
+
+def test_lines_obey_the_agreed_frame_limit(cache, snapshot_of):
+    from kernelhop_proto import offer, to_json
+
+    limit = 4096
+    w = WorkerUnderTest(cache, hello=to_json(offer([], max_frame_bytes=limit)))
+    try:
+        code = "print('a' * 20_000)\nfrom IPython.display import HTML, display\ndisplay(HTML('<b>' + 'x' * 10_000))"
+        lines = []
+        for event in w.run(code, snapshot_of()):
+            lines.append(len(json.dumps(event, ensure_ascii=False, separators=(",", ":"))) + 1)
+            assert lines[-1] <= limit, event
+        events = w.run("print('a' * 20_000)", snapshot_of())
+        assert "".join(e["text"] for e in events if e["event"] == "stream") == "a" * 20_000 + "\n"
+        events = w.run("from IPython.display import HTML, display\ndisplay(HTML('x' * 10_000))", snapshot_of())
+        assert not [e for e in events if e["event"] == "display"]
+        (note,) = [e["text"] for e in events if e["event"] == "stream"]
+        assert "a display of" in note and f"at most {limit} bytes" in note
+    finally:
+        w.close()
+
+
 def test_restored_comes_between_the_restore_and_the_cell(worker, snapshot_of):
     worker.send({"op": "run", "run_id": "r1", "code": "print('cell')", "snapshot": snapshot_of("x = 1")})
     events = list(worker.events_until_final(restored=True))

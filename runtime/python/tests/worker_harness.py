@@ -15,9 +15,15 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from kernelhop_proto import offer, to_json
+
 
 class WorkerUnderTest:
-    def __init__(self, cache: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, cache: str, env: dict[str, str] | None = None, *, hello: dict[str, Any] | None | bool = True
+    ) -> None:
+        """`hello`: True sends the runtime's offer (the schema's defaults) after `ready`, a dict those fields
+        instead, False nothing (a test of what comes before the hello)."""
         # Blobs the worker writes land in `out`; after each run they move into `cache`, as the runtime takes them.
         self._cache = cache
         self._out = cache.rstrip("/") + "-out"
@@ -42,6 +48,10 @@ class WorkerUnderTest:
         self._selector.register(self._events, selectors.EVENT_READ)
         self.ready = self.next_event(timeout=60)
         assert self.ready["event"] == "ready", self.ready
+        if hello:
+            self.send({"op": "hello", **(to_json(offer([])) if hello is True else hello)})
+            self.hello = self.next_event()
+            assert self.hello["event"] == "hello", self.hello
 
     def send(self, command: dict[str, Any]) -> None:
         assert self.proc.stdin is not None

@@ -2,6 +2,7 @@
 
 import os
 import pkgutil
+import re
 import signal
 import socket
 import threading
@@ -126,11 +127,13 @@ def test_remote_exception_fails_the_cell_after_bringing_changes_home(shell, caps
         hop(shell, "y = 5\n1 / 0")
     assert shell.user_ns["y"] == 5
     assert e.value.ename == "ZeroDivisionError"
-    assert e.value._render_traceback_()[0] == "REMOTE TRACEBACK"
+    # The worker's own traceback, as IPython formats it there (colours stripped).
+    assert "ZeroDivisionError" in re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(e.value._render_traceback_()))
     # Through run_cell the remote traceback is what the user sees, and the cell counts as failed.
     res = shell.run_cell("%%gpu h100 -q\nraise ValueError('bad value')")
     assert not res.success and isinstance(res.error_in_exec, RemoteCellError)
-    assert "REMOTE TRACEBACK" in capsys.readouterr().out + capsys.readouterr().err
+    shown = capsys.readouterr()
+    assert "bad value" in re.sub(r"\x1b\[[0-9;]*m", "", shown.out + shown.err)
 
 
 def assert_untouched(ip, before, values):
@@ -214,18 +217,16 @@ def test_unreachable_gateway_leaves_namespace(shell, filled, monkeypatch):
 
 def test_interrupt_cancels_and_leaves_namespace(shell, filled, gateway_env):
     before, values = filled
-    gateway_env.script = "hang"
     timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     try:
         with pytest.raises(KeyboardInterrupt):
-            hop(shell, "x = 2\na.append(3)")
+            hop(shell, "x = 2\na.append(3)\nimport time\ntime.sleep(60)")
     finally:
         timer.cancel()
     assert gateway_env.cancelled.is_set()
     assert_untouched(shell, before, values)
     # The kernel can hop again right after.
-    gateway_env.script = None
     hop(shell, "x = 3")
     assert shell.user_ns["x"] == 3
 
