@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { Digest } from '@kernelhop/kernel-snapshot';
 import { LRUCache } from 'lru-cache';
 import { Clock, Timer, systemClock } from './runs/clock.js';
-import { FairShare } from './runs/fairShare.js';
+import { FairShare, UsageOrder } from './runs/fairShare.js';
 
 export interface GpuClassOffer {
   name: string;
@@ -227,7 +227,15 @@ interface ClassState {
   warm: Map<string, Warm>;
   /** Waiting runs, FIFO per user. */
   waiting: Map<string, Job[]>;
+  /** The users of `waiting` in fair-share order (those taken out by a round in progress aside). */
+  order: UsageOrder;
+  /** Users whose runs arrived while a round was in progress: they join the order when it ends. */
+  newcomers: Set<string>;
   queued: number;
+  /** Warm workers of other classes on runtimes offering this one: their sessions' runs of this class take them. */
+  foreignWarm: number;
+  /** The pending batch of `queued` events (positions and wait estimates), if one is due. */
+  positionsDue: Timer | null;
   /** Recent run time (ms), averaged: the expected hold of a running slot, for wait estimates. */
   meanRunMs: number;
 }
@@ -241,6 +249,11 @@ interface Ended {
 }
 
 const DEFAULT_RUN_MS = 30_000;
+/**
+ * Waiting runs hear their place and wait estimate in batches, at most this often per class, not at every decision:
+ * recomputing the whole order costs O(waiting) and, at 10,000 sessions, would be most of a decision's time.
+ */
+export const POSITIONS_BATCH_MS = 250;
 
 export class Scheduler {
   readonly heartbeatIntervalMs: number;
@@ -454,6 +467,9 @@ export class Scheduler {
     line.splice(after < 0 ? line.length : after, 0, job);
     cs.waiting.set(job.user, line);
     cs.queued += 1;
+    // A round in progress takes newcomers in at its end, as a round serves the users waiting when it began.
+    if (this.pumping) cs.newcomers.add(job.user);
+    else this.reorder(cs, job.user, this.clock.now());
     this.pump();
   }
 
@@ -466,7 +482,8 @@ export class Scheduler {
     line.splice(i, 1);
     if (line.length === 0) cs.waiting.delete(job.user);
     cs.queued -= 1;
-    this.updatePositions(job.gpuClass);
+    if (cs.order.has(job.user)) this.reorder(cs, job.user, this.clock.now());
+    this.positionsChanged(job.gpuClass, cs);
     return true;
   }
 
@@ -538,6 +555,7 @@ export class Scheduler {
     if (this.livenessTimer !== null) clearInterval(this.livenessTimer);
     for (const w of this.warmBySession.values()) w.timer.cancel();
     for (const slot of this.holding.values()) slot.stopping?.cancel();
+    for (const cs of this.classStates.values()) cs.positionsDue?.cancel();
     for (const rt of this.runtimes.values()) rt.link?.close('gateway shutting down');
     this.runtimes.clear();
     this.classStates.clear();
@@ -547,7 +565,8 @@ export class Scheduler {
 
   /**
    * Assigns waiting runs while slots allow. Users are served in order of their recent GPU-seconds, least first,
-   * one run each per round (so a run that starts counts against its user at once), FIFO within a user.
+   * one run each per round (so a run that starts counts against its user at once), FIFO within a user. A round takes
+   * users out of the class's order one at a time and stops once no slot is left that any of them could take.
    */
   private pump(): void {
     if (this.pumping) return;
@@ -555,10 +574,13 @@ export class Scheduler {
     try {
       for (const [name, cs] of this.classStates) {
         if (cs.queued === 0) continue;
+        const now = this.clock.now();
         let placed = true;
-        while (placed && cs.queued > 0) {
+        while (placed && cs.queued > 0 && mayPlace(cs)) {
           placed = false;
-          for (const user of this.usersInOrder(cs)) {
+          const taken: string[] = [];
+          for (let user = cs.order.shift(now); user !== undefined; user = cs.order.shift(now)) {
+            taken.push(user);
             const line = cs.waiting.get(user) as Job[];
             const job = line[0] as Job;
             const slot = this.place(job, cs);
@@ -568,19 +590,34 @@ export class Scheduler {
             cs.queued -= 1;
             this.dispatch(job, slot);
             placed = true;
+            if (!mayPlace(cs)) break;
           }
+          // Back in line for the next round or decision, keyed by their new first run; and anyone who came meanwhile.
+          for (const user of [...taken, ...cs.newcomers]) this.reorder(cs, user, now);
+          cs.newcomers.clear();
         }
-        this.updatePositions(name);
+        this.positionsChanged(name, cs);
       }
     } finally {
       this.pumping = false;
     }
   }
 
-  private usersInOrder(cs: ClassState): string[] {
+  /** Puts `user` back in the class's order with its first waiting run, or out of it when it waits for none. */
+  private reorder(cs: ClassState, user: string, now: number): void {
+    const head = cs.waiting.get(user)?.[0];
+    if (head === undefined) cs.order.delete(user);
+    else cs.order.set(user, head.seq, now);
+  }
+
+  /** The users waiting for the class, in the order they would be served now (positions; the naive order of tests). */
+  usersInOrder(gpuClass: string): string[] {
+    const cs = this.classStates.get(gpuClass);
+    if (cs === undefined) return [];
     const users = [...cs.waiting.keys()];
     if (users.length < 2) return users;
-    const usage = new Map(users.map((u) => [u, this.fairShare.usage(u)]));
+    const now = this.clock.now();
+    const usage = new Map(users.map((u) => [u, this.fairShare.usage(u, now)]));
     const head = (u: string): number => (cs.waiting.get(u) as Job[])[0]?.seq ?? 0;
     // Equal usage (new users): the one asking first goes first.
     return users.sort((a, b) => (usage.get(a) as number) - (usage.get(b) as number) || head(a) - head(b));
@@ -690,6 +727,7 @@ export class Scheduler {
       slot.warm = warm;
       cs.warm.set(job.session, warm);
       this.warmBySession.set(job.session, warm);
+      this.foreignWarmChanged(warm, 1);
       return;
     }
     this.held.set(job.user, (this.held.get(job.user) ?? 1) - 1);
@@ -708,8 +746,13 @@ export class Scheduler {
   private dropWarm(w: Warm): void {
     w.timer.cancel();
     w.slot.warm = null;
+    this.foreignWarmChanged(w, -1);
     this.classStates.get(w.gpuClass)?.warm.delete(w.session);
     if (this.warmBySession.get(w.session) === w) this.warmBySession.delete(w.session);
+  }
+
+  private foreignWarmChanged(w: Warm, by: 1 | -1): void {
+    for (const c of w.slot.rt.classes.keys()) if (c !== w.gpuClass) this.classState(c).foreignWarm += by;
   }
 
   private freeChanged(rt: RuntimeEntry): void {
@@ -721,12 +764,21 @@ export class Scheduler {
     }
   }
 
+  /** The class's queue changed: its waiting runs hear of their places with the next batch. */
+  private positionsChanged(gpuClass: string, cs: ClassState): void {
+    if (cs.positionsDue !== null || cs.queued === 0) return;
+    cs.positionsDue = this.clock.after(POSITIONS_BATCH_MS, () => {
+      cs.positionsDue = null;
+      this.updatePositions(gpuClass);
+    });
+  }
+
   /** Tells each waiting run of the class its place and the expected wait, when its place changed. */
   private updatePositions(gpuClass: string): void {
     const cs = this.classStates.get(gpuClass);
     if (cs === undefined || cs.queued === 0) return;
     const order: Job[] = [];
-    const lines = this.usersInOrder(cs).map((u) => [...(cs.waiting.get(u) as Job[])]);
+    const lines = this.usersInOrder(gpuClass).map((u) => [...(cs.waiting.get(u) as Job[])]);
     // The order in which they would be served: one run per user per round, users by usage.
     for (let round = 0; order.length < cs.queued; round++) for (const line of lines) if (line[round]) order.push(line[round]);
     let releases: number[] | null = null;
@@ -778,6 +830,7 @@ export class Scheduler {
         job.lost('unknown_class', `runtime ${rt.name} stopped and ${this.unknownClassMessage(c)}; your local state is unchanged`);
       }
       cs.waiting.clear();
+      cs.order.clear();
       cs.queued = 0;
     }
     this.record(this.runtimeLog?.runtimeGone(rt.id, reason));
@@ -815,11 +868,30 @@ export class Scheduler {
   private classState(name: string): ClassState {
     let cs = this.classStates.get(name);
     if (cs === undefined) {
-      cs = { runtimes: new Set(), withFree: new Set(), warm: new Map(), waiting: new Map(), queued: 0, meanRunMs: DEFAULT_RUN_MS };
+      cs = {
+        runtimes: new Set(),
+        withFree: new Set(),
+        warm: new Map(),
+        waiting: new Map(),
+        order: new UsageOrder(this.fairShare),
+        newcomers: new Set(),
+        queued: 0,
+        foreignWarm: 0,
+        positionsDue: null,
+        meanRunMs: DEFAULT_RUN_MS,
+      };
       this.classStates.set(name, cs);
     }
     return cs;
   }
+}
+
+/**
+ * Whether a waiting run of the class could get a slot now: a free one, a warm worker to evict, or a warm worker of
+ * its own session left by a run of another class. Without one a round ends early: no later user could be placed.
+ */
+function mayPlace(cs: ClassState): boolean {
+  return cs.withFree.size > 0 || cs.warm.size > 0 || cs.foreignWarm > 0;
 }
 
 function running(rt: RuntimeEntry): number {
