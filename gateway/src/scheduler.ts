@@ -132,8 +132,11 @@ export interface RuntimeLoad {
   credential: string;
   /** Slots running a run (warm workers do not count: they make way for any run). */
   busy: number;
+  /** Slots it offers. */
+  slots: number;
   /** Since when it has run nothing (ms on the scheduler's clock); null while it runs something. */
   idleSince: number | null;
+  draining: boolean;
 }
 
 export interface ClassInfo {
@@ -217,6 +220,8 @@ interface RuntimeEntry {
   lastSeen: number;
   /** When its last running slot became free (ms); kept while it runs something. */
   idleSince: number;
+  /** The autoscaler is letting it go: no run is placed on it, and no worker stays warm there. */
+  draining: boolean;
 }
 
 interface ClassState {
@@ -338,6 +343,7 @@ export class Scheduler {
       free: slotOffers.length,
       lastSeen: this.clock.now(),
       idleSince: this.clock.now(),
+      draining: false,
     };
     rt.slots = slotOffers.map((offer) => ({ rt, offer, job: null, heldSince: 0, stopping: null, warm: null }));
     this.runtimes.set(id, rt);
@@ -454,8 +460,26 @@ export class Scheduler {
       .filter((rt) => rt.credential === credential)
       .map((rt) => {
         const busy = running(rt);
-        return { id: rt.id, name: rt.name, credential, busy, idleSince: busy === 0 ? rt.idleSince : null };
+        return { id: rt.id, name: rt.name, credential, busy, slots: rt.slots.length, idleSince: busy === 0 ? rt.idleSince : null, draining: rt.draining };
       });
+  }
+
+  /**
+   * Stops placing runs on a runtime, or starts again: the autoscaler drains a runtime the load no longer needs, and
+   * releases it once its running cells are done. Its idle warm workers end now (their state is home already).
+   */
+  drain(runtimeId: string, draining: boolean): void {
+    const rt = this.runtimes.get(runtimeId);
+    if (rt === undefined || rt.draining === draining) return;
+    rt.draining = draining;
+    const now = this.clock.now();
+    for (const slot of rt.slots) {
+      if (slot.warm === null) continue;
+      this.ended.set(slot.warm.session, { state: 'expired', runtime: rt.name, gpuClass: slot.warm.gpuClass, at: now });
+      this.expire(slot.warm);
+    }
+    this.freeChanged(rt);
+    if (!draining) this.pump();
   }
 
   /** Puts a run in line for its class (the class must be offered) and assigns what can be assigned. */
@@ -632,8 +656,9 @@ export class Scheduler {
       for (const w of cs.warm.values()) if (w.user === job.user && w.slot.rt.link !== undefined) return w.slot;
       return null;
     }
+    // The fullest runtime with a free slot: runs pack, so a runtime the load no longer needs drains and can go.
     let best: RuntimeEntry | undefined;
-    for (const rt of cs.withFree) if (best === undefined || rt.free > best.free) best = rt;
+    for (const rt of cs.withFree) if (best === undefined || rt.free < best.free) best = rt;
     if (best !== undefined) return best.slots.find((s) => s.job === null && s.warm === null) as Slot;
     // No slot free: the worker idle the longest goes (its state is home already).
     for (const w of cs.warm.values()) if (w.slot.rt.link !== undefined) return w.slot;
@@ -714,7 +739,7 @@ export class Scheduler {
       timings,
     });
     const previous = this.warmBySession.get(job.session);
-    if (keepWarm && this.warmGraceMs > 0 && rt.link !== undefined && cs !== undefined) {
+    if (keepWarm && this.warmGraceMs > 0 && rt.link !== undefined && !rt.draining && cs !== undefined) {
       // The runtime keeps one worker per session: a worker warm elsewhere for it is ended there.
       if (previous !== undefined) this.expire(previous);
       const warm: Warm = { session: job.session, user: job.user, gpuClass: job.gpuClass, slot, since: now, timer: { cancel: () => undefined } };
@@ -756,7 +781,7 @@ export class Scheduler {
   }
 
   private freeChanged(rt: RuntimeEntry): void {
-    const has = rt.free > 0 && rt.link !== undefined && this.runtimes.get(rt.id) === rt;
+    const has = rt.free > 0 && rt.link !== undefined && !rt.draining && this.runtimes.get(rt.id) === rt;
     for (const c of rt.classes.keys()) {
       const cs = this.classState(c);
       if (has) cs.withFree.add(rt);
