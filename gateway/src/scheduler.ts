@@ -755,6 +755,8 @@ export class Scheduler {
       this.foreignWarmChanged(warm, 1);
       return;
     }
+    // A drained runtime keeps no worker warm: `%gpu` says the session's worker ended.
+    if (keepWarm && rt.draining) this.ended.set(job.session, { state: 'expired', runtime: rt.name, gpuClass: job.gpuClass, at: now });
     this.held.set(job.user, (this.held.get(job.user) ?? 1) - 1);
     rt.free += 1;
     this.freeChanged(rt);
