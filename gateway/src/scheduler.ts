@@ -69,20 +69,31 @@ export interface Placement {
   evicted: string | null;
 }
 
-/** A run as the pool sees it; runs/runService.ts implements it and owns everything else of the run. */
-export interface Job {
+/** What a run asks for, as the ws layer validated it: RunService.submit takes it, and the pool's Job is one. */
+export interface RunRequest {
+  /** The user the run acts for: its blobs are read in the user's view, its result becomes the user's. */
+  user: string;
+  /** The session as runtimes see it (bound to the user by the ws layer). */
+  session: string;
+  gpuClass: string;
+  code: string;
+  snapshot: Digest;
+  /** 0 = no limit. Counted from assignment to a runtime, not from queueing. */
+  timeoutS: number;
+  /** The names the cell can reach, for a lazy restore of only those; null = the whole snapshot. */
+  reach: string[] | null;
+  /** The notebook and cell the run came from, for the usage ledger ('' when the kernel did not say). */
+  notebook: string;
+  cell: string;
+}
+
+/** A run as the pool sees it: its request and its place in line; runs/runService.ts implements it and owns the rest. */
+export interface Job extends Readonly<RunRequest> {
   readonly id: string;
-  readonly user: string;
-  readonly session: string;
-  readonly gpuClass: string;
   /** Place in line among runs of one user: FIFO within a user. */
   readonly seq: number;
   /** When the run was asked for (the scheduler's clock, ms): its wait in the queue is counted from here. */
   readonly submittedAt: number;
-  /** The notebook and cell it came from ('' when unknown): the usage ledger's labels. */
-  readonly notebook: string;
-  readonly cell: string;
-  readonly work: { code: string; snapshot: Digest; timeoutS: number; reach: string[] | null };
   /** The input snapshot's manifest and chunks (formatted digests): what its runtime may read for it. */
   readonly readable: ReadonlySet<string>;
   /** Blobs its runtime uploaded (verified) or was told are present while holding it. */
@@ -97,12 +108,7 @@ export interface Job {
 }
 
 /** Who a run was for, as usage and metrics count it. */
-export interface RunLabels {
-  user: string;
-  gpuClass: string;
-  notebook: string;
-  cell: string;
-}
+export type RunLabels = Pick<RunRequest, 'user' | 'gpuClass' | 'notebook' | 'cell'>;
 
 /** A run that held a slot, once the slot is free again (or warm): what usage and metrics count. */
 export interface SlotUse {
@@ -691,7 +697,7 @@ export class Scheduler {
     this.fairShare.onRunStart(job.user, now);
     const waitedSeconds = Math.max(0, now - job.submittedAt) / 1000;
     this.observer?.started({ runId: job.id, req: labelsOf(job), runtime: rt.name, waitedSeconds });
-    const { code, snapshot, timeoutS, reach } = job.work;
+    const { code, snapshot, timeoutS, reach } = job;
     (rt.link as WorkLink).send({
       kind: 'assign',
       runId: job.id,

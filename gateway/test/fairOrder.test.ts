@@ -125,7 +125,10 @@ class TestJob implements Job {
   readonly gpuClass = 'gpu';
   readonly notebook = '';
   readonly cell = '';
-  readonly work = { code: '', snapshot: SNAPSHOT, timeoutS: 0, reach: null };
+  readonly code = '';
+  readonly snapshot = SNAPSHOT;
+  readonly timeoutS = 0;
+  readonly reach = null;
   readonly readable = new Set<string>();
   readonly proven = new Set<string>();
 
