@@ -66,6 +66,8 @@ export interface SimReport {
   /** GPU-seconds of runs / (pool GPUs × span), over the whole trace and over its busiest hour. */
   utilization: number;
   peakHourUtilization: number;
+  /** The cells' own GPU-seconds (restores not counted) / GPU time paid for: the useful share. */
+  cellUtilization: number;
   /** The reserved baseline on the same trace: GPU-seconds of cells / GPU-seconds reserved by active sessions. */
   reservedUtilization: number;
   evictions: number;
@@ -514,6 +516,7 @@ export async function simulate(trace: { cells: Cell[]; spans: Array<[number, num
     waitP95S: percentile(sortedWaits, 95),
     waitP99S: percentile(sortedWaits, 99),
     utilization: busyMs / paidMs,
+    cellUtilization: cellMs / paidMs,
     peakHourUtilization: peakHour,
     reservedUtilization: cellMs / reservedMs,
     evictions: stats.evictions,
