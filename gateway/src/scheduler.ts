@@ -811,9 +811,13 @@ export class Scheduler {
     const cs = this.classStates.get(gpuClass);
     if (cs === undefined || cs.queued === 0) return;
     const order: Job[] = [];
-    const lines = this.usersInOrder(gpuClass).map((u) => [...(cs.waiting.get(u) as Job[])]);
-    // The order in which they would be served: one run per user per round, users by usage.
-    for (let round = 0; order.length < cs.queued; round++) for (const line of lines) if (line[round]) order.push(line[round]);
+    // The order in which they would be served: one run per user per round, users by usage; a round visits only the
+    // users with runs left, so this is O(waiting) whatever the longest line.
+    let lines = this.usersInOrder(gpuClass).map((u) => cs.waiting.get(u) as Job[]);
+    for (let round = 0; lines.length > 0; round++) {
+      for (const line of lines) order.push(line[round] as Job);
+      lines = lines.filter((line) => line.length > round + 1);
+    }
     let releases: number[] | null = null;
     order.forEach((job, i) => {
       if (this.positions.get(job) === i + 1) return;

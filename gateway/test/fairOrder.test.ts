@@ -7,7 +7,7 @@ import { makeDigest } from '@kernelhop/kernel-snapshot';
 import fc from 'fast-check';
 import { Clock, Timer } from '../src/runs/clock.js';
 import { FairShare, UsageOrder } from '../src/runs/fairShare.js';
-import { DownMessage, Job, Scheduler, WorkLink } from '../src/scheduler.js';
+import { DownMessage, Job, POSITIONS_BATCH_MS, Scheduler, WorkLink } from '../src/scheduler.js';
 
 class ManualClock implements Clock {
   t = 0;
@@ -140,7 +140,12 @@ class TestJob implements Job {
     readonly submittedAt: number,
   ) {}
 
-  queued(): void {}
+  /** The last place in line the scheduler told it. */
+  position = 0;
+
+  queued(position: number): void {
+    this.position = position;
+  }
   dispatched(): void {}
   event(): void {}
   ended(): void {}
@@ -253,6 +258,19 @@ test('the scheduler serves waiting runs in the naive fair-share order: rounds of
         // The positions the queue tells (the naive order) agree with the order the fast path keeps.
         assert.deepEqual(sched.usersInOrder('gpu'), naive(sched.fairShare, new Map([...waiting].filter(([, l]) => l.length > 0).map(([u, l]) => [u, (l[0] as TestJob).seq])), clock.now()));
       }
+      // A last run asked for arms a batch of positions: each waiting run is then told its place in the order of
+      // service (rounds of one run per user, users in the naive order at the batch's time).
+      const last = new TestJob(`r${n}`, 'u0', `s${n}`, sched.ticket(), clock.now());
+      jobs.set(last.id, last);
+      (waiting.get('u0') ?? waiting.set('u0', []).get('u0') as TestJob[]).push(last);
+      decide(() => sched.enqueue(last));
+      clock.advance(POSITIONS_BATCH_MS);
+      const lines = naive(sched.fairShare, new Map([...waiting].filter(([, l]) => l.length > 0).map(([u, l]) => [u, (l[0] as TestJob).seq])), clock.now()).map(
+        (u) => waiting.get(u) as TestJob[],
+      );
+      const served: TestJob[] = [];
+      for (let round = 0; served.length < [...waiting.values()].flat().length; round++) for (const l of lines) if (l[round]) served.push(l[round] as TestJob);
+      assert.deepEqual(served.map((j) => j.position), served.map((_, i) => i + 1));
       sched.close();
     }),
     { numRuns: 60 },
