@@ -2,8 +2,12 @@
 // simulated clock, with simulated runtimes that hold each run for its cell's time. Notebook sessions come and go
 // along a diurnal curve and run bursts of cells separated by minutes of thinking. The same trace gives the reserved
 // baseline: one GPU per active session. benchmarks/pool_sim.js runs the full trace; test/poolSim.test.ts a small one.
+import { randomUUID } from 'node:crypto';
 import { makeDigest } from '@kernelhop/kernel-snapshot';
+import { Autoscaler } from '../src/elastic/autoscaler.js';
+import { ProvidedRuntime, RuntimeProvider, RuntimeRequest } from '../src/elastic/provider.js';
 import { Clock, Timer } from '../src/runs/clock.js';
+import type { RuntimeCredential, RuntimeTokenStore } from '../src/runtimeTokens.js';
 import { DownMessage, FinalEvent, Job, Placement, RuntimeEvent, Scheduler, WorkLink } from '../src/scheduler.js';
 
 export interface TraceOptions {
@@ -32,6 +36,18 @@ export interface PoolOptions {
   /** Restore time of a cold run (new worker, state fetched) and a warm one (deltas only), seconds. */
   coldRestoreS: number;
   warmRestoreS: number;
+  /** Grow and shrink the pool with the real autoscaler; `runtimes` is then the floor that is always up. */
+  elastic?: ElasticOptions;
+}
+
+/** The autoscaler's settings (gateway/src/elastic/autoscaler.ts) and the simulated provider's boot time. */
+export interface ElasticOptions {
+  maxRuntimes: number;
+  /** Seconds from asking for a GPU host to its runtime registering (uniform between the two). */
+  bootS: [number, number];
+  scaleUpAfterS: number;
+  idleReleaseS: number;
+  targetUtilization?: number;
 }
 
 export interface Cell {
@@ -50,6 +66,8 @@ export interface SimReport {
   /** GPU-seconds of runs / (pool GPUs × span), over the whole trace and over its busiest hour. */
   utilization: number;
   peakHourUtilization: number;
+  /** The cells' own GPU-seconds (restores not counted) / GPU time paid for: the useful share. */
+  cellUtilization: number;
   /** The reserved baseline on the same trace: GPU-seconds of cells / GPU-seconds reserved by active sessions. */
   reservedUtilization: number;
   evictions: number;
@@ -58,6 +76,16 @@ export interface SimReport {
   decisionP50Us: number;
   decisionP99Us: number;
   decisions: number;
+  /** Wall time of the scheduler's own timers (warm workers ending, batches of queued positions), microseconds. */
+  timerP50Us: number;
+  timerP99Us: number;
+  timers: number;
+  /** GPU-hours the pool was up (a provided host from when it was asked for to its release), and the reserved ones. */
+  gpuHours: number;
+  reservedGpuHours: number;
+  /** Runtimes up at once at most, and how many the autoscaler asked for over the trace (0 without elastic). */
+  peakRuntimes: number;
+  provided: number;
 }
 
 export const FULL_TRACE: TraceOptions = {
@@ -142,14 +170,21 @@ class SimClock implements Clock {
     return { cancel: () => (entry.cancelled = true) };
   }
 
+  /** Set by a timer whose work goes on in promises (the autoscaler's): they settle before time moves on. */
+  settle = false;
+
   /** Runs timers in time order until none is left. */
-  run(): void {
+  async run(): Promise<void> {
     for (;;) {
       const e = this.pop();
       if (e === undefined) return;
       if (e.cancelled) continue;
       this.t = e.at;
       e.fn();
+      if (this.settle) {
+        this.settle = false;
+        await new Promise((resolve) => setImmediate(resolve));
+      }
     }
   }
 
@@ -198,7 +233,10 @@ class SimJob implements Job {
   readonly gpuClass = 'gpu';
   readonly notebook = '';
   readonly cell = '';
-  readonly work = { code: '', snapshot: SNAPSHOT, timeoutS: 0, reach: null };
+  readonly code = '';
+  readonly snapshot = SNAPSHOT;
+  readonly timeoutS = 0;
+  readonly reach = null;
   readonly readable = new Set<string>();
   readonly proven = new Set<string>();
   dispatchedAt = -1;
@@ -267,24 +305,144 @@ function percentile(sorted: Float64Array | number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
 }
 
-/** Replays `trace` on a pool of `pool.runtimes` × `pool.gpusPerRuntime` slots. */
-export function simulate(trace: { cells: Cell[]; spans: Array<[number, number]> }, o: TraceOptions, pool: PoolOptions): SimReport {
+/** Runtime tokens in memory: the autoscaler makes one per provided runtime and revokes it on release. */
+class SimTokens implements RuntimeTokenStore {
+  private readonly byToken = new Map<string, RuntimeCredential>();
+
+  async create(gpuClass: string | null, now: number): Promise<{ credential: RuntimeCredential; token: string }> {
+    const credential: RuntimeCredential = { id: randomUUID(), gpuClass, createdAt: now, revokedAt: null };
+    const token = randomUUID();
+    this.byToken.set(token, credential);
+    return { credential, token };
+  }
+
+  async authenticate(token: string): Promise<RuntimeCredential | undefined> {
+    const c = this.byToken.get(token);
+    return c?.revokedAt === null ? c : undefined;
+  }
+
+  async list(): Promise<RuntimeCredential[]> {
+    return [...this.byToken.values()];
+  }
+
+  async revoke(id: string, now: number): Promise<boolean> {
+    for (const c of this.byToken.values()) if (c.id === id && c.revokedAt === null) return Boolean((c.revokedAt = now));
+    return false;
+  }
+
+  async close(): Promise<void> {}
+
+  /** What the gateway's gRPC layer does with a Register's token: the credential it is. */
+  credentialOf(token: string): string {
+    return (this.byToken.get(token) as RuntimeCredential).id;
+  }
+}
+
+/** A GPU host provider on simulated time: the host boots for `bootS`, then its runtime registers and takes work. */
+class SimProvider implements RuntimeProvider {
+  readonly kind = 'simulated';
+  /** [asked for, released] of every provided host, ms: the GPU time paid for. */
+  readonly spans: Array<[number, number]> = [];
+  provided = 0;
+
+  constructor(
+    private readonly clock: SimClock,
+    private readonly tokens: SimTokens,
+    private readonly bootS: [number, number],
+    private readonly random: () => number,
+    private readonly start: (name: string, credential: string) => string,
+    private readonly stop: (runtimeId: string) => void,
+  ) {}
+
+  async provide(req: RuntimeRequest): Promise<ProvidedRuntime> {
+    const askedAt = this.clock.now();
+    const credential = this.tokens.credentialOf(req.enrollmentToken);
+    const bootMs = (this.bootS[0] + (this.bootS[1] - this.bootS[0]) * this.random()) * 1000;
+    let runtimeId: string | null = null;
+    const boot = this.clock.after(bootMs, () => (runtimeId = this.start(req.name, credential)));
+    this.provided += 1;
+    let released = false;
+    return {
+      ended: new Promise<void>(() => undefined),
+      release: async () => {
+        if (released) return;
+        released = true;
+        boot.cancel();
+        if (runtimeId !== null) this.stop(runtimeId);
+        this.spans.push([askedAt, this.clock.now()]);
+      },
+    };
+  }
+}
+
+/** Replays `trace` on a pool of `pool.runtimes` × `pool.gpusPerRuntime` slots, or one the autoscaler sizes. */
+export async function simulate(trace: { cells: Cell[]; spans: Array<[number, number]> }, o: TraceOptions, pool: PoolOptions): Promise<SimReport> {
   const clock = new SimClock();
   const jobs = new Map<string, SimJob>();
   const decisions: number[] = [];
-  const decide = (fn: () => void): void => {
+  const timers: number[] = [];
+  const timed = (into: number[], fn: () => void): void => {
     const t0 = process.hrtime.bigint();
     fn();
-    decisions.push(Number(process.hrtime.bigint() - t0) / 1000);
+    into.push(Number(process.hrtime.bigint() - t0) / 1000);
   };
-  const scheduler = new Scheduler({ clock, warmGraceMs: pool.warmGraceS * 1000, log: () => undefined });
+  const decide = (fn: () => void): void => timed(decisions, fn);
+  // The scheduler's own timers, timed apart from decisions: the autoscaler's ticks settle their promises.
+  const schedulerClock: Clock = { now: () => clock.now(), after: (ms, fn) => clock.after(ms, () => timed(timers, fn)) };
+  const autoscalerClock: Clock = {
+    now: () => clock.now(),
+    after: (ms, fn) =>
+      clock.after(ms, () => {
+        fn();
+        clock.settle = true;
+      }),
+  };
+  let autoscaler: Autoscaler | null = null;
+  const elastic = pool.elastic;
+  const scheduler = new Scheduler({
+    clock: schedulerClock,
+    warmGraceMs: pool.warmGraceS * 1000,
+    log: () => undefined,
+    provisionable: elastic === undefined ? [] : ['gpu'],
+    admitRegistration: (credential) => autoscaler?.admitRegistration(credential) ?? null,
+  });
   const sim = { clock, jobs, pool, decide };
   const links: SimLink[] = [];
-  for (let i = 0; i < pool.runtimes; i++) {
+  let up = 0;
+  let peakRuntimes = 0;
+  const startRuntime = (name: string, credential: string): string => {
     const link = new SimLink(sim, () => scheduler);
-    link.id = scheduler.register({ name: `rt-${i}`, classes: [{ name: 'gpu', simulated: true }], capacity: pool.gpusPerRuntime, version: 'sim' }, 'sim');
-    scheduler.attachWork(link.id, link);
+    link.id = scheduler.register({ name, classes: [{ name: 'gpu', simulated: true }], capacity: pool.gpusPerRuntime, version: 'sim' }, credential);
     links.push(link);
+    peakRuntimes = Math.max(peakRuntimes, (up += 1));
+    decide(() => scheduler.attachWork(link.id, link));
+    return link.id;
+  };
+  for (let i = 0; i < pool.runtimes; i++) startRuntime(`rt-${i}`, 'sim');
+  const tokens = new SimTokens();
+  const provider =
+    elastic === undefined
+      ? null
+      : new SimProvider(clock, tokens, elastic.bootS, rng(o.seed + 1), startRuntime, () => {
+          up -= 1;
+        });
+  if (elastic !== undefined && provider !== null) {
+    autoscaler = new Autoscaler(
+      {
+        provider,
+        classes: ['gpu'],
+        gateway: 'sim',
+        scaleUpAfterMs: elastic.scaleUpAfterS * 1000,
+        idleReleaseMs: elastic.idleReleaseS * 1000,
+        maxPerClass: elastic.maxRuntimes,
+        registerTimeoutMs: 600_000,
+        ...(elastic.targetUtilization === undefined ? {} : { targetUtilization: elastic.targetUtilization }),
+        clock: autoscalerClock,
+      },
+      scheduler,
+      tokens,
+      () => undefined,
+    );
   }
   // A session sends its next cell only once the previous one is home (a notebook runs one cell at a time).
   const bySession = new Map<number, Cell[]>();
@@ -293,6 +451,7 @@ export function simulate(trace: { cells: Cell[]; spans: Array<[number, number]> 
   let busyMs = 0;
   const hourBusy = new Float64Array(Math.ceil(o.hours) + 1);
   let seq = 0;
+  let left = trace.cells.length;
   const submit = (session: number, index: number, at: number): void => {
     const cell = (bySession.get(session) as Cell[])[index] as Cell;
     clock.after(Math.max(0, at - clock.now()), () => {
@@ -310,19 +469,46 @@ export function simulate(trace: { cells: Cell[]; spans: Array<[number, number]> 
         const following = (bySession.get(session) as Cell[])[index + 1];
         // The think time after a cell is the gap the trace gave it, counted from when this cell came home.
         if (following !== undefined) submit(session, index + 1, end + (following.at - cell.at - cell.runS) * 1000);
+        // The last cell home: the provided hosts go, and the autoscaler stops ticking.
+        if ((left -= 1) === 0 && autoscaler !== null) {
+          void autoscaler.close();
+          clock.settle = true;
+        }
       }, clock, stats);
       jobs.set(job.id, job);
       decide(() => scheduler.enqueue(job));
     });
   };
   for (const [session, cells] of bySession) submit(session, 0, (cells[0] as Cell).at * 1000);
-  clock.run();
+  await clock.run();
+  const end = Math.max(o.hours * 3_600_000, clock.now());
+  scheduler.close();
+  // GPU time paid for: the floor all along, each provided host from when it was asked for until released.
+  const paid: Array<[number, number]> = [
+    ...Array.from({ length: pool.runtimes }, (): [number, number] => [0, end]),
+    ...(provider?.spans ?? []),
+  ];
+  const hourPaid = new Float64Array(hourBusy.length);
+  let paidMs = 0;
+  for (const [a, b] of paid) {
+    paidMs += (b - a) * pool.gpusPerRuntime;
+    for (let t = a; t < b; ) {
+      const h = Math.floor(t / 3_600_000);
+      const next = Math.min(b, (h + 1) * 3_600_000);
+      hourPaid[Math.min(h, hourPaid.length - 1)] += (next - t) * pool.gpusPerRuntime;
+      t = next;
+    }
+  }
   const sortedWaits = Float64Array.from(stats.waits).sort();
   const sortedDecisions = Float64Array.from(decisions).sort();
-  const poolGpus = pool.runtimes * pool.gpusPerRuntime;
-  const spanMs = o.hours * 3_600_000;
+  const sortedTimers = Float64Array.from(timers).sort();
+  const poolGpus = (elastic === undefined ? pool.runtimes : peakRuntimes) * pool.gpusPerRuntime;
   const cellMs = trace.cells.reduce((n, c) => n + c.runS * 1000, 0);
   const reservedMs = trace.spans.reduce((n, [a, b]) => n + (b - a) * 1000, 0);
+  let peakHour = 0;
+  hourBusy.forEach((b, h) => {
+    if ((hourPaid[h] as number) > 0) peakHour = Math.max(peakHour, b / (hourPaid[h] as number));
+  });
   return {
     runs: stats.waits.length,
     poolGpus,
@@ -330,13 +516,21 @@ export function simulate(trace: { cells: Cell[]; spans: Array<[number, number]> 
     waitP50S: percentile(sortedWaits, 50),
     waitP95S: percentile(sortedWaits, 95),
     waitP99S: percentile(sortedWaits, 99),
-    utilization: busyMs / (poolGpus * Math.max(spanMs, clock.now())),
-    peakHourUtilization: Math.max(...hourBusy) / (poolGpus * 3_600_000),
+    utilization: busyMs / paidMs,
+    cellUtilization: cellMs / paidMs,
+    peakHourUtilization: peakHour,
     reservedUtilization: cellMs / reservedMs,
     evictions: stats.evictions,
     warmHits: links.reduce((n, l) => n + l.warmHits, 0),
     decisionP50Us: percentile(sortedDecisions, 50),
     decisionP99Us: percentile(sortedDecisions, 99),
     decisions: decisions.length,
+    timerP50Us: percentile(sortedTimers, 50),
+    timerP99Us: percentile(sortedTimers, 99),
+    timers: timers.length,
+    gpuHours: paidMs / 3_600_000,
+    reservedGpuHours: reservedMs / 3_600_000,
+    peakRuntimes,
+    provided: provider?.provided ?? 0,
   };
 }

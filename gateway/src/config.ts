@@ -43,6 +43,8 @@ export interface ElasticConfig {
   idleReleaseMs: number;
   maxPerClass: number;
   registerTimeoutMs: number;
+  /** --target-utilization: keep slots at (running + waiting) / this; undefined = scale on waits only. */
+  targetUtilization?: number;
 }
 
 export class ConfigError extends Error {
@@ -107,6 +109,9 @@ elastic runtimes, started when runs wait and released when idle (scale to zero):
   --idle-release S     seconds a provided runtime may hold no run before it is released (default ${DEFAULT_IDLE_RELEASE_S})
   --max-runtimes N     provided runtimes per class at most (default ${DEFAULT_MAX_RUNTIMES})
   --register-timeout S seconds a provided runtime has to register (default ${DEFAULT_REGISTER_TIMEOUT_S})
+  --target-utilization F  (0-1, e.g. 0.85) ask for runtimes before runs wait, to keep the class's slots at
+                   (running + waiting) / F, and release an idle one only when the rest still do (pools of many
+                   runtimes following a daily curve; docs/ARCHITECTURE.md, "Scheduling rules")
 
 environment:
   KERNELHOP_TOKEN  the admin's token (default: a new one, printed; also written to DIR/admin-token)
@@ -139,6 +144,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfi
         'idle-release': { type: 'string' },
         'max-runtimes': { type: 'string' },
         'register-timeout': { type: 'string' },
+        'target-utilization': { type: 'string' },
         tls: { type: 'string' },
         'tls-san': { type: 'string', multiple: true },
         'tls-cert': { type: 'string' },
@@ -193,7 +199,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfi
 function parseElastic(values: Record<string, string | string[] | boolean | undefined>): ElasticConfig | undefined {
   const str = (name: string): string | undefined => values[name] as string | undefined;
   const kind = str('provider');
-  const elasticFlags = ['provider-command', 'k8s-template', 'elastic-class', 'runtime-gateway', 'scale-up-after', 'idle-release', 'max-runtimes', 'register-timeout'];
+  const elasticFlags = ['provider-command', 'k8s-template', 'elastic-class', 'runtime-gateway', 'scale-up-after', 'idle-release', 'max-runtimes', 'register-timeout', 'target-utilization'];
   if (kind === undefined) {
     const stray = elasticFlags.find((f) => values[f] !== undefined);
     if (stray !== undefined) throw new ConfigError(`--${stray} needs --provider command|kubernetes`);
@@ -224,7 +230,17 @@ function parseElastic(values: Record<string, string | string[] | boolean | undef
     idleReleaseMs: parseSeconds(str('idle-release'), DEFAULT_IDLE_RELEASE_S, '--idle-release') * 1000,
     maxPerClass: parseCount(str('max-runtimes'), DEFAULT_MAX_RUNTIMES, '--max-runtimes'),
     registerTimeoutMs: parseSeconds(str('register-timeout'), DEFAULT_REGISTER_TIMEOUT_S, '--register-timeout') * 1000,
+    ...targetUtilization(str('target-utilization')),
   };
+}
+
+function targetUtilization(text: string | undefined): { targetUtilization?: number } {
+  if (text === undefined) return {};
+  const n = Number(text);
+  if (text.trim() === '' || !(n > 0 && n <= 1)) {
+    throw new ConfigError(`--target-utilization ${JSON.stringify(text)} must be a fraction above 0 and at most 1, e.g. 0.85`);
+  }
+  return { targetUtilization: n };
 }
 
 function parseSeconds(text: string | undefined, fallback: number, flag: string): number {

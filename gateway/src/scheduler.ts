@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { Digest } from '@kernelhop/kernel-snapshot';
 import { LRUCache } from 'lru-cache';
 import { Clock, Timer, systemClock } from './runs/clock.js';
-import { FairShare } from './runs/fairShare.js';
+import { FairShare, UsageOrder } from './runs/fairShare.js';
 
 export interface GpuClassOffer {
   name: string;
@@ -73,20 +73,31 @@ export interface Placement {
   evicted: string | null;
 }
 
-/** A run as the pool sees it; runs/runService.ts implements it and owns everything else of the run. */
-export interface Job {
+/** What a run asks for, as the ws layer validated it: RunService.submit takes it, and the pool's Job is one. */
+export interface RunRequest {
+  /** The user the run acts for: its blobs are read in the user's view, its result becomes the user's. */
+  user: string;
+  /** The session as runtimes see it (bound to the user by the ws layer). */
+  session: string;
+  gpuClass: string;
+  code: string;
+  snapshot: Digest;
+  /** 0 = no limit. Counted from assignment to a runtime, not from queueing. */
+  timeoutS: number;
+  /** The names the cell can reach, for a lazy restore of only those; null = the whole snapshot. */
+  reach: string[] | null;
+  /** The notebook and cell the run came from, for the usage ledger ('' when the kernel did not say). */
+  notebook: string;
+  cell: string;
+}
+
+/** A run as the pool sees it: its request and its place in line; runs/runService.ts implements it and owns the rest. */
+export interface Job extends Readonly<RunRequest> {
   readonly id: string;
-  readonly user: string;
-  readonly session: string;
-  readonly gpuClass: string;
   /** Place in line among runs of one user: FIFO within a user. */
   readonly seq: number;
   /** When the run was asked for (the scheduler's clock, ms): its wait in the queue is counted from here. */
   readonly submittedAt: number;
-  /** The notebook and cell it came from ('' when unknown): the usage ledger's labels. */
-  readonly notebook: string;
-  readonly cell: string;
-  readonly work: { code: string; snapshot: Digest; timeoutS: number; reach: string[] | null };
   /** The input snapshot's manifest and chunks (formatted digests): what its runtime may read for it. */
   readonly readable: ReadonlySet<string>;
   /** Blobs its runtime uploaded (verified) or was told are present while holding it. */
@@ -103,12 +114,7 @@ export interface Job {
 }
 
 /** Who a run was for, as usage and metrics count it. */
-export interface RunLabels {
-  user: string;
-  gpuClass: string;
-  notebook: string;
-  cell: string;
-}
+export type RunLabels = Pick<RunRequest, 'user' | 'gpuClass' | 'notebook' | 'cell'>;
 
 /** A run that held a slot, once the slot is free again (or warm): what usage and metrics count. */
 export interface SlotUse {
@@ -138,8 +144,11 @@ export interface RuntimeLoad {
   credential: string;
   /** Slots running a run (warm workers do not count: they make way for any run). */
   busy: number;
+  /** Slots it offers. */
+  slots: number;
   /** Since when it has run nothing (ms on the scheduler's clock); null while it runs something. */
   idleSince: number | null;
+  draining: boolean;
 }
 
 export interface ClassInfo {
@@ -225,6 +234,8 @@ interface RuntimeEntry {
   lastSeen: number;
   /** When its last running slot became free (ms); kept while it runs something. */
   idleSince: number;
+  /** The autoscaler is letting it go: no run is placed on it, and no worker stays warm there. */
+  draining: boolean;
 }
 
 interface ClassState {
@@ -235,7 +246,15 @@ interface ClassState {
   warm: Map<string, Warm>;
   /** Waiting runs, FIFO per user. */
   waiting: Map<string, Job[]>;
+  /** The users of `waiting` in fair-share order (those taken out by a round in progress aside). */
+  order: UsageOrder;
+  /** Users whose runs arrived while a round was in progress: they join the order when it ends. */
+  newcomers: Set<string>;
   queued: number;
+  /** Warm workers of other classes on runtimes offering this one: their sessions' runs of this class take them. */
+  foreignWarm: number;
+  /** The pending batch of `queued` events (positions and wait estimates), if one is due. */
+  positionsDue: Timer | null;
   /** Recent run time (ms), averaged: the expected hold of a running slot, for wait estimates. */
   meanRunMs: number;
 }
@@ -249,6 +268,11 @@ interface Ended {
 }
 
 const DEFAULT_RUN_MS = 30_000;
+/**
+ * Waiting runs hear their place and wait estimate in batches, at most this often per class, not at every decision:
+ * recomputing the whole order costs O(waiting) and, at 10,000 sessions, would be most of a decision's time.
+ */
+export const POSITIONS_BATCH_MS = 250;
 
 export class Scheduler {
   readonly heartbeatIntervalMs: number;
@@ -333,6 +357,7 @@ export class Scheduler {
       free: slotOffers.length,
       lastSeen: this.clock.now(),
       idleSince: this.clock.now(),
+      draining: false,
     };
     rt.slots = slotOffers.map((offer) => ({ rt, offer, job: null, heldSince: 0, stopping: null, warm: null, taken: false }));
     this.runtimes.set(id, rt);
@@ -483,8 +508,26 @@ export class Scheduler {
       .filter((rt) => rt.credential === credential)
       .map((rt) => {
         const busy = running(rt);
-        return { id: rt.id, name: rt.name, credential, busy, idleSince: busy === 0 ? rt.idleSince : null };
+        return { id: rt.id, name: rt.name, credential, busy, slots: rt.slots.length, idleSince: busy === 0 ? rt.idleSince : null, draining: rt.draining };
       });
+  }
+
+  /**
+   * Stops placing runs on a runtime, or starts again: the autoscaler drains a runtime the load no longer needs, and
+   * releases it once its running cells are done. Its idle warm workers end now (their state is home already).
+   */
+  drain(runtimeId: string, draining: boolean): void {
+    const rt = this.runtimes.get(runtimeId);
+    if (rt === undefined || rt.draining === draining) return;
+    rt.draining = draining;
+    const now = this.clock.now();
+    for (const slot of rt.slots) {
+      if (slot.warm === null) continue;
+      this.ended.set(slot.warm.session, { state: 'expired', runtime: rt.name, gpuClass: slot.warm.gpuClass, at: now });
+      this.expire(slot.warm);
+    }
+    this.freeChanged(rt);
+    if (!draining) this.pump();
   }
 
   /** Puts a run in line for its class (the class must be offered) and assigns what can be assigned. */
@@ -496,6 +539,9 @@ export class Scheduler {
     line.splice(after < 0 ? line.length : after, 0, job);
     cs.waiting.set(job.user, line);
     cs.queued += 1;
+    // A round in progress takes newcomers in at its end, as a round serves the users waiting when it began.
+    if (this.pumping) cs.newcomers.add(job.user);
+    else this.reorder(cs, job.user, this.clock.now());
     this.pump();
   }
 
@@ -508,7 +554,8 @@ export class Scheduler {
     line.splice(i, 1);
     if (line.length === 0) cs.waiting.delete(job.user);
     cs.queued -= 1;
-    this.updatePositions(job.gpuClass);
+    if (cs.order.has(job.user)) this.reorder(cs, job.user, this.clock.now());
+    this.positionsChanged(job.gpuClass, cs);
     return true;
   }
 
@@ -581,6 +628,7 @@ export class Scheduler {
     if (this.livenessTimer !== null) clearInterval(this.livenessTimer);
     for (const w of this.warmBySession.values()) w.timer.cancel();
     for (const slot of this.holding.values()) slot.stopping?.cancel();
+    for (const cs of this.classStates.values()) cs.positionsDue?.cancel();
     for (const rt of this.runtimes.values()) rt.link?.close('gateway shutting down');
     this.runtimes.clear();
     this.classStates.clear();
@@ -590,7 +638,8 @@ export class Scheduler {
 
   /**
    * Assigns waiting runs while slots allow. Users are served in order of their recent GPU-seconds, least first,
-   * one run each per round (so a run that starts counts against its user at once), FIFO within a user.
+   * one run each per round (so a run that starts counts against its user at once), FIFO within a user. A round takes
+   * users out of the class's order one at a time and stops once no slot is left that any of them could take.
    */
   private pump(): void {
     if (this.pumping) return;
@@ -598,10 +647,13 @@ export class Scheduler {
     try {
       for (const [name, cs] of this.classStates) {
         if (cs.queued === 0) continue;
+        const now = this.clock.now();
         let placed = true;
-        while (placed && cs.queued > 0) {
+        while (placed && cs.queued > 0 && mayPlace(cs)) {
           placed = false;
-          for (const user of this.usersInOrder(cs)) {
+          const taken: string[] = [];
+          for (let user = cs.order.shift(now); user !== undefined; user = cs.order.shift(now)) {
+            taken.push(user);
             const line = cs.waiting.get(user) as Job[];
             const job = line[0] as Job;
             const slot = this.place(job, cs);
@@ -611,19 +663,34 @@ export class Scheduler {
             cs.queued -= 1;
             this.dispatch(job, slot);
             placed = true;
+            if (!mayPlace(cs)) break;
           }
+          // Back in line for the next round or decision, keyed by their new first run; and anyone who came meanwhile.
+          for (const user of [...taken, ...cs.newcomers]) this.reorder(cs, user, now);
+          cs.newcomers.clear();
         }
-        this.updatePositions(name);
+        this.positionsChanged(name, cs);
       }
     } finally {
       this.pumping = false;
     }
   }
 
-  private usersInOrder(cs: ClassState): string[] {
+  /** Puts `user` back in the class's order with its first waiting run, or out of it when it waits for none. */
+  private reorder(cs: ClassState, user: string, now: number): void {
+    const head = cs.waiting.get(user)?.[0];
+    if (head === undefined) cs.order.delete(user);
+    else cs.order.set(user, head.seq, now);
+  }
+
+  /** The users waiting for the class, in the order they would be served now (positions; the naive order of tests). */
+  usersInOrder(gpuClass: string): string[] {
+    const cs = this.classStates.get(gpuClass);
+    if (cs === undefined) return [];
     const users = [...cs.waiting.keys()];
     if (users.length < 2) return users;
-    const usage = new Map(users.map((u) => [u, this.fairShare.usage(u)]));
+    const now = this.clock.now();
+    const usage = new Map(users.map((u) => [u, this.fairShare.usage(u, now)]));
     const head = (u: string): number => (cs.waiting.get(u) as Job[])[0]?.seq ?? 0;
     // Equal usage (new users): the one asking first goes first.
     return users.sort((a, b) => (usage.get(a) as number) - (usage.get(b) as number) || head(a) - head(b));
@@ -638,8 +705,9 @@ export class Scheduler {
       for (const w of cs.warm.values()) if (w.user === job.user && w.slot.rt.link !== undefined) return w.slot;
       return null;
     }
+    // The fullest runtime with a free slot: runs pack, so a runtime the load no longer needs drains and can go.
     let best: RuntimeEntry | undefined;
-    for (const rt of cs.withFree) if (best === undefined || rt.free > best.free) best = rt;
+    for (const rt of cs.withFree) if (best === undefined || rt.free < best.free) best = rt;
     if (best !== undefined) return best.slots.find((s) => s.job === null && s.warm === null && !s.taken) as Slot;
     // No slot free: the worker idle the longest goes (its state is home already).
     for (const w of cs.warm.values()) if (w.slot.rt.link !== undefined) return w.slot;
@@ -672,7 +740,7 @@ export class Scheduler {
     this.fairShare.onRunStart(job.user, now);
     const waitedSeconds = Math.max(0, now - job.submittedAt) / 1000;
     this.observer?.started({ runId: job.id, req: labelsOf(job), runtime: rt.name, waitedSeconds });
-    const { code, snapshot, timeoutS, reach } = job.work;
+    const { code, snapshot, timeoutS, reach } = job;
     (rt.link as WorkLink).send({
       kind: 'assign',
       runId: job.id,
@@ -725,7 +793,7 @@ export class Scheduler {
       this.held.set(job.user, (this.held.get(job.user) ?? 1) - 1);
       return;
     }
-    if (keepWarm && this.warmGraceMs > 0 && rt.link !== undefined && cs !== undefined) {
+    if (keepWarm && this.warmGraceMs > 0 && rt.link !== undefined && !rt.draining && cs !== undefined) {
       // The runtime keeps one worker per session: a worker warm elsewhere for it is ended there.
       if (previous !== undefined) this.expire(previous);
       const warm: Warm = { session: job.session, user: job.user, gpuClass: job.gpuClass, slot, since: now, timer: { cancel: () => undefined } };
@@ -738,8 +806,11 @@ export class Scheduler {
       slot.warm = warm;
       cs.warm.set(job.session, warm);
       this.warmBySession.set(job.session, warm);
+      this.foreignWarmChanged(warm, 1);
       return;
     }
+    // A drained runtime keeps no worker warm: `%gpu` says the session's worker ended.
+    if (keepWarm && rt.draining) this.ended.set(job.session, { state: 'expired', runtime: rt.name, gpuClass: job.gpuClass, at: now });
     this.held.set(job.user, (this.held.get(job.user) ?? 1) - 1);
     rt.free += 1;
     this.freeChanged(rt);
@@ -775,12 +846,17 @@ export class Scheduler {
   private dropWarm(w: Warm): void {
     w.timer.cancel();
     w.slot.warm = null;
+    this.foreignWarmChanged(w, -1);
     this.classStates.get(w.gpuClass)?.warm.delete(w.session);
     if (this.warmBySession.get(w.session) === w) this.warmBySession.delete(w.session);
   }
 
+  private foreignWarmChanged(w: Warm, by: 1 | -1): void {
+    for (const c of w.slot.rt.classes.keys()) if (c !== w.gpuClass) this.classState(c).foreignWarm += by;
+  }
+
   private freeChanged(rt: RuntimeEntry): void {
-    const has = rt.free > 0 && rt.link !== undefined && this.runtimes.get(rt.id) === rt;
+    const has = rt.free > 0 && rt.link !== undefined && !rt.draining && this.runtimes.get(rt.id) === rt;
     for (const c of rt.classes.keys()) {
       const cs = this.classState(c);
       if (has) cs.withFree.add(rt);
@@ -788,14 +864,27 @@ export class Scheduler {
     }
   }
 
+  /** The class's queue changed: its waiting runs hear of their places with the next batch. */
+  private positionsChanged(gpuClass: string, cs: ClassState): void {
+    if (cs.positionsDue !== null || cs.queued === 0) return;
+    cs.positionsDue = this.clock.after(POSITIONS_BATCH_MS, () => {
+      cs.positionsDue = null;
+      this.updatePositions(gpuClass);
+    });
+  }
+
   /** Tells each waiting run of the class its place and the expected wait, when its place changed. */
   private updatePositions(gpuClass: string): void {
     const cs = this.classStates.get(gpuClass);
     if (cs === undefined || cs.queued === 0) return;
     const order: Job[] = [];
-    const lines = this.usersInOrder(cs).map((u) => [...(cs.waiting.get(u) as Job[])]);
-    // The order in which they would be served: one run per user per round, users by usage.
-    for (let round = 0; order.length < cs.queued; round++) for (const line of lines) if (line[round]) order.push(line[round]);
+    // The order in which they would be served: one run per user per round, users by usage; a round visits only the
+    // users with runs left, so this is O(waiting) whatever the longest line.
+    let lines = this.usersInOrder(gpuClass).map((u) => cs.waiting.get(u) as Job[]);
+    for (let round = 0; lines.length > 0; round++) {
+      for (const line of lines) order.push(line[round] as Job);
+      lines = lines.filter((line) => line.length > round + 1);
+    }
     let releases: number[] | null = null;
     order.forEach((job, i) => {
       if (this.positions.get(job) === i + 1) return;
@@ -845,6 +934,7 @@ export class Scheduler {
         job.lost('unknown_class', `runtime ${rt.name} stopped and ${this.unknownClassMessage(c)}; your local state is unchanged`);
       }
       cs.waiting.clear();
+      cs.order.clear();
       cs.queued = 0;
     }
     this.record(this.runtimeLog?.runtimeGone(rt.id, reason));
@@ -882,11 +972,30 @@ export class Scheduler {
   private classState(name: string): ClassState {
     let cs = this.classStates.get(name);
     if (cs === undefined) {
-      cs = { runtimes: new Set(), withFree: new Set(), warm: new Map(), waiting: new Map(), queued: 0, meanRunMs: DEFAULT_RUN_MS };
+      cs = {
+        runtimes: new Set(),
+        withFree: new Set(),
+        warm: new Map(),
+        waiting: new Map(),
+        order: new UsageOrder(this.fairShare),
+        newcomers: new Set(),
+        queued: 0,
+        foreignWarm: 0,
+        positionsDue: null,
+        meanRunMs: DEFAULT_RUN_MS,
+      };
       this.classStates.set(name, cs);
     }
     return cs;
   }
+}
+
+/**
+ * Whether a waiting run of the class could get a slot now: a free one, a warm worker to evict, or a warm worker of
+ * its own session left by a run of another class. Without one a round ends early: no later user could be placed.
+ */
+function mayPlace(cs: ClassState): boolean {
+  return cs.withFree.size > 0 || cs.warm.size > 0 || cs.foreignWarm > 0;
 }
 
 function running(rt: RuntimeEntry): number {

@@ -57,3 +57,13 @@ test('a gateway whose bucket or database does not answer exits at start with wha
   assert.match(dead.stderr, /the metadata database postgres:\/\/kh:\*\*\*@127.0.0.1:1\/kh did not answer/);
   assert.doesNotMatch(dead.stderr, /kh:pw@/);
 });
+
+test('--target-utilization is a fraction for elastic classes; anything else is refused with the form to use', () => {
+  const elastic = ['--provider', 'command', '--provider-command', 'true', '--elastic-class', 'h100'];
+  assert.equal(loadConfig([...elastic, '--target-utilization', '0.85'], {}).elastic?.targetUtilization, 0.85);
+  assert.equal(loadConfig(elastic, {}).elastic?.targetUtilization, undefined);
+  for (const bad of ['0', '1.5', 'most', '']) {
+    assert.throws(() => loadConfig([...elastic, '--target-utilization', bad], {}), /--target-utilization .* must be a fraction above 0 and at most 1/);
+  }
+  assert.throws(() => loadConfig(['--target-utilization', '0.9'], {}), /--target-utilization needs --provider/);
+});

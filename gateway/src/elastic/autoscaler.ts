@@ -3,8 +3,9 @@
 // with nothing waiting, that scales to zero. Each provided runtime gets a runtime token of its own class that may
 // register one runtime once, revoked when it is released.
 import type { Log } from '../log.js';
+import type { Clock, Timer } from '../runs/clock.js';
 import type { RuntimeTokenStore } from '../runtimeTokens.js';
-import type { RuntimeLoad } from '../scheduler.js';
+import type { ClassInfo, RuntimeLoad } from '../scheduler.js';
 import { ProvidedRuntime, RuntimeProvider } from './provider.js';
 
 /** After a provided runtime failed to come up, the provider is asked again for its class only this much later. */
@@ -26,12 +27,21 @@ export interface AutoscalerOptions {
   registerTimeoutMs: number;
   /** After the provider failed for a class, wait this long before asking it again. */
   retryAfterMs?: number;
+  /**
+   * Keep the class's slots at (running + waiting) / this, asking ahead of waits and releasing an idle runtime only
+   * when the rest still meet it (`--target-utilization`); unset: only runs that waited ask, and idleness releases.
+   */
+  targetUtilization?: number;
   tickMs?: number;
+  /** Ticks on this clock instead of the system's (the pool simulator's simulated time). */
+  clock?: Clock;
 }
 
 /** What the autoscaler needs of the scheduler. */
 export interface PoolState {
   waiting(): Map<string, number[]>;
+  classes(): Record<string, ClassInfo>;
+  drain(runtimeId: string, draining: boolean): void;
   runtimesOf(credential: string): RuntimeLoad[];
   dropRuntimesOf(credential: string, reason: string): number;
 }
@@ -45,6 +55,8 @@ interface Provisioned {
   admitted: boolean;
   /** Set once its runtime was seen registered. */
   up: boolean;
+  /** Drained (under a target): no run is placed on it; released once it runs nothing, or taken back into use. */
+  draining: boolean;
   provided?: ProvidedRuntime;
   releasing?: Promise<void>;
 }
@@ -54,7 +66,12 @@ export class Autoscaler {
   private readonly retryAt = new Map<string, number>();
   /** Per class, runtimes asked for whose token is still being made: not in `provisioned` yet, but on their way. */
   private readonly starting = new Map<string, number>();
-  private readonly timer: NodeJS.Timeout;
+  /** Slots per runtime of each class, as its runtimes registered: how many waiting runs one more takes. */
+  private readonly slotsPer = new Map<string, number>();
+  /** Per class, [time, slots wanted] over the last --idle-release, decreasing in slots: its first is the peak. */
+  private readonly recent = new Map<string, Array<[number, number]>>();
+  private readonly timer: NodeJS.Timeout | null = null;
+  private tickTimer: Timer | null = null;
   private seq = 0;
   private closed = false;
 
@@ -63,10 +80,22 @@ export class Autoscaler {
     private readonly pool: PoolState,
     private readonly tokens: RuntimeTokenStore,
     private readonly log: Log,
-    private readonly now: () => number = Date.now,
+    private readonly now: () => number = opts.clock !== undefined ? () => (opts.clock as Clock).now() : Date.now,
   ) {
-    this.timer = setInterval(() => this.tick(), opts.tickMs ?? 1000);
-    this.timer.unref();
+    const tickMs = opts.tickMs ?? 1000;
+    const clock = opts.clock;
+    if (clock !== undefined) {
+      const next = (): void => {
+        this.tickTimer = clock.after(tickMs, () => {
+          this.tick();
+          if (!this.closed) next();
+        });
+      };
+      next();
+    } else {
+      this.timer = setInterval(() => this.tick(), tickMs);
+      this.timer.unref();
+    }
   }
 
   /** For the scheduler's registration: a provided runtime's token registers one runtime, once. */
@@ -96,15 +125,39 @@ export class Autoscaler {
   tick(): void {
     if (this.closed) return;
     const now = this.now();
-    for (const p of this.provisioned.values()) this.check(p, now);
+    const target = this.opts.targetUtilization;
+    const classes = target === undefined ? {} : this.pool.classes();
+    /** Slots the class should have now under the target (0 without one). */
+    const wanted = (gpuClass: string): number => {
+      const info = classes[gpuClass];
+      return target === undefined || info === undefined ? 0 : Math.ceil((info.busy + info.queued) / target);
+    };
+    // Growing follows the target now; shrinking the most it asked for over the last --idle-release, so a dip of a
+    // few minutes does not let a host go that the next minutes boot again.
+    const spare = new Map<string, number>();
+    for (const c of this.opts.classes) spare.set(c, (classes[c]?.capacity ?? 0) - wanted(c));
+    const keep = new Map<string, number>();
+    if (target !== undefined) for (const c of this.opts.classes) keep.set(c, this.recentPeak(c, wanted(c), now));
+    const loads = new Map<Provisioned, RuntimeLoad[]>();
+    for (const p of this.provisioned.values()) {
+      const l = this.pool.runtimesOf(p.credentialId);
+      loads.set(p, l);
+      if (p.draining) spare.set(p.gpuClass, (spare.get(p.gpuClass) ?? 0) - l.reduce((n, x) => n + x.slots, 0));
+    }
+    for (const p of this.provisioned.values()) this.check(p, now, spare, loads.get(p) ?? []);
+    if (target !== undefined) for (const c of this.opts.classes) this.rebalance(c, spare, (keep.get(c) ?? 0) - wanted(c), loads);
     const waiting = this.pool.waiting();
     for (const gpuClass of this.opts.classes) {
       if ((this.retryAt.get(gpuClass) ?? 0) > now) continue;
       const longWaits = (waiting.get(gpuClass) ?? []).filter((t) => now - t >= this.opts.scaleUpAfterMs).length;
       const ofClass = [...this.provisioned.values()].filter((p) => p.gpuClass === gpuClass && p.releasing === undefined);
-      // A runtime on its way takes at least one of the waiting runs.
+      // A runtime on its way takes as many of the waiting runs as it has slots (one until one has registered).
       const starting = this.starting.get(gpuClass) ?? 0;
-      let need = longWaits - ofClass.filter((p) => !p.up).length - starting;
+      const coming = ofClass.filter((p) => !p.up).length + starting;
+      const per = this.slotsPer.get(gpuClass) ?? 1;
+      let need = Math.ceil(longWaits / per) - coming;
+      // Under a target, the runtimes to add before anyone waits: the slots short of it, less those on their way.
+      if (target !== undefined) need = Math.max(need, Math.ceil((-(spare.get(gpuClass) ?? 0) - coming * per) / per));
       let room = this.opts.maxPerClass - ofClass.length - starting;
       while (need > 0 && room > 0) {
         this.provision(gpuClass, now).catch((e: unknown) => this.log(`could not ask for a runtime of class ${gpuClass}: ${String(e)}`));
@@ -116,17 +169,64 @@ export class Autoscaler {
 
   async close(): Promise<void> {
     this.closed = true;
-    clearInterval(this.timer);
+    if (this.timer !== null) clearInterval(this.timer);
+    this.tickTimer?.cancel();
     await Promise.all([...this.provisioned.values()].map((p) => this.release(p, 'the gateway is stopping')));
   }
 
-  private check(p: Provisioned, now: number): void {
+  /**
+   * Under a target: a class short of it takes drained runtimes back first (no boot); one a whole runtime above it
+   * drains its least busy provided runtimes, which go once their cells are done.
+   */
+  private rebalance(gpuClass: string, spare: Map<string, number>, recentExtra: number, loads: Map<Provisioned, RuntimeLoad[]>): void {
+    const slotsOf = (p: Provisioned): number => (loads.get(p) ?? []).reduce((n, l) => n + l.slots, 0);
+    const busyOf = (p: Provisioned): number => (loads.get(p) ?? []).reduce((n, l) => n + l.busy, 0);
+    const ofClass = [...this.provisioned.values()].filter((p) => p.gpuClass === gpuClass && p.up && p.releasing === undefined);
+    const set = (p: Provisioned, draining: boolean): void => {
+      p.draining = draining;
+      for (const l of loads.get(p) ?? []) this.pool.drain(l.id, draining);
+      spare.set(gpuClass, (spare.get(gpuClass) ?? 0) + (draining ? -slotsOf(p) : slotsOf(p)));
+    };
+    // The busiest drained runtimes first: they would take longest to empty.
+    for (const p of ofClass.filter((x) => x.draining).sort((a, b) => busyOf(b) - busyOf(a))) {
+      if ((spare.get(gpuClass) ?? 0) >= 0) break;
+      set(p, false);
+    }
+    for (const p of ofClass.filter((x) => !x.draining).sort((a, b) => busyOf(a) - busyOf(b))) {
+      if ((spare.get(gpuClass) ?? 0) - recentExtra < slotsOf(p)) break;
+      set(p, true);
+    }
+  }
+
+  /** The most slots the class wanted over the last --idle-release, `wanted` now included. */
+  private recentPeak(gpuClass: string, wanted: number, now: number): number {
+    const window = this.recent.get(gpuClass) ?? [];
+    this.recent.set(gpuClass, window);
+    // Kept decreasing in `wanted`: an entry below a later one can never be the peak again.
+    while (window.length > 0 && (window[window.length - 1] as [number, number])[1] <= wanted) window.pop();
+    window.push([now, wanted]);
+    while ((window[0] as [number, number])[0] < now - this.opts.idleReleaseMs) window.shift();
+    return (window[0] as [number, number])[1];
+  }
+
+  /** `spare`: per class, the slots above the target (kept up to date as runtimes are released). */
+  private check(p: Provisioned, now: number, spare: Map<string, number>, loads: RuntimeLoad[]): void {
     if (p.releasing !== undefined || p.provided === undefined) return;
-    const loads = this.pool.runtimesOf(p.credentialId);
     if (loads.length > 0) {
       p.up = true;
+      if (p.draining) {
+        if (loads.every((l) => l.busy === 0)) void this.release(p, 'drained: the class is above its target without it');
+        return;
+      }
+      const slots = loads.reduce((n, l) => n + l.slots, 0);
+      this.slotsPer.set(p.gpuClass, Math.max(this.slotsPer.get(p.gpuClass) ?? 1, slots));
       const idle = loads.every((l) => l.idleSince !== null && now - l.idleSince >= this.opts.idleReleaseMs);
-      if (idle) void this.release(p, `idle for ${Math.round(this.opts.idleReleaseMs / 1000)} s`);
+      // Under a target an idle runtime goes only if the rest still meet it: else it would be asked for again at once.
+      const surplus = this.opts.targetUtilization === undefined || (spare.get(p.gpuClass) ?? 0) >= slots;
+      if (idle && surplus) {
+        spare.set(p.gpuClass, (spare.get(p.gpuClass) ?? 0) - slots);
+        void this.release(p, `idle for ${Math.round(this.opts.idleReleaseMs / 1000)} s`);
+      }
       return;
     }
     if (p.up) void this.release(p, 'its runtime left the gateway');
@@ -145,7 +245,7 @@ export class Autoscaler {
       this.starting.set(gpuClass, (this.starting.get(gpuClass) ?? 1) - 1);
     }
     const { credential, token } = made;
-    const p: Provisioned = { gpuClass, name, credentialId: credential.id, requestedAt: now, admitted: false, up: false };
+    const p: Provisioned = { gpuClass, name, credentialId: credential.id, requestedAt: now, admitted: false, up: false, draining: false };
     this.provisioned.set(credential.id, p);
     this.log(`asking the ${this.opts.provider.kind} provider for a runtime of class ${gpuClass}`, { runtime: name });
     try {

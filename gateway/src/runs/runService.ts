@@ -6,7 +6,7 @@ import { Digest, formatDigest } from '@kernelhop/kernel-snapshot';
 import { BlobStore } from '../blobStore.js';
 import { MetadataStore, RunEnd } from '../metadataStore.js';
 import { quotaMessage } from '../quota.js';
-import { FinalEvent, Job, Placement, RelayedEvent, Scheduler } from '../scheduler.js';
+import { FinalEvent, Job, Placement, RelayedEvent, RunRequest, Scheduler } from '../scheduler.js';
 import { checkSnapshot } from '../snapshotCheck.js';
 import { SnapshotStore } from '../snapshotStore.js';
 import type { Timer } from './clock.js';
@@ -25,22 +25,6 @@ export interface RunSink {
   finish(final: RunFinal): void;
 }
 
-export interface RunRequest {
-  /** The user the run acts for: its blobs are read in the user's view, its result becomes the user's. */
-  user: string;
-  /** The session as runtimes see it (bound to the user by the ws layer). */
-  session: string;
-  gpuClass: string;
-  code: string;
-  snapshot: Digest;
-  /** 0 = no limit. Counted from assignment to a runtime, not from queueing. */
-  timeoutS: number;
-  /** The names the cell can reach, for a lazy restore of only those; null = the whole snapshot. */
-  reach: string[] | null;
-  /** The notebook and cell the run came from, for the usage ledger ('' when the kernel did not say). */
-  notebook: string;
-  cell: string;
-}
 
 export interface RunHandle {
   readonly id: string;
@@ -106,8 +90,11 @@ class ActiveRun implements Job, RunHandle {
   readonly gpuClass: string;
   readonly notebook: string;
   readonly cell: string;
+  readonly code: string;
+  readonly snapshot: Digest;
+  readonly timeoutS: number;
+  readonly reach: string[] | null;
   readonly submittedAt: number;
-  readonly work: Job['work'];
   readable: ReadonlySet<string> = new Set();
   readonly proven = new Set<string>();
   private state: State = 'admitting';
@@ -128,7 +115,10 @@ class ActiveRun implements Job, RunHandle {
     this.notebook = req.notebook;
     this.cell = req.cell;
     this.submittedAt = service.opts.scheduler.clock.now();
-    this.work = { code: req.code, snapshot: req.snapshot, timeoutS: req.timeoutS, reach: req.reach };
+    this.code = req.code;
+    this.snapshot = req.snapshot;
+    this.timeoutS = req.timeoutS;
+    this.reach = req.reach;
   }
 
   private get scheduler(): Scheduler {
