@@ -318,6 +318,16 @@ class Hopper:
             stopped = GatewayUnreachable(f"{e} This hop stopped there; the local namespace is unchanged.")
             self.presenter.failed(stopped)
             raise stopped from None
+        except GatewayError as e:
+            # What the gateway or the runtime reports (a worker that died, a capture that failed there) knows
+            # nothing of this kernel: say here what the user keeps.
+            told = e if "unchanged" in e.message else GatewayError(
+                e.code, f"{e.message}; the local namespace is unchanged", e.missing
+            )
+            self.presenter.failed(told)
+            if told is e:
+                raise
+            raise told from None
         except BaseException as e:
             self.presenter.failed(e)
             raise
