@@ -32,6 +32,8 @@ export interface GatewayConfig {
   metadataStore?: MetadataChoice;
   /** How long a session's worker stays warm on its slot after a cell (--warm-grace; seconds, 0 = never). */
   warmGraceS?: number;
+  /** How often the gateway beats in the metadata database (--liveness; seconds, above 0); runs/liveness.ts. */
+  livenessS?: number;
 }
 
 export interface ElasticConfig {
@@ -60,6 +62,7 @@ export const DEFAULT_IDLE_RELEASE_S = 300;
 export const DEFAULT_MAX_RUNTIMES = 4;
 export const DEFAULT_REGISTER_TIMEOUT_S = 300;
 export const DEFAULT_WARM_GRACE_S = 60;
+export const DEFAULT_LIVENESS_S = 5;
 
 export function defaultDataDir(env: NodeJS.ProcessEnv): string {
   return env.KERNELHOP_HOME && env.KERNELHOP_HOME !== '' ? env.KERNELHOP_HOME : path.join(os.homedir(), '.kernelhop');
@@ -69,7 +72,7 @@ export const USAGE = `usage: kernelhop gateway [--host H] [--port P] [--grpc-por
                          [--tls auto [--tls-san NAME ...] | --tls-cert F --tls-key F] [--insecure]
                          [--jupyterhub [--hub-api URL]]
                          [--store s3://BUCKET/PREFIX [--s3-endpoint URL]] [--metadata postgres://...]
-                         [--warm-grace S]
+                         [--warm-grace S] [--liveness S]
 
   --host H         address to listen on (default ${DEFAULT_HOST}; 0.0.0.0 for runtimes on other hosts)
   --port P         WebSocket port for kernels and JupyterLab (default ${DEFAULT_WS_PORT}; 0 picks a free one)
@@ -95,6 +98,9 @@ export const USAGE = `usage: kernelhop gateway [--host H] [--port P] [--grpc-por
                    keep runs, runtimes and refs in PostgreSQL (migrated on start); default: SQLite in DIR
   --warm-grace S   seconds a session's worker stays warm on its GPU after a cell (default ${DEFAULT_WARM_GRACE_S}; 0 = never);
                    a run of another session that finds no free GPU evicts the worker idle the longest at once
+  --liveness S     seconds between the gateway's beats in the metadata database (default ${DEFAULT_LIVENESS_S}); a gateway
+                   silent for 3 of its beats is lapsed: another gateway on the database (or this one, restarted)
+                   ends its runs as gateway_lost and counts their GPU-seconds
 
 elastic runtimes, started when runs wait and released when idle (scale to zero):
   --provider command|kubernetes
@@ -156,6 +162,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfi
         's3-endpoint': { type: 'string' },
         metadata: { type: 'string' },
         'warm-grace': { type: 'string' },
+        liveness: { type: 'string' },
       },
       strict: true,
       allowPositionals: false,
@@ -192,6 +199,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): GatewayConfi
     runtimeTokenFile: tokenFile === undefined ? undefined : path.resolve(tokenFile),
     elastic: parseElastic(values),
     warmGraceS: parseSeconds(str('warm-grace'), DEFAULT_WARM_GRACE_S, '--warm-grace'),
+    livenessS: parseLiveness(str('liveness')),
     ...parseStores(str('store'), str('s3-endpoint'), str('metadata')),
   };
 }
@@ -247,6 +255,16 @@ function parseSeconds(text: string | undefined, fallback: number, flag: string):
   if (text === undefined) return fallback;
   const n = Number(text);
   if (text.trim() === '' || !Number.isFinite(n) || n < 0) throw new ConfigError(`${flag} ${JSON.stringify(text)} is not a number of seconds (0 or more)`);
+  return n;
+}
+
+function parseLiveness(text: string | undefined): number {
+  if (text === undefined) return DEFAULT_LIVENESS_S;
+  const n = Number(text);
+  // Beats are timers of whole milliseconds; a beat of 0 would never let a gateway be judged alive.
+  if (text.trim() === '' || !Number.isFinite(n) || n < 0.001) {
+    throw new ConfigError(`--liveness ${JSON.stringify(text)} is not a number of seconds above 0 (e.g. ${DEFAULT_LIVENESS_S}): how often this gateway beats`);
+  }
   return n;
 }
 

@@ -294,6 +294,8 @@ export class Scheduler {
   private readonly warmBySession = new Map<string, Warm>();
   /** Slots each user holds (running or warm). */
   private readonly held = new Map<string, number>();
+  /** Runs each user has running through the other live gateways, as the shared runs table said at the last beat. */
+  private elsewhere: ReadonlyMap<string, number> = new Map();
   private readonly ended = new LRUCache<string, Ended>({ max: 100_000 });
   private readonly positions = new WeakMap<Job, number>();
   private seq = 0;
@@ -637,6 +639,15 @@ export class Scheduler {
   // ---- placement ----
 
   /**
+   * Each user's running runs on the other live gateways (read from the shared runs table on each beat): they count
+   * against the user's slot limit here, and the runs that waited at the limit are looked at again.
+   */
+  runningElsewhere(counts: ReadonlyMap<string, number>): void {
+    this.elsewhere = counts;
+    this.pump();
+  }
+
+  /**
    * Assigns waiting runs while slots allow. Users are served in order of their recent GPU-seconds, least first,
    * one run each per round (so a run that starts counts against its user at once), FIFO within a user. A round takes
    * users out of the class's order one at a time and stops once no slot is left that any of them could take.
@@ -700,7 +711,7 @@ export class Scheduler {
   private place(job: Job, cs: ClassState): Slot | null {
     const own = this.warmBySession.get(job.session);
     if (own !== undefined && own.slot.rt.classes.has(job.gpuClass) && own.slot.rt.link !== undefined) return own.slot;
-    if ((this.held.get(job.user) ?? 0) >= this.slotLimit(job.user)) {
+    if ((this.held.get(job.user) ?? 0) + (this.elsewhere.get(job.user) ?? 0) >= this.slotLimit(job.user)) {
       // At its limit a user may still trade one of its own idle workers for this run.
       for (const w of cs.warm.values()) if (w.user === job.user && w.slot.rt.link !== undefined) return w.slot;
       return null;

@@ -1,12 +1,12 @@
 // Wires the stores, the scheduler and both APIs into one gateway; writes <data>/gateway.json for discovery.
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { BlobStore } from './blobStore.js';
-import { DEFAULT_ADMIN_USER, DEFAULT_WARM_GRACE_S, ElasticConfig, GatewayConfig } from './config.js';
+import { DEFAULT_ADMIN_USER, DEFAULT_LIVENESS_S, DEFAULT_WARM_GRACE_S, ElasticConfig, GatewayConfig } from './config.js';
 import { Autoscaler } from './elastic/autoscaler.js';
 import { CommandProvider } from './elastic/commandProvider.js';
 import { KubernetesProvider } from './elastic/kubernetesProvider.js';
@@ -18,6 +18,7 @@ import { GatewayMetrics } from './metrics.js';
 import { METRICS_PATH, serveMetrics } from './metricsHttp.js';
 import { MetadataStore } from './metadataStore.js';
 import { RuntimeTokenStore } from './runtimeTokens.js';
+import { Liveness } from './runs/liveness.js';
 import { PoolOps } from './runs/poolOps.js';
 import { RunService } from './runs/runService.js';
 import { Scheduler } from './scheduler.js';
@@ -104,7 +105,9 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
   });
   // Runtimes use gRPC with runtime tokens; users (the admin too) reach the store only through the WebSocket.
   await snapshots.ensureAdmin(config.adminUser ?? DEFAULT_ADMIN_USER, config.token);
-  const runs = new RunService({ store, snapshots, metadata, scheduler, log });
+  // One id per start: a restarted gateway is a new incarnation, and its previous one's runs are claimed as lapsed.
+  const gatewayId = randomUUID();
+  const runs = new RunService({ store, snapshots, metadata, scheduler, gatewayId, log });
   const collector = new Collector(store, snapshots, () => runs.activeSnapshots(), new Mutex());
   const api = new SnapshotApi(store, snapshots, collector);
 
@@ -174,6 +177,13 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
   await writePrivate(path.join(config.dataDir, 'gateway.json'), `${JSON.stringify(discovery, null, 2)}\n`);
   await writePrivate(path.join(config.dataDir, ADMIN_TOKEN_FILE), `${config.token}\n`);
   if (config.runtimeTokenFile !== undefined) await writeRuntimeToken(runtimeTokens, config.runtimeTokenFile);
+  const liveness = new Liveness({
+    metadata,
+    gateway: { id: gatewayId, addr: wsUrl, intervalMs: Math.round((config.livenessS ?? DEFAULT_LIVENESS_S) * 1000) },
+    scheduler,
+    log,
+  });
+  await liveness.start();
   if (config.elastic !== undefined) {
     const e = config.elastic;
     autoscaler = new Autoscaler(
@@ -189,6 +199,7 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
   const close = (): Promise<void> =>
     (closing ??= (async () => {
       runs.close();
+      await liveness.close();
       await autoscaler?.close();
       scheduler.close();
       wsApi.close();

@@ -67,3 +67,13 @@ test('--target-utilization is a fraction for elastic classes; anything else is r
   }
   assert.throws(() => loadConfig(['--target-utilization', '0.9'], {}), /--target-utilization needs --provider/);
 });
+
+test('--liveness is seconds between beats, above 0 (default 5); anything else is refused with what it is', () => {
+  assert.equal(loadConfig([], {}).livenessS, 5);
+  assert.equal(loadConfig(['--liveness', '0.5'], {}).livenessS, 0.5);
+  for (const bad of ['0', '-1', 'often', '', 'Infinity']) {
+    assert.throws(() => loadConfig([`--liveness=${bad}`], {}), /--liveness .* is not a number of seconds above 0 \(e\.g\. 5\): how often this gateway beats/);
+  }
+  const run = spawnSync(process.execPath, [main, '--help'], { encoding: 'utf8', timeout: 10_000 });
+  assert.ok(run.stdout.includes('--liveness S'), 'usage names --liveness');
+});

@@ -35,6 +35,8 @@ interface Backend {
   versions(where: string): Promise<number[]>;
   /** Runs SQL on the database behind the store's back. */
   exec(where: string, sql: string): Promise<void>;
+  /** Reads rows behind the store's back. */
+  rows(where: string, sql: string): Promise<Array<Record<string, unknown>>>;
   /** Where a new, empty database is (nothing opened it yet). */
   empty(): Promise<string>;
 }
@@ -57,6 +59,14 @@ const sqlite: Backend = {
     db.exec(sql);
     db.close();
   },
+  rows: async (where, sql) => {
+    const db = new Database(where, { readonly: true });
+    try {
+      return db.prepare(sql).all() as Array<Record<string, unknown>>;
+    } finally {
+      db.close();
+    }
+  },
 };
 
 const withClient = async <T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> => {
@@ -78,7 +88,10 @@ const postgresBackend: Backend = {
   versions: (url) =>
     withClient(url, async (c) => (await c.query('SELECT version FROM schema_version ORDER BY version')).rows.map((r) => Number(r.version))),
   exec: (url, sql) => withClient(url, async (c) => void (await c.query(sql))),
+  rows: (url, sql) => withClient(url, async (c) => (await c.query(sql)).rows as Array<Record<string, unknown>>),
 };
+
+const owner = { gatewayId: 'gw-1', user: 'ada', notebook: 'nb.ipynb', cell: 'c1' };
 
 for (const backend of [sqlite, postgresBackend]) {
   describe(`metadata on ${backend.name}`, () => {
@@ -117,10 +130,10 @@ for (const backend of [sqlite, postgresBackend]) {
         await meta.runtimeRegistered({ id: 'rt1', name: 'host', classes: [{ name: 'h100', simulated: true }], capacity: 1, version: 't' });
         // As the scheduler does: each step recorded without waiting for the one before.
         const steps = [
-          meta.runCreated({ id: 'run1', session: 's', gpuClass: 'h100', snapshot: snap }),
+          meta.runCreated({ id: 'run1', session: 's', gpuClass: 'h100', snapshot: snap, ...owner }),
           meta.runStarted('run1', 'rt1'),
           meta.runFinished('run1', { status: 'done', outcome: 'ok', resultSnapshot: 'r/1', timingsJson: '{"run_s":1}' }),
-          meta.runCreated({ id: 'run2', session: 's', gpuClass: 'h100', snapshot: snap }),
+          meta.runCreated({ id: 'run2', session: 's', gpuClass: 'h100', snapshot: snap, ...owner }),
           meta.runStarted('run2', 'rt1'),
           meta.runFinished('run2', { status: 'failed', errorCode: 'runtime_lost', errorMessage: 'gone' }),
           meta.runtimeSeen('rt1'),
@@ -140,6 +153,61 @@ for (const backend of [sqlite, postgresBackend]) {
         assert.equal(await meta.getRun('nope'), undefined);
       } finally {
         await meta.close();
+      }
+    });
+
+    test("a lapsed gateway's runs end as gateway_lost at its last beat, each running one counted once, whoever claims", async () => {
+      const store = await DiskBlobStore.open(path.join(dir, `cas${n++}`));
+      const { meta: a, where } = await backend.open(store);
+      const { meta: b } = await backend.open(store, where);
+      try {
+        const snap = parseDigest(blob('x').digest);
+        const now = Date.now();
+        const lastBeat = now - 10_000;
+        await a.runtimeRegistered({ id: 'rt1', name: 'host-1', classes: [{ name: 'h100', simulated: true }], capacity: 2, version: 't' });
+        // The lapsed gateway beat every second, last 10 s ago; the live one now.
+        await a.beat({ id: 'gw-dead', addr: 'wss://dead/ws/v1', intervalMs: 1000 }, lastBeat);
+        await a.beat({ id: 'gw-live', addr: 'wss://live/ws/v1', intervalMs: 1000 }, now);
+        const dead = { gatewayId: 'gw-dead', user: 'ada', notebook: 'nb.ipynb', cell: 'c1' };
+        await a.runCreated({ id: 'running', session: 's1', gpuClass: 'h100', snapshot: snap, ...dead });
+        await a.runStarted('running', 'rt1');
+        await a.runCreated({ id: 'queued', session: 's2', gpuClass: 'h100', snapshot: snap, ...dead });
+        await a.runCreated({ id: 'done', session: 's3', gpuClass: 'h100', snapshot: snap, ...dead });
+        await a.runFinished('done', { status: 'done', outcome: 'ok', resultSnapshot: 'r/1', timingsJson: '{}' });
+        await a.runCreated({ id: 'live', session: 's4', gpuClass: 'h100', snapshot: snap, ...dead, gatewayId: 'gw-live', user: 'bob' });
+        await a.runStarted('live', 'rt1');
+        await a.getRun('live'); // its writes are in
+        await backend.exec(where, `UPDATE runs SET started_at = ${lastBeat - 4000}, created_at = ${lastBeat - 5000} WHERE id = 'running'`);
+
+        const [byA, byB] = await Promise.all([a.claimLapsed(now), b.claimLapsed(now)]);
+        const claimed = [...byA, ...byB].sort((x, y) => x.runId.localeCompare(y.runId));
+        assert.deepEqual(claimed, [
+          { runId: 'queued', gatewayAddr: 'wss://dead/ws/v1', user: 'ada', counted: false },
+          { runId: 'running', gatewayAddr: 'wss://dead/ws/v1', user: 'ada', counted: true },
+        ]);
+        const running = await a.getRun('running');
+        assert.deepEqual([running?.status, running?.errorCode, running?.finishedAt], ['gateway_lost', 'gateway_lost', lastBeat]);
+        assert.match(running?.errorMessage ?? '', /the gateway at wss:\/\/dead\/ws\/v1 stopped beating/);
+        assert.equal((await a.getRun('queued'))?.status, 'gateway_lost');
+        assert.equal((await a.getRun('done'))?.status, 'done');
+        assert.equal((await a.getRun('live'))?.status, 'running');
+        const usage = await backend.rows(where, 'SELECT run_id, "user", notebook, cell, gpu_class, runtime, started_at, ended_at, gpu_ms, outcome FROM usage');
+        assert.deepEqual(
+          usage.map((r) => ({ ...r, started_at: Number(r.started_at), ended_at: Number(r.ended_at), gpu_ms: Number(r.gpu_ms) })),
+          [{ run_id: 'running', user: 'ada', notebook: 'nb.ipynb', cell: 'c1', gpu_class: 'h100', runtime: 'host-1', started_at: lastBeat - 4000, ended_at: lastBeat, gpu_ms: 4000, outcome: 'gateway_lost' }],
+        );
+        assert.deepEqual(await a.claimLapsed(now), [], 'claimed once');
+
+        // Slot limits count the running runs of the live gateways other than the asking one.
+        assert.deepEqual([...(await a.runningElsewhere('gw-me', now))], [['bob', 1]]);
+        assert.deepEqual([...(await a.runningElsewhere('gw-live', now))], []);
+        // A requeued run holds nothing: waiting again, unstarted.
+        await a.runRequeued('live');
+        const requeued = await a.getRun('live');
+        assert.deepEqual([requeued?.status, requeued?.runtimeId, requeued?.startedAt], ['queued', null, null]);
+        assert.deepEqual([...(await a.runningElsewhere('gw-me', now))], []);
+      } finally {
+        await Promise.all([a.close(), b.close()]);
       }
     });
 
@@ -173,7 +241,7 @@ for (const backend of [sqlite, postgresBackend]) {
       await again.meta.close();
       assert.deepEqual(await backend.versions(where), all);
       await backend.exec(where, `INSERT INTO schema_version (version, name, applied_at) VALUES (999, 'from_the_future', 0)`);
-      await assert.rejects(backend.open(store, where), /has schema version 999, newer than this gateway knows \(up to 2\); upgrade kernelhop/);
+      await assert.rejects(backend.open(store, where), /has schema version 999, newer than this gateway knows \(up to 3\); upgrade kernelhop/);
     });
   });
 }

@@ -36,6 +36,8 @@ export interface RunServiceOptions {
   snapshots: SnapshotStore;
   metadata: MetadataStore;
   scheduler: Scheduler;
+  /** This gateway's id in the gateways table: each run's row names it, so another gateway can end it (liveness.ts). */
+  gatewayId: string;
   log: (line: string) => void;
 }
 
@@ -148,7 +150,16 @@ class ActiveRun implements Job, RunHandle {
     this.input = new Set(check.chunks.map(formatDigest));
     this.readable = new Set([formatDigest(this.req.snapshot), ...this.input]);
     this.service.record(
-      this.service.opts.metadata.runCreated({ id: this.id, session: this.session, gpuClass: this.gpuClass, snapshot: this.req.snapshot }),
+      this.service.opts.metadata.runCreated({
+        id: this.id,
+        session: this.session,
+        gpuClass: this.gpuClass,
+        snapshot: this.req.snapshot,
+        gatewayId: this.service.opts.gatewayId,
+        user: this.user,
+        notebook: this.notebook,
+        cell: this.cell,
+      }),
     );
     // ---- 2. queueing (and dispatch, as slots allow) ----
     this.state = 'queued';
@@ -174,6 +185,8 @@ class ActiveRun implements Job, RunHandle {
     if (this.state !== 'running') return;
     this.state = 'queued';
     this.placement = null;
+    // Its row says it waits again: it holds no slot, and counts against no limit, on other gateways either.
+    this.service.record(this.service.opts.metadata.runRequeued(this.id));
     // The deadline counts from the assignment that the runtime takes.
     this.deadline?.cancel();
     this.deadline = null;

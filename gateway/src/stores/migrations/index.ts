@@ -4,6 +4,7 @@
 import type { SqliteDatabase } from '../../sqlite.js';
 import m0001 from './0001_runs_runtimes_refs.js';
 import m0002 from './0002_users_snapshots_tokens_usage_limits.js';
+import m0003 from './0003_gateways_run_owners.js';
 
 /** The two SQL databases the gateway's stores run on. */
 export type Dialect = 'sqlite' | 'postgres';
@@ -17,6 +18,7 @@ export interface Migration {
 const MIGRATIONS: ReadonlyArray<{ version: number; name: string; sql: (dialect: Dialect) => string }> = [
   { version: 1, name: 'runs_runtimes_refs', sql: m0001 },
   { version: 2, name: 'users_snapshots_tokens_usage_limits', sql: m0002 },
+  { version: 3, name: 'gateways_run_owners', sql: m0003 },
 ];
 
 const forDialect = (dialect: Dialect): readonly Migration[] => MIGRATIONS.map((m) => ({ version: m.version, name: m.name, sql: m.sql(dialect) }));
