@@ -4,7 +4,7 @@ loopback: gateways A and B, one runtime of one posed slot registered with both, 
 - a hop through A and one through B share the one slot: the second waits for the first, never on the same slot;
 - A killed (SIGKILL) while a kernel's run waits in its queue behind another run: the run completes through B;
 - A killed while a kernel's cell runs: the cell fails saying so, the kernel's state is intact, and its next hop
-  goes through B.
+  goes through B; once A misses 3 beats, B ends the run's row as gateway_lost and `kernelhop usage` counts it.
 
 The kernels act as a user made on A (`user_add`, as `kernelhop user add` does): users are in the shared database,
 so its token opens B too. The runtime holds a runtime token of each gateway (`--gateway A,B`, KERNELHOP_TOKEN="TA,TB").
@@ -12,6 +12,7 @@ so its token opens B too. The runtime holds a runtime token of each gateway (`--
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -27,7 +28,7 @@ from faults import hop_phase, in_phase, printed, when
 from kernelhop.cli.services import Service, runtime_token, start_gateway, start_runtime
 from kernelhop.client.gateway import GatewayConnection
 from kernelhop_testing import Kernel
-from test_shared_stores import moto, postgres  # noqa: F401 (fixtures)
+from test_shared_stores import cli, moto, postgres, psql  # noqa: F401 (fixtures)
 
 
 @dataclass
@@ -64,9 +65,10 @@ class Gateways:
 
 
 def gateway(data: Path, token: str, stores: list[str], port: int = 0, grpc_port: int = 0) -> Service:
+    # Beats every 0.5 s: a killed gateway is lapsed, and its runs ended by the other, 1.5 s after its last beat.
     return start_gateway(
         data=data, token=token, port=port, grpc_port=grpc_port, runtime_token_file=data / "runtime-token",
-        extra=stores, echo=None,
+        extra=[*stores, "--liveness", "0.5"], echo=None,
     )
 
 
@@ -175,6 +177,7 @@ def test_two_gateways_share_a_runtime_and_survive_losing_one(gateways: Gateways)
 
         # (c) A back; a kernel's cell runs through A when A dies: a clear error, the state intact, the next hop via B.
         g.restart_a()
+        counted = json.loads(cli(g.env(g.b), "usage", "--json"))["total"]["runs"]
         kill = when(printed("cell-is-running"), lambda _: g.kill_a())
         lost = via_a.run(
             "%%gpu h100\nimport time\nn = 99\nprint('cell-is-running', flush=True)\ntime.sleep(30)", on_message=kill
@@ -185,6 +188,15 @@ def test_two_gateways_share_a_runtime_and_survive_losing_one(gateways: Gateways)
         assert g.ws(g.a) in told and "went away while the cell ran" in told and "unchanged" in told, told
         assert g.ws(g.b) in told, told
         assert via_a.value("n") == "0", "the lost run changed the kernel's state"
+        # A's runs were ended by B (or A's later incarnation): the one that ran is counted once, in the shared ledger.
+        postgres = g.stores[g.stores.index("--metadata") + 1]
+        started_lost = "SELECT count(*) FROM runs WHERE status = 'gateway_lost' AND started_at IS NOT NULL"
+        deadline = time.monotonic() + 30
+        while psql(postgres, started_lost) != "1":
+            assert time.monotonic() < deadline, psql(postgres, "SELECT id, status, started_at FROM runs")
+            time.sleep(0.2)
+        assert psql(postgres, "SELECT count(*) FROM usage WHERE outcome = 'gateway_lost'") == "1"
+        assert json.loads(cli(g.env(g.b), "usage", "--json"))["total"]["runs"] == counted + 1
         after = via_a.run("%%gpu h100\nn += 2\nprint('through', n)")
         assert after.status == "ok", after.error_text
         assert "through 2" in after.stream_text("stdout")
