@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "gateway",
         help="run the gateway: [--host H] [--port P] [--grpc-port G] [--data DIR] [--tls auto] [--jupyterhub] "
-        "[--store s3://BUCKET/PREFIX [--s3-endpoint URL]] [--metadata postgres://...] [--warm-grace S]",
+        "[--store s3://BUCKET/PREFIX [--s3-endpoint URL]] [--metadata postgres://...] [--warm-grace S] "
+        "[--liveness S]",
     )
     commands.add_parser(
         "runtime",
