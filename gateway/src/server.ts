@@ -177,13 +177,6 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
   await writePrivate(path.join(config.dataDir, 'gateway.json'), `${JSON.stringify(discovery, null, 2)}\n`);
   await writePrivate(path.join(config.dataDir, ADMIN_TOKEN_FILE), `${config.token}\n`);
   if (config.runtimeTokenFile !== undefined) await writeRuntimeToken(runtimeTokens, config.runtimeTokenFile);
-  const liveness = new Liveness({
-    metadata,
-    gateway: { id: gatewayId, addr: wsUrl, intervalMs: Math.round((config.livenessS ?? DEFAULT_LIVENESS_S) * 1000) },
-    scheduler,
-    log,
-  });
-  await liveness.start();
   if (config.elastic !== undefined) {
     const e = config.elastic;
     autoscaler = new Autoscaler(
@@ -194,6 +187,13 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
     );
     metrics.watchElastic(() => autoscaler?.counts() ?? []);
   }
+  const liveness = new Liveness({
+    metadata,
+    gateway: { id: gatewayId, addr: wsUrl, intervalMs: Math.round((config.livenessS ?? DEFAULT_LIVENESS_S) * 1000) },
+    scheduler,
+    log,
+  });
+  await liveness.start();
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> =>

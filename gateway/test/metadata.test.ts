@@ -187,6 +187,7 @@ for (const backend of [sqlite, postgresBackend]) {
         ]);
         const running = await a.getRun('running');
         assert.deepEqual([running?.status, running?.errorCode, running?.finishedAt], ['gateway_lost', 'gateway_lost', lastBeat]);
+        assert.deepEqual([running?.gatewayId, running?.user], ['gw-dead', 'ada'], 'the row names its gateway and user');
         assert.match(running?.errorMessage ?? '', /the gateway at wss:\/\/dead\/ws\/v1 stopped beating/);
         assert.equal((await a.getRun('queued'))?.status, 'gateway_lost');
         assert.equal((await a.getRun('done'))?.status, 'done');
