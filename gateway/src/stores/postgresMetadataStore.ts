@@ -152,7 +152,7 @@ export class PostgresMetadataStore implements MetadataStore {
 const CLAIM_LAPSED_SQL = `
 WITH lost AS (
   UPDATE runs r SET status = 'gateway_lost', error_code = 'gateway_lost',
-    error_message = '${lostMessage("' || g.addr || '")}',
+    error_message = '${lostMessage("' || g.addr || '")}', -- lostMessage, the lapsed gateway's address spliced in by SQL
     finished_at = GREATEST(g.beat_at, r.created_at, COALESCE(r.started_at, 0))
   FROM gateways g
   WHERE g.id = r.gateway_id AND g.beat_at + $1 * g.beat_ms < $2 AND r.status IN ('queued', 'running')
