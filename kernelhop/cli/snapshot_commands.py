@@ -1,6 +1,10 @@
 """What `kernelhop snapshot ...` and `kernelhop user ...` do (and `%snapshot list|diff|log|revoke`, which run the same
 functions); snapshot_parser.py builds their parser and imports this
-only when one of them runs (so `kernelhop up` and `kernelhop gateway` start without the snapshot engine)."""
+only when one of them runs (so `kernelhop up` and `kernelhop gateway` start without the snapshot engine).
+
+They go to the gateways KERNELHOP_GATEWAY (or gateway.json) names, a comma list, by the kernel's failover rule
+(client/failover.py): through the next gateway when one is unreachable, and for a command that only reads also when
+its connection closes mid-request; a command that writes is not sent again once it may have reached a gateway."""
 
 from __future__ import annotations
 
@@ -13,28 +17,26 @@ from pathlib import Path
 from kernelhop_snapshot import MemoryBlobStore
 
 from ..client.export import export_snapshot, import_snapshot
-from ..client.gateway import GatewayConnection, KernelhopError
+from ..client.failover import Gateways
+from ..client.gateway import KernelhopError
 from ..client.snapshots import Snapshots, diff_manifests, format_diff, format_list, format_log, human, short
-from ..config import ConfigError, discover
+from ..config import ConfigError
 from ..signing import SigningError
 from ..client.usage import format_report, parse_since
 
 
-def _api() -> Snapshots:
-    cfg = discover()
-    client = GatewayConnection(cfg.url, cfg.token, source=cfg.source, ca=cfg.ca, fingerprint=cfg.fingerprint)
-    return Snapshots(client, MemoryBlobStore())
-
-
 def run(name: str, ns: argparse.Namespace) -> int:
-    """Runs subcommand `name` with a connection, turning kernelhop's errors into a message and exit status 1."""
+    """Runs subcommand `name` through the gateways named, turning kernelhop's errors into a message and exit
+    status 1."""
     fn = COMMANDS[name]
+    gateways = Gateways(lambda line: print(line, file=sys.stderr), kept="nothing here changed")
     try:
-        api = _api()
         try:
-            fn(api, ns)
+            gateways.call(
+                lambda client: fn(Snapshots(client, MemoryBlobStore()), ns), what=_title(name), writes=name in WRITES
+            )
         finally:
-            api.client.close()
+            gateways.close()
     except (KernelhopError, ConfigError, SigningError, OSError) as e:
         print(f"kernelhop: {e}", file=sys.stderr)
         return 1
@@ -183,6 +185,33 @@ def usage(api: Snapshots, ns: argparse.Namespace) -> None:
     report = api.client.usage(user=ns.user, since=since)
     print(json.dumps(report, indent=2, sort_keys=True) if ns.json else format_report(report))
 
+
+def _title(name: str) -> str:
+    """The command as typed, for the failover note: `kernelhop snapshot ls`, `kernelhop user add`."""
+    group, _, command = name.rpartition("_")
+    if name == "usage":
+        return "`kernelhop usage`"
+    return f"`kernelhop {group.replace('_', '-') or 'snapshot'} {command}`"
+
+
+# The commands that change something at the gateway: not sent again after a connection closed mid-request, as the
+# gateway may have done them (user_limit too, though without NAME it only lists).
+WRITES = frozenset(
+    {
+        "import",
+        "rm",
+        "share",
+        "revoke",
+        "gc",
+        "user_add",
+        "user_token",
+        "user_quota",
+        "user_rm",
+        "user_limit",
+        "runtime_token_create",
+        "runtime_token_revoke",
+    }
+)
 
 COMMANDS: dict[str, Callable[[Snapshots, argparse.Namespace], None]] = {
     "ls": ls,

@@ -30,9 +30,10 @@ from kernelhop_snapshot import (
 )
 from kernelhop_snapshot.module_state import KernelModuleState
 
-from ..config import discover, recipe_max_s
+from ..config import recipe_max_s
 from ..environment import record_environment
 from .background import BackgroundHop
+from .failover import Gateways
 from .files import WorkingFiles
 from .gateway import GatewayConnection, GatewayError, GatewayUnreachable, KernelhopError
 from .hop_events import HopPresenter
@@ -189,10 +190,8 @@ class Hopper:
         self.module_state = KernelModuleState()
         # The working directory the hops carry and bring home (files.py).
         self.files = WorkingFiles()
-        self._client: GatewayConnection | None = None
-        # The gateways the settings name, the one in use first (several gateways: a dead one goes to the back).
-        self._gateways: list[str] = []
-        self._settings: tuple[Any, ...] | None = None
+        # The gateways the settings name and the failover rule of every operation through them (failover.py).
+        self.gateways = Gateways(lambda line: self.presenter.warn(line))
         # Set once the run of the hop under way was started on a runtime: then a lost gateway fails the hop, since
         # the cell may have run; before that, the hop is sent again through another gateway.
         self._started = False
@@ -208,38 +207,11 @@ class Hopper:
         self.background: BackgroundHop | None = None
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self.gateways.close()
 
     def client(self) -> GatewayConnection:
-        """The connection to the gateway in use of those the settings name now; a new one when they changed since
-        the last hop, or when the gateway in use was given up for another (`_fail_over`)."""
-        cfg = discover()
-        seen = (cfg.urls or (cfg.url,), cfg.token, cfg.token_everywhere, cfg.ca, cfg.fingerprint, cfg.source)
-        if seen != self._settings:
-            self.close()
-            self._settings = seen
-            self._gateways = list(seen[0])
-        if self._client is None:
-            url = self._gateways[0]
-            # A token read from the file a gateway wrote goes to that gateway only, never to another host.
-            token = cfg.token if url == cfg.url or cfg.token_everywhere else None
-            self._client = GatewayConnection(url, token, source=cfg.source, ca=cfg.ca, fingerprint=cfg.fingerprint)
-        return self._client
-
-    def _fail_over(self, why: str, *, say: bool = True) -> GatewayConnection | None:
-        """The gateway in use went away (or never answered): the next one the settings name, the dead one last;
-        None when there is no other."""
-        if len(self._gateways) < 2:
-            return None
-        dead = self._gateways.pop(0)
-        self._gateways.append(dead)
-        self.close()
-        client = self.client()
-        if say:
-            self.presenter.warn(f"kernelhop: the gateway at {dead} is gone ({why}); this hop goes on through {client.url}")
-        return client
+        """The connection to the gateway in use of those the settings name now (Gateways.client)."""
+        return self.gateways.client()
 
     def new_store(self) -> HopStore:
         """A chunk store for one hop or snapshot operation. It starts with the chunks of values that live on the
@@ -250,7 +222,9 @@ class Hopper:
         return store
 
     def describe_classes(self) -> str:
-        client = self.client()
+        return self.gateways.call(self._describe_classes, what="%gpu")
+
+    def _describe_classes(self, client: GatewayConnection) -> str:
         classes = client.classes()
         if not classes:
             return (
@@ -293,26 +267,16 @@ class Hopper:
         self.refuse_while_background("%%gpu")
         # --quiet leaves out both the live display and the status line.
         self.presenter = self.present(gpu_class, quiet)
+
+        def attempt(client: GatewayConnection) -> Any:
+            # Several gateways: a hop whose cell has not started anywhere is sent again, whole, through another;
+            # its chunks are in the shared store, so only what that gateway's view lacks moves.
+            self.capturer.store = store = self.new_store()
+            self._started = False
+            return self._hop(client, store, gpu_class, code, timeout_s, eager, rebuild, files, packages)
+
         try:
-            client = self.client()
-            tries = len(self._gateways)
-            while True:
-                self.capturer.store = store = self.new_store()
-                self._started = False
-                try:
-                    return self._hop(client, store, gpu_class, code, timeout_s, eager, rebuild, files, packages)
-                except (GatewayUnreachable, GatewayError) as e:
-                    # Several gateways: a hop whose cell has not started anywhere is sent again, whole, through
-                    # another; its chunks are in the shared store, so only what that gateway's view lacks moves.
-                    lost = isinstance(e, GatewayUnreachable) or e.code == "connection_lost"
-                    tries -= 1
-                    why = "unreachable" if isinstance(e, GatewayUnreachable) else "its connection closed"
-                    other = self._fail_over(why) if lost and not self._started and tries > 0 else None
-                    if other is None:
-                        if isinstance(e, GatewayError) and e.code == "gateway_lost":
-                            self._fail_over(why, say=False)  # the next hop goes through another gateway, if any
-                        raise
-                    client = other
+            return self.gateways.call(attempt, what="hop", begun=lambda: self._started)
         except GatewayUnreachable as e:
             # Also mid-hop, once the gateway died under it: say what the user keeps.
             stopped = GatewayUnreachable(f"{e} This hop stopped there; the local namespace is unchanged.")
@@ -351,11 +315,14 @@ class Hopper:
         (background.py says what is applied when)."""
         self.refuse_while_background("%%gpu --background")
         self.presenter = self.present(gpu_class, quiet)
-        store = None
-        try:
-            client = self.client()
+
+        def send(client: GatewayConnection) -> tuple[GatewayConnection, Sent]:
+            # Nothing runs before the state is sent: a gateway lost meanwhile is one to send it through another.
             self.capturer.store = store = self.new_store()
-            sent = self._send(client, store, gpu_class, code, eager, rebuild, files, packages)
+            return client, self._send(client, store, gpu_class, code, eager, rebuild, files, packages)
+
+        try:
+            client, sent = self.gateways.call(send, what="hop")
             # A connection of its own: this one stays free for the kernel's other requests meanwhile.
             own = GatewayConnection(
                 client.url, client.token, source=client.source, ca=client.ca, fingerprint=client.fingerprint
@@ -628,7 +595,7 @@ class Hopper:
         except GatewayError as e:
             if e.code != "connection_lost" or started_at is None:
                 raise
-            others = [u for u in self._gateways if u != client.url]
+            others = [u for u in self.gateways.urls if u != client.url]
             raise GatewayError(
                 "gateway_lost",
                 f"the gateway at {client.url} went away while the cell ran on runtime "

@@ -169,7 +169,7 @@ class GpuMagics(Magics):
                 fields = {"since": parse_since(words[1])} if len(words) == 2 else {}
             except ValueError as e:
                 raise UsageError(f"%gpu usage: {e}") from None
-            print(format_report(self.hopper.client().usage(**fields)))
+            print(format_report(self.hopper.gateways.call(lambda client: client.usage(**fields), what="%gpu usage")))
             return
         if words in (["wait"], ["cancel"]):
             handle = self.hopper.background
@@ -202,7 +202,7 @@ class GpuMagics(Magics):
             parse_argstring(self.gpu_cell, f"{gpu_class} {options}")
         except UsageError as e:
             raise UsageError(f"%gpu {gpu_class}{options}: {e}") from None
-        classes = self.hopper.client().classes()
+        classes = self.hopper.gateways.call(lambda client: client.classes(), what=f"%gpu {gpu_class}")
         if gpu_class not in classes:
             known = ", ".join(sorted(classes)) or "none: no runtime is connected"
             raise UsageError(f"%gpu {gpu_class}: the gateway serves no class {gpu_class!r}; available: {known}")

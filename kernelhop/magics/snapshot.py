@@ -2,9 +2,11 @@
 "Snapshots, users and trust").
 
 Uses the kernel's Hopper: its capturer (so saving after a cell moves only the chunks that changed), its chunk store and
-its gateway connection. Load with `%load_ext kernelhop.magics.snapshot`, or through `%load_ext kernelhop` once
-the package registers it. Each command has its own magic_arguments; list, diff, log and revoke run what the
-`kernelhop snapshot` command runs (cli/snapshot_commands.py).
+its gateways, with the failover rule of hops (client/failover.py): a command that only reads is sent again through the
+next gateway when its gateway is gone, one that writes (save, fork, share, revoke) only when it never reached it.
+Load with `%load_ext kernelhop.magics.snapshot`, or through `%load_ext kernelhop` once the package registers it. Each
+command has its own magic_arguments; list, diff, log and revoke run what the `kernelhop snapshot` command runs
+(cli/snapshot_commands.py).
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
@@ -36,6 +38,8 @@ from ..client.snapshots import (
 from ..config import kernelhop_home
 from ..environment import describe_differences, differences, record_environment
 from .hop_presenter import presenters_for
+
+T = TypeVar("T")
 
 # How long `%snapshot fork` waits for the new kernel to start and restore.
 FORK_TIMEOUT_S = 120.0
@@ -65,15 +69,25 @@ class SnapshotMagics(Magics):
         self.forks: list[Any] = []
 
     @contextmanager
-    def api(self) -> Iterator[Snapshots]:
-        """Snapshot operations over the kernel's connection, with a chunk store for this operation only (as a hop
-        has): the capturer writes into it, and it is dropped afterwards so no GiBs stay held twice."""
+    def store(self) -> Iterator[HopStore]:
+        """A chunk store for this operation only (as a hop has): the capturer writes into it, and it is dropped
+        afterwards so no GiBs stay held twice."""
         self.hopper.refuse_while_background("%snapshot")  # the capturer and its store are the hop's until then
         self.hopper.capturer.store = store = self.hopper.new_store()
         try:
-            yield Snapshots(self.hopper.client(), store)
+            yield store
         finally:
             self.hopper.capturer.store = HopStore()
+
+    def at_gateway(self, what: str, op: Callable[[Snapshots], T], *, writes: bool = False) -> T:
+        """``op`` (`%snapshot WHAT`) through the kernel's gateways by the failover rule, in a store of its own."""
+        with self.store() as store:
+            return self.through(what, op, store, writes=writes)
+
+    def through(self, what: str, op: Callable[[Snapshots], T], store: HopStore, *, writes: bool = False) -> T:
+        return self.hopper.gateways.call(
+            lambda client: op(Snapshots(client, store)), what=f"%snapshot {what}", writes=writes
+        )
 
     def _inputs(self) -> list[str]:
         """The cells run so far as typed (magics not yet turned into Python), the running one last."""
@@ -130,23 +144,29 @@ class SnapshotMagics(Magics):
 
     def save(self, *, name: str | None, message: str, cells: list[str], skip_unchanged: bool = False) -> str | None:
         """Capture and save; with `skip_unchanged`, None when the state is the last saved or restored one."""
-        with self.api() as api:
+        with self.store() as store:
             cap = self.hopper.capturer.capture(user_namespace(self.shell))
             if skip_unchanged and str(cap.digest) == self.head_manifest:
                 self.mark = len(self._inputs())
                 return None
             for var, reason in sorted(cap.unpicklable.items()):
                 print(f"kernelhop: variable {var!r} is not in the snapshot: {reason}", file=sys.stderr)
-            sid = api.save(
-                cap.manifest,
-                cap.digest,
-                parents=[self.head] if self.head else [],
-                message=message,
-                notebook=notebook_path(),
-                cells=cells,
-                environment=record_environment(),
-                name=name,
-            )
+            parents, environment = [self.head] if self.head else [], record_environment()
+
+            def save(api: Snapshots) -> str:
+                # Captured once: sent again through another gateway, the same state goes.
+                return api.save(
+                    cap.manifest,
+                    cap.digest,
+                    parents=parents,
+                    message=message,
+                    notebook=notebook_path(),
+                    cells=cells,
+                    environment=environment,
+                    name=name,
+                )
+
+            sid = self.through("save", save, store, writes=True)
         self._moved_to(sid, str(cap.digest))
         return sid
 
@@ -156,16 +176,18 @@ class SnapshotMagics(Magics):
 
     @magic_arguments("snapshot list")
     def _cmd_list(self, args: argparse.Namespace) -> None:
-        with self.api() as api:
-            snapshot_commands.ls(api, args)
+        self.at_gateway("list", lambda api: snapshot_commands.ls(api, args))
 
     @magic_arguments("snapshot restore")
     @argument("ref", metavar="REF", help="a ref name, a snapshot id (or 6+ of its first digits), or a link")
     @argument("--trust", action="store_true", help="trust the snapshot's signer (after seeing who it is)")
     def _cmd_restore(self, args: argparse.Namespace) -> None:
-        with self.api() as api:
+        def restore(api: Snapshots) -> Opened:
             opened = api.open(args.ref, trust=args.trust)
-            self.restore(api, opened)
+            self.restore(api, opened)  # the namespace changes only once everything came: nothing to undo after
+            return opened
+
+        opened = self.at_gateway("restore", restore)
         print(f"restored snapshot {short(opened.id)} by {opened.author}: {len(opened.manifest.names())} name(s)")
 
     def restore(self, api: Snapshots, opened: Opened) -> None:
@@ -203,15 +225,13 @@ class SnapshotMagics(Magics):
         help="restore the fork into this kernel instead of starting one (for a frontend that made a new kernel)",
     )
     def _cmd_fork(self, args: argparse.Namespace) -> None:
-        with self.api() as api:
-            opened = api.open(args.ref, trust=args.trust)
-            t0 = time.monotonic()
-            fork_id = api.fork(opened, name=args.name)
+        opened = self.at_gateway("fork", lambda api: api.open(args.ref, trust=args.trust))
+        t0 = time.monotonic()
+        fork_id = self.at_gateway("fork", lambda api: api.fork(opened, name=args.name), writes=True)
         t1 = time.monotonic()
         if args.here:
             # JupyterLab's snapshot panel opened a new notebook for the fork: its kernel is this one.
-            with self.api() as api:
-                self.restore(api, api.open(fork_id))
+            self.at_gateway("fork", lambda api: self.restore(api, api.open(fork_id)))
             print(f"forked snapshot {short(opened.id)} into {short(fork_id)} and restored it here")
             return
         connection_file = self.start_kernel(fork_id)
@@ -266,8 +286,7 @@ class SnapshotMagics(Magics):
     @argument("a", metavar="A")
     @argument("b", metavar="B")
     def _cmd_diff(self, args: argparse.Namespace) -> None:
-        with self.api() as api:
-            snapshot_commands.diff(api, args)
+        self.at_gateway("diff", lambda api: snapshot_commands.diff(api, args))
 
     @magic_arguments("snapshot log")
     @argument("ref", metavar="REF", nargs="?", help="the snapshot (default: this kernel's last)")
@@ -276,8 +295,7 @@ class SnapshotMagics(Magics):
         args.ref = args.ref or self.head
         if args.ref is None:
             raise UsageError("%snapshot log: this kernel has no snapshot yet; give REF or save one first")
-        with self.api() as api:
-            snapshot_commands.log(api, args)
+        self.at_gateway("log", lambda api: snapshot_commands.log(api, args))
 
     @magic_arguments("snapshot share")
     @argument("ref", metavar="REF")
@@ -287,8 +305,11 @@ class SnapshotMagics(Magics):
     def _cmd_share(self, args: argparse.Namespace) -> None:
         if (args.with_user is None) == (not args.link):
             raise UsageError("%snapshot share: give one of --with USER or --link")
-        with self.api() as api:
-            reply = api.share(args.ref, with_user=args.with_user, link=args.link, expires_s=args.expires)
+        reply = self.at_gateway(
+            "share",
+            lambda api: api.share(args.ref, with_user=args.with_user, link=args.link, expires_s=args.expires),
+            writes=True,
+        )
         target = f"link {reply['link']}" if reply.get("link") else f"user {reply['with']}"
         until = (
             f", until {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(reply['expires_at'] / 1000))}"
@@ -303,8 +324,7 @@ class SnapshotMagics(Magics):
     @magic_arguments("snapshot revoke")
     @argument("share", metavar="SHARE", help="the share id `%%snapshot share` printed")
     def _cmd_revoke(self, args: argparse.Namespace) -> None:
-        with self.api() as api:
-            snapshot_commands.revoke(api, args)
+        self.at_gateway("revoke", lambda api: snapshot_commands.revoke(api, args), writes=True)
 
     @magic_arguments("snapshot auto")
     @argument("state", choices=["on", "off"])

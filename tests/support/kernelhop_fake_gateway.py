@@ -94,6 +94,10 @@ class FakeGateway:
             "h100": {"runtimes": 1, "capacity": 2, "busy": 0, "queued": 0, "simulated": True}
         }
         self.runner: Runner | None = worker_runner
+        # Ops a test answers itself (the reply's fields but "re" and "ok"), and ops whose request the fake answers by
+        # closing the connection, as a gateway that dies mid-request.
+        self.answers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+        self.close_on: set[str] = set()
         self.script: str | None = None
         self.cancelled = threading.Event()
         # The real worker kept warm per session, the runs each served, and the worker of each run going on.
@@ -148,7 +152,11 @@ class FakeGateway:
 
     def _dispatch(self, conn: ServerConnection, msg: dict[str, Any], payload: bytes) -> None:
         rid, op = msg.get("id"), msg.get("op")
-        if op == "hello":
+        if op in self.close_on:
+            conn.close()
+        elif op in self.answers:
+            send_json(conn, {"re": rid, "ok": True, **self.answers[op](msg)})
+        elif op == "hello":
             # As the real gateway: it answers the socket's hello with the agreement, or refuses another protocol.
             try:
                 theirs = json_format.ParseDict(msg.get("capabilities") or {}, Capabilities(), ignore_unknown_fields=True)
