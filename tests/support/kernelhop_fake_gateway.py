@@ -395,7 +395,8 @@ def worker_runner(gw: FakeGateway, conn: ServerConnection, msg: dict[str, Any]) 
                 if kind in ("stream", "display", "result", "error"):
                     send_json(conn, {"re": rid, "event": kind, **event})
                 elif kind == "done":
-                    gw.blobs.update(worker.take([*event["new_blobs"], event["snapshot"]]))
+                    # As the runtime: only what the store lacks is taken (a manifest equal to one sent is not in out/).
+                    gw.blobs.update(worker.take([d for d in [*event["new_blobs"], event["snapshot"]] if d not in gw.blobs]))
                     cancelled = str(rid) in gw.cancelled_runs and event["status"] == "error"
                     gw.warm[session] = msg["gpu_class"]
                     gw.ended.append(
