@@ -1,5 +1,7 @@
 """Fixtures for the kernel's tests: a fake gateway on loopback (kernelhop_fake_gateway.py) and discovery aimed at it."""
 
+import socket
+
 import pytest
 from kernelhop_fake_gateway import TOKEN, FakeGateway
 
@@ -20,3 +22,12 @@ def gateway_env(gateway, monkeypatch, tmp_path):
     monkeypatch.setenv("KERNELHOP_GATEWAY", gateway.url)
     monkeypatch.setenv("KERNELHOP_TOKEN", TOKEN)
     return gateway
+
+
+@pytest.fixture
+def dead_url():
+    """A loopback port nobody listens on: a gateway that is gone."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"ws://127.0.0.1:{port}/ws/v1"

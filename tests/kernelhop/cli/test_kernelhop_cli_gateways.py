@@ -1,21 +1,10 @@
 """`kernelhop snapshot`/`user`/`usage` with several gateways named (KERNELHOP_GATEWAY="A,B"): the kernel's failover
 rule (client/failover.py) against fake gateways, the first of them gone."""
 
-import socket
-
 import pytest
 from kernelhop_fake_gateway import FakeGateway
 
 from kernelhop.cli.main import main
-
-
-@pytest.fixture
-def dead_url():
-    """A loopback port nobody listens on: a gateway that is gone."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"ws://127.0.0.1:{port}/ws/v1"
 
 
 @pytest.fixture

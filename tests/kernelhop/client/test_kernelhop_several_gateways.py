@@ -4,8 +4,6 @@ gateway, leaves the namespace alone, and the next hop goes through the other gat
 fail over by the same rule (client/failover.py): past an unreachable gateway, a read also past a connection closed
 mid-request, and a write never sent again once it may have reached a gateway."""
 
-import socket
-
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from kernelhop_fake_gateway import USER, FakeGateway, send_json
@@ -23,15 +21,6 @@ def two(gateway_env, monkeypatch):
     monkeypatch.setenv("KERNELHOP_GATEWAY", f"{gateway_env.url},{b.url}")
     yield gateway_env, b
     b.close()
-
-
-@pytest.fixture
-def dead_url():
-    """A loopback port nobody listens on: a gateway that is gone."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"ws://127.0.0.1:{port}/ws/v1"
 
 
 @pytest.fixture
