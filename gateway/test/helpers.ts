@@ -53,7 +53,7 @@ export async function startTestGateway(more: Partial<GatewayConfig> & { tuning?:
  * a new database there, so a suite written for the embedded default runs on Postgres as it is.
  */
 let testDatabases = 0;
-async function testPostgres(): Promise<GatewayConfig['metadataStore']> {
+export async function testPostgres(): Promise<GatewayConfig['metadataStore']> {
   const server = process.env.KERNELHOP_TEST_POSTGRES;
   if (server === undefined || server === '') return undefined;
   const name = `gw_${process.pid}_${testDatabases++}`;

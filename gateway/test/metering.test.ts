@@ -1,7 +1,10 @@
 // GPU-seconds counted per run (usage op), /metrics for the admin, and the run's life in the JSON log.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { FakeRuntime, Msg, TOKEN, TestClient, TestGateway, blob, snapshotOf, startTestGateway } from './helpers.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { FakeRuntime, Msg, TOKEN, TestClient, TestGateway, blob, snapshotOf, startTestGateway, testPostgres } from './helpers.js';
 
 let t: TestGateway;
 let admin: TestClient;
@@ -96,4 +99,36 @@ test('GET /metrics is the admin\'s, in Prometheus text, with the pool and the co
   assert.match(text, /^kernelhop_hop_phase_seconds_count\{phase="run"\} [1-9]/m);
   assert.match(text, /^kernelhop_bytes_total\{link="ws",direction="in"\} [1-9]/m);
   assert.match(text, /^kernelhop_gateway_process_resident_memory_bytes \d+/m);
+});
+
+test('a gateway stopped cleanly still counts the GPU-seconds of the run it was relaying', async () => {
+  // The same data directory and database, opened again after the stop, hold the ledger.
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'kernelhop-gw-'));
+  const metadataStore = await testPostgres();
+  const first = await startTestGateway({ dataDir, ...(metadataStore && { metadataStore }) });
+  const client = await TestClient.connect(first.gw.wsUrl);
+  const runtime = new FakeRuntime(first.grpcAddress, { name: 'gpu-host-2', classes: ['h100'], capacity: 1 });
+  await runtime.start();
+  const chunk = blob('state of a run the stop ends');
+  const snap = snapshotOf([chunk]);
+  await client.putBlobs([chunk, snap]);
+  const id = client.id();
+  client.send({ id, op: 'run', session: 's', gpu_class: 'h100', code: 'pass', snapshot: snap.digest, timeout_s: 0 });
+  await runtime.nextMessage('assign');
+  await new Promise((r) => setTimeout(r, 200));
+  await first.gw.close();
+  runtime.close();
+  client.close();
+  const second = await startTestGateway({ dataDir, ...(metadataStore && { metadataStore }) });
+  try {
+    const reader = await TestClient.connect(second.gw.wsUrl);
+    const report = ((await reader.call({ op: 'usage' })) as { usage: Report }).usage;
+    reader.close();
+    assert.equal(report.total.runs, 1, 'the run the stop ended is counted');
+    assert.ok(report.total.gpuSeconds >= 0.15, `${report.total.gpuSeconds} GPU-seconds: from its start to the stop`);
+    assert.deepEqual(report.by.runtime.map((r) => r.key), ['gpu-host-2']);
+  } finally {
+    await second.stop();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
 });
