@@ -31,6 +31,8 @@ CLOSE_GATEWAY_DOWN = 4502
 # The gateway's own maxPayload (docs/ARCHITECTURE.md): get_blobs replies reach 48 MiB plus a header.
 MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 CONNECT_TIMEOUT_S = 5.0
+# The gateways that did not answer the relay's last try of them, across the browser's connections.
+_unanswered: set[str] = set()
 # A WebSocket close reason is at most 123 bytes.
 MAX_REASON_BYTES = 123
 
@@ -89,25 +91,38 @@ class GatewayRelayHandler(WebSocketMixin, tornado.websocket.WebSocketHandler, Ju
         except ConfigError as e:
             self._close(CLOSE_GATEWAY_DOWN, str(e))
             return
-        headers = {"Authorization": f"Bearer {config.token}"} if config.token else {}
-        try:
-            tls = client_context(config.ca, config.fingerprint) if config.url.startswith("wss://") else None
-        except TlsSettingError as e:
-            self._close(CLOSE_GATEWAY_DOWN, str(e))
-            return
-        request = HTTPRequest(config.url, headers=headers, connect_timeout=CONNECT_TIMEOUT_S, ssl_options=tls)
-        try:
-            self._upstream = await tornado.websocket.websocket_connect(request, max_message_size=MAX_MESSAGE_SIZE)
-        except HTTPClientError as e:
-            if e.code in (401, 403):
-                self._close(CLOSE_TOKEN_REFUSED, f"the gateway refused the token ({config.source})")
-            else:
+        # Several gateways named: the first that answers, those that did not last time tried after the others (the
+        # kernel's rule, client/failover.py); the browser reconnects on a close, so a gateway lost later is left then.
+        urls = sorted(config.urls or (config.url,), key=lambda u: u in _unanswered)
+        down: list[str] = []
+        for url in urls:
+            # A token read from the file a gateway wrote goes to that gateway only, never to another host.
+            token = config.token if url == config.url or config.token_everywhere else None
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            try:
+                tls = client_context(config.ca, config.fingerprint) if url.startswith("wss://") else None
+            except TlsSettingError as e:
+                self._close(CLOSE_GATEWAY_DOWN, str(e))
+                return
+            request = HTTPRequest(url, headers=headers, connect_timeout=CONNECT_TIMEOUT_S, ssl_options=tls)
+            try:
+                self._upstream = await tornado.websocket.websocket_connect(request, max_message_size=MAX_MESSAGE_SIZE)
+            except HTTPClientError as e:
+                if e.code in (401, 403):
+                    self._close(CLOSE_TOKEN_REFUSED, f"the gateway at {url} refused the token ({config.source})")
+                    return
                 # 599 is tornado's own code for a connect that timed out or was cut; its message says which.
-                self._close(CLOSE_GATEWAY_DOWN, f"{config.url}: {e.message if e.code == 599 else f'HTTP {e.code}'}")
+                down.append(f"{url}: {e.message if e.code == 599 else f'HTTP {e.code}'}")
+            except OSError as e:
+                down.append(f"{url}: {e.strerror or e}")
+            else:
+                _unanswered.discard(url)
+                break
+            _unanswered.add(url)
+        else:
+            self._close(CLOSE_GATEWAY_DOWN, "; ".join(down))
             return
-        except OSError as e:
-            self._close(CLOSE_GATEWAY_DOWN, f"{config.url}: {e.strerror or e}")
-            return
+        assert self._upstream is not None
         if self.ws_connection is None:
             # The browser left while the gateway was being reached.
             self._upstream.close()
