@@ -6,6 +6,7 @@ import WebSocket, { WebSocketServer } from 'ws';
 
 import { GatewayLink, GatewayError } from '../src/gatewayLink';
 import { IGatewayLink, IGatewayStatus } from '../src/tokens';
+import { startFakeGateway } from './fakeGateway';
 
 const CLASSES = {
   h100: { runtimes: 1, capacity: 1, busy: 0, queued: 0, simulated: true },
@@ -14,8 +15,8 @@ const CLASSES = {
 
 type Handler = (socket: WebSocket, request: Record<string, unknown>) => void;
 
-/** A stand-in gateway: answers `classes` unless a test gives its own handler. */
-async function fakeGateway(port = 0, handler?: Handler): Promise<{ server: WebSocketServer; url: string }> {
+/** A scripted peer, for what no gateway does on purpose (close codes, silence): answers `classes` unless a test gives its own handler. */
+async function scriptedPeer(port = 0, handler?: Handler): Promise<{ server: WebSocketServer; url: string }> {
   const server = new WebSocketServer({ host: '127.0.0.1', port });
   await new Promise<void>(resolve => server.once('listening', () => resolve()));
   server.on('connection', socket => {
@@ -72,7 +73,7 @@ after(() => clients.forEach(c => c.dispose()));
 
 describe('GatewayLink', () => {
   it('connects, asks for the classes and lists them sorted', async () => {
-    const { server, url } = await fakeGateway();
+    const { server, url } = await scriptedPeer();
     const client = connect(url);
     assert.equal(client.status.state, 'connecting');
     const status = await until(client, s => s.state === 'connected');
@@ -88,8 +89,29 @@ describe('GatewayLink', () => {
     await close(server);
   });
 
+  it('speaks the protocol of the fake the contract suite holds to the real gateway', async () => {
+    const fake = await startFakeGateway();
+    try {
+      const client = connect(fake.url);
+      const status = await until(client, s => s.state === 'connected');
+      assert.deepEqual(
+        status.classes.map(c => [c.name, c.runtimes, c.capacity, c.simulated]),
+        [['h100', 1, 2, true]]
+      );
+      await assert.rejects(client.request('run', { session: 's', gpu_class: 'a100', code: 'pass', snapshot: 'x' }), (e: unknown) => {
+        assert.ok(e instanceof GatewayError);
+        assert.equal(e.code, 'unknown_class');
+        assert.match(e.message, /available now: h100/);
+        return true;
+      });
+      client.dispose();
+    } finally {
+      await fake.stop();
+    }
+  });
+
   it('says the token was refused when the relay closes with 4401', async () => {
-    const { server, url } = await fakeGateway();
+    const { server, url } = await scriptedPeer();
     server.on('connection', socket => socket.close(GatewayLink.CLOSE_TOKEN_REFUSED, 'the gateway refused the token'));
     const client = connect(url);
     const status = await until(client, s => s.state === 'refused');
@@ -100,21 +122,21 @@ describe('GatewayLink', () => {
   });
 
   it('goes down when the gateway goes away and comes back by itself', async () => {
-    const first = await fakeGateway();
+    const first = await scriptedPeer();
     const port = Number(new URL(first.url).port);
     const client = connect(first.url);
     await until(client, s => s.state === 'connected');
     await close(first.server);
     const down = await until(client, s => s.state === 'down');
     assert.deepEqual(down.classes, []);
-    const second = await fakeGateway(port);
+    const second = await scriptedPeer(port);
     await until(client, s => s.state === 'connected');
     client.dispose();
     await close(second.server);
   });
 
   it('is down when nothing listens, and keeps retrying', async () => {
-    const { server, url } = await fakeGateway();
+    const { server, url } = await scriptedPeer();
     await close(server);
     let attempts = 0;
     const client = connect(url, {
@@ -130,7 +152,7 @@ describe('GatewayLink', () => {
   });
 
   it("rejects a request with the gateway's error code", async () => {
-    const { server, url } = await fakeGateway(0, (socket, request) => {
+    const { server, url } = await scriptedPeer(0, (socket, request) => {
       const error = { code: 'unknown_class', message: 'no class a100; available now: h100' };
       socket.send(JSON.stringify({ re: request['id'], event: 'queued', position: 0 }));
       socket.send(JSON.stringify({ re: request['id'], ok: request['op'] === 'classes', classes: CLASSES, error }));
@@ -149,7 +171,7 @@ describe('GatewayLink', () => {
 
   it('times out a request the gateway never answers, and rejects at once when not connected', async () => {
     let answer = true;
-    const { server, url } = await fakeGateway(0, (socket, request) => {
+    const { server, url } = await scriptedPeer(0, (socket, request) => {
       if (answer) {
         socket.send(JSON.stringify({ re: request['id'], ok: true, classes: {} }));
       }
@@ -164,7 +186,7 @@ describe('GatewayLink', () => {
   });
 
   it('emits only when the state or the classes change', async () => {
-    const { server, url } = await fakeGateway();
+    const { server, url } = await scriptedPeer();
     const client = connect(url, { pollIntervalMs: 20 });
     await until(client, s => s.state === 'connected');
     let emitted = 0;

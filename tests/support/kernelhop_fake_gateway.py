@@ -434,10 +434,10 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--token", default=TOKEN)
+    parser.add_argument("--token", default=TOKEN, help="the token it asks for; '' for none (as behind a relay)")
     parser.add_argument("--capacity", type=int, default=2, help="slots of its one class, h100")
     args = parser.parse_args(argv)
-    gw = FakeGateway(args.token)
+    gw = FakeGateway(args.token or None)
     gw.classes["h100"]["capacity"] = args.capacity
     print(gw.url, flush=True)
     try:
