@@ -132,5 +132,16 @@ for (const [name, start] of [['fake', fake], ['gateway', realGateway]] as const)
       assert.deepEqual((await c.findMissingBlobs([digest])).map((m) => m.hash), [d.hash]);
       await assert.rejects(c.batchUpdateBlobs([{ digest, data }]), (e) => code(e) === grpc.status.PERMISSION_DENIED);
     });
+
+    test('a runtime holding no run reads no blob: each one PERMISSION_DENIED, stored or not', async () => {
+      const c = client();
+      await c.register(REGISTER, 10_000, true);
+      const d = digestOf(Buffer.from('a blob of nobody this runtime serves'));
+      const { responses } = await c.batchReadBlobs([{ hash: d.hash, sizeBytes: d.sizeBytes }]);
+      assert.equal(responses.length, 1);
+      assert.equal(responses[0]?.status?.code, grpc.status.PERMISSION_DENIED, JSON.stringify(responses[0]?.status));
+      assert.match(String(responses[0]?.status?.message), /not part of a run assigned to this runtime/);
+      assert.equal(responses[0]?.data.length, 0);
+    });
   });
 }

@@ -3,7 +3,7 @@
 import { EventEmitter } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
 import { IncompatiblePeer, agree, offer } from '@kernelhop/proto';
-import { digestOf, formatDigest } from '@kernelhop/kernel-snapshot';
+import { digestOf, formatDigest, manifestBlobDigests, manifestFilesTree, parseManifestBytes, treeBlobDigests } from '@kernelhop/kernel-snapshot';
 import { loadKernelhopProto } from '../src/proto.js';
 import type { Assignment, CellEvent, GatewayMessage, PbDigest, RegisterRequest, RuntimeMessage } from '../src/proto.js';
 
@@ -17,6 +17,12 @@ export class FakeGateway extends EventEmitter {
   readonly slotsTaken: number[][] = [];
   /** Runs assigned and not yet ended: a runtime may upload only while it holds one. */
   readonly held = new Set<string>();
+  /**
+   * As the real gateway, what a runtime may read, by run held: its snapshot (the manifest, its chunks, its file
+   * tree's blobs) and what the runtime uploaded or was told is present while holding it. Unlike the real gateway's,
+   * one scope for every runtime of this fake (its tests run one runtime per fake).
+   */
+  private readonly scope = new Map<string, Set<string>>();
   /** Sizes of the BatchReadBlobs answers, and every blob BatchUpdateBlobs received. */
   readonly readBatches: number[] = [];
   readonly uploaded: PbDigest[] = [];
@@ -83,7 +89,10 @@ export class FakeGateway extends EventEmitter {
           const list = this.events.get(ev.runId) ?? [];
           list.push(ev);
           this.events.set(ev.runId, list);
-          if (ev.done || ev.failed) this.held.delete(ev.runId);
+          if (ev.done || ev.failed) {
+            this.held.delete(ev.runId);
+            this.scope.delete(ev.runId);
+          }
           this.emit('event', ev);
         });
         call.on('end', () => call.end());
@@ -91,9 +100,12 @@ export class FakeGateway extends EventEmitter {
       },
     });
     this.server.addService(pkg.ContentAddressableStorage.service, {
-      findMissingBlobs: authed((req: { blobDigests: PbDigest[] }) => ({
-        missingBlobDigests: req.blobDigests.filter((d) => !this.store.has(d.hash)),
-      })),
+      findMissingBlobs: authed((req: { blobDigests: PbDigest[] }) => {
+        // As the real gateway: a blob outside the runtime's runs is missing whether stored or not.
+        const missing = req.blobDigests.filter((d) => !this.mayRead(d.hash) || !this.store.has(d.hash));
+        this.proved(req.blobDigests.filter((d) => !missing.includes(d)));
+        return { missingBlobDigests: missing };
+      }),
       batchUpdateBlobs: authed((req: { requests: { digest: PbDigest; data: Buffer }[] }) => {
         // As the real gateway: a runtime uploads only the results of runs it holds.
         if (this.held.size === 0) throw new CallError(grpc.status.PERMISSION_DENIED, 'this runtime holds no run');
@@ -105,6 +117,7 @@ export class FakeGateway extends EventEmitter {
             }
             this.store.set(digest.hash, data);
             this.uploaded.push(digest);
+            this.proved([digest]);
             return { digest, status: { code: 0, message: '' } };
           }),
         };
@@ -112,9 +125,13 @@ export class FakeGateway extends EventEmitter {
       batchReadBlobs: authed((req: { digests: PbDigest[] }) => {
         this.readBatches.push(req.digests.reduce((n, d) => n + Number(d.sizeBytes), 0));
         const responses = req.digests.map((digest) => {
+          const name = formatDigest({ hash: digest.hash, sizeBytes: Number(digest.sizeBytes) });
+          if (!this.mayRead(digest.hash)) {
+            const message = `blob ${name} is not part of a run assigned to this runtime`;
+            return { digest, data: Buffer.alloc(0), status: { code: grpc.status.PERMISSION_DENIED, message } };
+          }
           const data = this.store.get(digest.hash);
           if (data) return { digest, data, status: { code: 0, message: '' } };
-          const name = formatDigest({ hash: digest.hash, sizeBytes: Number(digest.sizeBytes) });
           return { digest, data: Buffer.alloc(0), status: { code: grpc.status.NOT_FOUND, message: `blob ${name} not found` } };
         });
         return { responses };
@@ -163,7 +180,32 @@ export class FakeGateway extends EventEmitter {
   async assign(runtimeId: string, assignment: Partial<Assignment> & { runId: string; code: string; snapshot: PbDigest }): Promise<void> {
     const stream = await this.streamOf(runtimeId);
     this.held.add(assignment.runId);
+    this.scope.set(assignment.runId, await this.snapshotBlobs(assignment.snapshot));
     stream.write({ assign: { session: 'session-1', gpuClass: 'cpu', timeoutS: 0, lazy: false, reach: [], slot: 0, warmGraceS: 0, ...assignment } });
+  }
+
+  /** The hashes of a snapshot's manifest, its chunks and its file tree's blobs, as far as this store has them. */
+  private async snapshotBlobs(snapshot: PbDigest): Promise<Set<string>> {
+    const blobs = new Set([snapshot.hash]);
+    const bytes = this.store.get(snapshot.hash);
+    if (bytes === undefined) return blobs;
+    const manifest = parseManifestBytes(bytes);
+    for (const d of manifestBlobDigests(manifest)) blobs.add(d.hash);
+    const tree = manifestFilesTree(manifest);
+    if (tree !== undefined) {
+      const walk = await treeBlobDigests(tree, (ds) => Promise.resolve(ds.map((d) => this.store.get(d.hash))));
+      if (walk.ok) for (const d of walk.blobs) blobs.add(d.hash);
+    }
+    return blobs;
+  }
+
+  private mayRead(hash: string): boolean {
+    return [...this.scope.values()].some((blobs) => blobs.has(hash));
+  }
+
+  /** What the runtime uploaded, or was told is present, while holding runs: their results may name it. */
+  private proved(digests: PbDigest[]): void {
+    for (const blobs of this.scope.values()) for (const d of digests) blobs.add(d.hash);
   }
 
   async cancel(runtimeId: string, runId: string): Promise<void> {
