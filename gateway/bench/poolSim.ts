@@ -103,8 +103,8 @@ export const FULL_TRACE: TraceOptions = {
 
 export const DEFAULT_POOL: Omit<PoolOptions, 'runtimes'> = { gpusPerRuntime: 8, warmGraceS: 60, coldRestoreS: 2.5, warmRestoreS: 0.2 };
 
-/** mulberry32: a small seeded generator, so a trace is the same in every run. */
-function rng(seed: number): () => number {
+/** mulberry32: a small seeded generator, so a trace is the same in every run (benchmarks/fair_order.js uses it too). */
+export function rng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
