@@ -6,6 +6,8 @@
 'use strict';
 const path = require('node:path');
 const { FairShare, UsageOrder } = require(path.join(__dirname, '..', 'gateway/dist/src/runs/fairShare.js'));
+// The pool simulator's seeded generator, so the histories are the same in every run.
+const { rng } = require(path.join(__dirname, '..', 'gateway/dist/bench/poolSim.js'));
 
 const args = process.argv.slice(2);
 const arg = (name, fallback) => {
@@ -14,17 +16,6 @@ const arg = (name, fallback) => {
 };
 const sizes = arg('users', '100,1000,10000').split(',').map(Number);
 const decisions = Number(arg('decisions', '20000'));
-
-function rng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** N users with a past (decayed usage) and, for a third, a run in flight; a clock that decisions move on. */
 function setup(n) {

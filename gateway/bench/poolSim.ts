@@ -103,8 +103,8 @@ export const FULL_TRACE: TraceOptions = {
 
 export const DEFAULT_POOL: Omit<PoolOptions, 'runtimes'> = { gpusPerRuntime: 8, warmGraceS: 60, coldRestoreS: 2.5, warmRestoreS: 0.2 };
 
-/** mulberry32: a small seeded generator, so a trace is the same in every run. */
-function rng(seed: number): () => number {
+/** mulberry32: a small seeded generator, so a trace is the same in every run (benchmarks/fair_order.js uses it too). */
+export function rng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
@@ -227,9 +227,11 @@ class SimClock implements Clock {
   }
 }
 
-const SNAPSHOT = makeDigest('0'.repeat(64), 1);
+export const SNAPSHOT = makeDigest('0'.repeat(64), 1);
 
-class SimJob implements Job {
+/** A run with no notebook, code or input behind it, for driving the Scheduler alone: the simulator's runs and
+ * fairOrder.test's are these, with their own callbacks. */
+export abstract class BareJob {
   readonly gpuClass = 'gpu';
   readonly notebook = '';
   readonly cell = '';
@@ -239,7 +241,6 @@ class SimJob implements Job {
   readonly reach = null;
   readonly readable = new Set<string>();
   readonly proven = new Set<string>();
-  dispatchedAt = -1;
 
   constructor(
     readonly id: string,
@@ -247,11 +248,25 @@ class SimJob implements Job {
     readonly session: string,
     readonly seq: number,
     readonly submittedAt: number,
+  ) {}
+}
+
+class SimJob extends BareJob implements Job {
+  dispatchedAt = -1;
+
+  constructor(
+    id: string,
+    user: string,
+    session: string,
+    seq: number,
+    submittedAt: number,
     readonly runS: number,
     private readonly onEnd: (job: SimJob) => void,
     private readonly clock: SimClock,
     private readonly stats: { waits: number[]; evictions: number },
-  ) {}
+  ) {
+    super(id, user, session, seq, submittedAt);
+  }
 
   queued(): void {}
   requeued(): void {}

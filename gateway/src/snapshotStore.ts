@@ -41,6 +41,21 @@ export interface ShareRow {
   revokedAt: number | null;
 }
 
+/** A blob by its digest (formatted) and its size in bytes. */
+export type BlobSize = { digest: string; size: number };
+
+/** A share to add: with one user, or a link. */
+export interface NewShare {
+  owner: string;
+  snapshot: string;
+  /** null: a link, which anyone it is given to may redeem. */
+  grantee: string | null;
+  expiresAt: number | null;
+}
+
+/** A new share's id and, for a link, its token (returned once; only its hash is stored). */
+export type ShareKeys = { id: string; link: string | null };
+
 export type Reserve = { ok: true } | { ok: false; used: number; quota: number };
 
 export class StoreError extends Error {
@@ -73,12 +88,12 @@ export interface SnapshotStore {
    * Records that `user` holds each blob, in order and in one transaction; a blob that would take it over its quota is
    * refused (and not recorded), the ones before it stay recorded.
    */
-  reserveBlobs(user: string, blobs: ReadonlyArray<{ digest: string; size: number }>, now: number): Promise<Reserve[]>;
+  reserveBlobs(user: string, blobs: readonly BlobSize[], now: number): Promise<Reserve[]>;
   /**
    * Records that `user` holds these blobs (the result of its run), all of them or, when those it does not hold yet
    * would take it over its quota, none; then the answer says how far over.
    */
-  holdResult(user: string, digests: Array<{ digest: string; size: number }>, now: number): Promise<Reserve & { adding: number }>;
+  holdResult(user: string, digests: BlobSize[], now: number): Promise<Reserve & { adding: number }>;
   /** Moves to `now` the time of those holds of `user` on `digests` taken before `before` (gc keeps recent holds). */
   refreshHolds(user: string, digests: readonly string[], before: number, now: number): Promise<void>;
   usedBytes(user: string): Promise<number>;
@@ -86,12 +101,7 @@ export interface SnapshotStore {
   /** The size of a saved snapshot of `owner` with this manifest (then its blobs are complete and held), if any. */
   ownedManifestSize(owner: string, manifest: string): Promise<number | undefined>;
   /** In one transaction: the manifest's blob list (once per manifest), `owner`'s hold on them, the row, the ref. */
-  insertSnapshot(
-    row: SnapshotRow,
-    blobs: Array<{ digest: string; size: number }> | null,
-    ref: string | null,
-    now: number,
-  ): Promise<void>;
+  insertSnapshot(row: SnapshotRow, blobs: BlobSize[] | null, ref: string | null, now: number): Promise<void>;
   getSnapshot(owner: string, id: string): Promise<SnapshotRow | undefined>;
   /** Snapshots `user` may read whose id starts with `prefix`: its own, then those shared with it. */
   findVisible(user: string, prefix: string, now: number): Promise<Array<SnapshotRow & { shared: boolean }>>;
@@ -105,10 +115,7 @@ export interface SnapshotStore {
   deleteRef(owner: string, name: string): Promise<boolean>;
 
   /** A share with a user, or a link (its token is returned once; only its hash is stored). */
-  addShare(
-    s: { owner: string; snapshot: string; grantee: string | null; expiresAt: number | null },
-    now: number,
-  ): Promise<{ id: string; link: string | null }>;
+  addShare(s: NewShare, now: number): Promise<ShareKeys>;
   /** Redeems a link for `user`: from then on the user reads that snapshot until the link expires or is revoked. */
   redeemLink(user: string, link: string, now: number): Promise<ShareRow | undefined>;
   listShares(owner: string, snapshot: string): Promise<ShareRow[]>;
@@ -161,6 +168,11 @@ export function hashToken(token: string): string {
 
 export function newToken(prefix: string): string {
   return `${prefix}_${randomBytes(24).toString('base64url')}`;
+}
+
+/** The keys of a new share, the same in every store. */
+export function newShareKeys(grantee: string | null): ShareKeys {
+  return { id: randomBytes(12).toString('hex'), link: grantee === null ? newToken('khl') : null };
 }
 
 export function toUser(r: UserRow): User {
@@ -289,7 +301,7 @@ export class SqliteSnapshotStore implements SnapshotStore {
     return new Set(rows.map((r) => r.digest));
   }
 
-  async reserveBlobs(user: string, blobs: ReadonlyArray<{ digest: string; size: number }>, now: number): Promise<Reserve[]> {
+  async reserveBlobs(user: string, blobs: readonly BlobSize[], now: number): Promise<Reserve[]> {
     const touch = this.db.prepare('UPDATE blob_holds SET at = ? WHERE user = ? AND digest = ?');
     const insert = this.db.prepare('INSERT INTO blob_holds (user, digest, size, at) VALUES (?, ?, ?, ?)');
     // One transaction (one fsync under synchronous = FULL) per batch, not per blob.
@@ -307,11 +319,7 @@ export class SqliteSnapshotStore implements SnapshotStore {
     })();
   }
 
-  async holdResult(
-    user: string,
-    digests: Array<{ digest: string; size: number }>,
-    now: number,
-  ): Promise<Reserve & { adding: number }> {
+  async holdResult(user: string, digests: BlobSize[], now: number): Promise<Reserve & { adding: number }> {
     const held = this.db.prepare('SELECT 1 FROM blob_holds WHERE user = ? AND digest = ?');
     const ins = this.db.prepare(
       `INSERT INTO blob_holds (user, digest, size, at) VALUES (?, ?, ?, ?)
@@ -357,12 +365,7 @@ export class SqliteSnapshotStore implements SnapshotStore {
     return r?.size_bytes;
   }
 
-  async insertSnapshot(
-    row: SnapshotRow,
-    blobs: Array<{ digest: string; size: number }> | null,
-    ref: string | null,
-    now: number,
-  ): Promise<void> {
+  async insertSnapshot(row: SnapshotRow, blobs: BlobSize[] | null, ref: string | null, now: number): Promise<void> {
     this.db.transaction(() => {
       if (blobs !== null) {
         // Saving over content shared with you makes it yours to keep: it counts toward your quota like an upload.
@@ -482,12 +485,8 @@ export class SqliteSnapshotStore implements SnapshotStore {
     return this.db.prepare('DELETE FROM snapshot_refs WHERE owner = ? AND name = ?').run(owner, name).changes > 0;
   }
 
-  async addShare(
-    s: { owner: string; snapshot: string; grantee: string | null; expiresAt: number | null },
-    now: number,
-  ): Promise<{ id: string; link: string | null }> {
-    const id = randomBytes(12).toString('hex');
-    const link = s.grantee === null ? newToken('khl') : null;
+  async addShare(s: NewShare, now: number): Promise<ShareKeys> {
+    const { id, link } = newShareKeys(s.grantee);
     this.db
       .prepare(
         `INSERT INTO shares (id, snapshot, owner, grantee, link_hash, created_at, expires_at, revoked_at)

@@ -2,8 +2,7 @@
 // limits) run one suite on both databases: SQLite under --data and a real PostgreSQL started here. What only several
 // gateways on one Postgres can show (quotas raced from two pools, limits changed on another gateway) follows.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import * as os from 'node:os';
+import { existsSync, mkdtempSync, readdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
@@ -18,18 +17,9 @@ import { PostgresUsageLedger } from '../src/stores/postgresUsageLedger.js';
 import { PostgresUserLimits } from '../src/stores/postgresUserLimits.js';
 import { SqliteUsageLedger, UsageEntry, UsageLedger } from '../src/usage.js';
 import { TestClient } from './helpers.js';
-import { PostgresTestServer, startPostgres } from './postgresServer.js';
+import { bothDatabases } from './postgresServer.js';
 
-const dir = mkdtempSync(path.join(os.tmpdir(), 'kernelhop-accounts-'));
-after(() => rmSync(dir, { recursive: true, force: true }));
-
-let postgres: PostgresTestServer;
-before(async () => {
-  postgres = await startPostgres();
-});
-after(async () => {
-  await postgres?.stop();
-});
+const { dir, postgres } = bothDatabases('kernelhop-accounts-');
 
 interface Stores {
   snapshots: SnapshotStore;

@@ -3,8 +3,8 @@
 // limits. fast-check drives random histories on a manual clock; any difference is a failure with its shrunk history.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { makeDigest } from '@kernelhop/kernel-snapshot';
 import fc from 'fast-check';
+import { BareJob, SNAPSHOT } from '../bench/poolSim.js';
 import { Clock, Timer } from '../src/runs/clock.js';
 import { FairShare, UsageOrder } from '../src/runs/fairShare.js';
 import { DownMessage, Job, POSITIONS_BATCH_MS, Scheduler, WorkLink } from '../src/scheduler.js';
@@ -119,27 +119,7 @@ test('UsageOrder takes users in the naive order, at any time, whatever their run
   );
 });
 
-const SNAPSHOT = makeDigest('0'.repeat(64), 1);
-
-class TestJob implements Job {
-  readonly gpuClass = 'gpu';
-  readonly notebook = '';
-  readonly cell = '';
-  readonly code = '';
-  readonly snapshot = SNAPSHOT;
-  readonly timeoutS = 0;
-  readonly reach = null;
-  readonly readable = new Set<string>();
-  readonly proven = new Set<string>();
-
-  constructor(
-    readonly id: string,
-    readonly user: string,
-    readonly session: string,
-    readonly seq: number,
-    readonly submittedAt: number,
-  ) {}
-
+class TestJob extends BareJob implements Job {
   /** The last place in line the scheduler told it. */
   position = 0;
 

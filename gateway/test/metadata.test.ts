@@ -1,9 +1,7 @@
 // The metadata suite runs on both databases: SQLite under --data and a real PostgreSQL started here.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import pg from 'pg';
 import { parseDigest } from '@kernelhop/kernel-snapshot';
@@ -14,18 +12,9 @@ import { PostgresMetadataStore } from '../src/stores/postgresMetadataStore.js';
 import { SqliteUserLimits } from '../src/runs/userLimits.js';
 import { SqliteSnapshotStore } from '../src/snapshotStore.js';
 import { blob, snapshotOf } from './helpers.js';
-import { PostgresTestServer, startPostgres } from './postgresServer.js';
+import { bothDatabases } from './postgresServer.js';
 
-const dir = mkdtempSync(path.join(os.tmpdir(), 'kernelhop-meta-'));
-after(() => rmSync(dir, { recursive: true, force: true }));
-
-let postgres: PostgresTestServer;
-before(async () => {
-  postgres = await startPostgres();
-});
-after(async () => {
-  await postgres?.stop();
-});
+const { dir, postgres } = bothDatabases('kernelhop-meta-');
 
 interface Backend {
   name: string;

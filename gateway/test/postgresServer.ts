@@ -6,6 +6,7 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { after, before } from 'node:test';
 import pg from 'pg';
 
 export interface PostgresTestServer {
@@ -68,4 +69,22 @@ export async function startPostgres(): Promise<PostgresTestServer> {
       }
     },
   };
+}
+
+/**
+ * What a suite run on both databases needs: a temporary folder for its SQLite files and a real PostgreSQL started
+ * before its tests; both go when the file's tests end. Call at the top level of a test file.
+ */
+export function bothDatabases(prefix: string): { dir: string; postgres: Pick<PostgresTestServer, 'newDatabase'> } {
+  const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  let server: PostgresTestServer | undefined;
+  before(async () => {
+    server = await startPostgres();
+  });
+  after(async () => {
+    await server?.stop();
+  });
+  // The server exists only once `before` ran; the tests reach it through this.
+  return { dir, postgres: { newDatabase: () => (server as PostgresTestServer).newDatabase() } };
 }

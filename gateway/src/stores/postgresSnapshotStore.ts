@@ -1,12 +1,14 @@
 // Users, blob holds, snapshots, refs and shares in PostgreSQL: the same interface and rules as SqliteSnapshotStore.
 // Several gateways may share the database, so every check-then-write runs in one transaction that first locks the
 // user's row (SELECT ... FOR UPDATE): two reservations against one quota, from any gateways, take turns.
-import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { quotaMessage } from '../quota.js';
 import {
+  BlobSize,
+  NewShare,
   Reserve,
   ShareDbRow,
+  ShareKeys,
   ShareRow,
   SnapRow,
   SnapshotRow,
@@ -15,6 +17,7 @@ import {
   User,
   UserRow,
   hashToken,
+  newShareKeys,
   newToken,
   toShare,
   toSnap,
@@ -35,7 +38,7 @@ const activeShare = (user: string, now: string): string => `s.revoked_at IS NULL
  * One row per distinct digest (Postgres refuses an upsert that names a row twice), the first size seen, in digest
  * order: two transactions writing rows of one key set take their row locks in the same order, so neither deadlocks.
  */
-function distinct(blobs: ReadonlyArray<{ digest: string; size: number }>): Array<{ digest: string; size: number }> {
+function distinct(blobs: readonly BlobSize[]): BlobSize[] {
   const seen = new Map<string, number>();
   for (const b of blobs) if (!seen.has(b.digest)) seen.set(b.digest, b.size);
   return [...seen].sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0)).map(([digest, size]) => ({ digest, size }));
@@ -151,7 +154,7 @@ export class PostgresSnapshotStore implements SnapshotStore {
   }
 
   /** Holds `blobs` for the user as of `now` (new ones inserted, held ones refreshed), in one statement. */
-  private async hold(c: pg.PoolClient, user: string, blobs: Array<{ digest: string; size: number }>, now: number): Promise<void> {
+  private async hold(c: pg.PoolClient, user: string, blobs: BlobSize[], now: number): Promise<void> {
     if (blobs.length === 0) return;
     await c.query(
       `INSERT INTO blob_holds ("user", digest, size, at)
@@ -161,14 +164,14 @@ export class PostgresSnapshotStore implements SnapshotStore {
     );
   }
 
-  async reserveBlobs(user: string, blobs: ReadonlyArray<{ digest: string; size: number }>, now: number): Promise<Reserve[]> {
+  async reserveBlobs(user: string, blobs: readonly BlobSize[], now: number): Promise<Reserve[]> {
     // One transaction and a handful of statements per batch, not per blob; the blobs are weighed in order, as SQLite's.
     return inTransaction(this.pool, async (c) => {
       const quota = await this.lockQuota(c, user);
       const heldBefore = await this.heldOf(c, user, distinct(blobs).map((b) => b.digest));
       const held = new Set(heldBefore);
       let used = quota > 0 ? await this.used(c, user) : 0;
-      const taken: Array<{ digest: string; size: number }> = [];
+      const taken: BlobSize[] = [];
       const answers = blobs.map((b): Reserve => {
         if (held.has(b.digest)) return { ok: true };
         if (quota > 0 && used + b.size > quota) return { ok: false, used, quota };
@@ -186,11 +189,7 @@ export class PostgresSnapshotStore implements SnapshotStore {
     });
   }
 
-  async holdResult(
-    user: string,
-    digests: Array<{ digest: string; size: number }>,
-    now: number,
-  ): Promise<Reserve & { adding: number }> {
+  async holdResult(user: string, digests: BlobSize[], now: number): Promise<Reserve & { adding: number }> {
     return inTransaction(this.pool, async (c) => {
       const quota = await this.lockQuota(c, user);
       const unique = distinct(digests);
@@ -227,12 +226,7 @@ export class PostgresSnapshotStore implements SnapshotStore {
     return rows[0]?.size_bytes;
   }
 
-  async insertSnapshot(
-    row: SnapshotRow,
-    blobs: Array<{ digest: string; size: number }> | null,
-    ref: string | null,
-    now: number,
-  ): Promise<void> {
+  async insertSnapshot(row: SnapshotRow, blobs: BlobSize[] | null, ref: string | null, now: number): Promise<void> {
     await inTransaction(this.pool, async (c) => {
       if (blobs !== null) {
         // Saving over content shared with you makes it yours to keep: it counts toward your quota like an upload.
@@ -341,12 +335,8 @@ export class PostgresSnapshotStore implements SnapshotStore {
     return ((await this.pool.query('DELETE FROM snapshot_refs WHERE owner = $1 AND name = $2', [owner, name])).rowCount ?? 0) > 0;
   }
 
-  async addShare(
-    s: { owner: string; snapshot: string; grantee: string | null; expiresAt: number | null },
-    now: number,
-  ): Promise<{ id: string; link: string | null }> {
-    const id = randomBytes(12).toString('hex');
-    const link = s.grantee === null ? newToken('khl') : null;
+  async addShare(s: NewShare, now: number): Promise<ShareKeys> {
+    const { id, link } = newShareKeys(s.grantee);
     await this.pool.query(
       `INSERT INTO shares (id, snapshot, owner, grantee, link_hash, created_at, expires_at, revoked_at)
        VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)`,

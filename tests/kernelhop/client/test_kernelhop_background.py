@@ -7,26 +7,11 @@ from __future__ import annotations
 import threading
 
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 from kernelhop_fake_gateway import worker_runner
 
 from kernelhop.client.background import BackgroundHopError
 from kernelhop.client.gateway import KernelhopError
 from kernelhop.client.hop import RemoteCellError
-from kernelhop.magics.gpu import GpuMagics
-
-
-@pytest.fixture
-def shell(gateway_env):
-    ip = InteractiveShell.instance()
-    ip.reset(new_session=False)
-    magics = GpuMagics(ip)
-    ip.register_magics(magics)
-    yield ip
-    if magics.hopper.background is not None:
-        magics.hopper.background.cancel()
-    magics.close()
-    ip.reset(new_session=False)
 
 
 @pytest.fixture

@@ -9,24 +9,11 @@ import threading
 
 import numpy as np
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 from kernelhop_fake_gateway import send_json
 from kernelhop_snapshot import Manifest, RemoteOnly, RemoteOnlyError, user_namespace
 
 from kernelhop.client.gateway import GatewayError, GatewayUnreachable
 from kernelhop.client.hop import RemoteCellError, RemoteResult
-from kernelhop.magics.gpu import GpuMagics
-
-
-@pytest.fixture
-def shell(gateway_env):
-    ip = InteractiveShell.instance()
-    ip.reset(new_session=False)
-    magics = GpuMagics(ip)
-    ip.register_magics(magics)
-    yield ip
-    magics.close()
-    ip.reset(new_session=False)
 
 
 def state(ip):

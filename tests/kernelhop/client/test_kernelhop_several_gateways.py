@@ -5,13 +5,11 @@ fail over by the same rule (client/failover.py): past an unreachable gateway, a 
 mid-request, and a write never sent again once it may have reached a gateway."""
 
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 from kernelhop_fake_gateway import USER, FakeGateway, send_json
 
 from kernelhop.client.gateway import GatewayError
 from kernelhop.client.snapshots import SnapshotError
 from kernelhop.magics import snapshot
-from kernelhop.magics.gpu import GpuMagics
 
 
 @pytest.fixture
@@ -24,16 +22,11 @@ def two(gateway_env, monkeypatch):
 
 
 @pytest.fixture
-def shell(two):
-    ip = InteractiveShell.instance()
-    ip.reset(new_session=False)
-    magics = GpuMagics(ip)
-    ip.register_magics(magics)
-    snapshot.load_ipython_extension(ip)
-    yield ip
-    snapshot.unload_ipython_extension(ip)
-    magics.close()
-    ip.reset(new_session=False)
+def shell(two, shell):
+    """The conftest's shell, made once both gateways are named, with %snapshot loaded too."""
+    snapshot.load_ipython_extension(shell)
+    yield shell
+    snapshot.unload_ipython_extension(shell)
 
 
 def saves(gw):
