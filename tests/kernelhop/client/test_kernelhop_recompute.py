@@ -158,7 +158,7 @@ def test_gpu_cells_bodies_are_never_taken_as_local_bindings(shell, tmp_path):
     assert ip.run_cell(f"fh = open({str(path)!r})", store_history=True).success
     assert ip.run_cell("%%gpu h100\nfh = open('/elsewhere')\ngen = (i for i in range(3))", store_history=True).success
     try:
-        plan = log.plan(["fh", "gen"], limit_s=1.0)
+        plan = log.plan(["fh", "gen"], limit_s=60)
         assert {n: plan.steps(n) for n in plan.recipes} == {"fh": [f"fh = open({str(path)!r})"]}
         assert "no cell run in this kernel assigns it" in plan.missing["gen"]
     finally:
@@ -170,12 +170,12 @@ def test_the_log_drops_what_a_failed_cell_never_ran(shell):
     ip.run_cell("import threading\nlock = threading.Lock()", store_history=True)
     assert not ip.run_cell("x = 1\nraise ValueError\nlock = threading.RLock()", store_history=True).success
     assert not ip.run_cell("lock = (", store_history=True).success
-    plan = log.plan(["lock"], limit_s=1.0)
+    plan = log.plan(["lock"], limit_s=60)
     assert plan.steps("lock") == ["import threading\nlock = threading.Lock()".split("\n")[1]]
     # Magics reach the finder as IPython's calls: %time's statement binds nothing it can see, but its text names
     # `lock`, so it is replayed after the binding.
     ip.run_cell("%time lock = threading.RLock()", store_history=True)
-    assert log.plan(["lock"], limit_s=1.0).steps("lock") == [
+    assert log.plan(["lock"], limit_s=60).steps("lock") == [
         "lock = threading.Lock()",
         "get_ipython().run_line_magic('time', 'lock = threading.RLock()')",
     ]
