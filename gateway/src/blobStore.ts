@@ -2,8 +2,10 @@
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { LRUCache } from 'lru-cache';
 import { Digest, digestOf, formatDigest } from '@kernelhop/kernel-snapshot';
+import type { DirectReadBlobStore } from './stores/directReads.js';
 
 /** Largest single blob accepted: chunks are at most 1 MiB, so this only bounds manifests. */
 export const MAX_BLOB_BYTES = 48 * 1024 * 1024;
@@ -68,8 +70,12 @@ export function verifyBlob(digest: Digest, data: Uint8Array): PutResult {
 /** How many blobs DiskBlobStore remembers as present (about 100 bytes each); the least used cost a stat again. */
 const PRESENT_MAX = 1_000_000;
 
-/** Layout `<root>/<hash[0:2]>/<hash>`, as a runtime's chunk cache (ARCHITECTURE.md). */
-export class DiskBlobStore implements SweepableBlobStore {
+/**
+ * Layout `<root>/<hash[0:2]>/<hash>`, as a runtime's chunk cache (ARCHITECTURE.md). A runtime on this host reads
+ * (hard-links) the files of its runs' blobs itself, by the file: URLs readUrl gives; any other reads them through
+ * the gateway.
+ */
+export class DiskBlobStore implements SweepableBlobStore, DirectReadBlobStore {
   /**
    * Hashes of blobs known to be on disk, so a warm hop's checks (thousands of chunks, three times a hop) do not
    * stat each file again. Only this process removes blobs, through removeIfOlder: a stat that overlaps a removal
@@ -80,11 +86,21 @@ export class DiskBlobStore implements SweepableBlobStore {
   private removalsStarted = 0;
   private removalsRunning = 0;
 
-  constructor(private readonly root: string) {}
+  private readonly root: string;
 
+  constructor(root: string) {
+    this.root = path.resolve(root);
+  }
+
+  /** A new store's root is the gateway user's alone: other local users read a blob only through a grant. */
   static async open(root: string): Promise<DiskBlobStore> {
-    await fsp.mkdir(root, { recursive: true });
+    await fsp.mkdir(root, { recursive: true, mode: 0o700 });
     return new DiskBlobStore(root);
+  }
+
+  /** The blob's file, for a runtime that sees this disk; it verifies what it reads, as from any URL. */
+  async readUrl(digest: Digest): Promise<string> {
+    return pathToFileURL(this.pathOf(digest)).href;
   }
 
   pathOf(digest: Digest): string {
@@ -129,7 +145,8 @@ export class DiskBlobStore implements SweepableBlobStore {
     // A unique temporary name in the same directory: concurrent puts of one blob each write their own file and the
     // renames (atomic on one file system) leave identical bytes whichever lands last.
     const tmp = path.join(dir, `.${digest.hash}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
-    const fh = await fsp.open(tmp, 'wx', 0o644);
+    // Read-only: a runtime beside the gateway hard-links this file into its cache and its workers' views.
+    const fh = await fsp.open(tmp, 'wx', 0o444);
     try {
       await fh.writeFile(data);
       await fh.sync();

@@ -23,7 +23,7 @@ import type { GatewayMetrics } from './metrics.js';
 import { RuntimeCredential, RuntimeTokenStore } from './runtimeTokens.js';
 import { DownMessage, RuntimeEvent, Scheduler, SchedulerError, WorkLink } from './scheduler.js';
 import { SnapshotStore } from './snapshotStore.js';
-import { PresignError, blobUrls } from './stores/presignedReads.js';
+import { BlobUrlError, blobUrls } from './stores/directReads.js';
 
 /** What the gateway offers runtimes in Register's hello; the schema's defaults (proto/kernelhop/v1/capabilities.proto). */
 export const GRPC_CAPABILITIES = offer([]);
@@ -180,7 +180,7 @@ export class GrpcApi {
       this.caller(call.metadata, forRuntime).then((caller) => fn(call.request, caller)).then(
         (res) => callback(null, res),
         (e: unknown) => {
-          if (e instanceof CallerError || e instanceof PresignError) {
+          if (e instanceof CallerError || e instanceof BlobUrlError) {
             callback(statusError(e.code, e.message));
           } else if (e instanceof DigestError || e instanceof SchedulerError || e instanceof RequestError) {
             callback(statusError(grpc.status.INVALID_ARGUMENT, e.message));

@@ -2,6 +2,8 @@
 // chunks of runs assigned to the asking runtime, and for nothing else; a gateway on the directory store says it
 // cannot. gc: the same Collector sweeps the bucket.
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
@@ -72,12 +74,19 @@ test("a runtime gets presigned URLs for its run's blobs only, and the store serv
   rt.close();
 });
 
-test('a gateway on the directory store refuses GetBlobUrls as a whole, so runtimes read through BatchReadBlobs', async () => {
+test('a gateway on the directory store gives file: URLs of its own files, for the runs of the runtime asking only', async () => {
   const { rt, chunk, finish } = await assignedRun(onDisk, 'state on the gateway disk');
-  await assert.rejects(rt.cas('GetBlobUrls', { digests: [pb(chunk.digest)] }), {
-    code: grpc.status.FAILED_PRECONDITION,
-    details: /blob store is a directory, which cannot sign URLs; read blobs with BatchReadBlobs/,
-  });
+  const other = blob('a blob of no run of this runtime');
+  const ws = await TestClient.connect(onDisk.gw.wsUrl);
+  await ws.putBlobs([other]);
+  ws.close();
+  const urls = await rt.cas<Urls>('GetBlobUrls', { digests: [pb(chunk.digest), pb(other.digest)] });
+  assert.deepEqual(urls.responses.map((r) => r.status.code), [grpc.status.OK, grpc.status.PERMISSION_DENIED]);
+  assert.equal(urls.responses[1]!.url, '');
+  const file = fileURLToPath(urls.responses[0]!.url);
+  assert.deepEqual(fs.readFileSync(file), chunk.data);
+  // Read-only, for the runtime hard-links it into its cache and its workers' views.
+  assert.equal(fs.statSync(file).mode & 0o777, 0o444);
   await finish();
   rt.close();
 });

@@ -1,7 +1,9 @@
-// Reads blobs for the chunk cache: straight from the gateway's object store by presigned URLs where the gateway
-// offers them (an S3-compatible store), else through the gateway's BatchReadBlobs. Either way the cache verifies
+// Reads blobs for the chunk cache: straight from the gateway's store by the URLs it gives where it gives them
+// (presigned GETs of an S3-compatible store; file: URLs of its directory store, which a runtime on the gateway's
+// host hard-links instead of copying), else through the gateway's BatchReadBlobs. Either way the cache verifies
 // every blob's digest before keeping it, so a URL can only ever give bytes that are checked.
 import * as grpc from '@grpc/grpc-js';
+import { fileURLToPath } from 'node:url';
 import { Digest, formatDigest } from '@kernelhop/kernel-snapshot';
 import type { GatewayClient } from './gatewayClient.js';
 import type { PbDigest } from './proto.js';
@@ -10,30 +12,51 @@ export class BlobReadError extends Error {
   override name = 'BlobReadError';
 }
 
-/** Fetches in flight per batch: the store serves them in parallel; more would only queue on sockets. */
-const FETCHES_PER_BATCH = 16;
+/** Where fetched blobs go (the chunk cache), each verified there before it is kept. */
+export interface BlobSink {
+  /** Keeps bytes read from the store or the gateway; throws when they are not the digest's. */
+  write(d: Digest, bytes: Buffer): Promise<void>;
+  /** Keeps the blob from a file of this host; false when that file cannot give it (absent, unreadable, other bytes). */
+  adopt(d: Digest, file: string): Promise<boolean>;
+}
+
+/** Fetches (or files linked) in flight per batch: the store serves them in parallel; more would only queue. */
+const READS_PER_BATCH = 16;
 
 const toPb = (d: Digest): PbDigest => ({ hash: d.hash, sizeBytes: d.sizeBytes });
 
-/** The bytes of each blob of `batch`, in order (not yet verified). */
-export async function readBlobs(gateway: GatewayClient, batch: Digest[], signal?: AbortSignal): Promise<Buffer[]> {
-  if (gateway.presignedReads) {
-    const urls = await blobUrls(gateway, batch);
-    if (urls !== undefined) {
-      try {
-        return await mapLimit(batch, FETCHES_PER_BATCH, (d, i) => fetchBlob(d, urls[i] as string, signal));
-      } catch (e) {
-        signal?.throwIfAborted();
-        // The store unreachable from this host (a firewall, a private endpoint): the gateway's stream still works.
-        gateway.presignedReads = false;
-        gateway.log(`presigned reads from the store failed (${(e as Error).message}); reading through the gateway from now on`);
-      }
+/** Reads each blob of `batch` into `sink`. */
+export async function readBlobs(gateway: GatewayClient, batch: Digest[], sink: BlobSink, signal?: AbortSignal): Promise<void> {
+  const urls = gateway.directReads ? await blobUrls(gateway, batch) : undefined;
+  if (urls !== undefined && urls.every((u) => u.startsWith('file:'))) {
+    const unread: Digest[] = [];
+    await mapLimit(batch, READS_PER_BATCH, async (d, i) => {
+      if (!(await sink.adopt(d, fileURLToPath(urls[i] as string)))) unread.push(d);
+    });
+    if (unread.length === 0) return;
+    // Not the gateway's host (or not its user): the files named are not there to read, so they never will be.
+    gateway.directReads = false;
+    gateway.log(`the gateway's store is not readable from this runtime (${unread.length} of ${batch.length} files); reading through the gateway from now on`);
+    return write(sink, unread, await viaGateway(gateway, unread));
+  }
+  let blobs: Buffer[] | undefined;
+  if (urls !== undefined) {
+    try {
+      blobs = await mapLimit(batch, READS_PER_BATCH, (d, i) => fetchBlob(d, urls[i] as string, signal));
+    } catch (e) {
+      signal?.throwIfAborted();
+      // The store unreachable from this host (a firewall, a private endpoint): the gateway's stream still works.
+      gateway.directReads = false;
+      gateway.log(`presigned reads from the store failed (${(e as Error).message}); reading through the gateway from now on`);
     }
   }
-  return viaGateway(gateway, batch);
+  return write(sink, batch, blobs ?? (await viaGateway(gateway, batch)));
 }
 
-/** URLs for the batch, or undefined when the gateway's store cannot sign them (then it never will). */
+async function write(sink: BlobSink, batch: Digest[], blobs: Buffer[]): Promise<void> {
+  await Promise.all(batch.map((d, i) => sink.write(d, blobs[i] as Buffer)));
+}
+
 async function blobUrls(gateway: GatewayClient, batch: Digest[]): Promise<string[] | undefined> {
   let res;
   try {
@@ -41,7 +64,7 @@ async function blobUrls(gateway: GatewayClient, batch: Digest[]): Promise<string
   } catch (e) {
     const code = (e as grpc.ServiceError).code;
     if (code === grpc.status.FAILED_PRECONDITION || code === grpc.status.UNIMPLEMENTED) {
-      gateway.presignedReads = false;
+      gateway.directReads = false;
       return undefined;
     }
     throw e;

@@ -15,7 +15,7 @@ import {
   parseManifestBytes,
   reachedBlobDigests,
 } from '@kernelhop/kernel-snapshot';
-import { readBlobs } from './blobReads.js';
+import { BlobSink, readBlobs } from './blobReads.js';
 import { GatewayClient } from './gatewayClient.js';
 import type { PbDigest } from './proto.js';
 import type { WorkerSpace } from './sandbox.js';
@@ -44,8 +44,11 @@ const fromPb = (d: PbDigest | null | undefined): Digest => ({ hash: d?.hash ?? '
 const CACHE_MARKER = '.kernelhop-cache';
 /** How many parsed manifests a ChunkCache keeps. */
 const RECENT_MANIFESTS = 8;
+/** Buffers adopt verifies files in: one holds a chunk (at most 1 MiB) and the byte that tells a longer file. */
+const READ_BUFFER_BYTES = 1024 * 1024 + 1;
+const READ_BUFFERS_KEPT = 64;
 
-export class ChunkCache {
+export class ChunkCache implements BlobSink {
   /** Fan-out directories known to exist: a mkdir per blob written cost more than the write itself. */
   private readonly dirs = new Set<string>();
   /**
@@ -54,6 +57,7 @@ export class ChunkCache {
    * evict blobs must forget them here too.
    */
   private readonly present = new Set<string>();
+  private readonly readBuffers: Buffer[] = [];
   private readonly recentManifests = new LRUCache<string, { manifest: Manifest; chunks: Digest[] }>({
     max: RECENT_MANIFESTS,
   });
@@ -207,12 +211,8 @@ export class ChunkCache {
       throw new BlobError(`blob ${formatDigest(d)} arrived with the wrong content (its bytes are ${formatDigest(actual)})`);
     }
     const final = this.pathOf(d);
-    const dir = path.dirname(final);
-    if (!this.dirs.has(dir)) {
-      await fs.promises.mkdir(dir, { recursive: true });
-      this.dirs.add(dir);
-    }
-    const tmp = `${final}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+    await this.ensureDir(path.dirname(final));
+    const tmp = this.temporary(final);
     const fh = await fs.promises.open(tmp, 'w');
     try {
       await fh.writeFile(bytes);
@@ -221,6 +221,67 @@ export class ChunkCache {
     }
     await fs.promises.rename(tmp, final);
     this.present.add(d.hash);
+  }
+
+  /**
+   * Keep a blob from a file of this host (the gateway's store, when this runtime runs beside it): a hard link to it,
+   * or a copy where a link cannot be made (another file system or owner). Verified as a fetched blob is; false, and
+   * nothing kept, when the file is absent, unreadable or holds other bytes.
+   */
+  async adopt(d: Digest, file: string): Promise<boolean> {
+    const final = this.pathOf(d);
+    await this.ensureDir(path.dirname(final));
+    const tmp = this.temporary(final);
+    try {
+      await fs.promises.link(file, tmp).catch(() => fs.promises.copyFile(file, tmp, fs.constants.COPYFILE_FICLONE));
+      if (!(await this.holds(tmp, d))) {
+        await fs.promises.rm(tmp, { force: true });
+        return false;
+      }
+    } catch (err) {
+      await fs.promises.rm(tmp, { force: true });
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'EACCES' || code === 'EPERM' || code === 'EISDIR') return false;
+      throw err;
+    }
+    await fs.promises.rename(tmp, final);
+    this.present.add(d.hash);
+    return true;
+  }
+
+  /** Whether `file` holds exactly `d`'s bytes; read into reused buffers: fresh ones cost a page fault per 4 KiB. */
+  private async holds(file: string, d: Digest): Promise<boolean> {
+    const reused = d.sizeBytes < READ_BUFFER_BYTES ? this.readBuffers.pop() : undefined;
+    const buffer = reused ?? Buffer.allocUnsafe(Math.max(d.sizeBytes + 1, READ_BUFFER_BYTES));
+    try {
+      const fh = await fs.promises.open(file, 'r');
+      // One byte more than the digest says, to tell a longer file from a complete one.
+      const want = d.sizeBytes + 1;
+      let got = 0;
+      try {
+        for (;;) {
+          const { bytesRead } = await fh.read(buffer, got, want - got, got);
+          got += bytesRead;
+          if (bytesRead === 0 || got === want) break;
+        }
+      } finally {
+        await fh.close();
+      }
+      return got === d.sizeBytes && digestEquals(digestOf(buffer.subarray(0, got)), d);
+    } finally {
+      if (buffer.length === READ_BUFFER_BYTES && this.readBuffers.length < READ_BUFFERS_KEPT) this.readBuffers.push(buffer);
+    }
+  }
+
+  private async ensureDir(dir: string): Promise<void> {
+    if (!this.dirs.has(dir)) {
+      await fs.promises.mkdir(dir, { recursive: true });
+      this.dirs.add(dir);
+    }
+  }
+
+  private temporary(final: string): string {
+    return `${final}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
   }
 
   /**
@@ -242,8 +303,7 @@ export class ChunkCache {
     const { maxBatchBytes, maxBlobsInFlight } = gateway.agreed;
     await inParallel([...batches(missing, maxBatchBytes)], maxBlobsInFlight, async (batch) => {
       signal?.throwIfAborted();
-      const blobs = await readBlobs(gateway, batch, signal);
-      await Promise.all(batch.map((d, i) => this.write(d, blobs[i] as Buffer)));
+      await readBlobs(gateway, batch, this, signal);
       done += batch.reduce((n, d) => n + d.sizeBytes, 0);
       progress?.(done, total);
     });

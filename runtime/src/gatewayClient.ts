@@ -40,8 +40,8 @@ export class GatewayClient {
   private readonly cas: grpc.Client;
   /** Set once registered: the gateway lets a runtime read and upload only for the runs assigned to that id. */
   private runtimeId = '';
-  /** Whether to try presigned reads from the gateway's store (blobReads.ts); off once the gateway says it cannot. */
-  presignedReads = true;
+  /** Whether to read blobs straight from the gateway's store (blobReads.ts); off once that fails or it gives no URLs. */
+  directReads = true;
   /** What Register's hello agreed with the gateway (batch bytes, batches in flight); the offer until then. */
   agreed: Capabilities = RUNTIME_CAPABILITIES;
 

@@ -1,8 +1,13 @@
-// Pure functions: device names → classes, options.
+// Small units: device names → classes, options, the cache's adoption of a file.
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { test } from 'node:test';
+import { digestOf } from '@kernelhop/kernel-snapshot';
+import { ChunkCache } from '../src/chunkCache.js';
 import { ConfigError, parseArgs, pipSourceOptions } from '../src/config.js';
 import { classOfDeviceName, resolveClasses } from '../src/gpuClasses.js';
+import { tempDir } from './helpers.js';
 
 test('nvidia-smi device names map to class names', () => {
   assert.equal(classOfDeviceName('NVIDIA H100 80GB HBM3'), 'h100');
@@ -63,4 +68,24 @@ test('the runtime token comes from --token, else KERNELHOP_TOKEN', () => {
   assert.deepEqual(parseArgs(['--gateway', 'h:1'], { KERNELHOP_TOKEN: 'khr_env' }).tokens, ['khr_env']);
   assert.deepEqual(parseArgs(['--gateway', 'h:1', '--token', 'khr_flag'], { KERNELHOP_TOKEN: 'khr_env' }).tokens, ['khr_flag']);
   assert.throws(() => parseArgs(['--gateway', 'h:1', '--token'], {}), /--token needs a value/);
+});
+
+test("the cache adopts a file of this host only when its bytes are the digest's: a hard link, else nothing kept", async () => {
+  const dir = tempDir('adopt');
+  const cache = new ChunkCache(path.join(dir, 'cache'));
+  const good = Buffer.from('the bytes of a blob in the gateway store');
+  const store = path.join(dir, 'store-file');
+  fs.writeFileSync(store, good);
+  const d = digestOf(good);
+  assert.equal(await cache.adopt(d, store), true);
+  assert.ok(fs.statSync(cache.pathOf(d)).ino === fs.statSync(store).ino, 'linked, not copied');
+  assert.deepEqual(await cache.read(d), good);
+
+  const wrong = path.join(dir, 'other-bytes');
+  fs.writeFileSync(wrong, Buffer.from('not those bytes'));
+  const d2 = digestOf(Buffer.from('some other blob'));
+  assert.equal(await cache.adopt(d2, wrong), false);
+  assert.equal(await cache.adopt(d2, path.join(dir, 'absent')), false);
+  assert.equal(cache.has(d2), false);
+  assert.deepEqual(fs.readdirSync(path.dirname(cache.pathOf(d2))).filter((n) => n.includes('.tmp-')), [], 'no temporary left');
 });

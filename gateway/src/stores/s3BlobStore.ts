@@ -19,7 +19,7 @@ import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { LRUCache } from 'lru-cache';
 import { Digest, formatDigest } from '@kernelhop/kernel-snapshot';
 import { PutResult, SweepableBlobStore, verifyBlob } from '../blobStore.js';
-import type { PresigningBlobStore } from './presignedReads.js';
+import type { DirectReadBlobStore } from './directReads.js';
 import { S3Location } from './storeUrl.js';
 
 /** Blobs at least this big go up in parts (lib-storage), so a large manifest is not one long request to retry whole. */
@@ -43,7 +43,7 @@ export interface S3StoreOptions {
   multipartThreshold?: number;
 }
 
-export class S3BlobStore implements SweepableBlobStore, PresigningBlobStore {
+export class S3BlobStore implements SweepableBlobStore, DirectReadBlobStore {
   readonly client: S3Client;
   private readonly bucket: string;
   /** Key prefix with its trailing slash ("" for the bucket's root). */
@@ -145,7 +145,8 @@ export class S3BlobStore implements SweepableBlobStore, PresigningBlobStore {
     }
   }
 
-  presignGet(digest: Digest): Promise<string> {
+  /** A presigned GET, valid for a few minutes. */
+  readUrl(digest: Digest): Promise<string> {
     return getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.bucket, Key: this.keyOf(digest) }), {
       expiresIn: PRESIGN_EXPIRES_S,
     });

@@ -1,22 +1,23 @@
-// Presigned reads: a runtime fetches the chunks of its runs straight from the object store, by URLs the gateway signs,
-// so chunk bytes do not pass through the gateway. The read scope is the one BatchReadBlobs applies.
+// Direct reads: a runtime reads the chunks of its runs straight from the store, by URLs the gateway gives (presigned
+// GETs of an object store, file: URLs of the directory store), so chunk bytes do not pass through the gateway. The
+// read scope is the one BatchReadBlobs applies.
 import * as grpc from '@grpc/grpc-js';
 import { Digest, formatDigest } from '@kernelhop/kernel-snapshot';
 import { BlobStore } from '../blobStore.js';
 
-/** A store whose blobs a runtime can fetch itself, by URLs the gateway signs (S3BlobStore). */
-export interface PresigningBlobStore {
-  presignGet(digest: Digest): Promise<string>;
+/** A store whose blobs a runtime can read itself, by URLs the gateway gives (S3BlobStore, DiskBlobStore). */
+export interface DirectReadBlobStore {
+  readUrl(digest: Digest): Promise<string>;
 }
 
-export function canPresign(store: object): store is PresigningBlobStore {
-  return typeof (store as Partial<PresigningBlobStore>).presignGet === 'function';
+export function readsDirectly(store: object): store is DirectReadBlobStore {
+  return typeof (store as Partial<DirectReadBlobStore>).readUrl === 'function';
 }
 
 /** URLs per call, as BatchReadBlobs' byte limit bounds its batches: signing is local, but answers stay small. */
 export const MAX_URLS_PER_CALL = 1024;
 
-export class PresignError extends Error {
+export class BlobUrlError extends Error {
   constructor(
     readonly code: grpc.status,
     message: string,
@@ -33,19 +34,16 @@ export interface BlobUrl {
 
 /** A URL for each digest the runtime may read; others are refused one by one, as BatchReadBlobs refuses them. */
 export async function blobUrls(store: BlobStore, mayRead: (digest: string) => boolean, digests: Digest[]): Promise<BlobUrl[]> {
-  if (!canPresign(store)) {
-    throw new PresignError(
-      grpc.status.FAILED_PRECONDITION,
-      "this gateway's blob store is a directory, which cannot sign URLs; read blobs with BatchReadBlobs",
-    );
+  if (!readsDirectly(store)) {
+    throw new BlobUrlError(grpc.status.FAILED_PRECONDITION, "this gateway's blob store gives no URLs; read blobs with BatchReadBlobs");
   }
   if (digests.length > MAX_URLS_PER_CALL) {
-    throw new PresignError(grpc.status.INVALID_ARGUMENT, `GetBlobUrls asks for ${digests.length} URLs; at most ${MAX_URLS_PER_CALL} per call, split the batch`);
+    throw new BlobUrlError(grpc.status.INVALID_ARGUMENT, `GetBlobUrls asks for ${digests.length} URLs; at most ${MAX_URLS_PER_CALL} per call, split the batch`);
   }
   return Promise.all(
     digests.map(async (d) =>
       mayRead(formatDigest(d))
-        ? { digest: d, url: await store.presignGet(d), status: { code: grpc.status.OK, message: '' } }
+        ? { digest: d, url: await store.readUrl(d), status: { code: grpc.status.OK, message: '' } }
         : {
             digest: d,
             url: '',

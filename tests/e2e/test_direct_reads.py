@@ -1,0 +1,72 @@
+"""A runtime beside the gateway reads its runs' chunks from the gateway's directory store itself: hard links into
+its cache, no bytes through gRPC. A runtime that cannot see that disk (another host) reads through the gateway.
+
+Real ipykernel → gateway → runtime (posing as h100) → worker, on loopback. "Another host" is a runtime in a mount
+namespace of its own where the gateway's store is an empty tmpfs: the file: URLs name files it cannot find.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from kernelhop.cli.services import RUNTIME_READY, node_entry, runtime_token, start_service
+from kernelhop_testing import Kernel, Stack, launch_stack
+
+CELL = "%%gpu h100 --quiet\ntotal = float(big.sum())"
+BLOB_NAME = re.compile(r"^[0-9a-f]{64}$")
+
+
+def cached_blobs(cache: Path) -> list[Path]:
+    return [p for p in cache.rglob("*") if BLOB_NAME.match(p.name) and "given" not in p.parts]
+
+
+def hop_big_array(stack: Stack) -> None:
+    kernel = Kernel(stack.env())
+    try:
+        setup = kernel.run("import numpy as np\nbig = np.arange(2_000_000, dtype=np.float64)\nexpected = float(big.sum())")
+        assert setup.status == "ok", setup.error_text
+        hop = kernel.run(CELL)
+        assert hop.status == "ok", hop.error_text
+        assert kernel.value("total == expected") == "True"
+    finally:
+        kernel.shutdown()
+
+
+def test_a_runtime_beside_the_gateway_links_the_stores_files(tmp_path: Path) -> None:
+    stack = launch_stack(tmp_path)
+    try:
+        hop_big_array(stack)
+        store = tmp_path / "gateway" / "cas"
+        linked = [p for p in cached_blobs(tmp_path / "runtime-cache") if os.path.samefile(p, store / p.name[:2] / p.name)]
+        # The 16 MB array is tens of chunks; every one the run read is the store's own file.
+        assert len(linked) >= 16, sorted(p.name for p in cached_blobs(tmp_path / "runtime-cache"))
+        assert not any("reading through the gateway" in line for line in stack.runtime.lines)
+    finally:
+        stack.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="a mount namespace needs root and unshare")
+def test_a_runtime_that_cannot_see_the_store_reads_through_the_gateway(tmp_path: Path) -> None:
+    stack = launch_stack(tmp_path)
+    stack.runtime.stop()
+    store = tmp_path / "gateway" / "cas"
+    cache = tmp_path / "elsewhere-cache"
+    hide = 'mount -t tmpfs tmpfs "$0" && exec "$@"'
+    command = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", hide, str(store)]
+    command += node_entry("runtime") + ["--gateway", stack.gateway.ready["grpc"], "--python", sys.executable]
+    command += ["--class", "h100", "--capacity", "1", "--cache", str(cache)]
+    env = {**os.environ, "KERNELHOP_TOKEN": runtime_token(tmp_path / "runtime-token")}
+    stack.runtime = start_service("runtime", command, RUNTIME_READY, env=env)
+    try:
+        hop_big_array(stack)
+        assert any("reading through the gateway from now on" in line for line in stack.runtime.lines), stack.runtime.lines
+        blobs = cached_blobs(cache)
+        assert len(blobs) >= 16
+        assert not any((store / p.name[:2] / p.name).exists() and os.path.samefile(p, store / p.name[:2] / p.name) for p in blobs)
+    finally:
+        stack.stop()
