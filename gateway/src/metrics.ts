@@ -84,7 +84,7 @@ export class GatewayMetrics {
     });
     this.bytes = new Counter({
       name: 'kernelhop_bytes_total',
-      help: 'Blob bytes moved through the gateway: link ws (kernels) or grpc (runtimes); direction in (stored) or out (served).',
+      help: 'Blob bytes moved through the gateway: link ws or http (kernels: frames, uploads) or grpc (runtimes); direction in (stored) or out (served).',
       labelNames: ['link', 'direction'],
       registers,
     });
@@ -129,7 +129,7 @@ export class GatewayMetrics {
     }
   }
 
-  moved(link: 'ws' | 'grpc', direction: 'in' | 'out', bytes: number): void {
+  moved(link: 'ws' | 'http' | 'grpc', direction: 'in' | 'out', bytes: number): void {
     if (bytes > 0) this.bytes.inc({ link, direction }, bytes);
   }
 

@@ -28,7 +28,7 @@ import { UsageLedger } from './usage.js';
 import { HubIdentity } from './hubIdentity.js';
 import { loadServerTls } from './tls.js';
 import { openStores } from './stores/openStores.js';
-import { WS_PATH, WsApi } from './wsApi.js';
+import { BLOB_UPLOAD_PATH, WS_PATH, WsApi } from './wsApi.js';
 
 /** Where a runtime that has the WebSocket URL asks for the gRPC port. */
 export const RUNTIMES_INFO_PATH = '/runtimes/v1';
@@ -141,6 +141,10 @@ export async function startGateway(config: GatewayConfig, tuning: GatewayTuning 
       // A runtime given the WebSocket URL learns here where to register (runtime/src/gatewayAddress.ts).
       res.writeHead(200, { 'Content-Type': 'application/json' });
       res.end(JSON.stringify({ grpc_port: grpcPort }));
+      return;
+    }
+    if (new URL(req.url ?? '/', 'http://gateway').pathname === BLOB_UPLOAD_PATH) {
+      wsApi.handleUpload(req, res);
       return;
     }
     if (req.method === 'GET' && req.url === METRICS_PATH) {

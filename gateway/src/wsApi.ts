@@ -1,6 +1,6 @@
 // The kernel/browser WebSocket API (ARCHITECTURE.md, "Kernel and browser ↔ gateway").
 import { createHmac } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { Digest, DigestError, formatDigest, parseDigest } from '@kernelhop/kernel-snapshot';
 import { RawData, WebSocket, WebSocketServer } from 'ws';
@@ -21,6 +21,9 @@ import type { UsageLedger } from './usage.js';
 import { USAGE_OPS, isUsageOp, usageOp } from './usageApi.js';
 
 export const WS_PATH = '/ws/v1';
+/** The upload endpoint, under WS_PATH, that the hello names (Capabilities.blob_upload). */
+export const BLOB_UPLOAD = 'blobs';
+export const BLOB_UPLOAD_PATH = `${WS_PATH}/${BLOB_UPLOAD}`;
 // The schema's defaults (proto/kernelhop/v1/capabilities.proto), the one place these limits are written.
 export const MAX_PAYLOAD_BYTES = DEFAULT_LIMITS.maxFrameBytes;
 /** Largest total of blob bytes one get_blobs answers. */
@@ -97,22 +100,9 @@ export class WsApi {
       rejectUpgrade(socket, 404, 'Not Found', `kernelhop gateway: the WebSocket API is at ${WS_PATH}\n`);
       return;
     }
-    const bearer = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
-    const token = bearer?.[1] ?? url.searchParams.get('token') ?? '';
-    const unauthorized = (): void =>
-      rejectUpgrade(
-        socket,
-        401,
-        'Unauthorized',
-        'kernelhop gateway: missing or wrong token (send "Authorization: Bearer TOKEN" or ?token=TOKEN)\n',
-      );
-    if (token === '') {
-      unauthorized();
-      return;
-    }
-    (this.opts.authenticate ?? ((t: string) => this.opts.snapshots.authenticate(t)))(token).then(
+    this.authenticated(req).then(
       (user) => {
-        if (user === undefined) unauthorized();
+        if (user === undefined) rejectUpgrade(socket, 401, 'Unauthorized', UNAUTHORIZED);
         else this.wss.handleUpgrade(req, socket, head, (ws) => this.connected(ws, user));
       },
       (e: unknown) => {
@@ -120,6 +110,71 @@ export class WsApi {
         rejectUpgrade(socket, 500, 'Internal Server Error', 'kernelhop gateway: could not check the token\n');
       },
     );
+  }
+
+  /**
+   * POST BLOB_UPLOAD_PATH: a put_blobs frame's bytes as the body, the frame's reply as the answer. The same op, the
+   * same user's scope and turn among its requests, without WebSocket framing (a client masks and copies every
+   * byte of a frame it sends: most of an upload's time in the kernel).
+   */
+  handleUpload(req: IncomingMessage, res: ServerResponse): void {
+    const answer = (status: number, body: Json): void => {
+      res.writeHead(status, { 'Content-Type': 'application/json', ...(status === 401 ? { 'WWW-Authenticate': 'Bearer' } : {}) });
+      res.end(JSON.stringify(body));
+    };
+    const refuse = (status: number, code: string, message: string): void => answer(status, { ok: false, error: { code, message } });
+    if (req.method !== 'POST') return refuse(405, 'bad_request', `${BLOB_UPLOAD_PATH} takes POST: a put_blobs frame's bytes`);
+    const length = Number(req.headers['content-length']);
+    if (!Number.isSafeInteger(length) || length < 4) {
+      return refuse(411, 'bad_request', 'an upload needs a Content-Length: the put_blobs frame it carries');
+    }
+    if (length > MAX_PAYLOAD_BYTES + MAX_JSON_BYTES) {
+      req.resume();
+      return refuse(413, 'too_large', `an upload is ${length} bytes; at most ${MAX_PAYLOAD_BYTES} of blobs per request, split it`);
+    }
+    this.authenticated(req).then(
+      async (user) => {
+        if (user === undefined) {
+          req.resume();
+          return refuse(401, 'unauthorized', UNAUTHORIZED.trim());
+        }
+        const body = await readBody(req, length);
+        if (body === undefined) return refuse(400, 'bad_request', `the upload ended before its ${length} bytes`);
+        const blobs = new UserBlobView(this.opts.store, this.opts.snapshots, user.name);
+        try {
+          const { header, payload } = splitBinary(body);
+          if (header.op !== 'put_blobs') throw new BadRequest(`an upload carries put_blobs, not ${JSON.stringify(header.op)}`);
+          const results = await this.limiter(user).run(() =>
+            storeBlobs(blobs, header, payload, (bytes) => this.opts.metrics.moved('http', 'in', bytes)),
+          );
+          answer(200, { ok: true, results });
+        } catch (e) {
+          const error = errorOf(e, 'an upload', this.opts.log);
+          answer(error.code === 'internal' || error.code === 'disk_full' ? 503 : 400, { ok: false, error });
+        }
+      },
+      (e: unknown) => {
+        this.opts.log(`authentication failed: ${String(e)}`);
+        refuse(500, 'internal', 'kernelhop gateway: could not check the token');
+      },
+    );
+  }
+
+  private authenticated(req: IncomingMessage): Promise<User | undefined> {
+    const bearer = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
+    const token = bearer?.[1] ?? new URL(req.url ?? '/', 'http://gateway').searchParams.get('token') ?? '';
+    if (token === '') return Promise.resolve(undefined);
+    return (this.opts.authenticate ?? ((t: string) => this.opts.snapshots.authenticate(t)))(token);
+  }
+
+  /** One user's turn among its requests, over all its sockets and uploads. */
+  private limiter(user: User): Limiter {
+    let limit = this.limits.get(user.name);
+    if (limit === undefined) {
+      limit = new Limiter(PER_USER_REQUESTS);
+      this.limits.set(user.name, limit);
+    }
+    return limit;
   }
 
   close(): void {
@@ -132,12 +187,7 @@ export class WsApi {
   private connected(ws: WebSocket, user: User): void {
     this.alive.set(ws, true);
     ws.on('pong', () => this.alive.set(ws, true));
-    let limit = this.limits.get(user.name);
-    if (limit === undefined) {
-      limit = new Limiter(PER_USER_REQUESTS);
-      this.limits.set(user.name, limit);
-    }
-    const conn = new Connection(ws, this.opts, user, limit);
+    const conn = new Connection(ws, this.opts, user, this.limiter(user));
     ws.on('message', (data: RawData, isBinary: boolean) => conn.receive(toBuffer(data), isBinary));
     ws.on('close', () => conn.closed());
     ws.on('error', (e) => this.opts.log(`WebSocket error: ${e.message}`));
@@ -220,6 +270,7 @@ class Connection {
         // The client's limits against ours: it obeys the smaller; ours are enforced here whatever it says.
         try {
           const agreed = agree(WS_CAPABILITIES, fromProtoNames(req.capabilities), 'this client');
+          agreed.blobUpload = BLOB_UPLOAD;
           this.send({ re: id, ok: true, capabilities: toProtoNames(agreed) });
         } catch (e) {
           if (!(e instanceof IncompatiblePeer)) throw e;
@@ -265,43 +316,7 @@ class Connection {
   }
 
   private async putBlobs(id: RequestId, req: Json, payload: Buffer): Promise<void> {
-    if (!Array.isArray(req.blobs)) throw new BadRequest('put_blobs needs "blobs": [{digest, offset, length}]');
-    // Validate every entry before storing any, so a malformed request stores nothing.
-    const declared = req.blobs.reduce((n: number, b: unknown) => n + declaredSize(b), 0);
-    if (declared > MAX_PAYLOAD_BYTES) {
-      throw new BadRequest(`put_blobs declares ${declared} bytes of blobs; at most ${MAX_PAYLOAD_BYTES} per frame, split it`);
-    }
-    const items = req.blobs.map((b: unknown, i: number) => {
-      if (typeof b !== 'object' || b === null) throw new BadRequest(`blobs[${i}] must be an object`);
-      const { digest, offset, length, codec } = b as Json;
-      const d = parseDigestField(digest, `blobs[${i}].digest`);
-      if (!isCount(offset) || !isCount(length) || offset + length > payload.length) {
-        throw new BadRequest(
-          `blobs[${i}]: offset ${String(offset)} and length ${String(length)} must lie within the ${payload.length}-byte payload`,
-        );
-      }
-      if (codec !== undefined && !isCodec(codec)) {
-        throw new BadRequest(`blobs[${i}].codec ${JSON.stringify(codec)} is not one of ${CODECS.join(', ')}; or send raw bytes`);
-      }
-      return { digest: d, data: payload.subarray(offset, offset + length), codec: codec as Codec | undefined };
-    });
-    // Decoded per item: bytes that are not valid zstd fail that item alone, as a digest mismatch would.
-    const results: Json[] = items.map((it) => ({ digest: formatDigest(it.digest) }));
-    const decoded: { digest: Digest; data: Uint8Array; at: number }[] = [];
-    await Promise.all(
-      items.map(async (it, i) => {
-        try {
-          const data = it.codec === undefined ? it.data : await decodeBlob(it.codec, it.data, it.digest.sizeBytes);
-          decoded.push({ digest: it.digest, data, at: i });
-        } catch (e) {
-          Object.assign(results[i], { code: 'bad_encoding', message: `not valid ${it.codec} data: ${String(e)}` });
-        }
-      }),
-    );
-    decoded.sort((a, b) => a.at - b.at);
-    const puts = await this.blobs.putMany(decoded);
-    this.opts.metrics.moved('ws', 'in', decoded.reduce((n, it) => n + it.data.length, 0));
-    for (const [k, put] of puts.entries()) Object.assign(results[decoded[k].at], { code: put.code, message: put.message });
+    const results = await storeBlobs(this.blobs, req, payload, (bytes) => this.opts.metrics.moved('ws', 'in', bytes));
     this.send({ re: id, ok: true, results });
   }
 
@@ -380,21 +395,7 @@ class Connection {
   }
 
   private failed(id: RequestId | null, e: unknown): void {
-    if (e instanceof BadRequest || e instanceof DigestError) {
-      this.send({ re: id, ok: false, error: { code: 'bad_request', message: e.message } });
-      return;
-    }
-    if (e instanceof OpError) {
-      this.send({ re: id, ok: false, error: { code: e.code, message: e.message } });
-      return;
-    }
-    if (isDiskFull(e)) {
-      this.opts.log(`request ${JSON.stringify(id)} failed: the data directory's disk is full: ${String(e)}`);
-      this.send({ re: id, ok: false, error: { code: 'disk_full', message: DISK_FULL_MESSAGE } });
-      return;
-    }
-    this.opts.log(`request ${JSON.stringify(id)} failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
-    this.send({ re: id, ok: false, error: { code: 'internal', message: `gateway error: ${String(e)}` } });
+    this.send({ re: id, ok: false, error: errorOf(e, `request ${JSON.stringify(id)}`, this.opts.log) });
   }
 
   private send(msg: Json): void {
@@ -417,6 +418,76 @@ function label(value: unknown, field: string): string {
     throw new BadRequest(`run: "${field}" must be a string of at most ${MAX_LABEL_CHARS} characters`);
   }
   return value;
+}
+
+const UNAUTHORIZED = 'kernelhop gateway: missing or wrong token (send "Authorization: Bearer TOKEN" or ?token=TOKEN)\n';
+
+/** The error a failed request is answered with; what the client did not cause is logged. */
+function errorOf(e: unknown, what: string, log: (line: string) => void): { code: string; message: string } {
+  if (e instanceof BadRequest || e instanceof DigestError) return { code: 'bad_request', message: e.message };
+  if (e instanceof OpError) return { code: e.code, message: e.message };
+  if (isDiskFull(e)) {
+    log(`${what} failed: the data directory's disk is full: ${String(e)}`);
+    return { code: 'disk_full', message: DISK_FULL_MESSAGE };
+  }
+  log(`${what} failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+  return { code: 'internal', message: `gateway error: ${String(e)}` };
+}
+
+/** The request's body, `length` bytes read into one buffer; undefined when it ends short or runs over. */
+function readBody(req: IncomingMessage, length: number): Promise<Buffer | undefined> {
+  return new Promise((resolve) => {
+    const body = Buffer.allocUnsafe(length);
+    let got = 0;
+    req.on('data', (chunk: Buffer) => {
+      if (got + chunk.length <= length) chunk.copy(body, got);
+      got += chunk.length;
+    });
+    req.on('end', () => resolve(got === length ? body : undefined));
+    req.on('error', () => resolve(undefined));
+  });
+}
+
+/** A put_blobs request (a WebSocket frame or an upload's body): each blob decoded, verified and stored; per-blob results. */
+async function storeBlobs(blobs: UserBlobView, req: Json, payload: Buffer, moved: (bytes: number) => void): Promise<Json[]> {
+  if (!Array.isArray(req.blobs)) throw new BadRequest('put_blobs needs "blobs": [{digest, offset, length}]');
+  // Validate every entry before storing any, so a malformed request stores nothing.
+  const declared = req.blobs.reduce((n: number, b: unknown) => n + declaredSize(b), 0);
+  if (declared > MAX_PAYLOAD_BYTES) {
+    throw new BadRequest(`put_blobs declares ${declared} bytes of blobs; at most ${MAX_PAYLOAD_BYTES} per frame, split it`);
+  }
+  const items = req.blobs.map((b: unknown, i: number) => {
+    if (typeof b !== 'object' || b === null) throw new BadRequest(`blobs[${i}] must be an object`);
+    const { digest, offset, length, codec } = b as Json;
+    const d = parseDigestField(digest, `blobs[${i}].digest`);
+    if (!isCount(offset) || !isCount(length) || offset + length > payload.length) {
+      throw new BadRequest(
+        `blobs[${i}]: offset ${String(offset)} and length ${String(length)} must lie within the ${payload.length}-byte payload`,
+      );
+    }
+    if (codec !== undefined && !isCodec(codec)) {
+      throw new BadRequest(`blobs[${i}].codec ${JSON.stringify(codec)} is not one of ${CODECS.join(', ')}; or send raw bytes`);
+    }
+    return { digest: d, data: payload.subarray(offset, offset + length), codec: codec as Codec | undefined };
+  });
+  // Decoded per item: bytes that are not valid zstd fail that item alone, as a digest mismatch would.
+  const results: Json[] = items.map((it) => ({ digest: formatDigest(it.digest) }));
+  const decoded: { digest: Digest; data: Uint8Array; at: number }[] = [];
+  await Promise.all(
+    items.map(async (it, i) => {
+      try {
+        const data = it.codec === undefined ? it.data : await decodeBlob(it.codec, it.data, it.digest.sizeBytes);
+        decoded.push({ digest: it.digest, data, at: i });
+      } catch (e) {
+        Object.assign(results[i], { code: 'bad_encoding', message: `not valid ${it.codec} data: ${String(e)}` });
+      }
+    }),
+  );
+  decoded.sort((a, b) => a.at - b.at);
+  const puts = await blobs.putMany(decoded);
+  moved(decoded.reduce((n, it) => n + it.data.length, 0));
+  for (const [k, put] of puts.entries()) Object.assign(results[decoded[k].at], { code: put.code, message: put.message });
+  return results;
 }
 
 export function encodeBinary(header: Json, parts: Buffer[]): Buffer {

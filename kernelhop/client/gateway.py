@@ -12,6 +12,7 @@ import socket
 import ssl
 import struct
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -25,6 +26,7 @@ from kernelhop_proto.v1.gateway_pb2 import HelloRequest
 from websockets.sync.client import ClientConnection, connect
 
 from .compression import CODEC, compress_if_it_pays, compression_wanted
+from .uploads import HttpUploads, UploadRefused, UploadsUnavailable, upload_url
 from ..tls import PinMismatch, TlsSettingError, client_context
 
 MiB = 1024 * 1024
@@ -85,9 +87,14 @@ def digest_size(digest: str) -> int:
         raise GatewayError("bad_request", str(e)) from None
 
 
-def encode_binary(header: Mapping[str, Any], payload: Iterable[bytes | memoryview]) -> bytes:
+def binary_head(header: Mapping[str, Any]) -> bytes:
+    """A binary frame's start: its JSON header's length (u32 BE) and the header."""
     head = json.dumps(header, separators=(",", ":")).encode()
-    return b"".join([struct.pack(">I", len(head)), head, *payload])
+    return struct.pack(">I", len(head)) + head
+
+
+def encode_binary(header: Mapping[str, Any], payload: Iterable[bytes | memoryview]) -> bytes:
+    return b"".join([binary_head(header), *payload])
 
 
 def decode_binary(frame: bytes) -> tuple[dict[str, Any], memoryview]:
@@ -158,6 +165,9 @@ class GatewayConnection:
         self.agreed = offer([CODEC])
         self._ws: ClientConnection | None = None
         self._ids = itertools.count(1)
+        # The upload endpoint (put_blobs), once the hello named one; off for good once it could not be used.
+        self._http: HttpUploads | None = None
+        self._uploads_off = False
 
     # -- connection -------------------------------------------------------------------------------------------
 
@@ -165,6 +175,8 @@ class GatewayConnection:
         ws, self._ws = self._ws, None
         if ws is not None:
             ws.close()
+        if self._http is not None:
+            self._http.close()
 
     def _conn(self) -> ClientConnection:
         if self._ws is not None and self._ws.state is State.OPEN:
@@ -358,32 +370,50 @@ class GatewayConnection:
     def put_blobs(self, blobs: Mapping[str, bytes | memoryview], progress: Callable[[int], None] | None = None) -> int:
         """Upload blobs (digest → bytes); every item must come back `ok`. Returns the blobs' bytes (before any zstd).
 
-        Frames of PUT_FRAME_BYTES, up to PUT_DEPTH of them in flight: the gateway verifies and stores one frame
-        while the next is on the wire (it handles a socket's frames concurrently), where one frame at a time left
-        each side idle half the time. `progress` gets the bytes sent so far after each frame.
+        Requests of PUT_FRAME_BYTES, up to PUT_DEPTH of them in flight: the gateway verifies and stores one while
+        the next is on the wire, where one at a time left each side idle half the time. They go to the gateway's
+        upload endpoint where its hello names one (uploads.py), else as put_blobs frames on the socket; a put is
+        idempotent, so requests the endpoint could not take go again as frames. `progress` gets the bytes sent so
+        far after each request.
         """
+        self._conn()  # its hello says whether the gateway takes uploads
+        uploads = self._uploads()
+        if uploads is not None:
+            try:
+                return self._put_uploads(uploads, blobs, progress)
+            except UploadsUnavailable:
+                self._uploads_off = True
+                uploads.close()
+        return self._put_frames(blobs, progress)
+
+    def _put_requests(self, blobs: Mapping[str, bytes | memoryview]) -> Iterator[tuple[list[str], dict[str, Any], list[Any]]]:
+        """Each put_blobs request: its digests, header and payload parts (zstd where it pays)."""
+        for batch in _batches(((d, len(b)) for d, b in blobs.items()), self._limit(PUT_FRAME_BYTES, "max_batch_bytes")):
+            if len(batch) == 1 and len(blobs[batch[0]]) > MAX_FRAME - 64 * 1024:
+                raise GatewayError(
+                    "too_large",
+                    f"blob {batch[0]} is larger than a gateway frame ({MAX_FRAME // MiB} MiB) allows",
+                )
+            entries, parts, offset = [], [], 0
+            for d in batch:
+                frame = compress_if_it_pays(blobs[d]) if self.compress else None
+                part = blobs[d] if frame is None else frame
+                entries.append({"digest": d, "offset": offset, "length": len(part)})
+                if frame is not None:
+                    entries[-1]["codec"] = CODEC
+                parts.append(part)
+                offset += len(part)
+            yield batch, {"op": "put_blobs", **encode_request("put_blobs", {"blobs": entries})}, parts
+
+    def _put_frames(self, blobs: Mapping[str, bytes | memoryview], progress: Callable[[int], None] | None) -> int:
         sent = 0
         inflight: dict[str, list[str]] = {}
         try:
-            for batch in _batches(((d, len(b)) for d, b in blobs.items()), self._limit(PUT_FRAME_BYTES, "max_batch_bytes")):
-                if len(batch) == 1 and len(blobs[batch[0]]) > MAX_FRAME - 64 * 1024:
-                    raise GatewayError(
-                        "too_large",
-                        f"blob {batch[0]} is larger than a gateway frame ({MAX_FRAME // MiB} MiB) allows",
-                    )
-                entries, parts, offset = [], [], 0
-                for d in batch:
-                    frame = compress_if_it_pays(blobs[d]) if self.compress else None
-                    part = blobs[d] if frame is None else frame
-                    entries.append({"digest": d, "offset": offset, "length": len(part)})
-                    if frame is not None:
-                        entries[-1]["codec"] = CODEC
-                    parts.append(part)
-                    offset += len(part)
+            for batch, header, parts in self._put_requests(blobs):
                 while len(inflight) >= self._limit(PUT_DEPTH, "max_blobs_in_flight"):
                     self._put_reply(inflight)
                 rid = self._next_id()
-                self._send(encode_binary({"id": rid, "op": "put_blobs", **encode_request("put_blobs", {"blobs": entries})}, parts), retry=not inflight)
+                self._send(encode_binary({"id": rid, **header}, parts), retry=not inflight)
                 inflight[rid] = batch
                 sent += sum(len(blobs[d]) for d in batch)
                 if progress is not None:
@@ -403,7 +433,9 @@ class GatewayConnection:
     def _put_reply(self, inflight: dict[str, list[str]]) -> None:
         """Wait for the reply to one of the put_blobs frames in `inflight`, check it and take it off."""
         reply, _ = self._await(inflight, self.reply_timeout)
-        batch = inflight.pop(reply["re"])
+        self._check_put(inflight.pop(reply["re"]), reply)
+
+    def _check_put(self, batch: list[str], reply: dict[str, Any]) -> None:
         results = {r.get("digest"): r for r in _field(reply, "results", list) if isinstance(r, dict)}
         for d in batch:
             r = results.get(d)
@@ -414,6 +446,60 @@ class GatewayConnection:
                     str(r.get("code")), f"the gateway refused blob {d}: {r.get('message') or r.get('code')}"
                 )
         self.known.update(batch)
+
+    def _uploads(self) -> HttpUploads | None:
+        """The gateway's upload endpoint, where its hello named one and it has not failed us."""
+        if self._uploads_off or not self.agreed.blob_upload:
+            return None
+        url = upload_url(self.url, self.agreed.blob_upload)
+        if self._http is None or self._http.url != url:
+            tls = client_context(self.ca, self.fingerprint) if url.startswith("https://") else None
+            self._http = HttpUploads(url, self.token, tls=tls, timeout=self.reply_timeout, stall_s=STALL_S)
+        return self._http
+
+    def _put_uploads(
+        self, uploads: HttpUploads, blobs: Mapping[str, bytes | memoryview], progress: Callable[[int], None] | None
+    ) -> int:
+        depth = self._limit(PUT_DEPTH, "max_blobs_in_flight")
+        sent = 0
+        with ThreadPoolExecutor(max_workers=depth, thread_name_prefix="kernelhop-upload") as pool:
+            inflight: dict[Future[dict[str, Any]], list[str]] = {}
+            try:
+                for batch, header, parts in self._put_requests(blobs):
+                    while len(inflight) >= depth:
+                        self._upload_reply(inflight)
+                    inflight[pool.submit(uploads.post, binary_head(header), parts)] = batch
+                    sent += sum(len(blobs[d]) for d in batch)
+                    if progress is not None:
+                        progress(sent)
+                while inflight:
+                    self._upload_reply(inflight)
+            except BaseException:
+                # Interrupted or refused: the requests still in flight are abandoned, their sockets closed.
+                for f in inflight:
+                    f.cancel()
+                uploads.close()
+                raise
+        return sent
+
+    def _upload_reply(self, inflight: dict[Future[dict[str, Any]], list[str]]) -> None:
+        """Wait for one upload in `inflight` (in short slices, so the kernel's SIGINT still lands), check it."""
+        while True:
+            done, _ = wait(inflight, timeout=POLL_S, return_when=FIRST_COMPLETED)
+            if done:
+                break
+        future = done.pop()
+        batch = inflight.pop(future)
+        try:
+            reply = future.result()
+        except UploadRefused as e:
+            if e.status == 401:
+                raise GatewayAuthError(
+                    f"the gateway at {self.url} refused the token for an upload (HTTP 401). "
+                    "Set KERNELHOP_TOKEN to the token `kernelhop gateway` printed when it started."
+                ) from None
+            raise GatewayError(str(e.error.get("code", "bad_reply")), str(e.error.get("message") or e)) from None
+        self._check_put(batch, reply)
 
     def get_blobs(self, digests: Iterable[str]) -> dict[str, bytes]:
         """Download blobs, each checked against its digest; requests of GET_BATCH_BYTES, GET_DEPTH in flight, so

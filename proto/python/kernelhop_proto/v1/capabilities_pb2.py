@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fkernelhop/v1/capabilities.proto\x12\x0ckernelhop.v1\x1a google/protobuf/descriptor.proto\"\xea\x01\n\x0c\x43\x61pabilities\x12$\n\x0fmax_frame_bytes\x18\x01 \x01(\x01\x42\x0b\x89\xb5\x18\x00\x00\x00\x00\x00\x00\x90\x41\x12$\n\x0fmax_batch_bytes\x18\x02 \x01(\x01\x42\x0b\x89\xb5\x18\x00\x00\x00\x00\x00\x00`A\x12)\n\x14max_batch_read_bytes\x18\x03 \x01(\x01\x42\x0b\x89\xb5\x18\x00\x00\x00\x00\x00\x00\x88\x41\x12(\n\x13max_blobs_in_flight\x18\x04 \x01(\x01\x42\x0b\x89\xb5\x18\x00\x00\x00\x00\x00\x00\x10@\x12\x0e\n\x06\x63odecs\x18\x05 \x03(\t\x12\x17\n\x0f\x64igest_function\x18\x06 \x01(\t\x12\x10\n\x08protocol\x18\x07 \x01(\t:6\n\rdefault_limit\x12\x1d.google.protobuf.FieldOptions\x18\xd1\x86\x03 \x01(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fkernelhop/v1/capabilities.proto\x12\x0ckernelhop.v1\x1a google/protobuf/descriptor.proto\"\xff\x01\n\x0c\x43\x61pabilities\x12$\n\x0fmax_frame_bytes\x18\x01 \x01(\x01\x42\x0b\x89\xb5\x18\x00\x00\x00\x00\x00\x00\x90\x41\x12$\n\x0fmax_batch_bytes\x18\x02 \x01(\x01\x42\x0b\x89\xb5\x18\x00\x00\x00\x00\x00\x00`A\x12)\n\x14max_batch_read_bytes\x18\x03 \x01(\x01\x42\x0b\x89\xb5\x18\x00\x00\x00\x00\x00\x00\x88\x41\x12(\n\x13max_blobs_in_flight\x18\x04 \x01(\x01\x42\x0b\x89\xb5\x18\x00\x00\x00\x00\x00\x00\x10@\x12\x0e\n\x06\x63odecs\x18\x05 \x03(\t\x12\x17\n\x0f\x64igest_function\x18\x06 \x01(\t\x12\x10\n\x08protocol\x18\x07 \x01(\t\x12\x13\n\x0b\x62lob_upload\x18\x08 \x01(\t:6\n\rdefault_limit\x12\x1d.google.protobuf.FieldOptions\x18\xd1\x86\x03 \x01(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,5 +41,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CAPABILITIES'].fields_by_name['max_blobs_in_flight']._loaded_options = None
   _globals['_CAPABILITIES'].fields_by_name['max_blobs_in_flight']._serialized_options = b'\211\265\030\000\000\000\000\000\000\020@'
   _globals['_CAPABILITIES']._serialized_start=84
-  _globals['_CAPABILITIES']._serialized_end=318
+  _globals['_CAPABILITIES']._serialized_end=339
 # @@protoc_insertion_point(module_scope)
