@@ -71,9 +71,8 @@ export function verifyBlob(digest: Digest, data: Uint8Array): PutResult {
 const PRESENT_MAX = 1_000_000;
 
 /**
- * Layout `<root>/<hash[0:2]>/<hash>`, as a runtime's chunk cache (ARCHITECTURE.md). A runtime on this host reads
- * (hard-links) the files of its runs' blobs itself, by the file: URLs readUrl gives; any other reads them through
- * the gateway.
+ * Layout `<root>/<hash[0:2]>/<hash>`, as a runtime's chunk cache (ARCHITECTURE.md). A runtime on this host copies
+ * the files of its runs' blobs itself, by the file: URLs readUrl gives; any other reads them through the gateway.
  */
 export class DiskBlobStore implements SweepableBlobStore, DirectReadBlobStore {
   /**
@@ -145,7 +144,7 @@ export class DiskBlobStore implements SweepableBlobStore, DirectReadBlobStore {
     // A unique temporary name in the same directory: concurrent puts of one blob each write their own file and the
     // renames (atomic on one file system) leave identical bytes whichever lands last.
     const tmp = path.join(dir, `.${digest.hash}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
-    // Read-only: a runtime beside the gateway hard-links this file into its cache and its workers' views.
+    // Read-only: a blob is immutable, and nothing that opens this file (a runtime beside the gateway) may change it.
     const fh = await fsp.open(tmp, 'wx', 0o444);
     try {
       await fh.writeFile(data);

@@ -85,7 +85,7 @@ test('a gateway on the directory store gives file: URLs of its own files, for th
   assert.equal(urls.responses[1]!.url, '');
   const file = fileURLToPath(urls.responses[0]!.url);
   assert.deepEqual(fs.readFileSync(file), chunk.data);
-  // Read-only, for the runtime hard-links it into its cache and its workers' views.
+  // Read-only: nothing that opens it (a runtime beside the gateway) may change a blob.
   assert.equal(fs.statSync(file).mode & 0o777, 0o444);
   await finish();
   rt.close();

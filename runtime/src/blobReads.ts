@@ -1,6 +1,6 @@
 // Reads blobs for the chunk cache: straight from the gateway's store by the URLs it gives where it gives them
 // (presigned GETs of an S3-compatible store; file: URLs of its directory store, which a runtime on the gateway's
-// host hard-links instead of copying), else through the gateway's BatchReadBlobs. Either way the cache verifies
+// host copies without a byte crossing a socket), else through the gateway's BatchReadBlobs. Either way the cache verifies
 // every blob's digest before keeping it, so a URL can only ever give bytes that are checked.
 import * as grpc from '@grpc/grpc-js';
 import { fileURLToPath } from 'node:url';

@@ -224,16 +224,17 @@ export class ChunkCache implements BlobSink {
   }
 
   /**
-   * Keep a blob from a file of this host (the gateway's store, when this runtime runs beside it): a hard link to it,
-   * or a copy where a link cannot be made (another file system or owner). Verified as a fetched blob is; false, and
-   * nothing kept, when the file is absent, unreadable or holds other bytes.
+   * Keep a blob from a file of this host (the gateway's store, when this runtime runs beside it): copied in the
+   * kernel (copy_file_range), not linked, so the cache stays a copy of its own that damage to either side does not
+   * reach. Verified as a fetched blob is; false, and nothing kept, when the file is absent, unreadable or holds
+   * other bytes.
    */
   async adopt(d: Digest, file: string): Promise<boolean> {
     const final = this.pathOf(d);
     await this.ensureDir(path.dirname(final));
     const tmp = this.temporary(final);
     try {
-      await fs.promises.link(file, tmp).catch(() => fs.promises.copyFile(file, tmp, fs.constants.COPYFILE_FICLONE));
+      await fs.promises.copyFile(file, tmp, fs.constants.COPYFILE_FICLONE);
       if (!(await this.holds(tmp, d))) {
         await fs.promises.rm(tmp, { force: true });
         return false;

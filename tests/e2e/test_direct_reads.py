@@ -1,5 +1,5 @@
-"""A runtime beside the gateway reads its runs' chunks from the gateway's directory store itself: hard links into
-its cache, no bytes through gRPC. A runtime that cannot see that disk (another host) reads through the gateway.
+"""A runtime beside the gateway reads its runs' chunks from the gateway's directory store itself: copies into its
+cache, no bytes through gRPC. A runtime that cannot see that disk (another host) reads through the gateway.
 
 Real ipykernel → gateway → runtime (posing as h100) → worker, on loopback. "Another host" is a runtime in a mount
 namespace of its own where the gateway's store is an empty tmpfs: the file: URLs name files it cannot find.
@@ -13,6 +13,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import urllib.request
+
 import pytest
 from kernelhop.cli.services import RUNTIME_READY, node_entry, runtime_token, start_service
 from kernelhop_testing import Kernel, Stack, launch_stack
@@ -23,6 +25,14 @@ BLOB_NAME = re.compile(r"^[0-9a-f]{64}$")
 
 def cached_blobs(cache: Path) -> list[Path]:
     return [p for p in cache.rglob("*") if BLOB_NAME.match(p.name) and "given" not in p.parts]
+
+
+def served_over_grpc(stack: Stack) -> float:
+    url = stack.ws_url.replace("ws://", "http://").replace("/ws/v1", "/metrics")
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {stack.token}"})
+    text = urllib.request.urlopen(request, timeout=10).read().decode()
+    m = re.search(r'^kernelhop_bytes_total\{link="grpc",direction="out"\} (\S+)$', text, re.M)
+    return float(m.group(1)) if m else 0.0
 
 
 def hop_big_array(stack: Stack) -> None:
@@ -37,14 +47,17 @@ def hop_big_array(stack: Stack) -> None:
         kernel.shutdown()
 
 
-def test_a_runtime_beside_the_gateway_links_the_stores_files(tmp_path: Path) -> None:
+def test_a_runtime_beside_the_gateway_copies_the_stores_files(tmp_path: Path) -> None:
     stack = launch_stack(tmp_path)
     try:
         hop_big_array(stack)
         store = tmp_path / "gateway" / "cas"
-        linked = [p for p in cached_blobs(tmp_path / "runtime-cache") if os.path.samefile(p, store / p.name[:2] / p.name)]
-        # The 16 MB array is tens of chunks; every one the run read is the store's own file.
-        assert len(linked) >= 16, sorted(p.name for p in cached_blobs(tmp_path / "runtime-cache"))
+        cached = cached_blobs(tmp_path / "runtime-cache")
+        # The 16 MB array is tens of chunks, each a copy of the store's file, none of them sent over gRPC.
+        assert len(cached) >= 16
+        assert all(p.read_bytes() == (store / p.name[:2] / p.name).read_bytes() for p in cached)
+        assert not any(os.path.samefile(p, store / p.name[:2] / p.name) for p in cached)
+        assert served_over_grpc(stack) == 0
         assert not any("reading through the gateway" in line for line in stack.runtime.lines)
     finally:
         stack.stop()
@@ -65,8 +78,7 @@ def test_a_runtime_that_cannot_see_the_store_reads_through_the_gateway(tmp_path:
     try:
         hop_big_array(stack)
         assert any("reading through the gateway from now on" in line for line in stack.runtime.lines), stack.runtime.lines
-        blobs = cached_blobs(cache)
-        assert len(blobs) >= 16
-        assert not any((store / p.name[:2] / p.name).exists() and os.path.samefile(p, store / p.name[:2] / p.name) for p in blobs)
+        assert len(cached_blobs(cache)) >= 16
+        assert served_over_grpc(stack) >= 16_000_000
     finally:
         stack.stop()
