@@ -1,7 +1,9 @@
 // The pool on a simulated day (gateway/bench/poolSim.ts): the gateway's real Scheduler on simulated time and
 // runtimes. Prints, as JSON lines: the full trace on 1,000 runtimes x 8 GPUs; then the smallest pool (runtimes of
 // 8 GPUs) whose p95 queue wait is <= 2 s on the same trace, against the reserved baseline (one GPU per open session).
-//   npm run build && node benchmarks/pool_sim.js [--sessions N] [--runtimes N] [--hours H]
+//   npm run build && node benchmarks/pool_sim.js [--sessions N] [--runtimes N] [--hours H] [--think-minutes M]
+// --think-minutes M: mean thinking between bursts (4); 12 leaves the reserved GPUs ~8 % used (reservedUtilization),
+// the figure the brief's pooling goal is set against, where 4 leaves them ~19 % used.
 // --sizes A,B,...: only these fixed pools, one line each. --elastic (with or without --sizes): also the real
 // autoscaler (gateway/src/elastic/autoscaler.ts) growing and shrinking the pool from a floor of --floor runtimes (2)
 // up to --max-runtimes (200), hosts booting in --boot LO,HI seconds (60,120), --target-utilization F (0.9; 0: off),
@@ -19,7 +21,12 @@ const list = (name, fallback) => {
   const i = args.indexOf(`--${name}`);
   return i >= 0 ? args[i + 1].split(',').map(Number) : fallback;
 };
-const trace = { ...FULL_TRACE, sessions: opt('sessions', FULL_TRACE.sessions), hours: opt('hours', FULL_TRACE.hours) };
+const trace = {
+  ...FULL_TRACE,
+  sessions: opt('sessions', FULL_TRACE.sessions),
+  hours: opt('hours', FULL_TRACE.hours),
+  thinkMinutes: opt('think-minutes', FULL_TRACE.thinkMinutes),
+};
 const runtimes = opt('runtimes', 1000);
 const sizes = list('sizes', null);
 const target = opt('target-utilization', 0.9);
