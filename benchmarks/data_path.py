@@ -3,6 +3,8 @@
 1. The kernel's upload: ``put_blobs`` of random 256 KiB chunks through the kernel's client, over the gateway's
    upload endpoint (an HTTP POST body per request) and, as the baseline, as WebSocket frames; alternated, fresh
    chunks each time, the median of each.
+   Next to it, the floor under any durable store on this disk: the same bytes written and fsynced, as one file and
+   as a file per chunk (as the gateway's directory store writes them).
 2. The runtime's fetch into an empty cache (``runtime_fetch_s`` of a cold hop whose cell reads an array of the same
    size): a runtime beside the gateway copying the store's files (direct reads) and, as the baseline, a runtime in a
    mount namespace where the store is hidden, reading through ``BatchReadBlobs`` over gRPC (needs root and unshare).
@@ -23,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from kernelhop_snapshot import digest_of
@@ -57,6 +60,30 @@ def uploads(mib: int, rounds: int) -> dict[str, list[float]]:
                     client.close()
         finally:
             gateway.stop()
+    return times
+
+
+def durable_writes(mib: int, rounds: int) -> dict[str, list[float]]:
+    """The floor under any durable store on this disk: the same bytes written and fsynced, as one file, and as one
+    file per chunk fsynced from a pool (the gateway's directory store writes a file per chunk, fsyncs in parallel)."""
+    times: dict[str, list[float]] = {"one file": [], "a file per chunk": []}
+    data = [os.urandom(CHUNK) for _ in range(mib * 1024 * 1024 // CHUNK)]
+
+    def one(path: Path, chunks: list[bytes]) -> None:
+        with open(path, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+
+    with tempfile.TemporaryDirectory(dir=os.environ.get("KERNELHOP_HOME")) as tmp, ThreadPoolExecutor(8) as pool:
+        for r in range(rounds):
+            start = time.perf_counter()
+            one(Path(tmp) / f"pack-{r}", data)
+            times["one file"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            list(pool.map(lambda i: one(Path(tmp) / f"{r}-{i}", [data[i]]), range(len(data))))
+            times["a file per chunk"].append(time.perf_counter() - start)
     return times
 
 
@@ -112,6 +139,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
     report("1. the kernel's upload", uploads(args.mib, args.rounds), args.mib)
+    report("   the floor under a durable store: the same bytes written and fsynced", durable_writes(args.mib, args.rounds), args.mib)
     got = fetches(args.mib, args.rounds)
     report("2. the runtime's fetch into an empty cache", got, args.mib)
     if "grpc" not in got:
