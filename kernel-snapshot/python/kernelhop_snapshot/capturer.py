@@ -336,30 +336,41 @@ class Capturer:
         """
         selected = manifest.groups if groups is None else tuple(groups)
         if keep_unrestorable is None:
-            result = self._restore(selected, globals)
+            result = self._restore(selected, globals, None)
         else:
-            result = {}
-            for group in selected:
-                try:
-                    result.update(self._restore((group,), globals))
-                except RestoreError as e:
-                    reason = f"{type(e.__cause__).__name__}: {e.__cause__}"
-                    for name in group.names:
-                        placeholder = RemoteOnly(name, group.types[name], reason, keep_unrestorable)
-                        result[name] = placeholder
-                        self._remote[name] = (placeholder, group)
-                    self._tracked.pop(group.names, None)
+            failed: dict[tuple[str, ...], RestoreError] = {}
+            result = self._restore(selected, globals, failed)
+            for e in failed.values():
+                reason = f"{type(e.__cause__).__name__}: {e.__cause__}"
+                for name in e.group.names:
+                    placeholder = RemoteOnly(name, e.group.types[name], reason, keep_unrestorable)
+                    result[name] = placeholder
+                    self._remote[name] = (placeholder, e.group)
+                self._tracked.pop(e.group.names, None)
         if groups is None:
             for name, entry in manifest.unpicklable.items():
                 result[name] = Placeholder(name, entry["type"], entry["reason"])
         return result
 
-    def _restore(self, selected: tuple[Group, ...], globals: dict[str, Any] | None) -> dict[str, Any]:
+    def _restore(
+        self,
+        selected: tuple[Group, ...],
+        globals: dict[str, Any] | None,
+        failed: dict[tuple[str, ...], RestoreError] | None,
+    ) -> dict[str, Any]:
         streams: dict[tuple[str, ...], memoryview] = {}
         result = restore_groups(
-            selected, self.store, globals=globals, devices=self.devices, tracker=self.tracker, streams=streams
+            selected,
+            self.store,
+            globals=globals,
+            devices=self.devices,
+            tracker=self.tracker,
+            streams=streams,
+            unrestorable=failed,
         )
         for group in selected:
+            if failed and group.names in failed:
+                continue
             self._buffer_hints.update(((group.names, i), Chunked(ref)) for i, ref in enumerate(group.buffers))
             for name in group.names:
                 self._remote.pop(name, None)

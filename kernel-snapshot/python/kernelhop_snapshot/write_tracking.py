@@ -54,20 +54,16 @@ class WriteTracker:
         # dict operations are atomic.
         self._regions: dict[int, _Region] = {}
 
-    def restored_buffer(self, ref: BlobRef, fill: Callable[[memoryview], None]) -> memoryview | None:
-        """A writable buffer of ``ref.size`` bytes that ``fill`` wrote ``ref``'s bytes into, tracked from now on;
-        None where tracking is not available."""
+    def restored_buffer(self, ref: BlobRef, fill: Callable[[int], None]) -> memoryview | None:
+        """A writable buffer of ``ref.size`` bytes, tracked from now on, holding what ``fill`` wrote into the file
+        descriptor it is given (``ref``'s bytes, with pwrite at their offsets); None where tracking is not available.
+        Nothing but ``fill`` can write the file before it is mapped: only this call holds it."""
         if not self.available or ref.size == 0:
             return None
         fd = os.memfd_create("kernelhop-restored", os.MFD_CLOEXEC)
         try:
             os.ftruncate(fd, ref.size)
-            with mmap.mmap(fd, ref.size, flags=mmap.MAP_SHARED) as shared:
-                view = memoryview(shared)
-                try:
-                    fill(view)
-                finally:
-                    view.release()
+            fill(fd)
             private = mmap.mmap(fd, ref.size, flags=mmap.MAP_PRIVATE)
         finally:
             os.close(fd)  # the mapping keeps the file alive, and nothing else can reach it

@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
-from kernelhop_snapshot import Capturer, MemoryBlobStore
+from kernelhop_snapshot import Capturer, CorruptBlobError, DirectoryBlobStore, MemoryBlobStore, MissingBlobError
 from kernelhop_snapshot.write_tracking import WriteTracker
 
 MiB = 1 << 20
@@ -111,6 +111,41 @@ def test_every_later_capture_still_sees_a_page_written_once():
     third = worker.capture(ns)
     assert third.manifest.groups != second.manifest.groups
     assert third.manifest.groups == _fresh(ns)
+
+
+def test_a_state_restored_from_a_directory_store_is_tracked(tmp_path, hashed):
+    store = DirectoryBlobStore(tmp_path, durable=False)
+    first = Capturer(store).capture(_state())
+    worker = Capturer(store, track_writes=True)
+    ns = worker.restore(first.manifest)
+    assert np.array_equal(ns["weights"], _state()["weights"]) and ns["frame"].equals(_state()["frame"])
+    hashed[0] = 0
+    assert worker.capture(ns).manifest.groups == first.manifest.groups
+    assert hashed[0] < MiB
+    ns["weights"][12_345] = -1.0
+    hashed[0] = 0
+    again = worker.capture(ns)
+    assert hashed[0] < 3 * MiB
+    assert again.manifest.groups == _fresh(ns) != first.manifest.groups
+
+
+def test_a_tracked_restore_still_refuses_a_corrupt_or_missing_chunk(tmp_path):
+    """Chunks reach the tracked memory through a buffer where each is verified before it is written on."""
+    store = DirectoryBlobStore(tmp_path, durable=False)
+    first = Capturer(store).capture(_state())
+    (weights,) = (g for g in first.manifest.groups if g.names == ("weights",))
+    corrupt, missing = weights.buffers[0].chunks[3], weights.buffers[0].chunks[-1]
+    original = open(store.path(corrupt), "rb").read()
+    with open(store.path(corrupt), "wb") as f:
+        f.write(bytes([original[0] ^ 1]) + original[1:])
+    with pytest.raises(CorruptBlobError, match=corrupt.hash):
+        Capturer(store, track_writes=True).restore(first.manifest)
+    with open(store.path(corrupt), "wb") as f:
+        f.write(original)
+    os.unlink(store.path(missing))
+    with pytest.raises(MissingBlobError, match=missing.hash):
+        Capturer(store, track_writes=True).restore(first.manifest)
+    assert not [t for t in threading.enumerate() if t.name.startswith("kernelhop-read")]  # nothing reads on
 
 
 def test_views_and_replaced_arrays_are_hashed_as_usual(hashed):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import importlib.util
 import io
@@ -615,6 +616,11 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     _preload(os.environ.get("KERNELHOP_PRELOAD"))
     worker = Worker(HandedOverStore(args.given, args.out), channel)
+    # What start-up made (preloaded modules, the shell: ~200,000 objects with torch) lives as long as the worker, so
+    # the cyclic collector stops walking it: the shell's reset before a cold restore runs a full collection, 0.09 s
+    # of it on the 2-core VM (benchmarks/RESULTS.md, "The worker's cold restore"), and the user's cells run others.
+    gc.collect()
+    gc.freeze()
     commands: queue.Queue[dict[str, Any]] = queue.Queue()
     threading.Thread(
         target=_watch_commands, args=(command_fd, commands, channel), name="kernelhop-stdin", daemon=True

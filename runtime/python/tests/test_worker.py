@@ -249,6 +249,20 @@ def test_preload_failure_only_warns(cache):
         w.close()
 
 
+def test_a_corrupt_chunk_of_a_large_buffer_is_restore_failed_naming_it(worker, snapshot_of, cache):
+    # 8 MiB: restored into tracked memory, its chunks verified by the pool before they are written there.
+    snapshot = snapshot_of("import numpy as np\nbig = np.arange(1 << 20, dtype=np.float64)")
+    with open(os.path.join(cache, snapshot[:2], snapshot.split("/")[0]), "rb") as f:
+        chunk = json.loads(f.read())["groups"][0]["buffers"][0]["chunks"][5]
+    path = os.path.join(cache, chunk[:2], chunk.split("/")[0])
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.write(b"X")
+    events = worker.run("print(big[0])", snapshot)
+    assert kinds(events) == ["failed"] and events[0]["code"] == "restore_failed", events
+    assert events[0]["corrupt_blob"] == chunk, events
+
+
 def _first_chunk(cache: str, snapshot: str) -> str:
     """The first chunk the manifest (canonical JSON) names."""
     digest = snapshot.split("/")[0]
