@@ -227,13 +227,17 @@ def test_missing_chunk_is_restore_failed_naming_it(worker, snapshot_of, cache):
     assert chunk.split("/")[0] in events[0]["message"]
 
 
-def test_corrupt_chunk_is_restore_failed(worker, snapshot_of, cache):
-    snapshot = snapshot_of("import numpy as np\nbig = np.ones(1000)")
-    chunk = _first_chunk(cache, snapshot)
+def _damage(cache, chunk: str) -> None:
+    """Overwrite the first byte of a cached chunk, as a damaged disk would."""
     path = os.path.join(cache, chunk[:2], chunk.split("/")[0])
     os.chmod(path, 0o644)
     with open(path, "r+b") as f:
         f.write(b"X")
+
+
+def test_corrupt_chunk_is_restore_failed(worker, snapshot_of, cache):
+    snapshot = snapshot_of("import numpy as np\nbig = np.ones(1000)")
+    _damage(cache, _first_chunk(cache, snapshot))
     events = worker.run("print(1)", snapshot)
     assert kinds(events) == ["failed"] and events[0]["code"] == "restore_failed", events
 
@@ -254,10 +258,7 @@ def test_a_corrupt_chunk_of_a_large_buffer_is_restore_failed_naming_it(worker, s
     snapshot = snapshot_of("import numpy as np\nbig = np.arange(1 << 20, dtype=np.float64)")
     with open(os.path.join(cache, snapshot[:2], snapshot.split("/")[0]), "rb") as f:
         chunk = json.loads(f.read())["groups"][0]["buffers"][0]["chunks"][5]
-    path = os.path.join(cache, chunk[:2], chunk.split("/")[0])
-    os.chmod(path, 0o644)
-    with open(path, "r+b") as f:
-        f.write(b"X")
+    _damage(cache, chunk)
     events = worker.run("print(big[0])", snapshot)
     assert kinds(events) == ["failed"] and events[0]["code"] == "restore_failed", events
     assert events[0]["corrupt_blob"] == chunk, events
