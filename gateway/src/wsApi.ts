@@ -138,20 +138,21 @@ export class WsApi {
           req.resume();
           return refuse(401, 'unauthorized', UNAUTHORIZED.trim());
         }
-        const body = await readBody(req, length);
-        if (body === undefined) return refuse(400, 'bad_request', `the upload ended before its ${length} bytes`);
         const blobs = new UserBlobView(this.opts.store, this.opts.snapshots, user.name);
-        try {
-          const { header, payload } = splitBinary(body);
-          if (header.op !== 'put_blobs') throw new BadRequest(`an upload carries put_blobs, not ${JSON.stringify(header.op)}`);
-          const results = await this.limiter(user).run(() =>
-            storeBlobs(blobs, header, payload, (bytes) => this.opts.metrics.moved('http', 'in', bytes)),
-          );
-          answer(200, { ok: true, results });
-        } catch (e) {
-          const error = errorOf(e, 'an upload', this.opts.log);
-          answer(error.code === 'internal' || error.code === 'disk_full' ? 503 : 400, { ok: false, error });
-        }
+        // The body is read in the user's turn: at most PER_USER_REQUESTS of one user's uploads are held in memory.
+        await this.limiter(user).run(async () => {
+          const body = await readBody(req, length);
+          if (body === undefined) return refuse(400, 'bad_request', `the upload ended before its ${length} bytes`);
+          try {
+            const { header, payload } = splitBinary(body);
+            if (header.op !== 'put_blobs') throw new BadRequest(`an upload carries put_blobs, not ${JSON.stringify(header.op)}`);
+            const results = await storeBlobs(blobs, header, payload, (bytes) => this.opts.metrics.moved('http', 'in', bytes));
+            answer(200, { ok: true, results });
+          } catch (e) {
+            const error = errorOf(e, 'an upload', this.opts.log);
+            answer(error.code === 'internal' || error.code === 'disk_full' ? 503 : 400, { ok: false, error });
+          }
+        });
       },
       (e: unknown) => {
         this.opts.log(`authentication failed: ${String(e)}`);

@@ -20,7 +20,7 @@ export interface BlobSink {
   adopt(d: Digest, file: string): Promise<boolean>;
 }
 
-/** Fetches (or files linked) in flight per batch: the store serves them in parallel; more would only queue. */
+/** Fetches (or files copied) in flight per batch: the store serves them in parallel; more would only queue. */
 const READS_PER_BATCH = 16;
 
 const toPb = (d: Digest): PbDigest => ({ hash: d.hash, sizeBytes: d.sizeBytes });
@@ -34,9 +34,11 @@ export async function readBlobs(gateway: GatewayClient, batch: Digest[], sink: B
       if (!(await sink.adopt(d, fileURLToPath(urls[i] as string)))) unread.push(d);
     });
     if (unread.length === 0) return;
-    // Not the gateway's host (or not its user): the files named are not there to read, so they never will be.
-    gateway.directReads = false;
-    gateway.log(`the gateway's store is not readable from this runtime (${unread.length} of ${batch.length} files); reading through the gateway from now on`);
+    if (unread.length === batch.length) {
+      // Not the gateway's host (or not its user): the files named are not there to read, so they never will be.
+      gateway.directReads = false;
+      gateway.log(`the gateway's store is not readable from this runtime (${batch.length} files of a batch); reading through the gateway from now on`);
+    }
     return write(sink, unread, await viaGateway(gateway, unread));
   }
   let blobs: Buffer[] | undefined;
@@ -57,6 +59,7 @@ async function write(sink: BlobSink, batch: Digest[], blobs: Buffer[]): Promise<
   await Promise.all(batch.map((d, i) => sink.write(d, blobs[i] as Buffer)));
 }
 
+/** URLs for the batch, or undefined when the gateway's store gives none (then it never will). */
 async function blobUrls(gateway: GatewayClient, batch: Digest[]): Promise<string[] | undefined> {
   let res;
   try {
