@@ -165,7 +165,7 @@ class GatewayConnection:
         self.agreed = offer([CODEC])
         self._ws: ClientConnection | None = None
         self._ids = itertools.count(1)
-        # The upload endpoint (put_blobs), once the hello named one; off for good once it could not be used.
+        # The upload endpoint (put_blobs), once the hello named one; off, until the next hello, once it failed us.
         self._http: HttpUploads | None = None
         self._uploads_off = False
 
@@ -231,6 +231,8 @@ class GatewayConnection:
         if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux; elsewhere the keepalive pings are the only watch
             self._ws.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(STALL_S * 1000))
         self._hello(self._ws)
+        # A new hello: the upload endpoint gets another try (what failed may have been the gateway restarting).
+        self._uploads_off = False
         return self._ws
 
     def _hello(self, ws: ClientConnection) -> None:
