@@ -435,7 +435,10 @@ function errorOf(e: unknown, what: string, log: (line: string) => void): { code:
   return { code: 'internal', message: `gateway error: ${String(e)}` };
 }
 
-/** The request's body, `length` bytes read into one buffer; undefined when it ends short or runs over. */
+/**
+ * The request's body, `length` bytes read into one buffer; undefined when it ends short, runs over or the client
+ * went away (an 'error', 'aborted': the user's turn must not wait for an 'end' that never comes).
+ */
 function readBody(req: IncomingMessage, length: number): Promise<Buffer | undefined> {
   return new Promise((resolve) => {
     const body = Buffer.allocUnsafe(length);

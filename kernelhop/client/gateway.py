@@ -26,7 +26,7 @@ from kernelhop_proto.v1.gateway_pb2 import HelloRequest
 from websockets.sync.client import ClientConnection, connect
 
 from .compression import CODEC, compress_if_it_pays, compression_wanted
-from .uploads import HttpUploads, UploadRefused, UploadsUnavailable, upload_url
+from .uploads import HttpUploads, UploadCut, UploadRefused, UploadsUnavailable, upload_url
 from ..tls import PinMismatch, TlsSettingError, client_context
 
 MiB = 1024 * 1024
@@ -476,8 +476,13 @@ class GatewayConnection:
                         progress(sent)
                 while inflight:
                     self._upload_reply(inflight)
+            except KernelhopError:
+                # Refused: the requests in flight are let finish (their answers no longer matter), so that when the
+                # hop says it failed, the gateway is done with its blobs.
+                wait(inflight, timeout=self.reply_timeout)
+                raise
             except BaseException:
-                # Interrupted or refused: the requests still in flight are abandoned, their sockets closed.
+                # Interrupted: the requests in flight are abandoned, their sockets closed.
                 for f in inflight:
                     f.cancel()
                 uploads.close()
@@ -501,6 +506,12 @@ class GatewayConnection:
                     "Set KERNELHOP_TOKEN to the token `kernelhop gateway` printed when it started."
                 ) from None
             raise GatewayError(str(e.error.get("code", "bad_reply")), str(e.error.get("message") or e)) from None
+        except UploadCut as e:
+            raise GatewayError(
+                "connection_lost",
+                f"the connection to the gateway at {self.url} was cut mid-upload ({e}); the local namespace is "
+                "unchanged. Run the cell again once the gateway is back.",
+            ) from None
         self._check_put(batch, reply)
 
     def get_blobs(self, digests: Iterable[str]) -> dict[str, bytes]:

@@ -19,8 +19,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 
 class UploadsUnavailable(Exception):
-    """The endpoint cannot be used from here (an older gateway, a proxy that passes only the WebSocket, a link
-    that HTTP cannot cross): the frames must go over the WebSocket instead."""
+    """The endpoint is not there to use (an older gateway, a proxy that passes only the WebSocket): the frames must
+    go over the WebSocket instead."""
+
+
+class UploadCut(Exception):
+    """The connection failed or was cut mid-request (the gateway gone, a link down): what the gateway stored of the
+    request is unknown."""
 
 
 class UploadRefused(Exception):
@@ -60,8 +65,8 @@ class HttpUploads:
 
     def post(self, head: bytes, parts: Sequence[bytes | memoryview]) -> dict[str, Any]:
         """One put_blobs request (``head``: its length prefix and JSON header; ``parts``: the payload); returns the
-        reply's JSON. Raises UploadsUnavailable where the endpoint is not there to use, UploadRefused for an error
-        the gateway answered."""
+        reply's JSON. Raises UploadsUnavailable where the endpoint is not there to use, UploadCut where the
+        connection failed, UploadRefused for an error the gateway answered."""
         with self._lock:
             conn = self._idle.pop() if self._idle else None
         try:
@@ -82,7 +87,7 @@ class HttpUploads:
         except (OSError, http.client.HTTPException) as e:
             if conn is not None:
                 conn.close()
-            raise UploadsUnavailable(f"{type(e).__name__}: {e}") from None
+            raise UploadCut(f"{type(e).__name__}: {e}") from None
         finally:
             with self._lock:
                 self._busy.discard(conn)  # type: ignore[arg-type]
