@@ -68,29 +68,17 @@ class HttpUploads:
         reply's JSON. Raises UploadsUnavailable where the endpoint is not there to use, UploadCut where the
         connection failed, UploadRefused for an error the gateway answered."""
         with self._lock:
-            conn = self._idle.pop() if self._idle else None
+            idle = self._idle.pop() if self._idle else None
         try:
-            conn = conn or self._connect()
-            with self._lock:
-                self._busy.add(conn)
-            conn.putrequest("POST", self._target, skip_accept_encoding=True)
-            if self._token:
-                conn.putheader("Authorization", f"Bearer {self._token}")
-            conn.putheader("Content-Type", "application/octet-stream")
-            conn.putheader("Content-Length", str(len(head) + sum(len(memoryview(p)) for p in parts)))
-            conn.endheaders()
-            conn.send(head)
-            for part in parts:
-                conn.send(part)
-            response = conn.getresponse()
-            body = response.read()
+            response, body, conn = self._send(idle or self._connect(), head, parts)
         except (OSError, http.client.HTTPException) as e:
-            if conn is not None:
-                conn.close()
-            raise UploadCut(f"{type(e).__name__}: {e}") from None
-        finally:
-            with self._lock:
-                self._busy.discard(conn)  # type: ignore[arg-type]
+            if idle is None:
+                raise UploadCut(f"{type(e).__name__}: {e}") from None
+            # A kept-alive connection the gateway closed while idle (Node closes them after 5 s): once more, anew.
+            try:
+                response, body, conn = self._send(self._connect(), head, parts)
+            except (OSError, http.client.HTTPException) as e:
+                raise UploadCut(f"{type(e).__name__}: {e}") from None
         if response.status in (404, 405, 426) or not response.getheader("Content-Type", "").startswith("application/json"):
             conn.close()
             raise UploadsUnavailable(f"{self.url} answered HTTP {response.status}")
@@ -104,6 +92,31 @@ class HttpUploads:
             error = reply.get("error") if isinstance(reply.get("error"), dict) else {"code": "bad_reply"}
             raise UploadRefused(response.status, error)
         return reply
+
+    def _send(
+        self, conn: http.client.HTTPConnection, head: bytes, parts: Sequence[bytes | memoryview]
+    ) -> tuple[http.client.HTTPResponse, bytes, http.client.HTTPConnection]:
+        """The request on ``conn``: its response and body; ``conn`` is closed if that fails."""
+        with self._lock:
+            self._busy.add(conn)
+        try:
+            conn.putrequest("POST", self._target, skip_accept_encoding=True)
+            if self._token:
+                conn.putheader("Authorization", f"Bearer {self._token}")
+            conn.putheader("Content-Type", "application/octet-stream")
+            conn.putheader("Content-Length", str(len(head) + sum(len(memoryview(p)) for p in parts)))
+            conn.endheaders()
+            conn.send(head)
+            for part in parts:
+                conn.send(part)
+            response = conn.getresponse()
+            return response, response.read(), conn
+        except BaseException:
+            conn.close()
+            raise
+        finally:
+            with self._lock:
+                self._busy.discard(conn)
 
     def _connect(self) -> http.client.HTTPConnection:
         if self._tls is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -103,4 +104,17 @@ def test_a_client_whose_endpoint_cannot_be_used_sends_frames(gateway: tuple[Serv
     assert moved(gateway, "ws") - before_ws == sum(len(b) for b in sent.values())
     client.known.clear()
     assert client.find_missing(list(sent)) == []
+    client.close()
+
+
+def test_a_connection_the_gateway_closed_while_idle_is_replaced(gateway: tuple[Service, str]) -> None:
+    service, token = gateway
+    client = GatewayConnection(service.ready["ws"], token)
+    client.compress = False
+    client.put_blobs(blobs(2, 1000))
+    time.sleep(5.5)  # past Node's keep-alive timeout (5 s): the gateway has closed the idle connection
+    before = moved(gateway, "http")
+    sent = blobs(2, 1000)
+    client.put_blobs(sent)
+    assert moved(gateway, "http") - before == 2000
     client.close()
