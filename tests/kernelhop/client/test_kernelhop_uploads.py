@@ -112,9 +112,9 @@ def test_a_connection_the_gateway_closed_while_idle_is_replaced(gateway: tuple[S
     client = GatewayConnection(service.ready["ws"], token)
     client.compress = False
     client.put_blobs(blobs(2, 1000))
-    time.sleep(5.5)  # past Node's keep-alive timeout (5 s): the gateway has closed the idle connection
+    time.sleep(6)  # past Node's keep-alive timeout (5 s): the gateway has closed the idle connection
     before = moved(gateway, "http")
-    sent = blobs(2, 1000)
+    sent = blobs(16, 256 * 1024)  # more than a socket's buffer: sent on the closed connection, it breaks the pipe
     client.put_blobs(sent)
-    assert moved(gateway, "http") - before == 2000
+    assert moved(gateway, "http") - before == 16 * 256 * 1024
     client.close()
