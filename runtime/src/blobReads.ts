@@ -20,6 +20,9 @@ export interface BlobSink {
   adopt(d: Digest, file: string): Promise<boolean>;
 }
 
+/** Digests per GetBlobUrls call at most, the gateway's limit (runtime.proto). */
+const URLS_PER_CALL = 1024;
+
 /** Fetches (or files copied) in flight per batch: the store serves them in parallel; more would only queue. */
 const READS_PER_BATCH = 16;
 
@@ -61,9 +64,12 @@ async function write(sink: BlobSink, batch: Digest[], blobs: Buffer[]): Promise<
 
 /** URLs for the batch, or undefined when the gateway's store gives none (then it never will). */
 async function blobUrls(gateway: GatewayClient, batch: Digest[]): Promise<string[] | undefined> {
-  let res;
+  const responses = [];
   try {
-    res = await gateway.getBlobUrls(batch.map(toPb));
+    // A batch of a working directory's small files can name thousands of blobs: asked for in slices.
+    for (let at = 0; at < batch.length; at += URLS_PER_CALL) {
+      responses.push(...(await gateway.getBlobUrls(batch.slice(at, at + URLS_PER_CALL).map(toPb))).responses);
+    }
   } catch (e) {
     const code = (e as grpc.ServiceError).code;
     if (code === grpc.status.FAILED_PRECONDITION || code === grpc.status.UNIMPLEMENTED) {
@@ -72,7 +78,7 @@ async function blobUrls(gateway: GatewayClient, batch: Digest[]): Promise<string
     }
     throw e;
   }
-  const byHash = new Map(res.responses.map((r) => [r.digest?.hash ?? '', r]));
+  const byHash = new Map(responses.map((r) => [r.digest?.hash ?? '', r]));
   return batch.map((d) => {
     const r = byHash.get(d.hash);
     if (!r) throw new BlobReadError(`the gateway's answer to GetBlobUrls left out blob ${formatDigest(d)}`);

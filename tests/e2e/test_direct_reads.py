@@ -35,8 +35,12 @@ def served_over_grpc(stack: Stack) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-def hop_big_array(stack: Stack) -> None:
-    kernel = Kernel(stack.env())
+def hop_big_array(stack: Stack, cwd: Path) -> None:
+    # More small files than one GetBlobUrls call may name (1024): the working directory travels with the hop.
+    cwd.mkdir(exist_ok=True)
+    for i in range(1500):
+        (cwd / f"note-{i}.txt").write_text(f"file {i}\n")
+    kernel = Kernel(stack.env(), cwd=cwd)
     try:
         setup = kernel.run("import numpy as np\nbig = np.arange(2_000_000, dtype=np.float64)\nexpected = float(big.sum())")
         assert setup.status == "ok", setup.error_text
@@ -50,11 +54,11 @@ def hop_big_array(stack: Stack) -> None:
 def test_a_runtime_beside_the_gateway_copies_the_stores_files(tmp_path: Path) -> None:
     stack = launch_stack(tmp_path)
     try:
-        hop_big_array(stack)
+        hop_big_array(stack, tmp_path / "work")
         store = tmp_path / "gateway" / "cas"
         cached = cached_blobs(tmp_path / "runtime-cache")
-        # The 16 MB array is tens of chunks, each a copy of the store's file, none of them sent over gRPC.
-        assert len(cached) >= 16
+        # The 16 MB array's chunks and the files', each a copy of the store's file, none of them sent over gRPC.
+        assert len(cached) >= 1500
         assert all(p.read_bytes() == (store / p.name[:2] / p.name).read_bytes() for p in cached)
         assert not any(os.path.samefile(p, store / p.name[:2] / p.name) for p in cached)
         assert served_over_grpc(stack) == 0
@@ -76,7 +80,7 @@ def test_a_runtime_that_cannot_see_the_store_reads_through_the_gateway(tmp_path:
     env = {**os.environ, "KERNELHOP_TOKEN": runtime_token(tmp_path / "runtime-token")}
     stack.runtime = start_service("runtime", command, RUNTIME_READY, env=env)
     try:
-        hop_big_array(stack)
+        hop_big_array(stack, tmp_path / "work")
         assert any("reading through the gateway from now on" in line for line in stack.runtime.lines), stack.runtime.lines
         assert len(cached_blobs(cache)) >= 16
         assert served_over_grpc(stack) >= 16_000_000
