@@ -22,16 +22,15 @@ import os
 import secrets
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from kernelhop_snapshot import digest_of
-from kernelhop_testing import Kernel, launch_stack
+from kernelhop_testing import CAN_HIDE, Kernel, hiding, launch_stack
 
-from kernelhop.cli.services import RUNTIME_READY, node_entry, runtime_token, start_gateway, start_service
+from kernelhop.cli.services import runtime_token, start_gateway, start_runtime
 from kernelhop.client.gateway import GatewayConnection
 
 CHUNK = 256 * 1024
@@ -88,8 +87,7 @@ def durable_writes(mib: int, rounds: int) -> dict[str, list[float]]:
 
 
 def fetches(mib: int, rounds: int) -> dict[str, list[float]]:
-    hidden = os.geteuid() == 0 and shutil.which("unshare") is not None
-    times: dict[str, list[float]] = {"direct": [], **({"grpc": []} if hidden else {})}
+    times: dict[str, list[float]] = {"direct": [], **({"grpc": []} if CAN_HIDE else {})}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         stack = launch_stack(root, capacity=1, echo=open(os.devnull, "w"))
@@ -102,13 +100,15 @@ def fetches(mib: int, rounds: int) -> dict[str, list[float]]:
                 for way in times:
                     stack.runtime.stop()
                     n += 1
-                    command = node_entry("runtime") + ["--gateway", stack.gateway.ready["grpc"], "--python", sys.executable]
-                    command += ["--class", "h100", "--capacity", "1", "--cache", str(root / f"cache-{n}")]
-                    if way == "grpc":
-                        hide = 'mount -t tmpfs tmpfs "$0" && exec "$@"'
-                        command = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", hide, str(root / "gateway" / "cas"), *command]
-                    env = {**os.environ, "KERNELHOP_TOKEN": runtime_token(root / "runtime-token")}
-                    stack.runtime = start_service("runtime", command, RUNTIME_READY, env=env, echo=None)
+                    stack.runtime = start_runtime(
+                        gateway=stack.gateway.ready["grpc"],
+                        token=runtime_token(root / "runtime-token"),
+                        classes=["h100"],
+                        capacity=1,
+                        cache=root / f"cache-{n}",
+                        echo=None,
+                        prefix=hiding(root / "gateway" / "cas") if way == "grpc" else None,
+                    )
                     hop = kernel.run("%%gpu h100 --quiet\ntotal = float(big.sum())")
                     assert hop.status == "ok", hop.error_text
                     fetched = float(kernel.value(f"{TIMINGS}['runtime_fetch_bytes']"))

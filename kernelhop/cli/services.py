@@ -189,8 +189,10 @@ def start_runtime(
     python: str = sys.executable,
     extra: list[str] | None = None,
     echo: IO[str] | None = sys.stdout,
+    prefix: list[str] | None = None,
 ) -> Service:
-    command = node_entry("runtime") + ["--gateway", gateway, "--python", python]
+    """`prefix`: a command the runtime runs under (a test's mount namespace, say)."""
+    command = (prefix or []) + node_entry("runtime") + ["--gateway", gateway, "--python", python]
     for name in classes or []:
         command += ["--class", name]
     if capacity is not None:

@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import sys
 from pathlib import Path
 
-import urllib.request
-
 import pytest
-from kernelhop.cli.services import RUNTIME_READY, node_entry, runtime_token, start_service
-from kernelhop_testing import Kernel, Stack, launch_stack
+from kernelhop.cli.services import runtime_token, start_runtime
+from kernelhop_testing import CAN_HIDE, Kernel, Stack, bytes_moved, hiding, launch_stack
 
 CELL = "%%gpu h100 --quiet\ntotal = float(big.sum())"
 BLOB_NAME = re.compile(r"^[0-9a-f]{64}$")
@@ -28,11 +24,7 @@ def cached_blobs(cache: Path) -> list[Path]:
 
 
 def served_over_grpc(stack: Stack) -> float:
-    url = stack.ws_url.replace("ws://", "http://").replace("/ws/v1", "/metrics")
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {stack.token}"})
-    text = urllib.request.urlopen(request, timeout=10).read().decode()
-    m = re.search(r'^kernelhop_bytes_total\{link="grpc",direction="out"\} (\S+)$', text, re.M)
-    return float(m.group(1)) if m else 0.0
+    return bytes_moved(stack.ws_url, stack.token, "grpc", "out")
 
 
 def hop_big_array(stack: Stack, cwd: Path) -> None:
@@ -67,18 +59,19 @@ def test_a_runtime_beside_the_gateway_copies_the_stores_files(tmp_path: Path) ->
         stack.stop()
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="a mount namespace needs root and unshare")
+@pytest.mark.skipif(not CAN_HIDE, reason="a mount namespace needs root and unshare")
 def test_a_runtime_that_cannot_see_the_store_reads_through_the_gateway(tmp_path: Path) -> None:
     stack = launch_stack(tmp_path)
     stack.runtime.stop()
-    store = tmp_path / "gateway" / "cas"
     cache = tmp_path / "elsewhere-cache"
-    hide = 'mount -t tmpfs tmpfs "$0" && exec "$@"'
-    command = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", hide, str(store)]
-    command += node_entry("runtime") + ["--gateway", stack.gateway.ready["grpc"], "--python", sys.executable]
-    command += ["--class", "h100", "--capacity", "1", "--cache", str(cache)]
-    env = {**os.environ, "KERNELHOP_TOKEN": runtime_token(tmp_path / "runtime-token")}
-    stack.runtime = start_service("runtime", command, RUNTIME_READY, env=env)
+    stack.runtime = start_runtime(
+        gateway=stack.gateway.ready["grpc"],
+        token=runtime_token(tmp_path / "runtime-token"),
+        classes=["h100"],
+        capacity=1,
+        cache=cache,
+        prefix=hiding(tmp_path / "gateway" / "cas"),
+    )
     try:
         hop_big_array(stack, tmp_path / "work")
         assert any("reading through the gateway from now on" in line for line in stack.runtime.lines), stack.runtime.lines

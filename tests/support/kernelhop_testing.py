@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +58,27 @@ class Stack:
             return reply
         finally:
             client.close()
+
+
+# A runtime under this prefix sees the directory named after it as an empty tmpfs: "another host's" disk.
+CAN_HIDE = os.geteuid() == 0 and shutil.which("unshare") is not None
+
+
+def hiding(directory: Path) -> list[str]:
+    """The command prefix (root and unshare: CAN_HIDE) that runs a command in a mount namespace of its own where
+    ``directory`` is an empty tmpfs."""
+    hide = 'mount -t tmpfs tmpfs "$0" && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", hide, str(directory)]
+
+
+def bytes_moved(ws_url: str, token: str, link: str, direction: str) -> float:
+    """The kernelhop_bytes_total for ``link`` and ``direction`` on the /metrics of the gateway at ``ws_url``, read
+    with its admin ``token`` (0 before any)."""
+    url = ws_url.replace("ws://", "http://").replace("/ws/v1", "/metrics")
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    text = urllib.request.urlopen(request, timeout=10).read().decode()
+    m = re.search(rf'^kernelhop_bytes_total\{{link="{link}",direction="{direction}"\}} (\S+)$', text, re.M)
+    return float(m.group(1)) if m else 0.0
 
 
 def launch_stack(

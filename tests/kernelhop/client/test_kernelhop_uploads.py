@@ -4,7 +4,6 @@ are, refused blob by blob as a frame's are, and a client whose endpoint cannot b
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import time
 import urllib.error
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from kernelhop_snapshot import digest_of
+from kernelhop_testing import bytes_moved
 
 from kernelhop.cli.services import Service, start_gateway
 from kernelhop.client.gateway import BATCH_BYTES, GatewayConnection, GatewayError, binary_head
@@ -38,11 +38,7 @@ def blobs(n: int, size: int) -> dict[str, bytes]:
 
 def moved(gateway: tuple[Service, str], link: str) -> float:
     service, token = gateway
-    url = service.ready["ws"].replace("ws://", "http://").replace("/ws/v1", "/metrics")
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
-    text = urllib.request.urlopen(request, timeout=10).read().decode()
-    m = re.search(rf'^kernelhop_bytes_total\{{link="{link}",direction="in"\}} (\S+)$', text, re.M)
-    return float(m.group(1)) if m else 0.0
+    return bytes_moved(service.ready["ws"], token, link, "in")
 
 
 def test_blobs_go_through_the_upload_endpoint_and_are_stored(gateway: tuple[Service, str]) -> None:
