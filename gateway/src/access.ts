@@ -67,13 +67,14 @@ export class UserBlobView implements BlobStore {
       Date.now(),
     );
     const reservation = new Map(good.map((i, k) => [i, reserved[k]]));
-    return Promise.all(
-      items.map(async (it, i): Promise<PutResult> => {
-        const r = reservation.get(i);
-        if (r === undefined) return verdicts[i];
-        if (!r.ok) return { code: 'quota_exceeded', message: quotaMessage(r.used, r.quota, it.digest.sizeBytes) };
-        return this.store.put(it.digest, it.data);
-      }),
-    );
+    // What was reserved goes to the store as one batch (one pack in the directory store).
+    const storing = good.filter((i) => reservation.get(i)?.ok);
+    const stored = await this.store.putMany(storing.map((i) => items[i]));
+    const results = items.map((it, i): PutResult => {
+      const r = reservation.get(i);
+      return r !== undefined && !r.ok ? { code: 'quota_exceeded', message: quotaMessage(r.used, r.quota, it.digest.sizeBytes) } : verdicts[i];
+    });
+    storing.forEach((i, k) => (results[i] = stored[k]));
+    return results;
   }
 }

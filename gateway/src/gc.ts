@@ -69,6 +69,7 @@ export class Collector {
           kept += 1;
         }
       }
+      await this.store.compact();
       const temporaries = await this.store.removeStaleTemporaries(cutoff);
       return {
         blobs_kept: kept,

@@ -107,7 +107,7 @@ export class GrpcApi {
       GetBlobUrls: this.unary(true, async (req: GetBlobUrlsRequest, caller) => {
         const digests = req.digests.map((d, i) => toDigest(d, `digests[${i}]`));
         const urls = await blobUrls(this.store, this.scheduler.readScope(caller.runtimeId), digests);
-        return { responses: urls.map((u) => ({ digest: toPb(u.digest), url: u.url, status: u.status })) };
+        return { responses: urls.map((u) => ({ digest: toPb(u.digest), url: u.url, offset: u.offset, status: u.status })) };
       }),
     });
     this.server.addService(proto.Runtimes.service, {
@@ -212,24 +212,28 @@ export class GrpcApi {
     if (!this.scheduler.holdsRuns(caller.runtimeId)) {
       throw new CallerError(grpc.status.PERMISSION_DENIED, 'this runtime holds no run: it uploads only the results of runs assigned to it');
     }
-    const responses = await Promise.all(
-      req.requests.map(async (r, i) => {
-        let digest: Digest;
-        try {
-          digest = toDigest(r.digest, `requests[${i}].digest`);
-        } catch (e) {
-          return { digest: r.digest, status: { code: grpc.status.INVALID_ARGUMENT, message: (e as Error).message } };
-        }
-        const result = await this.store.put(digest, r.data).catch((e: unknown) => {
-          if (isDiskFull(e)) return { code: 'disk_full' as const, message: DISK_FULL_MESSAGE };
-          throw e;
-        });
-        if (result.code === 'disk_full') return { digest: toPb(digest), status: { code: grpc.status.RESOURCE_EXHAUSTED, message: result.message } };
-        if (result.code === 'ok') this.scheduler.proved(caller.runtimeId, [formatDigest(digest)]);
-        this.metrics.moved('grpc', 'in', r.data.length);
-        return { digest: toPb(digest), status: { code: PUT_STATUS[result.code], message: result.message } };
-      }),
-    );
+    // Checked one by one (a malformed digest fails its item alone), stored as one batch: one pack, one fsync.
+    const parsed = req.requests.map((r, i) => {
+      try {
+        return { digest: toDigest(r.digest, `requests[${i}].digest`), data: r.data };
+      } catch (e) {
+        return (e as Error).message;
+      }
+    });
+    const items = parsed.filter((p): p is { digest: Digest; data: Buffer } => typeof p !== 'string');
+    const puts = await this.store.putMany(items).catch((e: unknown) => {
+      if (isDiskFull(e)) return items.map(() => ({ code: 'disk_full' as const, message: DISK_FULL_MESSAGE }));
+      throw e;
+    });
+    let k = 0;
+    const responses = parsed.map((p, i) => {
+      if (typeof p === 'string') return { digest: req.requests[i]?.digest, status: { code: grpc.status.INVALID_ARGUMENT, message: p } };
+      const result = puts[k++] as { code: PutCode | 'disk_full'; message: string };
+      if (result.code === 'disk_full') return { digest: toPb(p.digest), status: { code: grpc.status.RESOURCE_EXHAUSTED, message: result.message } };
+      if (result.code === 'ok') this.scheduler.proved(caller.runtimeId, [formatDigest(p.digest)]);
+      this.metrics.moved('grpc', 'in', p.data.length);
+      return { digest: toPb(p.digest), status: { code: PUT_STATUS[result.code], message: result.message } };
+    });
     return { responses };
   }
 

@@ -1,9 +1,9 @@
 // Real gateways on loopback for the tests, a WebSocket test client and a fake runtime speaking gRPC.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { Digest, digestOf, encodeManifest, formatDigest, parseManifest } from '@kernelhop/kernel-snapshot';
+import { Digest, digestOf, encodeManifest, formatDigest, parseDigest, parseManifest } from '@kernelhop/kernel-snapshot';
 import { WebSocket } from 'ws';
 import type { GatewayConfig } from '../src/config.js';
 import { offer, toProtoNames } from '@kernelhop/proto';
@@ -12,6 +12,7 @@ import type { Cancel } from '@kernelhop/proto/grpc-keepcase/Cancel';
 import type { Digest as PbDigest } from '@kernelhop/proto/grpc-keepcase/Digest';
 import { loadProto } from '../src/grpcApi.js';
 import { Gateway, GatewayTuning, startGateway } from '../src/server.js';
+import { readPackIndex } from '../src/stores/packs.js';
 
 export const TOKEN = 'test-token-0123456789';
 /** The runtime token of the gateway started last (each test file runs its own process and gateway). */
@@ -169,6 +170,17 @@ function decodeBinary(data: Buffer): Msg {
   const n = data.readUInt32BE(0);
   const header = JSON.parse(data.subarray(4, 4 + n).toString('utf8')) as Msg;
   return { ...header, payload: data.subarray(4 + n) };
+}
+
+/** Whether the directory store under `dataDir` has `digest`'s bytes on disk, read behind its back: in a pack or as a file. */
+export async function onDisk(dataDir: string, digest: string): Promise<boolean> {
+  const { hash } = parseDigest(digest);
+  const cas = path.join(dataDir, 'cas');
+  if (existsSync(path.join(cas, hash.slice(0, 2), hash))) return true;
+  for (const name of readdirSync(path.join(cas, 'packs')).filter((n) => n.endsWith('.pack'))) {
+    if ((await readPackIndex(path.join(cas, 'packs', name))).entries.some((e) => e.hash === hash)) return true;
+  }
+  return false;
 }
 
 export function blob(text: string): { digest: string; data: Buffer } {

@@ -1,12 +1,10 @@
 import assert from 'node:assert/strict';
 import { KeyObject, generateKeyPairSync, sign } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import * as path from 'node:path';
 import { after, before, test } from 'node:test';
-import { encodeCanonical, parseDigest } from '@kernelhop/kernel-snapshot';
+import { encodeCanonical } from '@kernelhop/kernel-snapshot';
 import * as grpc from '@grpc/grpc-js';
 import { WebSocket } from 'ws';
-import { TestClient, TestGateway, blob, grpcClients, meta, snapshotOf, startTestGateway, unary } from './helpers.js';
+import { TestClient, TestGateway, blob, grpcClients, meta, onDisk, snapshotOf, startTestGateway, unary } from './helpers.js';
 
 let t: TestGateway;
 let admin: TestClient;
@@ -304,17 +302,14 @@ test('gc removes what nothing names, keeps every snapshot, and concurrent saves 
   const orphan = blob('orphan bytes nobody saved');
   await users.carol.c.putBlobs([orphan]);
   const kept = await saved('carol', 'kept by a snapshot');
-  const file = (d: string): string => {
-    const { hash } = parseDigest(d);
-    return path.join(t.dataDir, 'cas', hash.slice(0, 2), hash);
-  };
+  const stored = (d: string): Promise<boolean> => onDisk(t.dataDir, d);
   // Within the grace nothing goes.
   await admin.call({ op: 'gc', grace_s: 60 });
-  assert.ok(existsSync(file(orphan.digest)));
+  assert.ok(await stored(orphan.digest));
   const report = await admin.call({ op: 'gc', grace_s: 0 });
   assert.equal(report.ok, true, JSON.stringify(report));
-  assert.ok(!existsSync(file(orphan.digest)));
-  assert.ok(existsSync(file(kept.chunk.digest)) && existsSync(file(kept.snap.digest)));
+  assert.ok(!(await stored(orphan.digest)));
+  assert.ok((await stored(kept.chunk.digest)) && (await stored(kept.snap.digest)));
   assert.equal(code(await users.carol.c.call({ op: 'gc' })), 'forbidden');
 
   // Saves racing gc (grace 0, the harshest): a save either fails (and names nothing) or all its blobs stay.
@@ -339,12 +334,12 @@ test('gc removes what nothing names, keeps every snapshot, and concurrent saves 
   for (const id of ids) {
     const got = await users.carol.c.call({ op: 'snapshot_get', ref: id });
     const manifest = (got.snapshot as { manifest: string }).manifest;
-    assert.ok(existsSync(file(manifest)), `manifest of ${id} kept`);
+    assert.ok(await stored(manifest), `manifest of ${id} kept`);
   }
   // With a realistic grace every concurrent save succeeds.
   const more = Array.from({ length: 10 }, (_, i) => saved('carol', `graceful ${i}`));
   const gcs = Array.from({ length: 3 }, () => admin.call({ op: 'gc', grace_s: 60 }));
   const done = await Promise.all(more);
   await Promise.all(gcs);
-  for (const s of done) assert.ok(existsSync(file(s.chunk.digest)));
+  for (const s of done) assert.ok(await stored(s.chunk.digest));
 });

@@ -1,7 +1,7 @@
 // The blob store suite runs on both stores: the directory under --data and an S3-compatible bucket (moto's server,
 // started here). What only one of them has (file layout, multipart, conditional writes, retries) follows each.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -16,9 +16,11 @@ import {
   S3ServiceException,
 } from '@aws-sdk/client-s3';
 import { Digest, digestOf, formatDigest, parseDigest } from '@kernelhop/kernel-snapshot';
+import { fileURLToPath } from 'node:url';
 import { DiskBlobStore, SweepableBlobStore } from '../src/blobStore.js';
 import { SqliteSnapshotStore } from '../src/snapshotStore.js';
 import { checkSnapshot } from '../src/snapshotCheck.js';
+import { readPackIndex } from '../src/stores/packs.js';
 import { S3BlobStore } from '../src/stores/s3BlobStore.js';
 import { blob, snapshotOf } from './helpers.js';
 import { S3TestServer, startS3Server } from './s3Server.js';
@@ -30,25 +32,35 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 interface Backend {
   name: string;
   open(): Promise<SweepableBlobStore>;
-  /** Every name stored for `store`, temporaries and unfinished uploads included. */
+  /** Every blob stored for `store` (once per copy), temporaries and unfinished uploads included. */
   entries(store: SweepableBlobStore): Promise<string[]>;
-  /** Replaces what is stored for `d` with `bytes`, as a damaged disk or a foreign writer would. */
-  overwrite(store: SweepableBlobStore, d: Digest, bytes: Buffer): Promise<void>;
+  /** Cuts what is stored for `d` one byte short, as a torn write or a damaged disk would. */
+  truncate(store: SweepableBlobStore, d: Digest): Promise<void>;
   exists(store: SweepableBlobStore, d: Digest): Promise<boolean>;
 }
 
 let diskN = 0;
+const rootOf = (store: SweepableBlobStore): string =>
+  path.dirname(path.dirname((store as DiskBlobStore).pathOf({ hash: '00'.repeat(32), sizeBytes: 0 })));
+/** What the disk holds, read behind the store's back: a pack's blobs by its trailer, any other file by its name. */
+async function diskEntries(store: SweepableBlobStore): Promise<string[]> {
+  const files = readdirSync(rootOf(store), { recursive: true, withFileTypes: true }).filter((e) => e.isFile());
+  const names = await Promise.all(
+    files.map(async (e) =>
+      e.name.endsWith('.pack') ? (await readPackIndex(path.join(e.parentPath, e.name))).entries.map((x) => x.hash) : [e.name],
+    ),
+  );
+  return names.flat();
+}
 const disk: Backend = {
   name: 'disk',
   open: () => DiskBlobStore.open(path.join(dir, `cas${diskN++}`)),
-  entries: async (store) => {
-    const root = path.dirname(path.dirname((store as DiskBlobStore).pathOf({ hash: '00'.repeat(32), sizeBytes: 0 })));
-    return readdirSync(root, { recursive: true, withFileTypes: true })
-      .filter((e) => e.isFile())
-      .map((e) => e.name);
+  entries: diskEntries,
+  truncate: async (store, d) => {
+    const { url, offset } = await (store as DiskBlobStore).readUrl(d);
+    truncateSync(fileURLToPath(url), offset + d.sizeBytes - 1);
   },
-  overwrite: async (store, d, bytes) => writeFileSync((store as DiskBlobStore).pathOf(d), bytes),
-  exists: async (store, d) => existsSync((store as DiskBlobStore).pathOf(d)),
+  exists: async (store, d) => (await diskEntries(store)).includes(d.hash),
 };
 
 const BUCKET = 'kernelhop-test';
@@ -75,8 +87,11 @@ const s3Backend: Backend = {
       ...(uploads.Uploads ?? []).map((u) => `upload:${u.Key}`),
     ];
   },
-  overwrite: async (store, d, bytes) => {
-    await raw.send(new PutObjectCommand({ Bucket: BUCKET, Key: (store as S3BlobStore).keyOf(d), Body: bytes }));
+  truncate: async (store, d) => {
+    const key = (store as S3BlobStore).keyOf(d);
+    const got = await raw.send(new GetObjectCommand({ Bucket: BUCKET, Key: key }));
+    const bytes = Buffer.from(await got.Body!.transformToByteArray());
+    await raw.send(new PutObjectCommand({ Bucket: BUCKET, Key: key, Body: bytes.subarray(0, bytes.length - 1) }));
   },
   exists: async (store, d) =>
     raw.send(new HeadObjectCommand({ Bucket: BUCKET, Key: (store as S3BlobStore).keyOf(d) })).then(
@@ -107,7 +122,7 @@ for (const backend of [disk, s3Backend]) {
       assert.equal(await store.has(d), true);
       assert.deepEqual(await store.findMissing([d]), []);
       assert.equal((await store.put(d, b.data)).code, 'ok', 'a second put of the same blob is fine');
-      assert.deepEqual(await backend.entries(store), backend.name === 'disk' ? [d.hash] : [`cas/${d.hash}`]);
+      assert.deepEqual(await backend.entries(store), backend.name === 'disk' ? [d.hash] : [`cas/${d.hash}`], 'stored once');
     });
 
     test('refuses bytes that do not match the digest and stores nothing', async () => {
@@ -142,9 +157,7 @@ for (const backend of [disk, s3Backend]) {
       assert.deepEqual(await store.get(parseDigest(empty.digest)), Buffer.alloc(0));
       const d = parseDigest(b.digest);
       assert.deepEqual(await store.get(d), b.data);
-      await backend.overwrite(store, d, Buffer.concat([b.data, Buffer.from('x')]));
-      assert.equal(await store.get(d), undefined, 'a longer blob');
-      await backend.overwrite(store, d, b.data.subarray(0, b.data.length - 1));
+      await backend.truncate(store, d);
       assert.equal(await store.get(d), undefined, 'a truncated blob');
     });
 
@@ -208,12 +221,105 @@ for (const backend of [disk, s3Backend]) {
   });
 }
 
-test('the disk store keeps a blob at <root>/<hash[0:2]>/<hash>', async () => {
-  const store = await DiskBlobStore.open(path.join(dir, 'cas-layout'));
-  const b = blob('hello');
-  const d = parseDigest(b.digest);
-  await store.put(d, b.data);
-  assert.deepEqual(readFileSync(path.join(dir, 'cas-layout', d.hash.slice(0, 2), d.hash)), b.data);
+describe('disk store packs', () => {
+  const batch = (...texts: string[]) => texts.map(blob).map((b) => ({ digest: parseDigest(b.digest), data: b.data }));
+  const packsOf = (root: string) => readdirSync(path.join(root, 'packs')).filter((n) => n.endsWith('.pack'));
+
+  test('a batch is one pack at <root>/packs/<id>.pack, found again by a store opened later', async () => {
+    const root = path.join(dir, 'cas-pack');
+    const store = await DiskBlobStore.open(root);
+    const items = batch('one', 'two', 'three');
+    assert.deepEqual((await store.putMany(items)).map((r) => r.code), ['ok', 'ok', 'ok']);
+    assert.equal(packsOf(root).length, 1);
+    const pack = readFileSync(path.join(root, 'packs', packsOf(root)[0]!));
+    for (const it of items) {
+      const { url, offset } = await store.readUrl(it.digest);
+      assert.equal(fileURLToPath(url), path.join(root, 'packs', packsOf(root)[0]!));
+      assert.deepEqual(pack.subarray(offset, offset + it.data.length), it.data, 'a runtime reads the blob at its offset');
+    }
+    const reopened = await DiskBlobStore.open(root);
+    assert.deepEqual(await reopened.findMissing(items.map((it) => it.digest)), []);
+    for (const it of items) assert.deepEqual(await reopened.get(it.digest), it.data);
+  });
+
+  test('a blob stored as its own file (before packs) is still read, listed and removed', async () => {
+    const store = await DiskBlobStore.open(path.join(dir, 'cas-loose'));
+    const b = blob('written loose');
+    const d = parseDigest(b.digest);
+    const file = store.pathOf(d);
+    mkdirSync(path.dirname(file), { recursive: true });
+    writeFileSync(file, b.data);
+    assert.equal(await store.has(d), true);
+    assert.deepEqual(await store.get(d), b.data);
+    assert.deepEqual((await store.readUrl(d)).offset, 0);
+    const listed = [];
+    for await (const e of store.list()) listed.push(formatDigest(e.digest));
+    assert.deepEqual(listed, [b.digest]);
+    assert.equal((await store.put(d, b.data)).code, 'ok');
+    assert.deepEqual(readdirSync(path.join(dir, 'cas-loose', 'packs')), [], 'a second put of it writes no pack');
+    assert.equal(await store.removeIfOlder(d, Date.now() + 60_000), true);
+    assert.equal(await store.has(d), false);
+  });
+
+  test('gc rewrites a pack a quarter of which nothing needs, and removes one nothing needs at all', async () => {
+    const root = path.join(dir, 'cas-compact');
+    const store = await DiskBlobStore.open(root);
+    const items = batch('aaaa', 'bbbb', 'cccc', 'dddd');
+    await store.putMany(items);
+    const later = Date.now() + 60_000;
+    assert.equal(await store.removeIfOlder(items[0]!.digest, later), true);
+    const [first] = packsOf(root);
+    await store.compact();
+    const [second, ...more] = packsOf(root);
+    assert.deepEqual(more, []);
+    assert.notEqual(second, first, 'rewritten');
+    assert.deepEqual((await readPackIndex(path.join(root, 'packs', second!))).entries.map((e) => e.hash).sort(), items.slice(1).map((it) => it.digest.hash).sort());
+    for (const it of items.slice(1)) assert.deepEqual(await store.get(it.digest), it.data);
+    assert.equal(await store.get(items[0]!.digest), undefined);
+    for (const it of items.slice(1)) assert.equal(await store.removeIfOlder(it.digest, later), true);
+    assert.deepEqual(packsOf(root), [], 'a pack with no blob left is removed');
+  });
+
+  test('a put of a blob already packed touches its pack, so gc grants it the grace again', async () => {
+    const root = path.join(dir, 'cas-touch');
+    const store = await DiskBlobStore.open(root);
+    const [it] = batch('uploaded twice');
+    await store.putMany([it!]);
+    const file = path.join(root, 'packs', packsOf(root)[0]!);
+    utimesSync(file, new Date(1000), new Date(1000));
+    const reopened = await DiskBlobStore.open(root);
+    assert.equal(await reopened.removeIfOlder(it!.digest, 500), false, 'younger than the cutoff');
+    await reopened.put(it!.digest, it!.data);
+    assert.ok((await reopened.readUrl(it!.digest)).url.endsWith(packsOf(root)[0]!), 'not written again');
+    assert.equal(await reopened.removeIfOlder(it!.digest, Date.now() - 60_000), false, 'touched by the put');
+  });
+
+  test('a damaged pack is left out: its blobs count as missing, and the store says which file', async () => {
+    const root = path.join(dir, 'cas-damaged');
+    const store = await DiskBlobStore.open(root);
+    const items = batch('kept', 'lost');
+    await store.putMany(items.slice(0, 1));
+    await store.putMany(items.slice(1));
+    const damaged = path.join(root, 'packs', path.basename(fileURLToPath((await store.readUrl(items[1]!.digest)).url)));
+    const bytes = readFileSync(damaged);
+    writeFileSync(damaged, bytes.subarray(0, bytes.length - 3), { mode: 0o644 });
+    const said: string[] = [];
+    const reopened = await DiskBlobStore.open(root, (line) => said.push(line));
+    assert.deepEqual(await reopened.findMissing(items.map((it) => it.digest)), [items[1]!.digest]);
+    assert.equal(said.length, 1);
+    assert.match(said[0]!, new RegExp(`${damaged} does not end as a pack does; its blobs count as missing`));
+  });
+
+  test('a pack cut short by a crash is only a temporary, which gc removes', async () => {
+    const root = path.join(dir, 'cas-crash');
+    await DiskBlobStore.open(root);
+    const tmp = path.join(root, 'packs', `.${'ab'.repeat(16)}.tmp`);
+    writeFileSync(tmp, Buffer.alloc(1000, 1));
+    const reopened = await DiskBlobStore.open(root);
+    assert.equal(await reopened.removeStaleTemporaries(Date.now() - 60_000), 0, 'younger than the cutoff');
+    assert.equal(await reopened.removeStaleTemporaries(Date.now() + 60_000), 1);
+    assert.deepEqual(readdirSync(path.join(root, 'packs')), []);
+  });
 });
 
 describe('S3 store', () => {
@@ -309,7 +415,8 @@ describe('S3 store', () => {
     const b = blob('fetched by a runtime');
     const d = parseDigest(b.digest);
     await store.put(d, b.data);
-    const url = await store.readUrl(d);
+    const { url, offset } = await store.readUrl(d);
+    assert.equal(offset, 0, 'an object per blob');
     assert.match(url, /X-Amz-Signature=/);
     assert.match(url, /X-Amz-Expires=300/);
     const res = await fetch(url);

@@ -16,8 +16,8 @@ export class BlobReadError extends Error {
 export interface BlobSink {
   /** Keeps bytes read from the store or the gateway; throws when they are not the digest's. */
   write(d: Digest, bytes: Buffer): Promise<void>;
-  /** Keeps the blob from a file of this host; false when that file cannot give it (absent, unreadable, other bytes). */
-  adopt(d: Digest, file: string): Promise<boolean>;
+  /** Keeps the blob from `offset` of a file of this host; false when that file cannot give it (absent, unreadable, other bytes). */
+  adopt(d: Digest, file: string, offset: number): Promise<boolean>;
 }
 
 /** Digests per GetBlobUrls call at most, the gateway's limit (runtime.proto). */
@@ -31,10 +31,11 @@ const toPb = (d: Digest): PbDigest => ({ hash: d.hash, sizeBytes: d.sizeBytes })
 /** Reads each blob of `batch` into `sink`. */
 export async function readBlobs(gateway: GatewayClient, batch: Digest[], sink: BlobSink, signal?: AbortSignal): Promise<void> {
   const urls = gateway.directReads ? await blobUrls(gateway, batch) : undefined;
-  if (urls !== undefined && urls.every((u) => u.startsWith('file:'))) {
+  if (urls !== undefined && urls.every((u) => u.url.startsWith('file:'))) {
     const unread: Digest[] = [];
     await mapLimit(batch, READS_PER_BATCH, async (d, i) => {
-      if (!(await sink.adopt(d, fileURLToPath(urls[i] as string)))) unread.push(d);
+      const at = urls[i] as Located;
+      if (!(await sink.adopt(d, fileURLToPath(at.url), at.offset))) unread.push(d);
     });
     if (unread.length === 0) return;
     if (unread.length === batch.length) {
@@ -47,7 +48,7 @@ export async function readBlobs(gateway: GatewayClient, batch: Digest[], sink: B
   let blobs: Buffer[] | undefined;
   if (urls !== undefined) {
     try {
-      blobs = await mapLimit(batch, READS_PER_BATCH, (d, i) => fetchBlob(d, urls[i] as string, signal));
+      blobs = await mapLimit(batch, READS_PER_BATCH, (d, i) => fetchBlob(d, urls[i] as Located, signal));
     } catch (e) {
       signal?.throwIfAborted();
       // The store unreachable from this host (a firewall, a private endpoint): the gateway's stream still works.
@@ -62,8 +63,14 @@ async function write(sink: BlobSink, batch: Digest[], blobs: Buffer[]): Promise<
   await Promise.all(batch.map((d, i) => sink.write(d, blobs[i] as Buffer)));
 }
 
+/** Where a blob lies: its digest's size in bytes from `offset` of what `url` names. */
+interface Located {
+  url: string;
+  offset: number;
+}
+
 /** URLs for the batch, or undefined when the gateway's store gives none (then it never will). */
-async function blobUrls(gateway: GatewayClient, batch: Digest[]): Promise<string[] | undefined> {
+async function blobUrls(gateway: GatewayClient, batch: Digest[]): Promise<Located[] | undefined> {
   const responses = [];
   try {
     // A batch of a working directory's small files can name thousands of blobs: asked for in slices.
@@ -85,13 +92,16 @@ async function blobUrls(gateway: GatewayClient, batch: Digest[]): Promise<string
     if (r.status && r.status.code !== 0) {
       throw new BlobReadError(`the gateway could not give blob ${formatDigest(d)}: ${r.status.message || `status ${r.status.code}`}`);
     }
-    return r.url;
+    return { url: r.url, offset: Number(r.offset ?? 0) };
   });
 }
 
-async function fetchBlob(d: Digest, url: string, signal?: AbortSignal): Promise<Buffer> {
-  const res = await fetch(url, { signal });
-  if (res.status !== 200) {
+async function fetchBlob(d: Digest, at: Located, signal?: AbortSignal): Promise<Buffer> {
+  // A blob inside a larger object is asked for by its byte range (a presigned URL signs no Range header).
+  const ranged = at.offset > 0;
+  const headers = ranged ? { Range: `bytes=${at.offset}-${at.offset + d.sizeBytes - 1}` } : undefined;
+  const res = await fetch(at.url, { signal, headers });
+  if (res.status !== (ranged ? 206 : 200)) {
     await res.body?.cancel();
     throw new BlobReadError(`the store answered HTTP ${res.status} for blob ${formatDigest(d)}`);
   }

@@ -44,8 +44,8 @@ const fromPb = (d: PbDigest | null | undefined): Digest => ({ hash: d?.hash ?? '
 const CACHE_MARKER = '.kernelhop-cache';
 /** How many parsed manifests a ChunkCache keeps. */
 const RECENT_MANIFESTS = 8;
-/** Buffers adopt verifies files in: one holds a chunk (at most 1 MiB) and the byte that tells a longer file. */
-const READ_BUFFER_BYTES = 1024 * 1024 + 1;
+/** Buffers adopt reads blobs into: one holds a chunk (at most 1 MiB); larger blobs get a buffer of their own. */
+const READ_BUFFER_BYTES = 1024 * 1024;
 const READ_BUFFERS_KEPT = 64;
 
 export class ChunkCache implements BlobSink {
@@ -210,6 +210,10 @@ export class ChunkCache implements BlobSink {
     if (!digestEquals(actual, d)) {
       throw new BlobError(`blob ${formatDigest(d)} arrived with the wrong content (its bytes are ${formatDigest(actual)})`);
     }
+    await this.keep(d, bytes);
+  }
+
+  private async keep(d: Digest, bytes: Buffer): Promise<void> {
     const final = this.pathOf(d);
     await this.ensureDir(path.dirname(final));
     const tmp = this.temporary(final);
@@ -224,51 +228,25 @@ export class ChunkCache implements BlobSink {
   }
 
   /**
-   * Keep a blob from a file of this host (the gateway's store, when this runtime runs beside it): copied in the
-   * kernel (copy_file_range), not linked, so the cache stays a copy of its own that damage to either side does not
-   * reach. Verified as a fetched blob is; false, and nothing kept, when the file is absent, unreadable or holds
-   * other bytes.
+   * Keep a blob from a file of this host (the gateway's store, when this runtime runs beside it): the blob's bytes
+   * from `offset` (a pack holds many blobs) read into a reused buffer (fresh ones cost a page fault per 4 KiB),
+   * verified as a fetched blob is, and written as a file of the cache's own, so that damage to either side does
+   * not reach the other. False, and nothing kept, when the file is absent, unreadable or holds other bytes there.
    */
-  async adopt(d: Digest, file: string): Promise<boolean> {
-    const final = this.pathOf(d);
-    await this.ensureDir(path.dirname(final));
-    const tmp = this.temporary(final);
+  async adopt(d: Digest, file: string, offset: number): Promise<boolean> {
+    const reused = d.sizeBytes <= READ_BUFFER_BYTES ? this.readBuffers.pop() : undefined;
+    const buffer = reused ?? Buffer.allocUnsafe(Math.max(d.sizeBytes, READ_BUFFER_BYTES));
     try {
-      await fs.promises.copyFile(file, tmp, fs.constants.COPYFILE_FICLONE);
-      if (!(await this.holds(tmp, d))) {
-        await fs.promises.rm(tmp, { force: true });
-        return false;
-      }
-    } catch (err) {
-      await fs.promises.rm(tmp, { force: true });
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' || code === 'EACCES' || code === 'EPERM' || code === 'EISDIR') return false;
-      throw err;
-    }
-    await fs.promises.rename(tmp, final);
-    this.present.add(d.hash);
-    return true;
-  }
-
-  /** Whether `file` holds exactly `d`'s bytes; read into reused buffers: fresh ones cost a page fault per 4 KiB. */
-  private async holds(file: string, d: Digest): Promise<boolean> {
-    const reused = d.sizeBytes < READ_BUFFER_BYTES ? this.readBuffers.pop() : undefined;
-    const buffer = reused ?? Buffer.allocUnsafe(Math.max(d.sizeBytes + 1, READ_BUFFER_BYTES));
-    try {
-      const fh = await fs.promises.open(file, 'r');
-      // One byte more than the digest says, to tell a longer file from a complete one.
-      const want = d.sizeBytes + 1;
-      let got = 0;
+      const bytes = buffer.subarray(0, d.sizeBytes);
       try {
-        for (;;) {
-          const { bytesRead } = await fh.read(buffer, got, want - got, got);
-          got += bytesRead;
-          if (bytesRead === 0 || got === want) break;
-        }
-      } finally {
-        await fh.close();
+        if ((await readAt(file, bytes, offset)) !== d.sizeBytes || !digestEquals(digestOf(bytes), d)) return false;
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT' || code === 'EACCES' || code === 'EPERM' || code === 'EISDIR') return false;
+        throw err;
       }
-      return got === d.sizeBytes && digestEquals(digestOf(buffer.subarray(0, got)), d);
+      await this.keep(d, bytes);
+      return true;
     } finally {
       if (buffer.length === READ_BUFFER_BYTES && this.readBuffers.length < READ_BUFFERS_KEPT) this.readBuffers.push(buffer);
     }
@@ -387,4 +365,20 @@ function* batches(digests: Digest[], limit: number): Generator<Digest[]> {
     bytes += d.sizeBytes;
   }
   if (batch.length > 0) yield batch;
+}
+
+/** Reads from `position` of `file` until `into` is full or the file ends; how many bytes came. */
+async function readAt(file: string, into: Buffer, position: number): Promise<number> {
+  const fh = await fs.promises.open(file, 'r');
+  try {
+    let got = 0;
+    while (got < into.length) {
+      const { bytesRead } = await fh.read(into, got, into.length - got, position + got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    return got;
+  } finally {
+    await fh.close();
+  }
 }

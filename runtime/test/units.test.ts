@@ -70,22 +70,33 @@ test('the runtime token comes from --token, else KERNELHOP_TOKEN', () => {
   assert.throws(() => parseArgs(['--gateway', 'h:1', '--token'], {}), /--token needs a value/);
 });
 
-test("the cache adopts a file of this host only when its bytes are the digest's: a copy of its own, else nothing kept", async () => {
+test("the cache adopts a blob from a file of this host only when its bytes are the digest's: a copy of its own, else nothing kept", async () => {
   const dir = tempDir('adopt');
   const cache = new ChunkCache(path.join(dir, 'cache'));
   const good = Buffer.from('the bytes of a blob in the gateway store');
   const store = path.join(dir, 'store-file');
   fs.writeFileSync(store, good);
   const d = digestOf(good);
-  assert.equal(await cache.adopt(d, store), true);
+  assert.equal(await cache.adopt(d, store, 0), true);
   assert.notEqual(fs.statSync(cache.pathOf(d)).ino, fs.statSync(store).ino, 'copied, not linked');
   assert.deepEqual(await cache.read(d), good);
+
+  // A pack holds many blobs: the one asked for is the digest's size from its offset.
+  const inPack = Buffer.from('a blob packed between two others');
+  const pack = path.join(dir, 'a-pack');
+  fs.writeFileSync(pack, Buffer.concat([Buffer.from('before it'), inPack, Buffer.from('after it')]));
+  const dp = digestOf(inPack);
+  assert.equal(await cache.adopt(dp, pack, 1), false, 'one byte off is other bytes');
+  assert.equal(await cache.adopt(dp, pack, 9), true);
+  assert.deepEqual(await cache.read(dp), inPack);
+  assert.equal(await cache.adopt(digestOf(Buffer.from('after it and more')), pack, 9 + inPack.length), false, 'past the end');
 
   const wrong = path.join(dir, 'other-bytes');
   fs.writeFileSync(wrong, Buffer.from('not those bytes'));
   const d2 = digestOf(Buffer.from('some other blob'));
-  assert.equal(await cache.adopt(d2, wrong), false);
-  assert.equal(await cache.adopt(d2, path.join(dir, 'absent')), false);
+  assert.equal(await cache.adopt(d2, wrong, 0), false);
+  assert.equal(await cache.adopt(d2, path.join(dir, 'absent'), 0), false);
   assert.equal(cache.has(d2), false);
-  assert.deepEqual(fs.readdirSync(path.dirname(cache.pathOf(d2))).filter((n) => n.includes('.tmp-')), [], 'no temporary left');
+  const folder = path.dirname(cache.pathOf(d2));
+  assert.deepEqual(fs.existsSync(folder) ? fs.readdirSync(folder).filter((n) => n.includes('.tmp-')) : [], [], 'no temporary left');
 });

@@ -21,6 +21,7 @@ from kernelhop_snapshot.tree import read_tree
 from kernelhop.client.gateway import GatewayConnection
 from kernelhop.magics.hop_display import MIME_TYPE
 from kernelhop.cli.services import Service, runtime_token, start_gateway, start_runtime
+from kernelhop_testing import stored_blobs
 
 
 @dataclass
@@ -166,10 +167,6 @@ def worker_pid(messages: Iterator[tuple[float, dict[str, Any]]]) -> int:
     raise AssertionError("the hop display never named its worker")
 
 
-def blob_path(data: Path, digest: Digest) -> Path:
-    return data / "cas" / digest.hash[:2] / digest.hash
-
-
 def check_store(data: Path) -> set[str]:
     """Every snapshot's manifest, chunks and file tree are on the gateway's disk with the bytes their digests
     name, and every ref names a snapshot; returns the snapshot ids. Reads the store's files and database directly,
@@ -183,10 +180,11 @@ def check_store(data: Path) -> set[str]:
     for owner, name, snapshot in refs:
         assert snapshot in snapshots, f"ref {owner}/{name} names snapshot {snapshot}, which the store lacks"
 
+    on_disk = stored_blobs(data / "cas")
+
     def read(digest: Digest) -> bytes:
-        path = blob_path(data, digest)
-        assert path.is_file(), f"blob {digest} is missing from the store"
-        blob = path.read_bytes()
+        assert digest.hash in on_disk, f"blob {digest} is missing from the store"
+        blob = on_disk[digest.hash].read()
         assert digest_of(blob) == digest, f"blob {digest} on disk does not match its digest"
         return blob
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from kernelhop.cli.services import runtime_token, start_runtime
-from kernelhop_testing import CAN_HIDE, Kernel, Stack, bytes_moved, hiding, launch_stack
+from kernelhop_testing import CAN_HIDE, Kernel, Stack, bytes_moved, hiding, launch_stack, stored_blobs
 
 CELL = "%%gpu h100 --quiet\ntotal = float(big.sum())"
 BLOB_NAME = re.compile(r"^[0-9a-f]{64}$")
@@ -47,12 +47,13 @@ def test_a_runtime_beside_the_gateway_copies_the_stores_files(tmp_path: Path) ->
     stack = launch_stack(tmp_path)
     try:
         hop_big_array(stack, tmp_path / "work")
-        store = tmp_path / "gateway" / "cas"
+        store = stored_blobs(tmp_path / "gateway" / "cas")
         cached = cached_blobs(tmp_path / "runtime-cache")
-        # The 16 MB array's chunks and the files', each a copy of the store's file, none of them sent over gRPC.
+        # The 16 MB array's chunks and the files', each a copy of its bytes in the store's packs, none of them sent
+        # over gRPC.
         assert len(cached) >= 1500
-        assert all(p.read_bytes() == (store / p.name[:2] / p.name).read_bytes() for p in cached)
-        assert not any(os.path.samefile(p, store / p.name[:2] / p.name) for p in cached)
+        assert all(p.read_bytes() == store[p.name].read() for p in cached)
+        assert not any(os.path.samefile(p, store[p.name].file) for p in cached)
         assert served_over_grpc(stack) == 0
         assert not any("reading through the gateway" in line for line in stack.runtime.lines)
     finally:

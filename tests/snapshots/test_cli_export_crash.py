@@ -6,6 +6,7 @@ import argparse
 import re
 import secrets
 import time
+from pathlib import Path
 
 from snapshot_harness import SnapKernel, User, launch_gateway
 
@@ -25,6 +26,17 @@ def cli(monkeypatch, capsys, user_env: dict[str, str], *argv: str) -> tuple[int,
 
 def admin_env(gateway, home) -> dict[str, str]:
     return {"KERNELHOP_GATEWAY": gateway.url, "KERNELHOP_TOKEN": gateway.token, "KERNELHOP_HOME": str(home)}
+
+
+def on_disk(cas: Path) -> int:
+    """Bytes under the store's folder, a pack being written included (files come and go meanwhile)."""
+    total = 0
+    for p in cas.rglob("*"):
+        try:
+            total += p.stat().st_size if p.is_file() else 0
+        except FileNotFoundError:
+            pass
+    return total
 
 
 def test_user_commands_are_for_admins(gateway, users, monkeypatch, capsys, tmp_path):
@@ -131,7 +143,8 @@ def test_kill_9_during_save_leaves_no_ref_to_a_missing_chunk(tmp_path):
             k.client.execute("%snapshot save during")
             cas = gw.data / "cas"
             deadline = time.monotonic() + 60
-            while sum(1 for _ in cas.rglob("*") if _.is_file()) < 100 and time.monotonic() < deadline:
+            # Killed once some of the save is on disk (about 24 MiB: 3 of its packs), well before all of it.
+            while on_disk(cas) < 24 << 20 and time.monotonic() < deadline:
                 time.sleep(0.005)
             gw.service.process.kill()
             gw.service.process.wait()

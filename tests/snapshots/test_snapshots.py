@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
-from pathlib import Path
 
 from jupyter_client.blocking.client import BlockingKernelClient
 
 from kernelhop.environment import differences
+from kernelhop_testing import StoredBlob, stored_blobs
 
 STATE = """
 import numpy as np
@@ -109,9 +109,8 @@ def test_link_expires(users, kernel):
     assert "unknown, expired or revoked" in c.fails(f"%snapshot restore {link}")
 
 
-def _cas_file(gateway, digest: str) -> Path:
-    h = digest.split("/")[0]
-    return gateway.data / "cas" / h[:2] / h
+def _stored(gateway, digest: str) -> StoredBlob:
+    return stored_blobs(gateway.data / "cas")[digest.split("/")[0]]
 
 
 def test_tampered_chunk_and_manifest_are_refused(users, kernel, gateway):
@@ -126,23 +125,23 @@ def test_tampered_chunk_and_manifest_are_refused(users, kernel, gateway):
 
     # A chunk altered on the gateway's disk.
     chunk = str(sorted(manifest.blob_digests())[0])
-    path = _cas_file(gateway, chunk)
-    original = path.read_bytes()
-    path.write_bytes(bytes([original[0] ^ 1]) + original[1:])
+    stored = _stored(gateway, chunk)
+    original = stored.read()
+    stored.overwrite(bytes([original[0] ^ 1]) + original[1:])
     b = kernel(bob)
     b.ok("keep = 1")
     out = b.fails(f"%snapshot restore {sid} --trust")
     assert "refused" in out and "altered" in out, out
     assert b.ok("print(keep)").strip() == "1"
-    path.write_bytes(original)
+    stored.overwrite(original)
 
     # The manifest blob altered on disk.
-    mpath = _cas_file(gateway, record["manifest"])
-    mbytes = mpath.read_bytes()
-    mpath.write_bytes(mbytes.replace(b'"secret"', b'"sekret"'))
+    mstored = _stored(gateway, record["manifest"])
+    mbytes = mstored.read()
+    mstored.overwrite(mbytes.replace(b'"secret"', b'"sekret"'))
     out = kernel(bob).fails(f"%snapshot restore {sid} --trust")
     assert "refused" in out, out
-    mpath.write_bytes(mbytes)
+    mstored.overwrite(mbytes)
 
     # The signed record altered in the gateway's database (pointing at another manifest, say).
     db = sqlite3.connect(gateway.data / "kernelhop.db")

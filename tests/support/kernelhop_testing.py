@@ -71,6 +71,56 @@ def hiding(directory: Path) -> list[str]:
     return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", hide, str(directory)]
 
 
+@dataclass(frozen=True)
+class StoredBlob:
+    """Where the gateway's directory store keeps a blob: `size` bytes from `offset` of `file` (a pack, or a file of
+    its own as stores written before packs have)."""
+
+    file: Path
+    offset: int
+    size: int
+
+    def read(self) -> bytes:
+        with self.file.open("rb") as f:
+            f.seek(self.offset)
+            return f.read(self.size)
+
+    def overwrite(self, data: bytes) -> None:
+        """Replaces the blob's bytes in place with as many others, as a damaged disk would."""
+        assert len(data) == self.size
+        self.file.chmod(0o644)
+        with self.file.open("r+b") as f:
+            f.seek(self.offset)
+            f.write(data)
+
+
+PACK_MAGIC = b"KHPACK1\n"
+
+
+def pack_entries(pack: Path) -> dict[str, StoredBlob]:
+    """A pack's blobs by hash, from its trailer (gateway/src/stores/packs.ts): entries of hash, offset and size
+    (u64 LE), their count (u32 LE) and the magic."""
+    data = pack.read_bytes()
+    assert data.endswith(PACK_MAGIC), f"{pack} does not end as a pack does"
+    count = int.from_bytes(data[-12:-8], "little")
+    start = len(data) - 12 - 48 * count
+    out = {}
+    for at in range(start, start + 48 * count, 48):
+        out[data[at : at + 32].hex()] = StoredBlob(
+            pack, int.from_bytes(data[at + 32 : at + 40], "little"), int.from_bytes(data[at + 40 : at + 48], "little")
+        )
+    return out
+
+
+def stored_blobs(cas: Path) -> dict[str, StoredBlob]:
+    """Every blob on the directory store's disk, read behind its back as a crash would leave it."""
+    found = {p.name: StoredBlob(p, 0, p.stat().st_size) for p in cas.glob("[0-9a-f][0-9a-f]/*") if len(p.name) == 64}
+    for pack in sorted((cas / "packs").glob("*.pack")):
+        for h, where in pack_entries(pack).items():
+            found.setdefault(h, where)
+    return found
+
+
 def bytes_moved(ws_url: str, token: str, link: str, direction: str) -> float:
     """The kernelhop_bytes_total for ``link`` and ``direction`` on the /metrics of the gateway at ``ws_url``, read
     with its admin ``token`` (0 before any)."""

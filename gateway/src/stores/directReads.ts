@@ -5,9 +5,15 @@ import * as grpc from '@grpc/grpc-js';
 import { Digest, formatDigest } from '@kernelhop/kernel-snapshot';
 import { BlobStore } from '../blobStore.js';
 
+/** Where a blob's bytes lie: `digest.sizeBytes` of them from `offset` of what `url` names (a pack, or the blob alone). */
+export interface BlobLocation {
+  url: string;
+  offset: number;
+}
+
 /** A store whose blobs a runtime can read itself, by URLs the gateway gives (S3BlobStore, DiskBlobStore). */
 export interface DirectReadBlobStore {
-  readUrl(digest: Digest): Promise<string>;
+  readUrl(digest: Digest): Promise<BlobLocation>;
 }
 
 export function readsDirectly(store: object): store is DirectReadBlobStore {
@@ -26,9 +32,8 @@ export class BlobUrlError extends Error {
   }
 }
 
-export interface BlobUrl {
+export interface BlobUrl extends BlobLocation {
   digest: Digest;
-  url: string;
   status: { code: number; message: string };
 }
 
@@ -43,10 +48,11 @@ export async function blobUrls(store: BlobStore, mayRead: (digest: string) => bo
   return Promise.all(
     digests.map(async (d) =>
       mayRead(formatDigest(d))
-        ? { digest: d, url: await store.readUrl(d), status: { code: grpc.status.OK, message: '' } }
+        ? { digest: d, ...(await store.readUrl(d)), status: { code: grpc.status.OK, message: '' } }
         : {
             digest: d,
             url: '',
+            offset: 0,
             status: { code: grpc.status.PERMISSION_DENIED, message: `blob ${formatDigest(d)} is not part of a run assigned to this runtime` },
           },
     ),

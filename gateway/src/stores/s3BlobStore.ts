@@ -19,7 +19,7 @@ import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { LRUCache } from 'lru-cache';
 import { Digest, formatDigest } from '@kernelhop/kernel-snapshot';
 import { PutResult, SweepableBlobStore, verifyBlob } from '../blobStore.js';
-import type { DirectReadBlobStore } from './directReads.js';
+import type { BlobLocation, DirectReadBlobStore } from './directReads.js';
 import { S3Location } from './storeUrl.js';
 
 /** Blobs at least this big go up in parts (lib-storage), so a large manifest is not one long request to retry whole. */
@@ -101,6 +101,11 @@ export class S3BlobStore implements SweepableBlobStore, DirectReadBlobStore {
     return unknown.filter((_, i) => !present[i]);
   }
 
+  /** An object per blob, as put writes it: the batch's puts go in parallel. */
+  putMany(items: ReadonlyArray<{ digest: Digest; data: Uint8Array }>): Promise<PutResult[]> {
+    return Promise.all(items.map((it) => this.put(it.digest, it.data)));
+  }
+
   async put(digest: Digest, data: Uint8Array): Promise<PutResult> {
     const verdict = verifyBlob(digest, data);
     if (verdict.code !== 'ok') return verdict;
@@ -146,10 +151,11 @@ export class S3BlobStore implements SweepableBlobStore, DirectReadBlobStore {
   }
 
   /** A presigned GET, valid for a few minutes. */
-  readUrl(digest: Digest): Promise<string> {
-    return getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.bucket, Key: this.keyOf(digest) }), {
+  async readUrl(digest: Digest): Promise<BlobLocation> {
+    const url = await getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.bucket, Key: this.keyOf(digest) }), {
       expiresIn: PRESIGN_EXPIRES_S,
     });
+    return { url, offset: 0 };
   }
 
   async *list(): AsyncIterable<{ digest: Digest; mtimeMs: number }> {
@@ -162,6 +168,9 @@ export class S3BlobStore implements SweepableBlobStore, DirectReadBlobStore {
       }
     }
   }
+
+  /** An object per blob: a removal gives its space back at once, so there is nothing to compact. */
+  async compact(): Promise<void> {}
 
   /** The temporaries of an object store are multipart uploads a crash left open: their parts cost storage. */
   async removeStaleTemporaries(notAfterMs: number): Promise<number> {

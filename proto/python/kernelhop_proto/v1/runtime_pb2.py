@@ -26,7 +26,7 @@ from . import capabilities_pb2 as kernelhop_dot_v1_dot_capabilities__pb2
 from . import events_pb2 as kernelhop_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1akernelhop/v1/runtime.proto\x12\x0ckernelhop.v1\x1a\x1fkernelhop/v1/capabilities.proto\x1a\x19kernelhop/v1/events.proto\"*\n\x06\x44igest\x12\x0c\n\x04hash\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\"\'\n\x06Status\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"E\n\x17\x46indMissingBlobsRequest\x12*\n\x0c\x62lob_digests\x18\x01 \x03(\x0b\x32\x14.kernelhop.v1.Digest\"N\n\x18\x46indMissingBlobsResponse\x12\x32\n\x14missing_blob_digests\x18\x01 \x03(\x0b\x32\x14.kernelhop.v1.Digest\"\x99\x01\n\x17\x42\x61tchUpdateBlobsRequest\x12?\n\x08requests\x18\x01 \x03(\x0b\x32-.kernelhop.v1.BatchUpdateBlobsRequest.Request\x1a=\n\x07Request\x12$\n\x06\x64igest\x18\x01 \x01(\x0b\x32\x14.kernelhop.v1.Digest\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\xb6\x01\n\x18\x42\x61tchUpdateBlobsResponse\x12\x42\n\tresponses\x18\x01 \x03(\x0b\x32/.kernelhop.v1.BatchUpdateBlobsResponse.Response\x1aV\n\x08Response\x12$\n\x06\x64igest\x18\x01 \x01(\x0b\x32\x14.kernelhop.v1.Digest\x12$\n\x06status\x18\x02 \x01(\x0b\x32\x14.kernelhop.v1.Status\">\n\x15\x42\x61tchReadBlobsRequest\x12%\n\x07\x64igests\x18\x01 \x03(\x0b\x32\x14.kernelhop.v1.Digest\"\xc0\x01\n\x16\x42\x61tchReadBlobsResponse\x12@\n\tresponses\x18\x01 \x03(\x0b\x32-.kernelhop.v1.BatchReadBlobsResponse.Response\x1a\x64\n\x08Response\x12$\n\x06\x64igest\x18\x01 \x01(\x0b\x32\x14.kernelhop.v1.Digest\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12$\n\x06status\x18\x03 \x01(\x0b\x32\x14.kernelhop.v1.Status\";\n\x12GetBlobUrlsRequest\x12%\n\x07\x64igests\x18\x01 \x03(\x0b\x32\x14.kernelhop.v1.Digest\"\xb9\x01\n\x13GetBlobUrlsResponse\x12=\n\tresponses\x18\x01 \x03(\x0b\x32*.kernelhop.v1.GetBlobUrlsResponse.Response\x1a\x63\n\x08Response\x12$\n\x06\x64igest\x18\x01 \x01(\x0b\x32\x14.kernelhop.v1.Digest\x12\x0b\n\x03url\x18\x02 \x01(\t\x12$\n\x06status\x18\x03 \x01(\x0b\x32\x14.kernelhop.v1.Status\"+\n\x08GpuClass\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tsimulated\x18\x02 \x01(\x08\"G\n\x04Slot\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x12\n\nmemory_mib\x18\x04 \x01(\x03\"\xc0\x01\n\x0fRegisterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x07\x63lasses\x18\x02 \x03(\x0b\x32\x16.kernelhop.v1.GpuClass\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x05\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x30\n\x0c\x63\x61pabilities\x18\x05 \x01(\x0b\x32\x1a.kernelhop.v1.Capabilities\x12!\n\x05slots\x18\x06 \x03(\x0b\x32\x12.kernelhop.v1.Slot\"w\n\x10RegisterResponse\x12\x12\n\nruntime_id\x18\x01 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x02 \x01(\x05\x12\x30\n\x0c\x63\x61pabilities\x18\x03 \x01(\x0b\x32\x1a.kernelhop.v1.Capabilities\"J\n\x10HeartbeatRequest\x12\x12\n\nruntime_id\x18\x01 \x01(\t\x12\x0c\n\x04\x62usy\x18\x02 \x01(\x05\x12\x14\n\x0cwarm_workers\x18\x03 \x01(\x05\"\"\n\x11HeartbeatResponse\x12\r\n\x05known\x18\x01 \x01(\x08\"\xca\x01\n\nAssignment\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07session\x18\x02 \x01(\t\x12\x11\n\tgpu_class\x18\x03 \x01(\t\x12\x0c\n\x04\x63ode\x18\x04 \x01(\t\x12&\n\x08snapshot\x18\x05 \x01(\x0b\x32\x14.kernelhop.v1.Digest\x12\x11\n\ttimeout_s\x18\x06 \x01(\x01\x12\x0c\n\x04lazy\x18\x07 \x01(\x08\x12\r\n\x05reach\x18\x08 \x03(\t\x12\x0c\n\x04slot\x18\t \x01(\x05\x12\x14\n\x0cwarm_grace_s\x18\n \x01(\x01\"(\n\x06\x43\x61ncel\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"l\n\x0eGatewayMessage\x12*\n\x06\x61ssign\x18\x01 \x01(\x0b\x32\x18.kernelhop.v1.AssignmentH\x00\x12&\n\x06\x63\x61ncel\x18\x02 \x01(\x0b\x32\x14.kernelhop.v1.CancelH\x00\x42\x06\n\x04kind\"\x94\x03\n\tCellEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12(\n\x07started\x18\x02 \x01(\x0b\x32\x15.kernelhop.v1.StartedH\x00\x12&\n\x06stream\x18\x03 \x01(\x0b\x32\x14.kernelhop.v1.StreamH\x00\x12(\n\x07\x64isplay\x18\x04 \x01(\x0b\x32\x15.kernelhop.v1.DisplayH\x00\x12\'\n\x06result\x18\x05 \x01(\x0b\x32\x15.kernelhop.v1.DisplayH\x00\x12(\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x17.kernelhop.v1.CellErrorH\x00\x12\"\n\x04\x64one\x18\x07 \x01(\x0b\x32\x12.kernelhop.v1.DoneH\x00\x12&\n\x06\x66\x61iled\x18\x08 \x01(\x0b\x32\x14.kernelhop.v1.FailedH\x00\x12*\n\x08progress\x18\t \x01(\x0b\x32\x16.kernelhop.v1.ProgressH\x00\x12(\n\x07refused\x18\n \x01(\x0b\x32\x15.kernelhop.v1.RefusedH\x00\x42\x06\n\x04kind\"\'\n\x07Started\x12\x0e\n\x06worker\x18\x01 \x01(\t\x12\x0c\n\x04warm\x18\x02 \x01(\x08\"3\n\x07\x44isplay\x12\x11\n\tdata_json\x18\x01 \x01(\t\x12\x15\n\rmetadata_json\x18\x02 \x01(\t\"T\n\x04\x44one\x12\x0e\n\x06status\x18\x01 \x01(\t\x12&\n\x08snapshot\x18\x02 \x01(\x0b\x32\x14.kernelhop.v1.Digest\x12\x14\n\x0ctimings_json\x18\x03 \x01(\t\"\x19\n\x07Refused\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\'\n\x06\x46\x61iled\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x1b\n\nSlotsTaken\x12\r\n\x05slots\x18\x01 \x03(\x05\"s\n\x0eRuntimeMessage\x12(\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.kernelhop.v1.CellEventH\x00\x12/\n\x0bslots_taken\x18\x02 \x01(\x0b\x32\x18.kernelhop.v1.SlotsTakenH\x00\x42\x06\n\x04kind2\x92\x03\n\x19\x43ontentAddressableStorage\x12\x61\n\x10\x46indMissingBlobs\x12%.kernelhop.v1.FindMissingBlobsRequest\x1a&.kernelhop.v1.FindMissingBlobsResponse\x12\x61\n\x10\x42\x61tchUpdateBlobs\x12%.kernelhop.v1.BatchUpdateBlobsRequest\x1a&.kernelhop.v1.BatchUpdateBlobsResponse\x12[\n\x0e\x42\x61tchReadBlobs\x12#.kernelhop.v1.BatchReadBlobsRequest\x1a$.kernelhop.v1.BatchReadBlobsResponse\x12R\n\x0bGetBlobUrls\x12 .kernelhop.v1.GetBlobUrlsRequest\x1a!.kernelhop.v1.GetBlobUrlsResponse2\xeb\x01\n\x08Runtimes\x12I\n\x08Register\x12\x1d.kernelhop.v1.RegisterRequest\x1a\x1e.kernelhop.v1.RegisterResponse\x12L\n\tHeartbeat\x12\x1e.kernelhop.v1.HeartbeatRequest\x1a\x1f.kernelhop.v1.HeartbeatResponse\x12\x46\n\x04Work\x12\x1c.kernelhop.v1.RuntimeMessage\x1a\x1c.kernelhop.v1.GatewayMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1akernelhop/v1/runtime.proto\x12\x0ckernelhop.v1\x1a\x1fkernelhop/v1/capabilities.proto\x1a\x19kernelhop/v1/events.proto\"*\n\x06\x44igest\x12\x0c\n\x04hash\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\"\'\n\x06Status\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"E\n\x17\x46indMissingBlobsRequest\x12*\n\x0c\x62lob_digests\x18\x01 \x03(\x0b\x32\x14.kernelhop.v1.Digest\"N\n\x18\x46indMissingBlobsResponse\x12\x32\n\x14missing_blob_digests\x18\x01 \x03(\x0b\x32\x14.kernelhop.v1.Digest\"\x99\x01\n\x17\x42\x61tchUpdateBlobsRequest\x12?\n\x08requests\x18\x01 \x03(\x0b\x32-.kernelhop.v1.BatchUpdateBlobsRequest.Request\x1a=\n\x07Request\x12$\n\x06\x64igest\x18\x01 \x01(\x0b\x32\x14.kernelhop.v1.Digest\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\xb6\x01\n\x18\x42\x61tchUpdateBlobsResponse\x12\x42\n\tresponses\x18\x01 \x03(\x0b\x32/.kernelhop.v1.BatchUpdateBlobsResponse.Response\x1aV\n\x08Response\x12$\n\x06\x64igest\x18\x01 \x01(\x0b\x32\x14.kernelhop.v1.Digest\x12$\n\x06status\x18\x02 \x01(\x0b\x32\x14.kernelhop.v1.Status\">\n\x15\x42\x61tchReadBlobsRequest\x12%\n\x07\x64igests\x18\x01 \x03(\x0b\x32\x14.kernelhop.v1.Digest\"\xc0\x01\n\x16\x42\x61tchReadBlobsResponse\x12@\n\tresponses\x18\x01 \x03(\x0b\x32-.kernelhop.v1.BatchReadBlobsResponse.Response\x1a\x64\n\x08Response\x12$\n\x06\x64igest\x18\x01 \x01(\x0b\x32\x14.kernelhop.v1.Digest\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12$\n\x06status\x18\x03 \x01(\x0b\x32\x14.kernelhop.v1.Status\";\n\x12GetBlobUrlsRequest\x12%\n\x07\x64igests\x18\x01 \x03(\x0b\x32\x14.kernelhop.v1.Digest\"\xc9\x01\n\x13GetBlobUrlsResponse\x12=\n\tresponses\x18\x01 \x03(\x0b\x32*.kernelhop.v1.GetBlobUrlsResponse.Response\x1as\n\x08Response\x12$\n\x06\x64igest\x18\x01 \x01(\x0b\x32\x14.kernelhop.v1.Digest\x12\x0b\n\x03url\x18\x02 \x01(\t\x12$\n\x06status\x18\x03 \x01(\x0b\x32\x14.kernelhop.v1.Status\x12\x0e\n\x06offset\x18\x04 \x01(\x04\"+\n\x08GpuClass\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tsimulated\x18\x02 \x01(\x08\"G\n\x04Slot\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x12\n\nmemory_mib\x18\x04 \x01(\x03\"\xc0\x01\n\x0fRegisterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x07\x63lasses\x18\x02 \x03(\x0b\x32\x16.kernelhop.v1.GpuClass\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x05\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x30\n\x0c\x63\x61pabilities\x18\x05 \x01(\x0b\x32\x1a.kernelhop.v1.Capabilities\x12!\n\x05slots\x18\x06 \x03(\x0b\x32\x12.kernelhop.v1.Slot\"w\n\x10RegisterResponse\x12\x12\n\nruntime_id\x18\x01 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x02 \x01(\x05\x12\x30\n\x0c\x63\x61pabilities\x18\x03 \x01(\x0b\x32\x1a.kernelhop.v1.Capabilities\"J\n\x10HeartbeatRequest\x12\x12\n\nruntime_id\x18\x01 \x01(\t\x12\x0c\n\x04\x62usy\x18\x02 \x01(\x05\x12\x14\n\x0cwarm_workers\x18\x03 \x01(\x05\"\"\n\x11HeartbeatResponse\x12\r\n\x05known\x18\x01 \x01(\x08\"\xca\x01\n\nAssignment\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07session\x18\x02 \x01(\t\x12\x11\n\tgpu_class\x18\x03 \x01(\t\x12\x0c\n\x04\x63ode\x18\x04 \x01(\t\x12&\n\x08snapshot\x18\x05 \x01(\x0b\x32\x14.kernelhop.v1.Digest\x12\x11\n\ttimeout_s\x18\x06 \x01(\x01\x12\x0c\n\x04lazy\x18\x07 \x01(\x08\x12\r\n\x05reach\x18\x08 \x03(\t\x12\x0c\n\x04slot\x18\t \x01(\x05\x12\x14\n\x0cwarm_grace_s\x18\n \x01(\x01\"(\n\x06\x43\x61ncel\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"l\n\x0eGatewayMessage\x12*\n\x06\x61ssign\x18\x01 \x01(\x0b\x32\x18.kernelhop.v1.AssignmentH\x00\x12&\n\x06\x63\x61ncel\x18\x02 \x01(\x0b\x32\x14.kernelhop.v1.CancelH\x00\x42\x06\n\x04kind\"\x94\x03\n\tCellEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12(\n\x07started\x18\x02 \x01(\x0b\x32\x15.kernelhop.v1.StartedH\x00\x12&\n\x06stream\x18\x03 \x01(\x0b\x32\x14.kernelhop.v1.StreamH\x00\x12(\n\x07\x64isplay\x18\x04 \x01(\x0b\x32\x15.kernelhop.v1.DisplayH\x00\x12\'\n\x06result\x18\x05 \x01(\x0b\x32\x15.kernelhop.v1.DisplayH\x00\x12(\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x17.kernelhop.v1.CellErrorH\x00\x12\"\n\x04\x64one\x18\x07 \x01(\x0b\x32\x12.kernelhop.v1.DoneH\x00\x12&\n\x06\x66\x61iled\x18\x08 \x01(\x0b\x32\x14.kernelhop.v1.FailedH\x00\x12*\n\x08progress\x18\t \x01(\x0b\x32\x16.kernelhop.v1.ProgressH\x00\x12(\n\x07refused\x18\n \x01(\x0b\x32\x15.kernelhop.v1.RefusedH\x00\x42\x06\n\x04kind\"\'\n\x07Started\x12\x0e\n\x06worker\x18\x01 \x01(\t\x12\x0c\n\x04warm\x18\x02 \x01(\x08\"3\n\x07\x44isplay\x12\x11\n\tdata_json\x18\x01 \x01(\t\x12\x15\n\rmetadata_json\x18\x02 \x01(\t\"T\n\x04\x44one\x12\x0e\n\x06status\x18\x01 \x01(\t\x12&\n\x08snapshot\x18\x02 \x01(\x0b\x32\x14.kernelhop.v1.Digest\x12\x14\n\x0ctimings_json\x18\x03 \x01(\t\"\x19\n\x07Refused\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\'\n\x06\x46\x61iled\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x1b\n\nSlotsTaken\x12\r\n\x05slots\x18\x01 \x03(\x05\"s\n\x0eRuntimeMessage\x12(\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.kernelhop.v1.CellEventH\x00\x12/\n\x0bslots_taken\x18\x02 \x01(\x0b\x32\x18.kernelhop.v1.SlotsTakenH\x00\x42\x06\n\x04kind2\x92\x03\n\x19\x43ontentAddressableStorage\x12\x61\n\x10\x46indMissingBlobs\x12%.kernelhop.v1.FindMissingBlobsRequest\x1a&.kernelhop.v1.FindMissingBlobsResponse\x12\x61\n\x10\x42\x61tchUpdateBlobs\x12%.kernelhop.v1.BatchUpdateBlobsRequest\x1a&.kernelhop.v1.BatchUpdateBlobsResponse\x12[\n\x0e\x42\x61tchReadBlobs\x12#.kernelhop.v1.BatchReadBlobsRequest\x1a$.kernelhop.v1.BatchReadBlobsResponse\x12R\n\x0bGetBlobUrls\x12 .kernelhop.v1.GetBlobUrlsRequest\x1a!.kernelhop.v1.GetBlobUrlsResponse2\xeb\x01\n\x08Runtimes\x12I\n\x08Register\x12\x1d.kernelhop.v1.RegisterRequest\x1a\x1e.kernelhop.v1.RegisterResponse\x12L\n\tHeartbeat\x12\x1e.kernelhop.v1.HeartbeatRequest\x1a\x1f.kernelhop.v1.HeartbeatResponse\x12\x46\n\x04Work\x12\x1c.kernelhop.v1.RuntimeMessage\x1a\x1c.kernelhop.v1.GatewayMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -58,45 +58,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETBLOBURLSREQUEST']._serialized_start=940
   _globals['_GETBLOBURLSREQUEST']._serialized_end=999
   _globals['_GETBLOBURLSRESPONSE']._serialized_start=1002
-  _globals['_GETBLOBURLSRESPONSE']._serialized_end=1187
+  _globals['_GETBLOBURLSRESPONSE']._serialized_end=1203
   _globals['_GETBLOBURLSRESPONSE_RESPONSE']._serialized_start=1088
-  _globals['_GETBLOBURLSRESPONSE_RESPONSE']._serialized_end=1187
-  _globals['_GPUCLASS']._serialized_start=1189
-  _globals['_GPUCLASS']._serialized_end=1232
-  _globals['_SLOT']._serialized_start=1234
-  _globals['_SLOT']._serialized_end=1305
-  _globals['_REGISTERREQUEST']._serialized_start=1308
-  _globals['_REGISTERREQUEST']._serialized_end=1500
-  _globals['_REGISTERRESPONSE']._serialized_start=1502
-  _globals['_REGISTERRESPONSE']._serialized_end=1621
-  _globals['_HEARTBEATREQUEST']._serialized_start=1623
-  _globals['_HEARTBEATREQUEST']._serialized_end=1697
-  _globals['_HEARTBEATRESPONSE']._serialized_start=1699
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1733
-  _globals['_ASSIGNMENT']._serialized_start=1736
-  _globals['_ASSIGNMENT']._serialized_end=1938
-  _globals['_CANCEL']._serialized_start=1940
-  _globals['_CANCEL']._serialized_end=1980
-  _globals['_GATEWAYMESSAGE']._serialized_start=1982
-  _globals['_GATEWAYMESSAGE']._serialized_end=2090
-  _globals['_CELLEVENT']._serialized_start=2093
-  _globals['_CELLEVENT']._serialized_end=2497
-  _globals['_STARTED']._serialized_start=2499
-  _globals['_STARTED']._serialized_end=2538
-  _globals['_DISPLAY']._serialized_start=2540
-  _globals['_DISPLAY']._serialized_end=2591
-  _globals['_DONE']._serialized_start=2593
-  _globals['_DONE']._serialized_end=2677
-  _globals['_REFUSED']._serialized_start=2679
-  _globals['_REFUSED']._serialized_end=2704
-  _globals['_FAILED']._serialized_start=2706
-  _globals['_FAILED']._serialized_end=2745
-  _globals['_SLOTSTAKEN']._serialized_start=2747
-  _globals['_SLOTSTAKEN']._serialized_end=2774
-  _globals['_RUNTIMEMESSAGE']._serialized_start=2776
-  _globals['_RUNTIMEMESSAGE']._serialized_end=2891
-  _globals['_CONTENTADDRESSABLESTORAGE']._serialized_start=2894
-  _globals['_CONTENTADDRESSABLESTORAGE']._serialized_end=3296
-  _globals['_RUNTIMES']._serialized_start=3299
-  _globals['_RUNTIMES']._serialized_end=3534
+  _globals['_GETBLOBURLSRESPONSE_RESPONSE']._serialized_end=1203
+  _globals['_GPUCLASS']._serialized_start=1205
+  _globals['_GPUCLASS']._serialized_end=1248
+  _globals['_SLOT']._serialized_start=1250
+  _globals['_SLOT']._serialized_end=1321
+  _globals['_REGISTERREQUEST']._serialized_start=1324
+  _globals['_REGISTERREQUEST']._serialized_end=1516
+  _globals['_REGISTERRESPONSE']._serialized_start=1518
+  _globals['_REGISTERRESPONSE']._serialized_end=1637
+  _globals['_HEARTBEATREQUEST']._serialized_start=1639
+  _globals['_HEARTBEATREQUEST']._serialized_end=1713
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1715
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1749
+  _globals['_ASSIGNMENT']._serialized_start=1752
+  _globals['_ASSIGNMENT']._serialized_end=1954
+  _globals['_CANCEL']._serialized_start=1956
+  _globals['_CANCEL']._serialized_end=1996
+  _globals['_GATEWAYMESSAGE']._serialized_start=1998
+  _globals['_GATEWAYMESSAGE']._serialized_end=2106
+  _globals['_CELLEVENT']._serialized_start=2109
+  _globals['_CELLEVENT']._serialized_end=2513
+  _globals['_STARTED']._serialized_start=2515
+  _globals['_STARTED']._serialized_end=2554
+  _globals['_DISPLAY']._serialized_start=2556
+  _globals['_DISPLAY']._serialized_end=2607
+  _globals['_DONE']._serialized_start=2609
+  _globals['_DONE']._serialized_end=2693
+  _globals['_REFUSED']._serialized_start=2695
+  _globals['_REFUSED']._serialized_end=2720
+  _globals['_FAILED']._serialized_start=2722
+  _globals['_FAILED']._serialized_end=2761
+  _globals['_SLOTSTAKEN']._serialized_start=2763
+  _globals['_SLOTSTAKEN']._serialized_end=2790
+  _globals['_RUNTIMEMESSAGE']._serialized_start=2792
+  _globals['_RUNTIMEMESSAGE']._serialized_end=2907
+  _globals['_CONTENTADDRESSABLESTORAGE']._serialized_start=2910
+  _globals['_CONTENTADDRESSABLESTORAGE']._serialized_end=3312
+  _globals['_RUNTIMES']._serialized_start=3315
+  _globals['_RUNTIMES']._serialized_end=3550
 # @@protoc_insertion_point(module_scope)
